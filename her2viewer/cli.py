@@ -1,0 +1,58 @@
+"""One command line, ``her2viewer <verb>``; every verb runs headless.
+
+Each room of the package owns its verbs in a ``cli`` module with a
+``register(subparsers)`` function; this file only assembles them and turns the
+project's own errors into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from her2viewer import __version__
+from her2viewer.errors import Her2ViewerError
+
+#: Modules that add verbs, in the order they appear in ``--help``.
+VERB_MODULES = ("her2viewer.slide.cli",)
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every verb registered."""
+    parser = argparse.ArgumentParser(
+        prog="her2viewer",
+        description="Whole-slide viewer and headless analysis for HER2 pathology.",
+    )
+    parser.add_argument("--version", action="version", version=f"her2viewer {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    subparsers.required = True
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; ``sys.argv[1:]`` when omitted.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Her2ViewerError as exc:
+        print(f"her2viewer: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("her2viewer: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The project's own exceptions.
+
+Every error a user can cause (a bad file, a missing weight file, a wrong
+checkpoint) is raised as a subclass of :class:`Her2ViewerError` whose message
+is one sentence a pathologist can act on. The CLI prints it on one line and
+exits with status 2; the GUI shows it in a message box and keeps running.
+"""
+
+
+class Her2ViewerError(Exception):
+    """Base class for errors caused by user input, with a one-line message."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return " ".join(text.split())
+
+
+class SlideError(Her2ViewerError):
+    """A slide or image cannot be opened or read."""
+
+
+class TissueError(Her2ViewerError):
+    """Tissue segmentation or patching cannot run with the given input."""
