@@ -54,7 +54,7 @@ STAIN_OD = {
     "hematoxylin": np.array([0.65, 0.70, 0.29]),
     "eosin": np.array([0.07, 0.99, 0.11]),
     "dab": np.array([0.27, 0.57, 0.78]),
-    "ihc_hematoxylin": np.array([0.60, 0.65, 0.47]),
+    "ihc_hematoxylin": np.array([0.60, 0.72, 0.30]),
 }
 for _name, _vector in STAIN_OD.items():
     STAIN_OD[_name] = _vector / np.linalg.norm(_vector)
@@ -211,7 +211,7 @@ def _textures(seed: int) -> dict[str, np.ndarray]:
             [("eosin", cytoplasm + 0.05), ("hematoxylin", high_nuclei + 0.2 + grain)]
         ),
         "ihc_stroma": _stain_rgb(
-            [("ihc_hematoxylin", 0.5 * stroma_nuclei + 0.1 + 0.08 * fibres + grain)]
+            [("ihc_hematoxylin", 0.5 * stroma_nuclei + 0.16 + 0.08 * fibres + grain)]
         ),
     }
     ihc_nuclei = {"tumor": 0.55 * tumor_nuclei, "high": 0.55 * high_nuclei}
