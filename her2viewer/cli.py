@@ -16,7 +16,11 @@ from her2viewer import __version__
 from her2viewer.errors import Her2ViewerError
 
 #: Modules that add verbs, in the order they appear in ``--help``.
-VERB_MODULES = ("her2viewer.slide.cli",)
+VERB_MODULES = (
+    "her2viewer.slide.cli",
+    "her2viewer.tissue.cli",
+    "her2viewer.demo",
+)
 
 EXIT_USER_ERROR = 2
 

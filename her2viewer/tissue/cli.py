@@ -1,0 +1,112 @@
+"""Verbs of the tissue room: ``segment`` and ``patch``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from her2viewer.errors import TissueError
+from her2viewer.slide import open_slide
+from her2viewer.tissue.geojson import segmentation_to_geojson, write_geojson
+from her2viewer.tissue.patching import CONTOUR_FUNCTIONS, make_patch_grid, write_coords_h5
+from her2viewer.tissue.segmentation import PRESETS, resolve_params, segment_tissue
+
+
+def _add_segmentation_options(parser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--sthresh", type=int, help="saturation threshold (overrides preset)")
+    parser.add_argument("--otsu", action="store_true", default=None, help="Otsu threshold")
+    parser.add_argument("--seg-level", type=int, help="level to segment (-1: downsample ~64)")
+
+
+def register(subparsers) -> None:
+    """Add the ``segment`` and ``patch`` verbs."""
+    segment = subparsers.add_parser("segment", help="find tissue: mask PNG + GeoJSON contours")
+    segment.add_argument("slide")
+    segment.add_argument("-o", "--out", required=True, help="output folder")
+    segment.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_segmentation_options(segment)
+    segment.set_defaults(func=run_segment)
+
+    patch = subparsers.add_parser("patch", help="patch grid over tissue -> CLAM coords h5")
+    patch.add_argument("slide")
+    patch.add_argument("-o", "--out", required=True, help="coords .h5 file")
+    patch.add_argument("--mag", type=float, default=20.0, help="magnification (default 20)")
+    patch.add_argument("--size", type=int, default=256, help="patch side in px (default 256)")
+    patch.add_argument("--step", type=int, help="grid step in px (default: --size)")
+    patch.add_argument("--contour-fn", choices=CONTOUR_FUNCTIONS, default="four_pt")
+    patch.add_argument(
+        "--max-background", type=float, default=0.6, help="drop patches whiter than this (0.6)"
+    )
+    patch.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_segmentation_options(patch)
+    patch.set_defaults(func=run_patch)
+
+
+def _params(args):
+    return resolve_params(
+        args.preset, sthresh=args.sthresh, use_otsu=args.otsu, seg_level=args.seg_level
+    )
+
+
+def _print(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+
+
+def run_segment(args) -> int:
+    """Segment a slide and write ``<stem>_tissue_mask.png`` and ``<stem>_tissue.geojson``."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open_slide(args.slide) as slide:
+        seg = segment_tissue(slide, _params(args))
+        stem = Path(slide.info.path).stem
+        mask_path = out / f"{stem}_tissue_mask.png"
+        if not cv2.imwrite(str(mask_path), seg.mask.astype(np.uint8) * 255):
+            raise TissueError(f"Could not write {mask_path}; check the disk and permissions.")
+        geojson_path = write_geojson(out / f"{stem}_tissue.geojson", segmentation_to_geojson(seg))
+        summary = {
+            "slide": slide.info.path,
+            "contours": len(seg.contours),
+            "holes": sum(len(h) for h in seg.holes),
+            "tissue_fraction": round(float(seg.mask.mean()), 4),
+            "mask": str(mask_path),
+            "mask_downsample": seg.downsample,
+            "geojson": str(geojson_path),
+            "seconds": round(time.perf_counter() - start, 3),
+            "warnings": seg.warnings,
+        }
+    _print(summary, args.json)
+    return 0
+
+
+def run_patch(args) -> int:
+    """Segment a slide, lay the patch grid and write the coords h5."""
+    start = time.perf_counter()
+    with open_slide(args.slide) as slide:
+        seg = segment_tissue(slide, _params(args))
+        grid = make_patch_grid(
+            slide, seg, args.mag, args.size, args.step, args.contour_fn, args.max_background
+        )
+        path = write_coords_h5(args.out, grid)
+        summary = {
+            "slide": slide.info.path,
+            "patches": len(grid),
+            "magnification": grid.magnification,
+            "patch_size": grid.target_size,
+            "patch_level": grid.patch_level,
+            "patch_size_level0": grid.patch_size_level0,
+            "coords": str(path),
+            "seconds": round(time.perf_counter() - start, 3),
+            "warnings": grid.warnings,
+        }
+    _print(summary, args.json)
+    return 0
