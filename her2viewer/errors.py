@@ -21,3 +21,23 @@ class SlideError(Her2ViewerError):
 
 class TissueError(Her2ViewerError):
     """Tissue segmentation or patching cannot run with the given input."""
+
+
+class ModelError(Her2ViewerError):
+    """A model, encoder, checkpoint, bundle or features file cannot be used as asked."""
+
+
+class StainError(Her2ViewerError):
+    """Stain separation or IHC measurement cannot run with the given input."""
+
+
+class RegistrationError(Her2ViewerError):
+    """Two slides cannot be registered, or a registration file is unusable."""
+
+
+class RadiomicsError(Her2ViewerError):
+    """A CT/MR volume, ROI mask or radiomics feature table cannot be used as asked."""
+
+
+class StudyError(Her2ViewerError):
+    """A reader study cannot be created, read, imported or reported with the given input."""

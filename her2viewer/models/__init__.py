@@ -1,0 +1,1 @@
+"""Models room of her2viewer (see DESIGN.md)."""

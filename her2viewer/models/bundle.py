@@ -1,0 +1,173 @@
+"""Model bundles: a folder or zip with ``bundle.json`` and ``*.safetensors`` files.
+
+A bundle is generic: ``bundle.json`` says what kind of model it is (``model_kind``)
+and carries everything needed to use it (encoder, patch size, magnification,
+class names, thresholds, provenance, architecture); each ``NAME.safetensors``
+holds one state dict. Nothing in a bundle is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from her2viewer.errors import ModelError
+
+SCHEMA_VERSION = 1
+MANIFEST = "bundle.json"
+REQUIRED_KEYS = ("schema_version", "model_kind")
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle.
+
+    Attributes
+    ----------
+    meta : dict
+        The contents of ``bundle.json``.
+    tensors : dict
+        ``{file stem: {tensor name: tensor}}``, one entry per ``.safetensors`` file.
+    path : Path or None
+        Where it was loaded from.
+    """
+
+    meta: dict
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        """The model kind named in ``bundle.json`` (e.g. ``"clam"``)."""
+        return str(self.meta["model_kind"])
+
+    def state_dict(self, name: str = "model") -> dict[str, torch.Tensor]:
+        """Return the state dict stored as ``NAME.safetensors``."""
+        if name not in self.tensors:
+            raise ModelError(f"Bundle {self.path} has no weights file '{name}.safetensors'.")
+        return self.tensors[name]
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Return True when ``path`` is a bundle folder or a zip holding ``bundle.json``."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / MANIFEST).is_file()
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return MANIFEST in archive.namelist()
+    return False
+
+
+def save_bundle(path: str | Path, meta: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write a bundle atomically; a ``.zip`` suffix writes a zip, anything else a folder.
+
+    Parameters
+    ----------
+    path : path
+        Destination folder or ``.zip`` file; replaced if it exists.
+    meta : dict
+        JSON-serialisable manifest; must name ``model_kind``. ``schema_version``
+        is filled in.
+    tensors : dict
+        ``{file stem: state dict}``.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    meta = {"schema_version": SCHEMA_VERSION, **meta}
+    if "model_kind" not in meta:
+        raise ModelError("A bundle manifest must name its model_kind.")
+    files = {MANIFEST: json.dumps(meta, indent=2, sort_keys=True).encode()}
+    for stem, state in tensors.items():
+        contiguous = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        files[f"{stem}.safetensors"] = save_safetensors(contiguous)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".zip":
+        _write_zip(path, files)
+    else:
+        _write_folder(path, files)
+    return path
+
+
+def _write_zip(path: Path, files: dict[str, bytes]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_folder(path: Path, files: dict[str, bytes]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle folder or zip.
+
+    Raises
+    ------
+    ModelError
+        When the path is missing, is not a bundle, or its manifest is invalid.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"Model bundle not found: {path}.")
+    if not is_bundle(path):
+        raise ModelError(f"{path} is not a model bundle (a folder or zip with {MANIFEST}).")
+    files = _read_files(path)
+    try:
+        meta = json.loads(files.pop(MANIFEST))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: {MANIFEST} is not valid JSON ({exc.msg}).") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelError(f"{path}: {MANIFEST} lacks {', '.join(missing)}.")
+    if int(meta["schema_version"]) > SCHEMA_VERSION:
+        raise ModelError(
+            f"{path} uses bundle schema {meta['schema_version']}; this version of "
+            f"her2viewer reads up to {SCHEMA_VERSION}. Update her2viewer."
+        )
+    tensors = {}
+    for name, data in files.items():
+        try:
+            tensors[name.removesuffix(".safetensors")] = load_safetensors(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelError(f"{path}: {name} is not a valid safetensors file.") from exc
+    return Bundle(meta=meta, tensors=tensors, path=path)
+
+
+def _read_files(path: Path) -> dict[str, bytes]:
+    if path.is_dir():
+        names = [MANIFEST] + [p.name for p in sorted(path.glob("*.safetensors"))]
+        return {name: (path / name).read_bytes() for name in names}
+    with zipfile.ZipFile(path) as archive:
+        names = [
+            n
+            for n in archive.namelist()
+            if n == MANIFEST or (n.endswith(".safetensors") and "/" not in n)
+        ]
+        return {name: archive.read(name) for name in names}
