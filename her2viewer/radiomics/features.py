@@ -1,0 +1,197 @@
+"""Radiomic features of a volume inside an ROI, following PyRadiomics' definitions.
+
+The feature classes and names are PyRadiomics' (``original_<class>_<Feature>``):
+first order, 3D shape, GLCM, GLRLM, GLSZM, GLDM and NGTDM, on the original
+image with fixed bin width discretisation. Each value follows the formulas in
+the PyRadiomics documentation (van Griethuysen et al., Cancer Research 2017),
+and is checked against PyRadiomics' own published baseline for its breast1
+test case (``tests/test_radiomics_features.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from her2viewer.errors import RadiomicsError
+from her2viewer.radiomics.shape import shape_features
+from her2viewer.radiomics.texture import (
+    glcm_features,
+    gldm_features,
+    glrlm_features,
+    glszm_features,
+    ngtdm_features,
+)
+from her2viewer.radiomics.volume import Volume
+
+FEATURE_CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+
+
+@dataclass(frozen=True)
+class RadiomicsSettings:
+    """Extraction settings, named and defaulted as in PyRadiomics.
+
+    Attributes
+    ----------
+    bin_width : float
+        Fixed bin width for discretisation (PyRadiomics ``binWidth``, 25).
+    label : int
+        Mask value of the ROI (``label``, 1).
+    voxel_array_shift : float
+        Added to intensities in Energy, Total Energy and RMS (``voxelArrayShift``, 0;
+        PyRadiomics' baseline files use 2000).
+    classes : tuple of str
+        Feature classes to compute.
+    """
+
+    bin_width: float = 25.0
+    label: int = 1
+    voxel_array_shift: float = 0.0
+    classes: tuple[str, ...] = FEATURE_CLASSES
+
+
+@dataclass
+class RoiData:
+    """The ROI cropped to its bounding box: raw values, discretised levels and mask."""
+
+    image: np.ndarray
+    levels: np.ndarray
+    mask: np.ndarray
+    spacing: tuple[float, float, float]
+
+    @property
+    def values(self) -> np.ndarray:
+        """Raw intensities inside the ROI."""
+        return self.image[self.mask]
+
+
+def _check_inputs(image: Volume, mask: Volume, label: int) -> np.ndarray:
+    """Return the boolean ROI, or raise a one-line error for unusable inputs."""
+    if image.array.shape != mask.array.shape:
+        raise RadiomicsError(
+            f"Mask shape {mask.array.shape} does not match image shape {image.array.shape}; "
+            "use the mask drawn on this image."
+        )
+    if not np.allclose(image.spacing, mask.spacing, rtol=1e-4):
+        raise RadiomicsError(
+            f"Mask spacing {mask.spacing} does not match image spacing {image.spacing}."
+        )
+    roi = mask.array == label
+    if not roi.any():
+        raise RadiomicsError(f"The mask has no voxel with label {label}; nothing to measure.")
+    return roi
+
+
+def discretize(values: np.ndarray, bin_width: float) -> np.ndarray:
+    """Fixed bin width discretisation to levels 1, 2, ... (PyRadiomics ``binImage``).
+
+    Bin edges start at ``min - (min % bin_width)`` and step by ``bin_width``; a flat
+    region gets one bin.
+    """
+    low, high = float(values.min()), float(values.max())
+    edges = np.arange(low - (low % bin_width), high + 2 * bin_width, bin_width)
+    if len(edges) == 1:
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    return np.digitize(values, edges)
+
+
+def prepare_roi(image: Volume, mask: Volume, settings: RadiomicsSettings) -> RoiData:
+    """Check the inputs, crop to the ROI's bounding box and discretise.
+
+    Raises
+    ------
+    RadiomicsError
+        On a shape or spacing mismatch, or an empty ROI.
+    """
+    roi = _check_inputs(image, mask, settings.label)
+    bounds = [np.flatnonzero(roi.any(axis=tuple(a for a in range(3) if a != d))) for d in range(3)]
+    box = tuple(slice(int(b[0]), int(b[-1]) + 1) for b in bounds)
+    crop = image.array[box].astype(np.float64)
+    crop_mask = roi[box]
+    levels = np.zeros(crop.shape, dtype=np.int64)
+    levels[crop_mask] = discretize(crop[crop_mask], settings.bin_width)
+    return RoiData(crop, levels, crop_mask, tuple(float(s) for s in image.spacing))
+
+
+def firstorder_features(roi: RoiData, voxel_array_shift: float = 0.0) -> dict[str, float]:
+    """First-order statistics of the ROI intensities (PyRadiomics ``firstorder``)."""
+    x = roi.values
+    n = x.size
+    eps = np.spacing(1)
+    shifted = x + voxel_array_shift
+    energy = float(np.sum(shifted**2))
+    p10, p25, p50, p75, p90 = np.percentile(x, [10, 25, 50, 75, 90])
+    mean = x.mean()
+    dev = x - mean
+    m2, m3, m4 = np.mean(dev**2), np.mean(dev**3), np.mean(dev**4)
+    robust = x[(x >= p10) & (x <= p90)]
+    _, counts = np.unique(roi.levels[roi.mask], return_counts=True)
+    p = counts / n
+    return {
+        "Energy": energy,
+        "TotalEnergy": energy * float(np.prod(roi.spacing)),
+        "Entropy": float(-np.sum(p * np.log2(p + eps))),
+        "Minimum": float(x.min()),
+        "10Percentile": float(p10),
+        "90Percentile": float(p90),
+        "Maximum": float(x.max()),
+        "Mean": float(mean),
+        "Median": float(p50),
+        "InterquartileRange": float(p75 - p25),
+        "Range": float(x.max() - x.min()),
+        "MeanAbsoluteDeviation": float(np.mean(np.abs(dev))),
+        "RobustMeanAbsoluteDeviation": float(np.mean(np.abs(robust - robust.mean()))),
+        "RootMeanSquared": float(np.sqrt(energy / n)),
+        "Skewness": float(m3 / m2**1.5) if m2 > 0 else 0.0,
+        "Kurtosis": float(m4 / m2**2) if m2 > 0 else 0.0,
+        "Variance": float(m2),
+        "Uniformity": float(np.sum(p**2)),
+    }
+
+
+def extract_features(
+    image: Volume, mask: Volume, settings: RadiomicsSettings | None = None
+) -> dict[str, float]:
+    """Compute radiomic features of ``image`` inside ``mask``.
+
+    Parameters
+    ----------
+    image : Volume
+        CT or MR volume.
+    mask : Volume
+        ROI mask of the same shape and spacing; voxels equal to ``settings.label`` count.
+    settings : RadiomicsSettings, optional
+        Defaults follow PyRadiomics (bin width 25, label 1).
+
+    Returns
+    -------
+    dict
+        ``original_<class>_<Feature>`` -> value, in :data:`FEATURE_CLASSES` order.
+
+    Raises
+    ------
+    RadiomicsError
+        On mismatched image and mask, an empty ROI or an unknown feature class.
+    """
+    settings = settings or RadiomicsSettings()
+    unknown = sorted(set(settings.classes) - set(FEATURE_CLASSES))
+    if unknown:
+        raise RadiomicsError(
+            f"Unknown feature class {unknown[0]!r}; choose from {', '.join(FEATURE_CLASSES)}."
+        )
+    roi = prepare_roi(image, mask, settings)
+    compute = {
+        "firstorder": lambda: firstorder_features(roi, settings.voxel_array_shift),
+        "shape": lambda: shape_features(roi.mask, roi.spacing),
+        "glcm": lambda: glcm_features(roi.levels, roi.mask),
+        "glrlm": lambda: glrlm_features(roi.levels, roi.mask),
+        "glszm": lambda: glszm_features(roi.levels, roi.mask),
+        "gldm": lambda: gldm_features(roi.levels, roi.mask),
+        "ngtdm": lambda: ngtdm_features(roi.levels, roi.mask),
+    }
+    out: dict[str, float] = {}
+    for name in FEATURE_CLASSES:
+        if name in settings.classes:
+            out.update({f"original_{name}_{k}": v for k, v in compute[name]().items()})
+    return out
