@@ -1,0 +1,647 @@
+"""The slide view: a map-like, tile-by-tile renderer of one slide and its overlay layers.
+
+The view's state is a centre in level-0 pixels, a downsample (level-0 pixels per
+screen pixel) and a rotation angle. All conversions between level-0 and screen
+coordinates go through :meth:`SlideView.level0_to_screen_matrix`; nothing else in
+the GUI knows the arithmetic. Pixels come only from the shared :class:`TileCache`;
+missing tiles are requested from the :class:`TileLoader` (centre outward, stale
+requests replaced) and drawn meanwhile from the finest cached coarser or finer
+tiles, over an always-present overview image, so the view is never blank.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
+from PySide6.QtWidgets import QWidget
+
+from her2viewer.gui.tiles import (
+    QUEUED,
+    TILE_SIZE,
+    TileKey,
+    TileLoader,
+    read_virtual_tile,
+    rgb_to_image,
+    rgba_to_image,
+    tile_pixels,
+    tile_region,
+    virtual_level_count,
+)
+from her2viewer.overlay.layers import OverlayLayer
+from her2viewer.overlay.scalebar import scale_bar
+
+#: Magnification presets offered (only those up to the slide's own are enabled).
+MAG_PRESETS = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0)
+OVERVIEW_SIZE = 1024
+OVERVIEW_LEVEL = -1
+MIN_DOWNSAMPLE = 0.125
+BACKGROUND = QColor(38, 40, 44)
+ZOOM_STEP = 1.5
+WHEEL_ZOOM_PER_NOTCH = 1.25
+INERTIA_DECAY = 0.90
+_sources = itertools.count(1)
+
+
+@dataclass
+class ViewState:
+    """Where a view looks: centre (level-0 px), downsample, rotation (radians)."""
+
+    cx: float
+    cy: float
+    downsample: float
+    angle: float = 0.0
+
+
+@dataclass
+class PaintStats:
+    """Figures of the last painted frame."""
+
+    ms: float = 0.0
+    tiles: int = 0
+    missing: int = 0
+    right_level_fraction: float = 1.0
+    level: int = 0
+
+
+class SlideView(QWidget):
+    """Draws one slide pyramid with its overlay layers and handles navigation.
+
+    Signals
+    -------
+    view_changed()
+        The centre, zoom or rotation changed.
+    cursor_moved(x, y)
+        The level-0 point under the mouse (NaN when the mouse left the view).
+    overview_ready()
+        The overview image (used by the minimap) has been loaded.
+    activated()
+        The user clicked into the view.
+    """
+
+    view_changed = Signal()
+    cursor_moved = Signal(float, float)
+    overview_ready = Signal()
+    activated = Signal()
+    layers_changed = Signal()
+
+    def __init__(self, loader: TileLoader, title: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.loader = loader
+        self.cache = loader.cache
+        self.title = title
+        self.slide = None
+        self.layers: list[OverlayLayer] = []  # bottom to top
+        self.state = ViewState(0.0, 0.0, 1.0)
+        self.crosshair: tuple[float, float] | None = None
+        self.sync_enabled = True
+        self.show_hud = True
+        self.stats = PaintStats()
+        self.frame_ms: deque[float] = deque(maxlen=10000)
+        self._source = 0
+        self._levels = 1
+        self._owner = id(self)
+        self._drag_pos: QPointF | None = None
+        self._velocity = QPointF()
+        self._moves: deque[tuple[float, QPointF]] = deque(maxlen=6)
+        self._zoom_target: float | None = None
+        self._zoom_anchor = QPointF()
+        self._animator = QTimer(self, interval=16, timeout=self._animate)
+        self._schedule_pending = False
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMinimumSize(200, 150)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        loader.tile_ready.connect(self._on_tile_ready, QUEUED)
+
+    # -- slide and layers ----------------------------------------------------------
+    def set_slide(self, slide, title: str | None = None) -> None:
+        """Show ``slide`` (an open :class:`~her2viewer.slide.Slide`), fitted to the view."""
+        self.loader.cancel(self._owner)
+        self.slide = slide
+        self.layers = []
+        self.crosshair = None
+        self._source = next(_sources)
+        self._levels = virtual_level_count(slide.info.width, slide.info.height)
+        if title is not None:
+            self.title = title
+        self.fit()
+        self.layers_changed.emit()
+
+    def add_layer(self, layer: OverlayLayer) -> None:
+        """Put ``layer`` on top of the stack."""
+        self.layers.append(layer)
+        self.layers_changed.emit()
+        self.refresh()
+
+    def remove_layer(self, layer: OverlayLayer) -> None:
+        """Take ``layer`` off the stack."""
+        self.layers.remove(layer)
+        self.layers_changed.emit()
+        self.refresh()
+
+    def move_layer(self, layer: OverlayLayer, steps: int) -> None:
+        """Move ``layer`` up (positive) or down the stack."""
+        index = self.layers.index(layer)
+        new = min(max(index + steps, 0), len(self.layers) - 1)
+        self.layers.insert(new, self.layers.pop(index))
+        self.layers_changed.emit()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-request tiles (e.g. after a layer's colours changed) and repaint."""
+        self._schedule()
+        self.update()
+
+    @property
+    def overview(self):
+        """The cached overview tile (``image`` is a QImage) or ``None`` while it loads."""
+        if self.slide is None:
+            return None
+        return self.cache.peek(TileKey("slide", self._source, 0, OVERVIEW_LEVEL, 0, 0))
+
+    # -- coordinates ---------------------------------------------------------------
+    def level0_to_screen_matrix(self) -> np.ndarray:
+        """Return the 3x3 matrix mapping level-0 pixels to widget pixels."""
+        s = self.state
+        c, n = math.cos(-s.angle), math.sin(-s.angle)
+        linear = np.array([[c, -n], [n, c]]) / s.downsample
+        matrix = np.eye(3)
+        matrix[:2, :2] = linear
+        matrix[:2, 2] = np.array([self.width() / 2, self.height() / 2]) - linear @ [s.cx, s.cy]
+        return matrix
+
+    def screen_to_level0(self, x: float, y: float) -> tuple[float, float]:
+        """Level-0 point under widget pixel ``(x, y)``."""
+        point = np.linalg.solve(self.level0_to_screen_matrix(), [x, y, 1.0])
+        return float(point[0]), float(point[1])
+
+    def level0_to_screen(self, x: float, y: float) -> tuple[float, float]:
+        """Widget pixel showing level-0 point ``(x, y)``."""
+        point = self.level0_to_screen_matrix() @ [x, y, 1.0]
+        return float(point[0]), float(point[1])
+
+    def _qtransform(self) -> QTransform:
+        m = self.level0_to_screen_matrix()
+        return QTransform(m[0, 0], m[1, 0], m[0, 1], m[1, 1], m[0, 2], m[1, 2])
+
+    def visible_bounds(self) -> tuple[float, float, float, float]:
+        """Level-0 bounding box ``(x0, y0, x1, y1)`` of the viewport, clipped to the slide."""
+        corners = [
+            self.screen_to_level0(x, y) for x in (0, self.width()) for y in (0, self.height())
+        ]
+        xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+        info = self.slide.info
+        return (
+            max(0.0, min(xs)),
+            max(0.0, min(ys)),
+            min(float(info.width), max(xs)),
+            min(float(info.height), max(ys)),
+        )
+
+    # -- navigation ----------------------------------------------------------------
+    def fit_downsample(self) -> float:
+        """Downsample at which the whole slide fits the view."""
+        info = self.slide.info
+        return max(info.width / max(self.width(), 1), info.height / max(self.height(), 1)) * 1.02
+
+    def set_state(self, state: ViewState, notify: bool = True) -> None:
+        """Move the view to ``state`` (clamped to the slide) and request its tiles."""
+        if self.slide is None:
+            return
+        info = self.slide.info
+        ds = min(max(state.downsample, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
+        self.state = ViewState(
+            min(max(state.cx, 0.0), float(info.width)),
+            min(max(state.cy, 0.0), float(info.height)),
+            ds,
+            state.angle,
+        )
+        self._schedule()
+        self.update()
+        if notify:
+            self.view_changed.emit()
+
+    def fit(self) -> None:
+        """Show the whole slide (Home)."""
+        info = self.slide.info
+        self.set_state(
+            ViewState(info.width / 2, info.height / 2, self.fit_downsample(), self.state.angle)
+        )
+
+    def zoom_at(self, factor: float, pos: QPointF | None = None) -> None:
+        """Zoom by ``factor`` (>1 magnifies) keeping the level-0 point under ``pos`` fixed."""
+        if self.slide is None:
+            return
+        pos = pos if pos is not None else QPointF(self.width() / 2, self.height() / 2)
+        anchor = self.screen_to_level0(pos.x(), pos.y())
+        s = self.state
+        ds = min(max(s.downsample / factor, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
+        c, n = math.cos(s.angle), math.sin(s.angle)
+        dx, dy = (pos.x() - self.width() / 2) * ds, (pos.y() - self.height() / 2) * ds
+        cx = anchor[0] - (c * dx - n * dy)
+        cy = anchor[1] - (n * dx + c * dy)
+        self.set_state(ViewState(cx, cy, ds, s.angle))
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        """Move the content by ``(dx, dy)`` screen pixels (as a drag does)."""
+        s = self.state
+        c, n = math.cos(s.angle), math.sin(s.angle)
+        mx, my = dx * s.downsample, dy * s.downsample
+        self.set_state(
+            ViewState(s.cx - (c * mx - n * my), s.cy - (n * mx + c * my), s.downsample, s.angle)
+        )
+
+    def center_on(self, x: float, y: float) -> None:
+        """Centre the view on a level-0 point, keeping the zoom."""
+        s = self.state
+        self.set_state(ViewState(x, y, s.downsample, s.angle))
+
+    def magnification(self) -> float | None:
+        """Current magnification, ``None`` when the slide has neither power nor mpp."""
+        power = self.slide.info.magnification if self.slide else None
+        return power / self.state.downsample if power else None
+
+    def available_presets(self) -> list[float]:
+        """Magnification presets this slide supports (up to its own power)."""
+        power = self.slide.info.magnification if self.slide else None
+        return [m for m in MAG_PRESETS if power and m <= power * 1.001]
+
+    def set_magnification(self, magnification: float) -> None:
+        """Zoom about the centre to ``magnification`` (e.g. 10 for 10x)."""
+        ds = self.slide.downsample_for_magnification(magnification)
+        s = self.state
+        self.set_state(ViewState(s.cx, s.cy, ds, s.angle))
+
+    def smooth_zoom(self, factor: float, pos: QPointF) -> None:
+        """Start or extend an animated zoom about ``pos``."""
+        base = self._zoom_target if self._zoom_target is not None else self.state.downsample
+        self._zoom_target = base / factor
+        self._zoom_anchor = QPointF(pos)
+        self._velocity = QPointF()
+        self._animator.start()
+
+    def _animate(self) -> None:
+        if self._zoom_target is not None:
+            ratio = self.state.downsample / self._zoom_target
+            step = ratio**0.35 if abs(math.log(ratio)) > 0.01 else ratio
+            self.zoom_at(step, self._zoom_anchor)
+            if step == ratio:
+                self._zoom_target = None
+        if abs(self._velocity.x()) + abs(self._velocity.y()) > 0.5:
+            self.pan_by(self._velocity.x(), self._velocity.y())
+            self._velocity *= INERTIA_DECAY
+        else:
+            self._velocity = QPointF()
+        if self._zoom_target is None and self._velocity.isNull():
+            self._animator.stop()
+
+    # -- tile requests -------------------------------------------------------------
+    def target_level(self) -> int:
+        """Virtual level drawn at the current zoom (shrinks tiles by less than 2x)."""
+        level = math.floor(math.log2(max(self.state.downsample, 1e-9)) + 1e-6)
+        return min(max(level, 0), self._levels - 1)
+
+    def _tiles_in(self, level: int, bounds, margin: int = 0) -> list[tuple[int, int]]:
+        span = TILE_SIZE << level
+        info = self.slide.info
+        c0 = max(int(bounds[0] // span) - margin, 0)
+        r0 = max(int(bounds[1] // span) - margin, 0)
+        c1 = min(int(math.ceil(bounds[2] / span)) + margin, math.ceil(info.width / span))
+        r1 = min(int(math.ceil(bounds[3] / span)) + margin, math.ceil(info.height / span))
+        return [(c, r) for r in range(r0, r1) for c in range(c0, c1)]
+
+    def _slide_producer(self, level, col, row):
+        slide = self.slide
+        return lambda: rgb_to_image(read_virtual_tile(slide, level, col, row))
+
+    def _layer_producer(self, layer, level, col, row):
+        info = self.slide.info
+        region = tile_region(level, col, row, info.width, info.height)
+        size = tile_pixels(level, region)
+        return lambda: rgba_to_image(layer.render(region, size))
+
+    def _schedule(self) -> None:
+        if not self._schedule_pending:
+            self._schedule_pending = True
+            QTimer.singleShot(0, self._submit_requests)
+
+    def request_list(self) -> list[tuple[tuple, TileKey, object]]:
+        """Every tile wanted now: visible, placeholder, ring and next-level, best first."""
+        if self.slide is None or self.width() <= 0:
+            return []
+        slide = self.slide
+        requests = [
+            (
+                (-1, 0.0),
+                TileKey("slide", self._source, 0, OVERVIEW_LEVEL, 0, 0),
+                lambda: rgb_to_image(slide.thumbnail(OVERVIEW_SIZE)),
+            )
+        ]
+        bounds = self.visible_bounds()
+        if bounds[2] <= bounds[0] or bounds[3] <= bounds[1]:
+            return requests
+        level = self.target_level()
+        cx, cy = self.state.cx, self.state.cy
+        shown = [layer for layer in self.layers if layer.visible and layer.opacity > 0]
+        visible = set(self._tiles_in(level, bounds))
+        mid = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
+        half = ((bounds[2] - bounds[0]) / 4, (bounds[3] - bounds[1]) / 4)
+        plan = [(0, level, visible)]
+        if level + 1 < self._levels:
+            plan.append((1, level + 1, set(self._tiles_in(level + 1, bounds))))
+        plan.append((2, level, set(self._tiles_in(level, bounds, margin=1)) - visible))
+        if level > 0:
+            centre = (mid[0] - half[0], mid[1] - half[1], mid[0] + half[0], mid[1] + half[1])
+            plan.append((3, level - 1, set(self._tiles_in(level - 1, centre))))
+        for rank, lv, tiles in plan:
+            span = TILE_SIZE << lv
+            for col, row in tiles:
+                dist = math.hypot((col + 0.5) * span - cx, (row + 0.5) * span - cy) / span
+                requests.append(
+                    (
+                        (rank, dist),
+                        TileKey("slide", self._source, 0, lv, col, row),
+                        self._slide_producer(lv, col, row),
+                    )
+                )
+                for layer in shown if rank < 3 else ():
+                    requests.append(
+                        (
+                            (rank, dist + 0.01),
+                            TileKey("layer", layer.uid, layer.version, lv, col, row),
+                            self._layer_producer(layer, lv, col, row),
+                        )
+                    )
+        return requests
+
+    def _submit_requests(self) -> None:
+        self._schedule_pending = False
+        self.loader.submit(self._owner, self.request_list())
+
+    def _on_tile_ready(self, owner: int, key: TileKey) -> None:
+        if owner != self._owner:
+            return
+        self.update()
+        if key.level == OVERVIEW_LEVEL:
+            self.overview_ready.emit()
+
+    def fully_loaded(self) -> bool:
+        """Whether the overview and all visible target-level tiles (and layers) are cached."""
+        if self.slide is None:
+            return True
+        level = self.target_level()
+        tiles = self._tiles_in(level, self.visible_bounds())
+        keys = [TileKey("slide", self._source, 0, level, c, r) for c, r in tiles]
+        for layer in self.layers:
+            if layer.visible and layer.opacity > 0:
+                keys += [TileKey("layer", layer.uid, layer.version, level, c, r) for c, r in tiles]
+        return self.overview is not None and all(self.cache.peek(k) is not None for k in keys)
+
+    # -- painting ------------------------------------------------------------------
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        start = time.perf_counter()
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), BACKGROUND)
+        if self.slide is None:
+            self._paint_empty(painter)
+        else:
+            self._paint_slide(painter)
+            if self.show_hud:
+                self._paint_hud(painter)
+        painter.end()
+        self.stats.ms = (time.perf_counter() - start) * 1000
+        self.frame_ms.append(self.stats.ms)
+
+    def _paint_empty(self, painter: QPainter) -> None:
+        painter.setPen(QColor(170, 170, 170))
+        painter.drawText(
+            self.rect(),
+            Qt.AlignmentFlag.AlignCenter,
+            "Open a slide: File ▸ Open, drag a file here, or her2viewer view SLIDE",
+        )
+
+    def _paint_slide(self, painter: QPainter) -> None:
+        rotated = abs(self.state.angle) > 1e-9
+        smooth = self.state.downsample >= 1
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
+        if rotated:
+            painter.setTransform(self._qtransform())
+        self._place = self._placer(rotated)
+        bounds = self.visible_bounds()
+        level = self.target_level()
+        tiles = self._tiles_in(level, bounds)
+        found = [self.cache.get(TileKey("slide", self._source, 0, level, c, r)) for c, r in tiles]
+        if None in found:
+            self._paint_overview(painter, bounds)
+        for (col, row), tile in zip(tiles, found, strict=True):
+            if tile is not None:
+                self._draw_tile(painter, tile, level, col, row)
+            else:
+                self._draw_fallback(painter, "slide", self._source, 0, level, col, row)
+        drawn = len(found) - found.count(None)
+        self.stats = PaintStats(
+            0.0, len(tiles), len(tiles) - drawn, drawn / len(tiles) if tiles else 1.0, level
+        )
+        for layer in self.layers:
+            if not layer.visible or layer.opacity <= 0:
+                continue
+            painter.setOpacity(layer.opacity)
+            for col, row in tiles:
+                tile = self.cache.peek(TileKey("layer", layer.uid, layer.version, level, col, row))
+                if tile is not None:
+                    self._draw_tile(painter, tile, level, col, row)
+                else:
+                    self._draw_fallback(painter, "layer", layer.uid, layer.version, level, col, row)
+            painter.setOpacity(1.0)
+        painter.resetTransform()
+
+    def _paint_overview(self, painter: QPainter, bounds) -> None:
+        """Draw white glass and the overview image under the visible area (placeholder)."""
+        x0, y0, x1, y1 = bounds
+        if x1 <= x0 or y1 <= y0:
+            return
+        dest = QRectF(self._place(x0, y0, x1 - x0, y1 - y0))
+        painter.fillRect(dest, Qt.GlobalColor.white)
+        overview = self.overview
+        if overview is not None:
+            sx = overview.image.width() / self.slide.info.width
+            sy = overview.image.height() / self.slide.info.height
+            src = QRectF(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy)
+            painter.drawImage(dest, overview.image, src)
+
+    def _placer(self, rotated: bool):
+        """Return a function mapping a level-0 rect to the rect to draw into."""
+        if rotated:
+            return lambda x, y, w, h: QRectF(x, y, w, h)
+        s = self.state
+        ox = s.cx - self.width() / 2 * s.downsample
+        oy = s.cy - self.height() / 2 * s.downsample
+        inv = 1.0 / s.downsample
+
+        def place(x, y, w, h):
+            left, top = round((x - ox) * inv), round((y - oy) * inv)
+            return QRect(
+                left, top, round((x + w - ox) * inv) - left, round((y + h - oy) * inv) - top
+            )
+
+        return place
+
+    def _draw_tile(
+        self, painter, tile, level, col, row, source_rect: QRectF | None = None, target=None
+    ) -> None:
+        if tile.image is None:
+            return
+        info = self.slide.info
+        region = target or tile_region(level, col, row, info.width, info.height)
+        dest = self._place(*region)
+        if source_rect is None:
+            painter.drawImage(dest, tile.image)
+        else:
+            painter.drawImage(QRectF(dest), tile.image, source_rect)
+
+    def _draw_fallback(self, painter, kind, source, version, level, col, row) -> None:
+        """Fill a missing tile from the finest cached coarser tile, then finer children."""
+        info = self.slide.info
+        region = tile_region(level, col, row, info.width, info.height)
+        for up in range(level + 1, self._levels):
+            shift = up - level
+            tile = self.cache.peek(TileKey(kind, source, version, up, col >> shift, row >> shift))
+            if tile is not None:
+                ax, ay, _, _ = tile_region(up, col >> shift, row >> shift, info.width, info.height)
+                scale = 1 << up
+                src = QRectF(
+                    (region[0] - ax) / scale,
+                    (region[1] - ay) / scale,
+                    region[2] / scale,
+                    region[3] / scale,
+                )
+                self._draw_tile(painter, tile, up, 0, 0, src, region)
+                break
+        if level > 0:
+            for dr in (0, 1):
+                for dc in (0, 1):
+                    c, r = col * 2 + dc, row * 2 + dr
+                    if (
+                        c * (TILE_SIZE << (level - 1)) >= info.width
+                        or r * (TILE_SIZE << (level - 1)) >= info.height
+                    ):
+                        continue
+                    child = self.cache.peek(TileKey(kind, source, version, level - 1, c, r))
+                    if child is not None:
+                        self._draw_tile(painter, child, level - 1, c, r)
+
+    def _paint_hud(self, painter: QPainter) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        font = QFont(self.font())
+        font.setPointSizeF(9.5)
+        painter.setFont(font)
+        mag = self.magnification()
+        text = f"{mag:.2f}x" if mag else f"downsample {self.state.downsample:.2f} (no mpp)"
+        if self.title:
+            text = f"{self.title}   {text}"
+        self._label(painter, QPointF(10, 10), text)
+        length, label = scale_bar(self.state.downsample, self.slide.info.mpp_x)
+        x0, y0 = 16.0, self.height() - 22.0
+        box = QRectF(x0 - 8, y0 - 22, max(length, 80) + 16, 34)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(20, 20, 24, 170))
+        painter.drawRoundedRect(box, 5, 5)
+        painter.setPen(QPen(QColor(245, 245, 245), 3))
+        painter.drawLine(QPointF(x0, y0), QPointF(x0 + length, y0))
+        painter.drawLine(QPointF(x0, y0 - 5), QPointF(x0, y0 + 3))
+        painter.drawLine(QPointF(x0 + length, y0 - 5), QPointF(x0 + length, y0 + 3))
+        painter.drawText(
+            QRectF(x0, y0 - 21, max(length, 80), 16), Qt.AlignmentFlag.AlignLeft, label
+        )
+        if self.crosshair is not None:
+            sx, sy = self.level0_to_screen(*self.crosshair)
+            painter.setPen(QPen(QColor(0, 230, 255), 1.5))
+            painter.drawLine(QPointF(sx - 14, sy), QPointF(sx + 14, sy))
+            painter.drawLine(QPointF(sx, sy - 14), QPointF(sx, sy + 14))
+            painter.drawEllipse(QPointF(sx, sy), 4, 4)
+
+    def _label(self, painter: QPainter, at: QPointF, text: str) -> None:
+        metrics = painter.fontMetrics()
+        rect = QRectF(at.x(), at.y(), metrics.horizontalAdvance(text) + 16, metrics.height() + 8)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(20, 20, 24, 170))
+        painter.drawRoundedRect(rect, 5, 5)
+        painter.setPen(QColor(245, 245, 245))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+
+    # -- input ---------------------------------------------------------------------
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt override
+        delta = event.angleDelta().y()
+        if delta and self.slide is not None:
+            self.smooth_zoom(WHEEL_ZOOM_PER_NOTCH ** (delta / 120), event.position())
+        event.accept()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.activated.emit()
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._drag_pos = event.position()
+            self._velocity = QPointF()
+            self._moves.clear()
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        pos = event.position()
+        if self._drag_pos is not None and self.slide is not None:
+            delta = pos - self._drag_pos
+            self._drag_pos = pos
+            self._moves.append((time.perf_counter(), delta))
+            self.pan_by(delta.x(), delta.y())
+        if self.slide is not None:
+            self.cursor_moved.emit(*self.screen_to_level0(pos.x(), pos.y()))
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._drag_pos is None:
+            return
+        self._drag_pos = None
+        self.unsetCursor()
+        recent = [d for t, d in self._moves if time.perf_counter() - t < 0.08]
+        if recent:
+            self._velocity = sum(recent, QPointF()) / len(recent)
+            self._animator.start()
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.slide is not None:
+            shift = event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+            self.smooth_zoom(0.5 if shift else 2.0, event.position())
+
+    def leaveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.cursor_moved.emit(math.nan, math.nan)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.slide is None:
+            return super().keyPressEvent(event)
+        key = event.key()
+        step_x, step_y = self.width() * 0.2, self.height() * 0.2
+        moves = {
+            Qt.Key.Key_Left: (step_x, 0),
+            Qt.Key.Key_Right: (-step_x, 0),
+            Qt.Key.Key_Up: (0, step_y),
+            Qt.Key.Key_Down: (0, -step_y),
+        }
+        if key in moves:
+            self.pan_by(*moves[key])
+        elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+            self.zoom_at(ZOOM_STEP)
+        elif key == Qt.Key.Key_Minus:
+            self.zoom_at(1 / ZOOM_STEP)
+        elif key == Qt.Key.Key_Home:
+            self.fit()
+        else:
+            super().keyPressEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.slide is not None:
+            self.set_state(self.state)
+        super().resizeEvent(event)

@@ -1,0 +1,318 @@
+"""Tile machinery of the viewer: a byte-bounded LRU cache and a background loader.
+
+Tiles live on a power-of-two grid of *virtual levels*: virtual level ``k`` has a
+downsample of ``2**k`` level-0 pixels per tile pixel and tiles of
+:data:`TILE_SIZE` pixels. A virtual tile is read from the slide's best pyramid level
+(``Slide.best_level_for_downsample``) and shrunk in the worker, so the GUI never
+draws an image shrunk by more than 2x and never touches the disk.
+
+The loader runs a few worker threads that take requests from one priority queue.
+Each owner (a slide view) replaces its whole set of pending requests every time
+its viewport changes, so requests for tiles that left the viewport are dropped
+before they are read.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QImage
+
+TILE_SIZE = 512
+DEFAULT_CACHE_MB = 512
+#: Bytes charged for a cached "nothing here" overlay tile.
+EMPTY_TILE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class TileKey:
+    """Identifies one cached tile: whose pixels (``kind``, ``source``, ``version``) and where.
+
+    ``kind`` is ``"slide"`` or ``"layer"``, so slide and layer ids never collide.
+    """
+
+    kind: str
+    source: int
+    version: int
+    level: int
+    col: int
+    row: int
+
+
+class CachedTile:
+    """A decoded tile ready to draw; ``image`` is ``None`` for an empty overlay tile."""
+
+    __slots__ = ("image", "array", "nbytes")
+
+    def __init__(self, image: QImage | None, array: np.ndarray | None):
+        self.image = image
+        self.array = array  # keeps the pixels the QImage points at alive
+        self.nbytes = array.nbytes if array is not None else EMPTY_TILE_BYTES
+
+
+def rgb_to_image(rgb: np.ndarray) -> CachedTile:
+    """Wrap an RGB uint8 array as an opaque 32-bit tile (converted once, off the GUI thread)."""
+    bgra = np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA))
+    height, width = bgra.shape[:2]
+    image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_RGB32)
+    return CachedTile(image, bgra)
+
+
+def rgba_to_image(rgba: np.ndarray | None) -> CachedTile:
+    """Wrap straight-alpha RGBA uint8 as a premultiplied tile; ``None`` gives an empty tile."""
+    if rgba is None:
+        return CachedTile(None, None)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    premul = ((rgba[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    bgra = np.ascontiguousarray(np.concatenate([premul[..., ::-1], rgba[..., 3:4]], axis=-1))
+    height, width = bgra.shape[:2]
+    image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_ARGB32_Premultiplied)
+    return CachedTile(image, bgra)
+
+
+class TileCache:
+    """Thread-safe LRU cache of decoded tiles bounded by bytes, shared by all panes.
+
+    Parameters
+    ----------
+    limit_mb : float
+        Most megabytes of decoded pixels kept.
+    """
+
+    def __init__(self, limit_mb: float = DEFAULT_CACHE_MB):
+        self.limit_bytes = int(limit_mb * 1024 * 1024)
+        self._tiles: OrderedDict[TileKey, CachedTile] = OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: TileKey, count: bool = True) -> CachedTile | None:
+        """Return a cached tile (and mark it recently used) or ``None``."""
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            if count:
+                if tile is None:
+                    self.misses += 1
+                else:
+                    self.hits += 1
+            return tile
+
+    def peek(self, key: TileKey) -> CachedTile | None:
+        """Return a cached tile without counting or reordering."""
+        with self._lock:
+            return self._tiles.get(key)
+
+    def __contains__(self, key: TileKey) -> bool:
+        with self._lock:
+            return key in self._tiles
+
+    def put(self, key: TileKey, tile: CachedTile) -> None:
+        """Store a tile, evicting the least recently used ones beyond the limit."""
+        with self._lock:
+            old = self._tiles.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self._tiles[key] = tile
+            self.nbytes += tile.nbytes
+            while self.nbytes > self.limit_bytes and len(self._tiles) > 1:
+                _, evicted = self._tiles.popitem(last=False)
+                self.nbytes -= evicted.nbytes
+
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+    def hit_rate(self) -> float:
+        """Fraction of counted lookups that found their tile."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def reset_stats(self) -> None:
+        """Zero the hit and miss counters."""
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        """Drop every tile."""
+        with self._lock:
+            self._tiles.clear()
+            self.nbytes = 0
+
+
+@dataclass(order=True)
+class TileRequest:
+    """One pending job: produce the tile for ``key`` (lower ``priority`` runs first)."""
+
+    priority: tuple
+    seq: int
+    key: TileKey = field(compare=False)
+    produce: Callable[[], CachedTile] = field(compare=False)
+    owner: int = field(compare=False, default=0)
+
+
+class TileLoader(QObject):
+    """Worker threads that fill a :class:`TileCache` from per-owner request sets.
+
+    Signals
+    -------
+    tile_ready(owner, key)
+        Emitted (delivered on the GUI thread) after a tile entered the cache.
+    failed(owner, message)
+        Emitted when producing a tile raised; the tile is not retried until re-requested.
+    """
+
+    tile_ready = Signal(object, object)
+    failed = Signal(object, str)
+
+    def __init__(self, cache: TileCache, workers: int | None = None, parent=None):
+        super().__init__(parent)
+        self.cache = cache
+        self._cond = threading.Condition()
+        self._heap: list[TileRequest] = []
+        self._generation: dict[int, int] = {}
+        self._request_gen: dict[int, int] = {}
+        self._in_flight: set[TileKey] = set()
+        self._seq = itertools.count()
+        self._stopping = False
+        count = workers or max(2, min(4, os.cpu_count() or 2))
+        self._threads = [
+            threading.Thread(target=self._work, name=f"tile-worker-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, owner: int, requests: list[tuple[tuple, TileKey, Callable]]) -> int:
+        """Replace ``owner``'s pending requests with ``requests`` (already-cached keys skipped).
+
+        Parameters
+        ----------
+        owner : int
+            Identifies the requester (e.g. ``id(view)``).
+        requests : list of (priority, key, produce)
+            ``produce()`` returns a :class:`CachedTile`; it runs on a worker thread.
+
+        Returns
+        -------
+        int
+            Number of requests queued.
+        """
+        with self._cond:
+            generation = self._generation.get(owner, 0) + 1
+            self._generation[owner] = generation
+            self._heap = [r for r in self._heap if r.owner != owner]
+            queued = 0
+            for priority, key, produce in requests:
+                if key in self._in_flight or self.cache.peek(key) is not None:
+                    continue
+                self._heap.append(TileRequest(priority, next(self._seq), key, produce, owner))
+                queued += 1
+            heapq.heapify(self._heap)
+            self._cond.notify_all()
+            return queued
+
+    def cancel(self, owner: int) -> None:
+        """Drop every pending request of ``owner``."""
+        self.submit(owner, [])
+
+    def pending(self, owner: int | None = None) -> int:
+        """Number of queued plus running requests (of ``owner`` if given)."""
+        with self._cond:
+            queued = sum(1 for r in self._heap if owner is None or r.owner == owner)
+            return queued + len(self._in_flight)
+
+    def _next(self) -> TileRequest | None:
+        with self._cond:
+            while not self._heap and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            request = heapq.heappop(self._heap)
+            self._in_flight.add(request.key)
+            return request
+
+    def _work(self) -> None:
+        while (request := self._next()) is not None:
+            try:
+                if self.cache.peek(request.key) is None:
+                    self.cache.put(request.key, request.produce())
+                self.tile_ready.emit(request.owner, request.key)
+            except Exception as exc:  # reported to the GUI, never fatal
+                self.failed.emit(request.owner, str(exc))
+            finally:
+                with self._cond:
+                    self._in_flight.discard(request.key)
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block (not on the GUI thread in the app) until no request is pending."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._heap and not self._in_flight, timeout)
+
+    def shutdown(self) -> None:
+        """Stop the workers after their current request."""
+        with self._cond:
+            self._stopping = True
+            self._heap.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def virtual_level_count(width: int, height: int) -> int:
+    """Number of power-of-two virtual levels until the slide fits in one tile."""
+    return max(1, math.ceil(math.log2(max(width, height, TILE_SIZE) / TILE_SIZE)) + 1)
+
+
+def tile_region(
+    level: int, col: int, row: int, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Level-0 ``(x, y, w, h)`` of a virtual tile, clipped to the slide."""
+    span = TILE_SIZE << level
+    x, y = col * span, row * span
+    return x, y, min(span, width - x), min(span, height - y)
+
+
+def tile_pixels(level: int, region: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Pixel ``(width, height)`` of a virtual tile covering ``region``."""
+    scale = 1 << level
+    return max(1, math.ceil(region[2] / scale)), max(1, math.ceil(region[3] / scale))
+
+
+def read_virtual_tile(slide, level: int, col: int, row: int) -> np.ndarray:
+    """Read one virtual tile as RGB from the slide's best pyramid level (worker thread)."""
+    info = slide.info
+    region = tile_region(level, col, row, info.width, info.height)
+    out_w, out_h = tile_pixels(level, region)
+    src_level = slide.best_level_for_downsample(float(1 << level))
+    ds = info.levels[src_level].downsample
+    src_w, src_h = max(1, math.ceil(region[2] / ds)), max(1, math.ceil(region[3] / ds))
+    rgb = slide.read_region(region[:2], src_level, (src_w, src_h))
+    if (src_w, src_h) != (out_w, out_h):
+        rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+_shared: dict[str, object] = {}
+
+
+def shared_loader(cache_mb: float = DEFAULT_CACHE_MB) -> TileLoader:
+    """Return the application-wide loader (and its cache), created on first use."""
+    if "loader" not in _shared:
+        loader = TileLoader(TileCache(cache_mb))
+        _shared["loader"] = loader
+    return _shared["loader"]
+
+
+QUEUED = Qt.ConnectionType.QueuedConnection

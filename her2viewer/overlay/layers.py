@@ -1,0 +1,493 @@
+"""Overlay layers: score maps, masks and vectors in level-0 coordinates, coloured on demand.
+
+A layer knows nothing of Qt or of the screen. The viewer asks it for the RGBA
+pixels of one region of the slide at one resolution with :meth:`OverlayLayer.render`
+(from a worker thread) and for the value under the cursor with
+:meth:`OverlayLayer.value_at`. Display settings that change the colours (colormap,
+range, threshold, colours, mode) bump :attr:`OverlayLayer.version`, so a cache keyed
+on it never serves stale colours; opacity and visibility are applied by whoever
+draws and do not change the pixels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from her2viewer.errors import Her2ViewerError
+from her2viewer.overlay.colormaps import DEFAULT_COLORMAP, Legend, apply_colormap, format_value
+
+_ids = itertools.count(1)
+_ids_lock = threading.Lock()
+
+#: Default class colours of mask layers (RGB), class 0 is background.
+DEFAULT_CLASS_COLORS = {
+    1: (0, 200, 80),
+    2: (230, 40, 40),
+    3: (40, 110, 240),
+    4: (250, 190, 0),
+    5: (180, 60, 220),
+}
+
+
+class OverlayError(Her2ViewerError):
+    """An overlay file or array cannot be used (wrong shape, unreadable GeoJSON, ...)."""
+
+
+def _next_id() -> int:
+    with _ids_lock:
+        return next(_ids)
+
+
+Region = tuple[float, float, float, float]
+
+
+def sample_grid(
+    array: np.ndarray,
+    downsample: float,
+    region: Region,
+    out_size: tuple[int, int],
+    nearest: bool,
+    fill: float,
+) -> np.ndarray:
+    """Resample a raster stored at ``downsample`` over a level-0 region.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        ``(H, W)`` raster whose pixel ``(i, j)`` covers level-0
+        ``[j*downsample, (j+1)*downsample) x [i*downsample, (i+1)*downsample)``.
+    downsample : float
+        Level-0 pixels per raster pixel.
+    region : (x, y, w, h)
+        Level-0 region to sample.
+    out_size : (int, int)
+        Output ``(width, height)``.
+    nearest : bool
+        Nearest-neighbour (labels, patch scores) or bilinear sampling.
+    fill : float
+        Value outside the raster.
+    """
+    x, y, w, h = region
+    out_w, out_h = out_size
+    sx, sy = w / out_w / downsample, h / out_h / downsample
+    # output pixel centre (u + 0.5) -> raster pixel coordinate (centre at index + 0.5)
+    matrix = np.array(
+        [[sx, 0, x / downsample + 0.5 * sx - 0.5], [0, sy, y / downsample + 0.5 * sy - 0.5]],
+        np.float64,
+    )
+    flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(
+        array,
+        matrix,
+        (out_w, out_h),
+        flags=flags,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=fill,
+    )
+
+
+@dataclass(eq=False)
+class OverlayLayer:
+    """Base of all layers: a name, visibility, opacity and a colour version."""
+
+    name: str
+    visible: bool = True
+    opacity: float = 0.5
+    uid: int = field(default_factory=_next_id, init=False)
+    version: int = field(default=0, init=False)
+
+    kind = "layer"
+
+    def changed(self) -> None:
+        """Mark the colours as changed so caches re-render them."""
+        self.version += 1
+
+    def render(self, region: Region, out_size: tuple[int, int]) -> np.ndarray | None:
+        """Return straight-alpha RGBA uint8 ``(h, w, 4)`` for a level-0 region, or ``None``.
+
+        ``None`` means nothing is drawn there (fully transparent).
+        """
+        raise NotImplementedError
+
+    def value_at(self, x: float, y: float) -> str | None:
+        """Describe the layer's value at a level-0 point, ``None`` where it has none."""
+        raise NotImplementedError
+
+    def legend(self) -> Legend | None:
+        """Return the legend to show, if the layer has one."""
+        return None
+
+
+@dataclass(eq=False)
+class HeatmapLayer(OverlayLayer):
+    """A score map drawn through a colormap.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        ``(H, W)`` float scores, NaN where there is no score.
+    downsample : float
+        Level-0 pixels per score pixel (the patch stride for patch scores).
+    colormap, vmin, vmax, threshold
+        How scores become colours; values below ``threshold`` are not drawn.
+    smooth : bool
+        Bilinear instead of blocky nearest-neighbour sampling.
+    """
+
+    values: np.ndarray = None
+    downsample: float = 1.0
+    colormap: str = DEFAULT_COLORMAP
+    vmin: float = 0.0
+    vmax: float = 1.0
+    threshold: float | None = None
+    smooth: bool = False
+    units: str = ""
+
+    kind = "heatmap"
+
+    def __post_init__(self):
+        values = np.asarray(self.values, dtype=np.float32)
+        if values.ndim != 2 or values.size == 0:
+            raise OverlayError(f"heatmap '{self.name}' needs a non-empty 2-D score array")
+        self.values = np.ascontiguousarray(values)
+        if self.downsample <= 0:
+            raise OverlayError(f"heatmap '{self.name}' downsample must be positive")
+
+    @classmethod
+    def from_patches(
+        cls,
+        name: str,
+        coords: np.ndarray,
+        scores: np.ndarray,
+        patch_size_level0: int,
+        slide_size: tuple[int, int],
+        **options,
+    ) -> HeatmapLayer:
+        """Build a heatmap from per-patch scores on a regular patch grid.
+
+        Parameters
+        ----------
+        coords : numpy.ndarray
+            ``(N, 2)`` level-0 top-left corners (as in CLAM's coords h5).
+        scores : numpy.ndarray
+            ``(N,)`` one score per patch.
+        patch_size_level0 : int
+            Patch side (and grid stride) in level-0 pixels.
+        slide_size : (int, int)
+            Level-0 ``(width, height)``.
+        """
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if len(coords) != len(scores):
+            raise OverlayError(f"{len(coords)} patch corners but {len(scores)} scores")
+        step = int(patch_size_level0)
+        grid = np.full((-(-slide_size[1] // step), -(-slide_size[0] // step)), np.nan, np.float32)
+        cols, rows = coords[:, 0] // step, coords[:, 1] // step
+        keep = (rows >= 0) & (cols >= 0) & (rows < grid.shape[0]) & (cols < grid.shape[1])
+        grid[rows[keep], cols[keep]] = scores[keep]
+        return cls(name, values=grid, downsample=float(step), **options)
+
+    def set_display(self, **changes) -> None:
+        """Change colormap, vmin, vmax, threshold or smooth and bump the version."""
+        for key, value in changes.items():
+            if key not in {"colormap", "vmin", "vmax", "threshold", "smooth"}:
+                raise ValueError(f"unknown display setting {key!r}")
+            setattr(self, key, value)
+        self.changed()
+
+    def render(self, region: Region, out_size: tuple[int, int]) -> np.ndarray | None:
+        sampled = sample_grid(
+            self.values, self.downsample, region, out_size, not self.smooth, np.nan
+        )
+        rgba = apply_colormap(sampled, self.colormap, self.vmin, self.vmax, self.threshold)
+        return rgba if rgba[..., 3].any() else None
+
+    def value_at(self, x: float, y: float) -> str | None:
+        row, col = int(y // self.downsample), int(x // self.downsample)
+        if not (0 <= row < self.values.shape[0] and 0 <= col < self.values.shape[1]):
+            return None
+        value = float(self.values[row, col])
+        if not np.isfinite(value):
+            return None
+        return f"{format_value(value)}{(' ' + self.units) if self.units else ''}"
+
+    def legend(self) -> Legend:
+        return Legend(self.colormap, self.vmin, self.vmax, self.name, self.threshold)
+
+
+@dataclass(eq=False)
+class MaskLayer(OverlayLayer):
+    """A binary or label mask with one colour per class, filled and/or outlined.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        ``(H, W)`` bool or integer labels (0 = nothing).
+    downsample : float
+        Level-0 pixels per mask pixel.
+    class_names : dict
+        Label -> name shown under the cursor.
+    colors : dict
+        Label -> RGB.
+    mode : str
+        ``"fill"``, ``"outline"`` or ``"both"``.
+    """
+
+    labels: np.ndarray = None
+    downsample: float = 1.0
+    class_names: dict = field(default_factory=dict)
+    colors: dict = field(default_factory=dict)
+    mode: str = "fill"
+    outline_width: int = 2
+
+    kind = "mask"
+    MODES = ("fill", "outline", "both")
+
+    def __post_init__(self):
+        labels = np.asarray(self.labels)
+        if labels.ndim != 2 or labels.size == 0:
+            raise OverlayError(f"mask '{self.name}' needs a non-empty 2-D array")
+        if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
+            raise OverlayError(f"mask '{self.name}' labels must lie in 0..255")
+        self.labels = np.ascontiguousarray(labels.astype(np.uint8))
+        if self.downsample <= 0:
+            raise OverlayError(f"mask '{self.name}' downsample must be positive")
+        if self.mode not in self.MODES:
+            raise OverlayError(f"mask mode must be one of {', '.join(self.MODES)}")
+        present = [int(v) for v in np.unique(self.labels) if v]
+        for label in present:
+            self.colors.setdefault(label, DEFAULT_CLASS_COLORS.get(label, (255, 255, 0)))
+            self.class_names.setdefault(label, self.name if len(present) == 1 else str(label))
+        self._lut = self._build_lut()
+
+    @classmethod
+    def from_png(cls, name: str, path: str | Path, downsample: float, **options) -> MaskLayer:
+        """Read a mask PNG (non-zero = class 1 for binary images, else the grey value)."""
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise OverlayError(f"{path}: cannot read the mask image.")
+        if set(np.unique(image).tolist()) <= {0, 255}:
+            image = (image > 0).astype(np.uint8)
+        return cls(name, labels=image, downsample=downsample, **options)
+
+    def _build_lut(self) -> np.ndarray:
+        lut = np.zeros((256, 4), np.uint8)
+        for label, rgb in self.colors.items():
+            lut[int(label), :3] = rgb
+            lut[int(label), 3] = 255
+        return lut
+
+    def set_display(self, **changes) -> None:
+        """Change ``mode``, ``colors`` or ``outline_width`` and bump the version."""
+        for key, value in changes.items():
+            if key not in {"mode", "colors", "outline_width"}:
+                raise ValueError(f"unknown display setting {key!r}")
+            setattr(self, key, value)
+        if self.mode not in self.MODES:
+            raise OverlayError(f"mask mode must be one of {', '.join(self.MODES)}")
+        self._lut = self._build_lut()
+        self.changed()
+
+    def render(self, region: Region, out_size: tuple[int, int]) -> np.ndarray | None:
+        labels = sample_grid(self.labels, self.downsample, region, out_size, True, 0)
+        if not labels.any():
+            return None
+        rgba = self._lut[labels]
+        if self.mode != "fill":
+            edge = self._edges(labels)
+            if self.mode == "outline":
+                rgba[..., 3] = np.where(edge, 255, 0)
+            else:
+                rgba[..., 3] = np.where(edge, 255, rgba[..., 3] // 2)
+        return rgba
+
+    def _edges(self, labels: np.ndarray) -> np.ndarray:
+        edge = np.zeros(labels.shape, bool)
+        edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+        edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+        width = max(1, int(self.outline_width))
+        kernel = np.ones((width, width), np.uint8)
+        edge = cv2.dilate(edge.astype(np.uint8), kernel) > 0
+        return edge & (labels > 0)
+
+    def value_at(self, x: float, y: float) -> str | None:
+        row, col = int(y // self.downsample), int(x // self.downsample)
+        if not (0 <= row < self.labels.shape[0] and 0 <= col < self.labels.shape[1]):
+            return None
+        label = int(self.labels[row, col])
+        return self.class_names.get(label) if label else None
+
+    def area_fraction(self) -> float:
+        """Fraction of the raster covered by any class."""
+        return float((self.labels > 0).mean())
+
+
+@dataclass(eq=False)
+class VectorLayer(OverlayLayer):
+    """Polygons and points in level-0 coordinates (contours, annotations).
+
+    Attributes
+    ----------
+    polygons : list of numpy.ndarray
+        ``(N, 2)`` level-0 vertex arrays (closed implicitly).
+    names : list of str
+        One name per polygon (shown under the cursor).
+    points : numpy.ndarray
+        ``(M, 2)`` level-0 points.
+    color : (int, int, int)
+        RGB of lines and points.
+    line_width : int
+        Screen pixels.
+    fill_alpha : int
+        0..255 alpha of the polygon fill (0 = outlines only).
+    """
+
+    polygons: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+    points: np.ndarray = None
+    color: tuple = (20, 220, 60)
+    line_width: int = 2
+    fill_alpha: int = 0
+    opacity: float = 1.0
+
+    kind = "vector"
+
+    def __post_init__(self):
+        self.polygons = [np.asarray(p, np.float64).reshape(-1, 2) for p in self.polygons]
+        self.names = list(self.names) + [self.name] * (len(self.polygons) - len(self.names))
+        self.points = (
+            np.zeros((0, 2))
+            if self.points is None
+            else np.asarray(self.points, float).reshape(-1, 2)
+        )
+        self._boxes = [
+            (p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()) if len(p) else None
+            for p in self.polygons
+        ]
+
+    @classmethod
+    def from_geojson(cls, path: str | Path, name: str | None = None, **options) -> VectorLayer:
+        """Read polygons and points from a (QuPath-style) GeoJSON file in level-0 px."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise OverlayError(f"{path.name} is not a readable GeoJSON file ({exc}).") from exc
+        features = _features(data, path)
+        polygons, names, points = [], [], []
+        for feature in features:
+            geometry = feature.get("geometry") or {}
+            label = _feature_name(feature)
+            kind, coords = geometry.get("type"), geometry.get("coordinates")
+            rings = {"Polygon": [coords] if coords else [], "MultiPolygon": coords or []}.get(kind)
+            if rings is not None:
+                for polygon in rings:
+                    polygons.append(np.asarray(polygon[0], float))
+                    names.append(label)
+            elif kind == "Point":
+                points.append(coords)
+            elif kind == "MultiPoint":
+                points.extend(coords)
+            elif kind == "LineString":
+                polygons.append(np.asarray(coords, float))
+                names.append(label)
+        return cls(
+            name or path.stem,
+            polygons=polygons,
+            names=names,
+            points=np.asarray(points, float) if points else None,
+            **options,
+        )
+
+    def render(self, region: Region, out_size: tuple[int, int]) -> np.ndarray | None:
+        x, y, w, h = region
+        out_w, out_h = out_size
+        sx, sy = out_w / w, out_h / h
+        pad = self.line_width / min(sx, sy)
+        shown = [
+            p
+            for p, box in zip(self.polygons, self._boxes, strict=True)
+            if box
+            and box[2] >= x - pad
+            and box[0] <= x + w + pad
+            and box[3] >= y - pad
+            and box[1] <= y + h + pad
+        ]
+        pts = self.points
+        inside = (
+            (pts[:, 0] >= x - pad)
+            & (pts[:, 0] <= x + w + pad)
+            & (pts[:, 1] >= y - pad)
+            & (pts[:, 1] <= y + h + pad)
+        )
+        if not shown and not inside.any():
+            return None
+        rgba = np.zeros((out_h, out_w, 4), np.uint8)
+        shift = 4  # sub-pixel precision for cv2 drawing
+        scale = np.array([sx, sy]) * (1 << shift)
+        offset = np.array([x, y])
+        curves = [np.round((p - offset) * scale).astype(np.int32) for p in shown]
+        colour = (*self.color, 255)
+        if self.fill_alpha and curves:
+            cv2.fillPoly(rgba, curves, (*self.color, int(self.fill_alpha)), cv2.LINE_AA, shift)
+        if curves:
+            cv2.polylines(rgba, curves, True, colour, self.line_width, cv2.LINE_AA, shift)
+        radius = max(2, self.line_width * 2)
+        for px, py in (pts[inside] - offset) * np.array([sx, sy]):
+            cv2.circle(rgba, (int(round(px)), int(round(py))), radius, colour, -1, cv2.LINE_AA)
+        return rgba if rgba[..., 3].any() else None
+
+    def value_at(self, x: float, y: float) -> str | None:
+        for polygon, box, name in zip(self.polygons, self._boxes, self.names, strict=True):
+            if box and box[0] <= x <= box[2] and box[1] <= y <= box[3]:
+                curve = polygon.astype(np.float32).reshape(-1, 1, 2)
+                if cv2.pointPolygonTest(curve, (float(x), float(y)), False) >= 0:
+                    return name
+        return None
+
+
+def _features(data, path: Path) -> list:
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        return data.get("features") or []
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        return [data]
+    raise OverlayError(f"{path.name} is JSON but not a GeoJSON Feature or FeatureCollection.")
+
+
+def _feature_name(feature: dict) -> str:
+    props = feature.get("properties") or {}
+    classification = props.get("classification")
+    if isinstance(classification, dict) and classification.get("name"):
+        return str(classification["name"])
+    return str(props.get("name") or props.get("objectType") or "annotation")
+
+
+def render_level(layer: OverlayLayer, downsample: float, size: tuple[int, int]) -> np.ndarray:
+    """Render a whole layer at one pyramid level (for exports and thumbnails).
+
+    Parameters
+    ----------
+    layer : OverlayLayer
+        The layer.
+    downsample : float
+        Level-0 pixels per output pixel.
+    size : (int, int)
+        Output ``(width, height)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width, 4)`` straight-alpha RGBA uint8 (transparent where empty).
+    """
+    width, height = size
+    rgba = layer.render((0.0, 0.0, width * downsample, height * downsample), (width, height))
+    return np.zeros((height, width, 4), np.uint8) if rgba is None else rgba
