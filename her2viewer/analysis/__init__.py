@@ -1,0 +1,1 @@
+"""Analysis room of her2viewer (see DESIGN.md)."""
