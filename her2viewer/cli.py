@@ -20,6 +20,7 @@ VERB_MODULES = (
     "her2viewer.slide.cli",
     "her2viewer.tissue.cli",
     "her2viewer.demo",
+    "her2viewer.study.cli",
 )
 
 EXIT_USER_ERROR = 2

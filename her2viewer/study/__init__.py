@@ -1,0 +1,1 @@
+"""Reader studies: SQLite store, blinded randomised reading, statistics and reports."""

@@ -1,0 +1,203 @@
+"""Verbs of the study room: ``her2viewer study <create|import|export|status|report|read|...>``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from her2viewer.errors import StudyError
+from her2viewer.study.definition import (
+    CONFIDENCE_SCALES,
+    load_cases,
+    load_predictions,
+    load_truth,
+    make_question,
+    missing_slides,
+)
+from her2viewer.study.store import StudyStore
+from her2viewer.training.metrics import mcnemar_splits
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def register(subparsers) -> None:
+    """Add the ``study`` verb and its sub-verbs."""
+    study = subparsers.add_parser("study", help="reader studies: create, read, import, report")
+    verbs = study.add_subparsers(dest="study_verb", metavar="STUDY_VERB")
+    verbs.required = True
+
+    create = verbs.add_parser("create", help="create a study file from CSVs")
+    create.add_argument("study", help="new study file (.h2study)")
+    create.add_argument("--cases", required=True, help="CSV: case_id, he_path[, ihc_path]")
+    create.add_argument("--question", required=True, choices=("status", "ihc_score", "custom"))
+    create.add_argument("--labels", type=_names, help="answers of a custom question, a,b,c")
+    create.add_argument("--positive", help="positive label of a custom question")
+    create.add_argument("--confidence", default="none", choices=tuple(CONFIDENCE_SCALES))
+    create.add_argument("--truth", help="CSV: case_id, truth")
+    create.add_argument("--model-predictions", help="CSV: case_id, prediction[, probability]")
+    create.add_argument(
+        "--arms", type=_names, default=["unassisted"], help="e.g. unassisted,assisted"
+    )
+    create.add_argument("--readers", type=_names, default=[], help="enrolled readers, a,b")
+    create.add_argument("--seed", type=int, help="randomisation seed (random when omitted)")
+    create.add_argument("--washout-until", help="ISO date on which the second arm opens")
+    create.set_defaults(func=run_create)
+
+    imp = verbs.add_parser("import", help="import answers collected elsewhere")
+    imp.add_argument("study")
+    imp.add_argument("answers", help="CSV: reader, case_id, answer[, confidence, arm, seconds]")
+    imp.set_defaults(func=run_import)
+
+    exp = verbs.add_parser("export", help="write every answer revision to a CSV")
+    exp.add_argument("study")
+    exp.add_argument("-o", "--output", required=True, help="CSV to write")
+    exp.set_defaults(func=run_export)
+
+    status = verbs.add_parser("status", help="progress per reader, missing slides, file health")
+    status.add_argument("study")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=run_status)
+
+    report = verbs.add_parser("report", help="statistics, figures and an HTML summary")
+    report.add_argument("study")
+    report.add_argument("-o", "--output", required=True, help="report folder")
+    report.add_argument("--bootstrap", type=int, default=2000, help="resamples (default 2000)")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.set_defaults(func=run_report)
+
+    read = verbs.add_parser("read", help="open the blinded reading window")
+    read.add_argument("study")
+    read.add_argument("--reader", required=True, help="your name as enrolled")
+    read.add_argument("--arm", help="arm to read (default: the first)")
+    read.set_defaults(func=run_read)
+
+    rng = verbs.add_parser(
+        "mcnemar-range", help="McNemar p-values of every table consistent with two accuracies"
+    )
+    rng.add_argument("--cases", type=int, required=True, help="cases both raters read")
+    rng.add_argument("--correct-a", type=int, required=True, help="cases rater A got right")
+    rng.add_argument("--correct-b", type=int, required=True, help="cases rater B got right")
+    rng.set_defaults(func=run_mcnemar_range)
+
+
+def run_create(args) -> int:
+    """Create a study file and say what it holds."""
+    question = make_question(args.question, args.labels, args.positive, args.confidence)
+    cases = load_cases(Path(args.cases))
+    ids = {c.case_id for c in cases}
+    truth = load_truth(Path(args.truth), question, ids) if args.truth else None
+    predictions = (
+        load_predictions(Path(args.model_predictions), question, ids)
+        if args.model_predictions
+        else None
+    )
+    with StudyStore.create(
+        Path(args.study),
+        question,
+        cases,
+        truth,
+        predictions,
+        args.arms,
+        args.readers,
+        args.seed,
+        args.washout_until,
+    ) as store:
+        arms = ", ".join(a.name for a in store.arms())
+        print(
+            f"created {args.study}: {len(cases)} cases, question {question.kind}, arms {arms}, "
+            f"truth for {len(truth or {})}, model predictions for {len(predictions or {})}, "
+            f"seed {store.seed}"
+        )
+    missing = missing_slides(cases)
+    if missing:
+        print(
+            f"warning: {len(missing)} case(s) have no slide file and can only be analysed from "
+            f"imported answers: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+        )
+    return 0
+
+
+def run_import(args) -> int:
+    """Import an answers CSV."""
+    with StudyStore(Path(args.study)) as store:
+        count = store.import_csv(Path(args.answers))
+    print(f"imported {count} answers into {args.study}")
+    return 0
+
+
+def run_export(args) -> int:
+    """Export every answer revision."""
+    with StudyStore(Path(args.study), readonly=True) as store:
+        count = store.export_csv(Path(args.output))
+    print(f"wrote {count} answer rows to {args.output}")
+    return 0
+
+
+def study_status(store: StudyStore) -> dict:
+    """Return progress per reader and arm, missing slides and the file's integrity verdict."""
+    n_cases = len(store.cases())
+    progress = {}
+    for answer in store.answers():
+        key = f"{answer.reader}/{answer.arm}"
+        progress[key] = progress.get(key, 0) + 1
+    return {
+        "cases": n_cases,
+        "arms": [a.__dict__ for a in store.arms()],
+        "readers": sorted(store.readers()),
+        "answered": {k: {"answered": v, "of": n_cases} for k, v in sorted(progress.items())},
+        "missing_slides": missing_slides(store.cases()),
+        "integrity": store.integrity_check(),
+    }
+
+
+def run_status(args) -> int:
+    """Print a study's progress."""
+    with StudyStore(Path(args.study), readonly=True) as store:
+        status = study_status(store)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"{status['cases']} cases; readers: {', '.join(status['readers']) or 'none yet'}")
+    for key, value in status["answered"].items():
+        print(f"  {key}: {value['answered']}/{value['of']}")
+    if status["missing_slides"]:
+        print(f"missing slides: {', '.join(status['missing_slides'])}")
+    print(f"integrity: {status['integrity']}")
+    return 0
+
+
+def run_report(args) -> int:
+    """Write the report folder."""
+    from her2viewer.study.report import write_report
+
+    summary = write_report(Path(args.study), Path(args.output), args.bootstrap, args.seed)
+    print(
+        f"wrote report for {summary['study']['n_cases']} cases and "
+        f"{len(summary['readers'])} reader-arm(s) to {args.output}/report.html"
+    )
+    return 0
+
+
+def run_read(args) -> int:
+    """Open the reading window (needs a display)."""
+    try:
+        from her2viewer.gui.study.window import run_reading_app
+    except ImportError as exc:
+        raise StudyError(f"the reading window needs PySide6 ({exc}).") from exc
+    return run_reading_app(Path(args.study), args.reader, args.arm)
+
+
+def run_mcnemar_range(args) -> int:
+    """Print every 2x2 split consistent with the counts and its McNemar p-values as JSON."""
+    try:
+        rows = mcnemar_splits(args.cases, args.correct_a, args.correct_b)
+    except ValueError as exc:
+        raise StudyError(str(exc)) from exc
+    summary = {
+        method: [min(r[f"p_{method}"] for r in rows), max(r[f"p_{method}"] for r in rows)]
+        for method in ("exact", "chi2", "chi2_cc")
+    }
+    print(json.dumps({"splits": rows, "p_range": summary}, indent=2))
+    return 0

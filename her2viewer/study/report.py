@@ -1,0 +1,334 @@
+"""Write a study's report folder: summary.json, a CSV per figure and table, PNGs, report.html.
+
+Every number in the HTML comes from ``summary.json`` (see
+:func:`her2viewer.study.stats.analyse`); every figure has a CSV of what it
+draws. The HTML embeds its figures, so it is one self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from her2viewer.errors import StudyError
+from her2viewer.study import plots
+from her2viewer.study.stats import MODEL, analyse
+from her2viewer.study.store import StudyStore
+
+METRIC_ORDER = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "ppv", "npv")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _raters(summary: dict) -> list[tuple[str, str, dict]]:
+    rows = [(MODEL, "", summary["model"])] if summary["model"] else []
+    return rows + [(r["reader"], r["arm"], r) for r in summary["readers"]]
+
+
+def _metric_rows(summary: dict) -> list[list]:
+    rows = []
+    for name, arm, block in _raters(summary):
+        groups = [block.get("binary", {}), block.get("multiclass", {}).get("metrics", {})]
+        if "auc" in block:
+            groups.append({"auc": block["auc"]})
+        for group in groups:
+            for metric, est in group.items():
+                rows.append(
+                    [name, arm, metric, est["value"], est["low"], est["high"]]
+                    + [est["method"], est["n"]]
+                )
+    return rows
+
+
+def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
+    """Write PNG + CSV for each figure; return (title, png name) pairs."""
+    figures = []
+    question_binary = bool(summary["study"]["question"]["positive"])
+    points = [
+        (f"{r['reader']} ({r['arm']})", r["operating_point"]["fpr"], r["operating_point"]["tpr"])
+        for r in summary["readers"]
+        if question_binary
+        and r.get("operating_point", {}).get("fpr") is not None
+        and r["operating_point"]["tpr"] is not None
+    ]
+    model = summary["model"] or {}
+    roc = model.get("roc")
+    if roc or points:
+        auc = model.get("auc", {}).get("value")
+        fpr, tpr = (roc["fpr"], roc["tpr"]) if roc else (None, None)
+        plots.write_png(plots.roc_figure(fpr, tpr, points, auc), out / "roc.png")
+        rows = [[MODEL, f, t, th] for f, t, th in zip(*roc.values(), strict=True)] if roc else []
+        rows += [[name, f, t, ""] for name, f, t in points]
+        _write_csv(out / "roc.csv", ["series", "fpr", "tpr", "threshold"], rows)
+        figures.append(("ROC curve of the model with each reader's operating point", "roc.png"))
+    for name, arm, block in _raters(summary):
+        confusion = block.get("confusion") or block.get("multiclass", {}).get("confusion")
+        if not confusion:
+            continue
+        stem = "confusion_" + _slug(f"{name}_{arm}" if arm else name)
+        title = f"{name} ({arm})" if arm else name
+        image = plots.confusion_figure(confusion["labels"], confusion["matrix"], title)
+        plots.write_png(image, out / f"{stem}.png")
+        labels = confusion["labels"]
+        _write_csv(
+            out / f"{stem}.csv",
+            ["truth", *labels],
+            [[lab, *row] for lab, row in zip(labels, confusion["matrix"], strict=True)],
+        )
+        figures.append((f"Confusion matrix: {title}", f"{stem}.png"))
+    times = [r for r in summary["readers"] if r["reading_time"]["n"]]
+    if times:
+        names = [f"{r['reader']} ({r['arm']})" for r in times]
+        stats = [r["reading_time"] for r in times]
+        image = plots.bar_figure(
+            names,
+            [s["median"] for s in stats],
+            [s["min"] for s in stats],
+            [s["max"] for s in stats],
+            "Reading time per case (median, range)",
+        )
+        plots.write_png(image, out / "reading_time.png")
+        rows = [
+            [t["reader"], t["arm"], t["case_id"], t["seconds"]] for t in summary["reading_times"]
+        ]
+        _write_csv(out / "reading_time.csv", ["reader", "arm", "case_id", "seconds"], rows)
+        figures.append(("Reading time per case", "reading_time.png"))
+    return figures
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
+    study = summary["study"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Reader study report: {html.escape(study['file'])}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #999;"
+        "padding:3px 8px;text-align:right}th{background:#eee}img{max-width:640px}</style>",
+        "</head><body>",
+        f"<h1>Reader study: {html.escape(study['file'])}</h1>",
+        f"<p>Question: {html.escape(study['question']['kind'])} "
+        f"({', '.join(map(html.escape, study['question']['labels']))}); arms: "
+        f"{', '.join(study['arms'])}; {study['n_cases']} cases, {study['n_with_truth']} with "
+        f"truth, {study['n_with_model_prediction']} with a model prediction; readers: "
+        f"{html.escape(', '.join(study['readers']) or 'none')}. Generated {study['generated_at']}. "
+        "95% intervals: Clopper-Pearson for proportions, percentile bootstrap "
+        f"({study['bootstrap']['n_boot']} resamples, seed {study['bootstrap']['seed']}) for "
+        "balanced accuracy, F1 and kappa, DeLong for AUC.</p>",
+    ]
+    if study["missing_slides"]:
+        parts.append(
+            f"<p><b>{len(study['missing_slides'])} case(s) have no slide file</b>: "
+            f"{html.escape(', '.join(study['missing_slides']))}.</p>"
+        )
+    metric_rows = [
+        [name, arm, metric, f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]", method, n]
+        for name, arm, metric, v, lo, hi, method, n in _metric_rows(summary)
+    ]
+    parts += [
+        "<h2>Readers and model against the truth</h2>",
+        _table(["rater", "arm", "metric", "value [95% CI]", "CI method", "n"], metric_rows),
+    ]
+    rows = [
+        [
+            r["reader"],
+            r["arm"],
+            r["n"],
+            *r["table"][0],
+            *r["table"][1],
+            r["model_accuracy"],
+            r["reader_accuracy"],
+            r["method"],
+            r["p_value"],
+            r["p_exact"],
+            r["p_chi2"],
+            r["p_chi2_cc"],
+        ]
+        for r in summary["reader_vs_model"]
+    ]
+    parts += [
+        "<h2>Reader vs model on the same cases (two-sided McNemar)</h2>",
+        "<p>Table cells: both correct, only the model correct, only the reader correct, "
+        "both wrong.</p>",
+        _table(
+            [
+                "reader",
+                "arm",
+                "n",
+                "both",
+                "model only",
+                "reader only",
+                "neither",
+                "model acc.",
+                "reader acc.",
+                "test",
+                "p",
+                "p exact",
+                "p chi2",
+                "p chi2 cc",
+            ],
+            rows,
+        ),
+    ]
+    rows = [
+        [
+            k["arm"],
+            k["reader_a"],
+            k["reader_b"],
+            k["n"],
+            k["weights"] or "none",
+            f"{_fmt(k['kappa']['value'])} [{_fmt(k['kappa']['low'])}, {_fmt(k['kappa']['high'])}]",
+            k["agreement"],
+        ]
+        for k in summary["reader_vs_reader"]
+    ]
+    rows += [
+        [
+            f["arm"],
+            "all: " + ", ".join(f["readers"]),
+            "(Fleiss)",
+            f["n"],
+            "none",
+            _fmt(f["kappa"]),
+            "",
+        ]
+        for f in summary["fleiss"]
+    ]
+    parts += [
+        "<h2>Agreement between readers</h2>",
+        _table(
+            ["arm", "reader A", "reader B", "n", "weights", "kappa [95% CI]", "raw agreement"], rows
+        ),
+    ]
+    rows = [
+        [
+            c["reader"],
+            c["n"],
+            c["accuracy_unassisted"],
+            c["accuracy_assisted"],
+            c["change"],
+            c["test"]["method"],
+            c["test"]["p_value"],
+        ]
+        for c in summary["assisted_vs_unassisted"]
+    ]
+    if rows:
+        parts += [
+            "<h2>Assisted vs unassisted (paired McNemar per reader)</h2>",
+            _table(
+                ["reader", "n", "acc. unassisted", "acc. assisted", "change", "test", "p"], rows
+            ),
+        ]
+    parts.append("<h2>Figures</h2>")
+    for title, name in figures:
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        parts.append(
+            f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Analyse a study and write its report folder.
+
+    Parameters
+    ----------
+    study_path : Path
+        The study file.
+    out_dir : Path
+        Report folder (created; existing report files are replaced).
+    n_boot, seed : int
+        Bootstrap resamples and seed (see :func:`her2viewer.study.stats.analyse`).
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"{out} exists and is not a folder.")
+    with StudyStore(study_path, readonly=True) as store:
+        summary = analyse(store, n_boot=n_boot, seed=seed)
+        out.mkdir(parents=True, exist_ok=True)
+        store.export_csv(out / "answers.csv")
+    _write_csv(
+        out / "metrics.csv",
+        ["rater", "arm", "metric", "value", "low", "high", "ci_method", "n"],
+        _metric_rows(summary),
+    )
+    _write_csv(
+        out / "mcnemar.csv",
+        [
+            "reader",
+            "arm",
+            "n",
+            "both_correct",
+            "model_only",
+            "reader_only",
+            "both_wrong",
+            "method",
+            "p_value",
+            "p_exact",
+            "p_chi2",
+            "p_chi2_cc",
+        ],
+        [
+            [
+                r["reader"],
+                r["arm"],
+                r["n"],
+                *r["table"][0],
+                *r["table"][1],
+                r["method"],
+                r["p_value"],
+                r["p_exact"],
+                r["p_chi2"],
+                r["p_chi2_cc"],
+            ]
+            for r in summary["reader_vs_model"]
+        ],
+    )
+    figures = _figures(summary, out)
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
+    _atomic_write(out / "report.html", _html(summary, out, figures))
+    return summary

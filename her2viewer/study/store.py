@@ -1,0 +1,504 @@
+"""One SQLite file per study: definition, readers, append-only answers.
+
+The file is opened in WAL mode with ``synchronous=FULL``; every answer is
+inserted in its own ``BEGIN IMMEDIATE ... COMMIT`` transaction, so an answer
+whose :meth:`StudyStore.record_answer` call returned survives a crash of the
+process (or of the machine). Answers are never updated or deleted (triggers
+forbid it): changing an answer appends a new revision, and the current answer
+is the highest revision.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from her2viewer.errors import StudyError
+from her2viewer.study.definition import (
+    CaseRow,
+    Question,
+    parse_float,
+    read_csv,
+)
+
+#: Version of the table layout below; a file with another version is refused.
+SCHEMA_VERSION = 1
+
+#: Arms a study may have, and whether the model's output is shown in them.
+ARMS = {"unassisted": False, "assisted": True}
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cases (
+    case_id TEXT PRIMARY KEY, he_path TEXT NOT NULL, ihc_path TEXT NOT NULL, ordinal INTEGER
+);
+CREATE TABLE truth (case_id TEXT PRIMARY KEY REFERENCES cases, truth TEXT NOT NULL);
+CREATE TABLE model_predictions (
+    case_id TEXT PRIMARY KEY REFERENCES cases, prediction TEXT NOT NULL, probability REAL
+);
+CREATE TABLE arms (arm TEXT PRIMARY KEY, ordinal INTEGER, opens_at TEXT, shows_model INTEGER);
+CREATE TABLE readers (reader TEXT PRIMARY KEY, seed INTEGER NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE orders (
+    reader TEXT NOT NULL REFERENCES readers, arm TEXT NOT NULL REFERENCES arms,
+    position INTEGER NOT NULL, case_id TEXT NOT NULL REFERENCES cases,
+    PRIMARY KEY (reader, arm, position)
+);
+CREATE TABLE answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    reader TEXT NOT NULL REFERENCES readers, arm TEXT NOT NULL REFERENCES arms,
+    case_id TEXT NOT NULL REFERENCES cases, revision INTEGER NOT NULL,
+    answer TEXT NOT NULL, confidence REAL, seconds REAL, comment TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL, answered_at TEXT NOT NULL,
+    UNIQUE (reader, arm, case_id, revision)
+);
+CREATE TRIGGER answers_no_update BEFORE UPDATE ON answers
+    BEGIN SELECT RAISE(ABORT, 'answers are append-only'); END;
+CREATE TRIGGER answers_no_delete BEFORE DELETE ON answers
+    BEGIN SELECT RAISE(ABORT, 'answers are append-only'); END;
+CREATE VIEW current_answers AS
+    SELECT a.* FROM answers a
+    WHERE a.revision = (SELECT MAX(revision) FROM answers b
+                        WHERE b.reader = a.reader AND b.arm = a.arm AND b.case_id = a.case_id);
+"""
+
+
+def utc_now() -> str:
+    """Return the current UTC time as ISO 8601 text."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def reader_seed(study_seed: int, reader: str) -> int:
+    """Derive a reader's randomisation seed from the study seed and the reader's name."""
+    digest = hashlib.sha256(f"{study_seed}:{reader}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An arm of a study: name, opening date (ISO, or None) and whether it shows the model."""
+
+    name: str
+    opens_at: str | None
+    shows_model: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One stored answer (one revision)."""
+
+    id: int
+    reader: str
+    arm: str
+    case_id: str
+    revision: int
+    answer: str
+    confidence: float | None
+    seconds: float | None
+    comment: str
+    source: str
+    answered_at: str
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open a study file with the pragmas every connection uses (autocommit, WAL, FULL sync)."""
+    uri = f"file:{Path(path).resolve()}?mode={'ro' if readonly else 'rw'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StudyError(f"{Path(path).name} is not a study file ({exc}).") from exc
+    return conn
+
+
+def _parse_arms(arms: Iterable[str], second_arm_opens: str | None) -> list[Arm]:
+    names = [a.strip() for a in arms if a.strip()]
+    unknown = [a for a in names if a not in ARMS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise StudyError(
+            f"arms must be distinct names among {', '.join(ARMS)}; "
+            f"got {', '.join(names) or 'none'}."
+        )
+    if second_arm_opens is not None:
+        if len(names) < 2:
+            raise StudyError("a washout date needs two arms.")
+        try:
+            datetime.fromisoformat(second_arm_opens)
+        except ValueError as exc:
+            raise StudyError(
+                f"washout date {second_arm_opens!r} is not an ISO date like 2026-12-01."
+            ) from exc
+    return [
+        Arm(name, second_arm_opens if i == 1 else None, ARMS[name]) for i, name in enumerate(names)
+    ]
+
+
+class StudyStore:
+    """A study file: its definition, readers and answers.
+
+    Parameters
+    ----------
+    path : Path
+        An existing ``.h2study`` file (make one with :meth:`create`).
+    readonly : bool
+        Open without write access (reports).
+    hidden_tables : iterable of str
+        Tables this connection may not read at all (SQLite refuses the query);
+        the reading mode hides ``truth`` and, in the unassisted arm, ``model_predictions``.
+    """
+
+    def __init__(
+        self, path: Path, readonly: bool = False, hidden_tables: Iterable[str] = ()
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StudyError(f"{self.path}: no such study file.")
+        self.conn = connect(self.path, readonly)
+        self.hidden_tables = frozenset(hidden_tables)
+        if self.hidden_tables:
+            self.conn.set_authorizer(self._authorize)
+        try:
+            version = self.meta("schema_version")
+        except (sqlite3.DatabaseError, StudyError) as exc:
+            self.conn.close()
+            raise StudyError(f"{self.path.name} is not a study file.") from exc
+        if int(version) != SCHEMA_VERSION:
+            self.conn.close()
+            raise StudyError(
+                f"{self.path.name} has study schema {version}; this version reads {SCHEMA_VERSION}."
+            )
+        self.question = Question.from_dict(json.loads(self.meta("question")))
+
+    def _authorize(self, action, table, column, database, source) -> int:
+        if action == sqlite3.SQLITE_READ and table in self.hidden_tables:
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    # -- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        question: Question,
+        cases: list[CaseRow],
+        truth: dict[str, str] | None = None,
+        predictions: dict[str, tuple[str, float | None]] | None = None,
+        arms: Iterable[str] = ("unassisted",),
+        readers: Iterable[str] = (),
+        seed: int | None = None,
+        second_arm_opens: str | None = None,
+    ) -> StudyStore:
+        """Write a new study file atomically and return it opened.
+
+        Parameters
+        ----------
+        path : Path
+            Where to write; must not exist.
+        question : Question
+            What is asked per case.
+        cases : list of CaseRow
+            The cases, in a neutral order.
+        truth, predictions : dict, optional
+            Ground truth labels and model predictions by case id.
+        arms : iterable of str
+            ``unassisted`` and/or ``assisted``, in reading order.
+        readers : iterable of str
+            Readers allowed to read; when empty, any reader who identifies joins.
+        seed : int, optional
+            Study randomisation seed; a random one is drawn and stored when omitted.
+        second_arm_opens : str, optional
+            ISO date (washout) before which the second arm refuses to open.
+        """
+        path = Path(path)
+        if path.exists():
+            raise StudyError(f"{path} already exists; choose another name or remove it.")
+        if not path.parent.is_dir():
+            raise StudyError(f"{path.parent}: no such folder.")
+        arm_list = _parse_arms(arms, second_arm_opens)
+        seed = secrets.randbits(31) if seed is None else int(seed)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            conn.execute("BEGIN")
+            meta = {
+                "schema_version": str(SCHEMA_VERSION),
+                "question": json.dumps(question.to_dict()),
+                "seed": str(seed),
+                "created_at": utc_now(),
+                "open_enrolment": "0" if list(readers) else "1",
+            }
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            conn.executemany(
+                "INSERT INTO cases VALUES (?, ?, ?, ?)",
+                [(c.case_id, c.he_path, c.ihc_path, i) for i, c in enumerate(cases)],
+            )
+            conn.executemany("INSERT INTO truth VALUES (?, ?)", (truth or {}).items())
+            conn.executemany(
+                "INSERT INTO model_predictions VALUES (?, ?, ?)",
+                [(k, p, q) for k, (p, q) in (predictions or {}).items()],
+            )
+            conn.executemany(
+                "INSERT INTO arms VALUES (?, ?, ?, ?)",
+                [(a.name, i, a.opens_at, int(a.shows_model)) for i, a in enumerate(arm_list)],
+            )
+            for reader in readers:
+                _insert_reader(conn, reader, seed)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        conn.close()
+        os.replace(tmp, path)
+        return cls(path)
+
+    # -- definition -----------------------------------------------------------------------
+
+    def meta(self, key: str) -> str:
+        """Return one value of the ``meta`` table."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise StudyError(f"{self.path.name} lacks the study setting {key!r}.")
+        return row[0]
+
+    @property
+    def seed(self) -> int:
+        """The study's randomisation seed."""
+        return int(self.meta("seed"))
+
+    def arms(self) -> list[Arm]:
+        """Return the arms in reading order."""
+        rows = self.conn.execute("SELECT arm, opens_at, shows_model FROM arms ORDER BY ordinal")
+        return [Arm(a, o, bool(s)) for a, o, s in rows]
+
+    def arm(self, name: str) -> Arm:
+        """Return one arm by name, or raise :class:`StudyError`."""
+        for arm in self.arms():
+            if arm.name == name:
+                return arm
+        names = ", ".join(a.name for a in self.arms())
+        raise StudyError(f"this study has no arm {name!r}; its arms are {names}.")
+
+    def cases(self) -> list[CaseRow]:
+        """Return every case in the study's neutral order."""
+        rows = self.conn.execute("SELECT case_id, he_path, ihc_path FROM cases ORDER BY ordinal")
+        return [CaseRow(*row) for row in rows]
+
+    def truth(self) -> dict[str, str]:
+        """Return ground truth labels by case id (coordinator side; never used by reading)."""
+        return dict(self.conn.execute("SELECT case_id, truth FROM truth"))
+
+    def predictions(self) -> dict[str, tuple[str, float | None]]:
+        """Return model predictions by case id as (label, probability or None)."""
+        rows = self.conn.execute("SELECT case_id, prediction, probability FROM model_predictions")
+        return {case_id: (label, prob) for case_id, label, prob in rows}
+
+    # -- readers --------------------------------------------------------------------------
+
+    def readers(self) -> dict[str, int]:
+        """Return reader name -> randomisation seed."""
+        return dict(self.conn.execute("SELECT reader, seed FROM readers ORDER BY reader"))
+
+    def ensure_reader(self, reader: str) -> int:
+        """Return a reader's seed, enrolling the reader when the study allows it."""
+        reader = check_reader_name(reader)
+        known = self.readers()
+        if reader in known:
+            return known[reader]
+        if self.meta("open_enrolment") != "1":
+            raise StudyError(
+                f"reader {reader!r} is not enrolled in this study; ask the study coordinator."
+            )
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            seed = _insert_reader(self.conn, reader, self.seed)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return seed
+
+    # -- answers --------------------------------------------------------------------------
+
+    def record_answer(
+        self,
+        reader: str,
+        arm: str,
+        case_id: str,
+        answer: str,
+        confidence: float | None = None,
+        seconds: float | None = None,
+        comment: str = "",
+        source: str = "reading",
+    ) -> int:
+        """Append one answer in its own committed transaction and return its row id.
+
+        When this returns, the answer is on disk. Giving a new answer to a case
+        appends a new revision; older revisions are kept.
+        """
+        label = self.question.normalise(answer)
+        confidence = self.question.check_confidence(confidence)
+        self._check_keys(reader, arm, case_id)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row_id = self._insert_answer(
+                reader, arm, case_id, label, confidence, seconds, comment, source
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return row_id
+
+    def _check_keys(self, reader: str, arm: str, case_id: str) -> None:
+        if reader not in self.readers():
+            raise StudyError(f"reader {reader!r} is not enrolled in this study.")
+        self.arm(arm)
+        found = self.conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        if found is None:
+            raise StudyError(f"case {case_id!r} is not in this study.")
+
+    def _insert_answer(self, reader, arm, case_id, label, confidence, seconds, comment, source):
+        (revision,) = self.conn.execute(
+            "SELECT COALESCE(MAX(revision), 0) + 1 FROM answers "
+            "WHERE reader = ? AND arm = ? AND case_id = ?",
+            (reader, arm, case_id),
+        ).fetchone()
+        cursor = self.conn.execute(
+            "INSERT INTO answers (reader, arm, case_id, revision, answer, confidence, seconds, "
+            "comment, source, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                reader,
+                arm,
+                case_id,
+                revision,
+                label,
+                confidence,
+                seconds,
+                comment,
+                source,
+                utc_now(),
+            ),
+        )
+        return cursor.lastrowid
+
+    def answers(self, current_only: bool = True) -> list[Answer]:
+        """Return all readers' answers (coordinator side), current revisions only by default."""
+        table = "current_answers" if current_only else "answers"
+        rows = self.conn.execute(f"SELECT * FROM {table} ORDER BY id")
+        return [Answer(*row) for row in rows]
+
+    # -- exchange -------------------------------------------------------------------------
+
+    def export_csv(self, path: Path) -> int:
+        """Write every answer revision to a CSV and return the number of rows.
+
+        Columns: reader, arm, case_id, answer, confidence, seconds, comment,
+        revision, current (1 for the latest revision), source, answered_at.
+        """
+        current = {a.id for a in self.answers()}
+        rows = self.answers(current_only=False)
+        columns = ["reader", "arm", "case_id", "answer", "confidence", "seconds", "comment"]
+        columns += ["revision", "current", "source", "answered_at"]
+        tmp = Path(path).with_name(Path(path).name + ".partial")
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for a in rows:
+                writer.writerow(
+                    [a.reader, a.arm, a.case_id, a.answer, _blank(a.confidence), _blank(a.seconds)]
+                    + [a.comment, a.revision, int(a.id in current), a.source, a.answered_at]
+                )
+        os.replace(tmp, path)
+        return len(rows)
+
+    def import_csv(self, path: Path) -> int:
+        """Import answers collected elsewhere, all or nothing; return the number imported.
+
+        Columns: reader, case_id, answer and optionally confidence, arm (default:
+        the first arm), seconds, comment. Unknown readers are enrolled. Rows are
+        appended in file order, so a later row for the same case is a new revision.
+        """
+        path = Path(path)
+        rows = read_csv(
+            path, ("reader", "case_id", "answer"), ("confidence", "arm", "seconds", "comment")
+        )
+        first_arm = self.arms()[0].name
+        case_ids = {c.case_id for c in self.cases()}
+        parsed = []
+        for r in rows:
+            where = f"{path.name} line {r['_line']}"
+            reader = check_reader_name(r["reader"], where)
+            if r["case_id"] not in case_ids:
+                raise StudyError(f"{where}: case_id {r['case_id']!r} is not in this study.")
+            arm = r["arm"] or first_arm
+            try:
+                self.arm(arm)
+            except StudyError as exc:
+                raise StudyError(f"{where}: {exc}") from exc
+            label = self.question.normalise(r["answer"], where)
+            confidence = self.question.check_confidence(
+                parse_float(r["confidence"], "confidence", where), where
+            )
+            seconds = parse_float(r["seconds"], "seconds", where)
+            parsed.append((reader, arm, r["case_id"], label, confidence, seconds, r["comment"]))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            known = self.readers()
+            for reader in sorted({p[0] for p in parsed} - set(known)):
+                _insert_reader(self.conn, reader, self.seed)
+            for p in parsed:
+                self._insert_answer(*p, "import")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return len(parsed)
+
+    def integrity_check(self) -> str:
+        """Return SQLite's ``PRAGMA integrity_check`` verdict (``"ok"`` when healthy)."""
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> StudyStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_reader_name(reader: str, where: str = "") -> str:
+    """Return a stripped reader name, or raise :class:`StudyError` when it is empty or odd."""
+    name = str(reader).strip()
+    prefix = f"{where}: " if where else ""
+    if not name or len(name) > 64 or not name.isprintable():
+        raise StudyError(f"{prefix}reader name {reader!r} must be 1-64 printable characters.")
+    return name
+
+
+def _insert_reader(conn: sqlite3.Connection, reader: str, study_seed: int) -> int:
+    name = check_reader_name(reader)
+    seed = reader_seed(study_seed, name)
+    conn.execute("INSERT INTO readers VALUES (?, ?, ?)", (name, seed, utc_now()))
+    return seed
+
+
+def _blank(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"

@@ -1,0 +1,1 @@
+"""Training room of her2viewer (see DESIGN.md)."""

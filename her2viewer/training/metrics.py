@@ -1,0 +1,552 @@
+"""Classification metrics with confidence intervals, shared by training and reader studies.
+
+Every function takes plain numpy-compatible arrays and returns plain numbers or
+small frozen dataclasses, so that results serialise to JSON with ``asdict``.
+
+Conventions
+-----------
+- Binary labels are booleans or 0/1 integers; ``1``/``True`` is the positive class.
+- Confusion matrices have the truth in rows and the prediction in columns.
+- Proportions (accuracy, sensitivity, specificity, PPV, NPV) get exact
+  Clopper-Pearson intervals; derived measures (balanced accuracy, F1, kappa)
+  get percentile bootstrap intervals over cases; AUC gets DeLong's interval.
+
+References
+----------
+DeLong E.R., DeLong D.M., Clarke-Pearson D.L. (1988) Comparing the areas under two or more
+correlated receiver operating characteristic curves. Biometrics 44:837-845.
+Sun X., Xu W. (2014) Fast implementation of DeLong's algorithm. IEEE Signal Proc. Letters 21:1389.
+Fleiss J.L. (1971) Measuring nominal scale agreement among many raters. Psychol. Bull. 76:378.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "Estimate",
+    "McNemarResult",
+    "auc_delong",
+    "balanced_accuracy_from_cm",
+    "binary_metrics",
+    "bootstrap_ci",
+    "bootstrap_cm_ci",
+    "cm_estimate",
+    "clopper_pearson",
+    "cohen_kappa",
+    "confusion_matrix",
+    "f1_from_cm",
+    "fleiss_kappa",
+    "kappa_from_cm",
+    "mcnemar",
+    "mcnemar_from_counts",
+    "mcnemar_splits",
+    "roc_curve",
+]
+
+#: Discordant-pair count below which :func:`mcnemar` uses the exact binomial test.
+EXACT_MCNEMAR_BELOW = 25
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a confidence interval.
+
+    Attributes
+    ----------
+    value, low, high : float
+        Estimate and interval bounds (NaN where undefined, e.g. no positive cases).
+    method : str
+        How the interval was computed ("clopper-pearson", "bootstrap", "delong").
+    n : int
+        Number of observations the estimate rests on.
+    """
+
+    value: float
+    low: float
+    high: float
+    method: str
+    n: int
+
+    def to_dict(self) -> dict:
+        """Return the fields as a JSON-ready dict (NaN becomes None)."""
+        return {
+            k: (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """Two-sided McNemar test of two paired binary outcomes.
+
+    Attributes
+    ----------
+    table : tuple of tuple of int
+        2x2 table ``[[both correct, only A correct], [only B correct, both wrong]]``.
+    b, c : int
+        Discordant counts: A correct and B wrong (b), A wrong and B correct (c).
+    method : str
+        "exact" (binomial), "chi2" (no continuity correction) or "chi2_cc" (Edwards' correction).
+    statistic : float
+        Chi-square statistic, or ``min(b, c)`` for the exact test.
+    p_value : float
+        Two-sided p-value.
+    """
+
+    table: tuple[tuple[int, int], tuple[int, int]]
+    b: int
+    c: int
+    method: str
+    statistic: float
+    p_value: float
+
+    def to_dict(self) -> dict:
+        """Return the fields as a JSON-ready dict."""
+        return {**asdict(self), "table": [list(row) for row in self.table]}
+
+
+def _as_bool(values) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype != bool and not np.isin(array, (0, 1)).all():
+        raise ValueError("binary labels must be booleans or 0/1")
+    return array.astype(bool)
+
+
+def confusion_matrix(truth: Sequence, pred: Sequence, labels: Sequence) -> np.ndarray:
+    """Count (truth, prediction) pairs.
+
+    Parameters
+    ----------
+    truth, pred : sequence
+        Labels of the same length; every value must be one of ``labels``.
+    labels : sequence
+        Class labels in the order of the rows and columns.
+
+    Returns
+    -------
+    ndarray of int64, shape (k, k)
+        ``cm[i, j]`` is the number of cases of true class ``labels[i]`` predicted ``labels[j]``.
+    """
+    if len(truth) != len(pred):
+        raise ValueError("truth and prediction differ in length")
+    k = len(labels)
+    codes = _codes(truth, labels) * k + _codes(pred, labels)
+    return np.bincount(codes, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def _codes(values: Sequence, labels: Sequence) -> np.ndarray:
+    """Return the index in ``labels`` of every value (vectorised); unknown values raise."""
+    values, labels = np.asarray(values), np.asarray(labels)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(labels, kind="stable")
+    found = np.clip(np.searchsorted(labels[order], values), 0, len(labels) - 1)
+    unknown = labels[order][found] != values
+    if unknown.any():
+        raise ValueError(f"value {values[unknown][0]!r} is not one of the labels")
+    return order[found].astype(np.int64)
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval of a binomial proportion.
+
+    Returns ``(nan, nan)`` when ``n`` is 0.
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    alpha = 1.0 - level
+    low = 0.0 if successes == 0 else stats.beta.ppf(alpha / 2, successes, n - successes + 1)
+    high = 1.0 if successes == n else stats.beta.ppf(1 - alpha / 2, successes + 1, n - successes)
+    return float(low), float(high)
+
+
+def _proportion(successes: int, n: int, level: float) -> Estimate:
+    value = successes / n if n else float("nan")
+    low, high = clopper_pearson(successes, n, level)
+    return Estimate(float(value), low, high, "clopper-pearson", int(n))
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*arrays)``, resampling cases.
+
+    Parameters
+    ----------
+    statistic : callable
+        Takes the arrays (resampled together along axis 0) and returns a float.
+    *arrays : ndarray
+        Arrays of equal length, one row per case.
+    n_boot : int
+        Number of resamples.
+    level : float
+        Coverage of the interval.
+    seed : int
+        Seed of the resampling, so that reports are reproducible.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        NaN when fewer than 2 cases or no resample gives a finite statistic.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    n = len(arrays[0])
+    if n < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        values[i] = statistic(*(a[idx] for a in arrays))
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = 1.0 - level
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def balanced_accuracy_from_cm(cm: np.ndarray) -> np.ndarray:
+    """Mean recall over the classes present, from confusion matrices of shape (..., k, k).
+
+    Classes without true cases are left out; NaN when there is none.
+    """
+    cm = np.asarray(cm, dtype=float)
+    support = cm.sum(axis=-1)
+    recall = np.divide(
+        np.diagonal(cm, axis1=-2, axis2=-1), support, out=np.zeros_like(support), where=support > 0
+    )
+    present = (support > 0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present > 0, recall.sum(axis=-1) / present, np.nan)
+
+
+def f1_from_cm(cm: np.ndarray) -> np.ndarray:
+    """F1 of the positive class (index 1) from binary confusion matrices of shape (..., 2, 2)."""
+    cm = np.asarray(cm, dtype=float)
+    tp, fn, fp = cm[..., 1, 1], cm[..., 1, 0], cm[..., 0, 1]
+    denominator = 2 * tp + fn + fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+
+
+def kappa_from_cm(cm: np.ndarray, weights: str | None = None) -> np.ndarray:
+    """Cohen's kappa from confusion matrices of shape (..., k, k); see :func:`cohen_kappa`."""
+    cm = np.asarray(cm, dtype=float)
+    w = _kappa_weights(cm.shape[-1], weights)
+    n = cm.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (
+            cm.sum(axis=-1)[..., :, None] * cm.sum(axis=-2)[..., None, :] / n[..., None, None]
+        )
+        chance = (w * expected).sum(axis=(-2, -1))
+        observed = (w * cm).sum(axis=(-2, -1))
+        return np.where(chance > 0, 1.0 - observed / chance, np.nan)
+
+
+def bootstrap_cm_ci(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    truth: Sequence,
+    pred: Sequence,
+    labels: Sequence,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic of the confusion matrix, resampling cases.
+
+    Fast form of :func:`bootstrap_ci` for measures that depend only on the
+    confusion matrix (accuracy, balanced accuracy, F1, kappa): all resamples are
+    counted at once.
+
+    Parameters
+    ----------
+    statistic : callable
+        Maps confusion matrices of shape (n_boot, k, k) to n_boot values, e.g.
+        :func:`balanced_accuracy_from_cm` or ``lambda cm: kappa_from_cm(cm, "quadratic")``.
+    truth, pred, labels : sequence
+        As for :func:`confusion_matrix`.
+    n_boot, level, seed
+        As for :func:`bootstrap_ci`.
+    """
+    k = len(labels)
+    codes = _codes(truth, labels) * k + _codes(pred, labels)
+    n = codes.size
+    if n < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    samples = codes[rng.integers(0, n, (n_boot, n))] + (np.arange(n_boot) * k * k)[:, None]
+    cms = np.bincount(samples.ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k)
+    values = np.asarray(statistic(cms), dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = 1.0 - level
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def cm_estimate(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    truth: Sequence,
+    pred: Sequence,
+    labels: Sequence,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """A confusion-matrix statistic with its bootstrap interval, as an :class:`Estimate`."""
+    value = float(statistic(confusion_matrix(truth, pred, labels)[None])[0])
+    low, high = bootstrap_cm_ci(statistic, truth, pred, labels, n_boot, level, seed)
+    return Estimate(value, low, high, "bootstrap", len(truth))
+
+
+def binary_metrics(
+    truth: Sequence, pred: Sequence, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Estimate]:
+    """Accuracy, sensitivity, specificity, PPV, NPV, balanced accuracy and F1 with CIs.
+
+    Parameters
+    ----------
+    truth, pred : sequence of bool or 0/1
+        True and predicted status per case (1 = positive).
+    level : float
+        Coverage of the intervals.
+    n_boot, seed : int
+        Bootstrap resamples and seed for balanced accuracy and F1.
+
+    Returns
+    -------
+    dict of str to Estimate
+        Keys ``accuracy``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``
+        (Clopper-Pearson) and ``balanced_accuracy``, ``f1`` (bootstrap).
+    """
+    t, p = _as_bool(truth), _as_bool(pred)
+    if t.shape != p.shape:
+        raise ValueError("truth and prediction differ in length")
+    tp, tn = int((t & p).sum()), int((~t & ~p).sum())
+    fp, fn = int((~t & p).sum()), int((t & ~p).sum())
+    result = {
+        "accuracy": _proportion(tp + tn, t.size, level),
+        "sensitivity": _proportion(tp, tp + fn, level),
+        "specificity": _proportion(tn, tn + fp, level),
+        "ppv": _proportion(tp, tp + fp, level),
+        "npv": _proportion(tn, tn + fn, level),
+    }
+    for name, func in (("balanced_accuracy", balanced_accuracy_from_cm), ("f1", f1_from_cm)):
+        result[name] = cm_estimate(func, t, p, (False, True), n_boot, level, seed)
+    return result
+
+
+def roc_curve(truth: Sequence, score: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Receiver operating characteristic over every distinct score threshold.
+
+    Returns
+    -------
+    fpr, tpr, thresholds : ndarray
+        Starting at (0, 0) with threshold ``+inf`` and ending at (1, 1); a case is
+        called positive when its score is >= the threshold.
+    """
+    t = _as_bool(truth)
+    s = np.asarray(score, dtype=float)
+    thresholds = np.concatenate([[np.inf], np.unique(s)[::-1]])
+    pos, neg = max(t.sum(), 1), max((~t).sum(), 1)
+    tpr = np.array([(t & (s >= th)).sum() / pos for th in thresholds])
+    fpr = np.array([(~t & (s >= th)).sum() / neg for th in thresholds])
+    return fpr, tpr, thresholds
+
+
+def auc_delong(truth: Sequence, score: Sequence, level: float = 0.95) -> Estimate:
+    """Area under the ROC curve with DeLong's confidence interval.
+
+    Ties count one half (the Mann-Whitney definition, equal to the trapezoidal
+    area under :func:`roc_curve`). The interval is ``auc +- z * se`` clipped to [0, 1].
+
+    Parameters
+    ----------
+    truth : sequence of bool or 0/1
+        True status per case.
+    score : sequence of float
+        Higher means more likely positive.
+    level : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    Estimate
+        NaN when a class is absent; NaN bounds when a class has fewer than 2 cases.
+    """
+    t = _as_bool(truth)
+    s = np.asarray(score, dtype=float)
+    pos, neg = s[t], s[~t]
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), "delong", int(t.size))
+    ranks = stats.rankdata(np.concatenate([pos, neg]))
+    auc = (ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
+    if m < 2 or n < 2:
+        return Estimate(float(auc), float("nan"), float("nan"), "delong", int(t.size))
+    v10 = (ranks[:m] - stats.rankdata(pos)) / n
+    v01 = 1.0 - (ranks[m:] - stats.rankdata(neg)) / m
+    se = np.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
+    z = stats.norm.ppf(0.5 + level / 2)
+    low, high = max(0.0, auc - z * se), min(1.0, auc + z * se)
+    return Estimate(float(auc), float(low), float(high), "delong", int(t.size))
+
+
+def _kappa_weights(k: int, weights: str | None) -> np.ndarray:
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    if weights is None:
+        return (i != j).astype(float)
+    scale = max(k - 1, 1)
+    if weights == "linear":
+        return np.abs(i - j) / scale
+    if weights == "quadratic":
+        return ((i - j) / scale) ** 2
+    raise ValueError(f"weights must be None, 'linear' or 'quadratic', not {weights!r}")
+
+
+def cohen_kappa(a: Sequence, b: Sequence, labels: Sequence, weights: str | None = None) -> float:
+    """Cohen's kappa between two raters, optionally weighted for ordinal labels.
+
+    Parameters
+    ----------
+    a, b : sequence
+        Ratings of the same cases by two raters.
+    labels : sequence
+        Categories, in order (the order matters for weighted kappa).
+    weights : {None, "linear", "quadratic"}
+        Disagreement weights; ``None`` is the unweighted kappa.
+
+    Returns
+    -------
+    float
+        Same value as ``sklearn.metrics.cohen_kappa_score``; NaN when chance
+        disagreement is zero (both raters always give one and the same category).
+    """
+    return float(kappa_from_cm(confusion_matrix(a, b, labels), weights))
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa for many raters.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (n_items, n_categories)
+        ``counts[i, j]`` raters put item ``i`` in category ``j``; every row sums
+        to the same number of raters (at least 2).
+
+    Returns
+    -------
+    float
+        NaN when chance agreement is 1 (every rating in one category).
+    """
+    counts = np.asarray(counts, dtype=float)
+    raters = counts.sum(axis=1)
+    if counts.shape[0] == 0 or not np.allclose(raters, raters[0]) or raters[0] < 2:
+        raise ValueError("every item needs the same number (>= 2) of ratings")
+    r = raters[0]
+    p_item = ((counts**2).sum(axis=1) - r) / (r * (r - 1))
+    p_cat = counts.sum(axis=0) / counts.sum()
+    p_chance = (p_cat**2).sum()
+    if np.isclose(p_chance, 1.0):
+        return float("nan")
+    return float((p_item.mean() - p_chance) / (1.0 - p_chance))
+
+
+def mcnemar_from_counts(b: int, c: int, method: str) -> tuple[float, float]:
+    """McNemar statistic and two-sided p-value from the discordant counts.
+
+    Parameters
+    ----------
+    b, c : int
+        Discordant pair counts.
+    method : {"exact", "chi2", "chi2_cc"}
+        Exact binomial test (``p = min(1, 2 * P[X <= min(b, c)])``, X ~ Bin(b + c, 1/2)),
+        chi-square with 1 degree of freedom, or chi-square with Edwards' continuity correction.
+
+    Returns
+    -------
+    (statistic, p_value) : tuple of float
+        For no discordant pairs the p-value is 1.
+    """
+    n = b + c
+    if method == "exact":
+        p = 1.0 if n == 0 else min(1.0, 2.0 * stats.binom.cdf(min(b, c), n, 0.5))
+        return float(min(b, c)), float(p)
+    if method not in ("chi2", "chi2_cc"):
+        raise ValueError(f"method must be 'exact', 'chi2' or 'chi2_cc', not {method!r}")
+    if n == 0:
+        return 0.0, 1.0
+    diff = abs(b - c) - (1 if method == "chi2_cc" else 0)
+    statistic = max(diff, 0) ** 2 / n
+    return float(statistic), float(stats.chi2.sf(statistic, 1))
+
+
+def mcnemar(correct_a: Sequence, correct_b: Sequence, method: str = "auto") -> McNemarResult:
+    """Two-sided McNemar test of whether two raters are equally often correct on the same cases.
+
+    Parameters
+    ----------
+    correct_a, correct_b : sequence of bool
+        Per case, whether rater A (e.g. the model) and rater B (a reader) were correct.
+    method : {"auto", "exact", "chi2", "chi2_cc"}
+        "auto" uses the exact binomial test when fewer than
+        :data:`EXACT_MCNEMAR_BELOW` pairs are discordant, else the chi-square test
+        with continuity correction.
+
+    Returns
+    -------
+    McNemarResult
+    """
+    a, b_ = _as_bool(correct_a), _as_bool(correct_b)
+    if a.shape != b_.shape:
+        raise ValueError("the two raters must be compared on the same cases")
+    both, only_a = int((a & b_).sum()), int((a & ~b_).sum())
+    only_b, neither = int((~a & b_).sum()), int((~a & ~b_).sum())
+    if method == "auto":
+        method = "exact" if only_a + only_b < EXACT_MCNEMAR_BELOW else "chi2_cc"
+    statistic, p = mcnemar_from_counts(only_a, only_b, method)
+    return McNemarResult(((both, only_a), (only_b, neither)), only_a, only_b, method, statistic, p)
+
+
+def mcnemar_splits(n: int, correct_a: int, correct_b: int) -> list[dict]:
+    """Every 2x2 table consistent with two accuracies on the same cases, with its p-values.
+
+    Published comparisons often give only each rater's number of correct cases;
+    the McNemar p-value depends on how the disagreements split. This lists every
+    possible split so that a published p-value can be checked for attainability.
+
+    Parameters
+    ----------
+    n : int
+        Number of cases both raters read.
+    correct_a, correct_b : int
+        Cases rater A and rater B got right.
+
+    Returns
+    -------
+    list of dict
+        One dict per feasible table with keys ``both``, ``only_a``, ``only_b``,
+        ``neither`` and ``p_exact``, ``p_chi2``, ``p_chi2_cc``.
+    """
+    if not (0 <= correct_a <= n and 0 <= correct_b <= n):
+        raise ValueError("correct counts must lie between 0 and n")
+    rows = []
+    for both in range(max(0, correct_a + correct_b - n), min(correct_a, correct_b) + 1):
+        only_a, only_b = correct_a - both, correct_b - both
+        row = {"both": both, "only_a": only_a, "only_b": only_b}
+        row["neither"] = n - both - only_a - only_b
+        for method in ("exact", "chi2", "chi2_cc"):
+            row[f"p_{method}"] = mcnemar_from_counts(only_a, only_b, method)[1]
+        rows.append(row)
+    return rows
