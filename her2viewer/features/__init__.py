@@ -1,0 +1,1 @@
+"""Features room of her2viewer (see DESIGN.md)."""

@@ -1,0 +1,335 @@
+"""Patch encoders: CLAM's truncated ResNet-50, TorchScript files and foundation-model hooks.
+
+An :class:`Encoder` bundles a network with its preprocessing: tiles are resized
+(on the CPU, with PIL bilinear + antialias exactly like ``torchvision``'s
+``Resize`` in CLAM's ``get_eval_transforms``) and then normalised on the device.
+Weights never download: they come from torchvision's local cache, a file the user
+names, a model bundle, or explicitly random weights with a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from safetensors.torch import load_file as load_safetensors_file
+from torch import nn
+
+from her2viewer.errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's ImageNet-1k V1 ResNet-50 weights (timm ``resnet50.tv_in1k``, used by CLAM).
+TORCHVISION_RESNET50_FILE = "resnet50-0676ba61.pth"
+ENTRY_POINT_GROUP = "her2viewer.encoders"
+
+
+@dataclass
+class Encoder:
+    """A patch encoder and its preprocessing.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (e.g. ``"resnet50_trunc"``).
+    module : torch.nn.Module
+        Maps a normalised float batch (B, 3, S, S) to features (B, dim).
+    dim : int
+        Feature size.
+    input_size : int or None
+        Side the tiles are resized to; None keeps the tile size (CLAM's legacy mode).
+    mean, std : tuple of float
+        Per-channel normalisation of [0, 1] RGB.
+    provenance : dict
+        Where the weights came from (recorded in feature files and bundles).
+    """
+
+    name: str
+    module: nn.Module
+    dim: int
+    input_size: int | None = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    provenance: dict = field(default_factory=dict)
+
+    def prepare_tile(self, tile: np.ndarray) -> np.ndarray:
+        """Resize an RGB uint8 tile to ``input_size`` (PIL bilinear, antialiased)."""
+        size = self.input_size
+        if size is None or tile.shape[:2] == (size, size):
+            return tile
+        image = Image.fromarray(tile).resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image)
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Turn a uint8 (B, S, S, 3) batch into a normalised float (B, 3, S, S) batch."""
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @property
+    def identity(self) -> str:
+        """A string that changes whenever the features would change."""
+        key = {"name": self.name, "input_size": self.input_size, "mean": self.mean}
+        return json.dumps({**key, "std": self.std, **self.provenance}, sort_keys=True)
+
+    def describe(self) -> dict:
+        """JSON-ready description for ``bundle.json`` and feature-file attributes."""
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "provenance": self.provenance,
+        }
+
+
+class ResNet50Trunc(nn.Module):
+    """CLAM's ``resnet50_trunc``: ResNet-50 stem + layer1-3, global average pool -> 1024."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        base = torchvision.models.resnet50(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = (
+            base.conv1,
+            base.bn1,
+            base.relu,
+            base.maxpool,
+        )
+        self.layer1, self.layer2, self.layer3 = base.layer1, base.layer2, base.layer3
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return torch.flatten(self.pool(x), 1)
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a PyTorch file (``weights_only=True``).
+
+    Raises
+    ------
+    ModelError
+        When the file is missing or holds anything but tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Encoder weights file not found: {path}.")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_safetensors_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is the user's to fix
+        raise ModelError(f"Cannot read encoder weights {path.name} ({exc}).") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path.name} does not hold a state dict of tensors.")
+    return state
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def torchvision_cache_file() -> Path:
+    """Where torchvision keeps the ImageNet ResNet-50 weights (never downloaded here)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_RESNET50_FILE
+
+
+def resnet50_trunc(
+    weights: str | Path | dict | None = None,
+    random_seed: int | None = None,
+    legacy_256: bool = False,
+) -> Encoder:
+    """Build CLAM's truncated ResNet-50 encoder.
+
+    Parameters
+    ----------
+    weights : path or state dict, optional
+        A torchvision/timm ResNet-50 state dict (full or truncated; ``fc`` and
+        ``layer4`` are ignored). When omitted, torchvision's cache is used.
+    random_seed : int, optional
+        Use seeded random weights instead (tests and demos only; recorded).
+    legacy_256 : bool
+        CLAM's earlier preprocessing: no resize (256 px patches in).
+
+    Raises
+    ------
+    ModelError
+        When no weights are available and no random seed was given.
+    """
+    module = _seeded(ResNet50Trunc, random_seed)
+    if random_seed is not None:
+        provenance = {"weights": "random", "seed": int(random_seed)}
+    else:
+        state, provenance = _resnet_weights(weights)
+        kept = {k: v for k, v in state.items() if not k.startswith(("fc.", "layer4."))}
+        try:
+            module.load_state_dict(kept, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(
+                "The encoder weights are not a torchvision ResNet-50 state dict "
+                f"(keys conv1, bn1, layer1-3): {str(exc).splitlines()[0]}"
+            ) from exc
+    return Encoder(
+        name="resnet50_trunc",
+        module=module.eval(),
+        dim=1024,
+        input_size=None if legacy_256 else 224,
+        provenance=provenance,
+    )
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else int(seed))
+        return build()
+
+
+def _resnet_weights(weights) -> tuple[dict, dict]:
+    if isinstance(weights, dict):
+        return weights, {"weights": "bundle"}
+    path = Path(weights) if weights is not None else torchvision_cache_file()
+    if weights is None and not path.is_file():
+        raise ModelError(
+            f"No ImageNet weights for resnet50_trunc: put {TORCHVISION_RESNET50_FILE} in "
+            f"{path.parent}, pass --encoder-weights FILE, or use a bundle with encoder weights "
+            "(--random-weights SEED only for tests and demos)."
+        )
+    return load_weights_file(path), {"weights": path.name, "sha256": file_sha256(path)}
+
+
+def torchscript_encoder(
+    path: str | Path,
+    input_size: int | None = 224,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> Encoder:
+    """Use any TorchScript file mapping (B, 3, S, S) normalised images to (B, D) as an encoder.
+
+    Raises
+    ------
+    ModelError
+        When the file is missing, not TorchScript, or does not return (B, D) features.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"TorchScript encoder not found: {path}.")
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still loads
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:  # torch raises several types for a bad archive
+        raise ModelError(f"{path.name} is not a TorchScript file ({exc}).") from exc
+    side = input_size or 224
+    with torch.inference_mode():
+        try:
+            out = module(torch.zeros(1, 3, side, side))
+        except Exception as exc:  # the scripted code may raise anything
+            raise ModelError(f"{path.name} failed on a {side}px test image ({exc}).") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ModelError(f"{path.name} must return a (batch, features) tensor.")
+    return Encoder(
+        name=f"torchscript:{path.name}",
+        module=module,
+        dim=int(out.shape[1]),
+        input_size=input_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        provenance={"weights": path.name, "sha256": file_sha256(path)},
+    )
+
+
+#: Factories by name; each takes ``weights`` (path or None) and ``random_seed`` keywords.
+_REGISTRY: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_encoder(name: str, factory: Callable[..., Encoder]) -> None:
+    """Add an encoder factory (the hook for UNI/CONCH-style foundation models).
+
+    The factory is called as ``factory(weights=PATH_OR_NONE, random_seed=SEED_OR_NONE)``
+    and must load its weights from local files only, e.g. with
+    :func:`load_weights_file`. Packages can also register factories through the
+    ``her2viewer.encoders`` entry-point group.
+    """
+    _REGISTRY[name] = factory
+
+
+def encoder_names() -> list[str]:
+    """Names accepted by :func:`build_encoder` (plus ``torchscript:PATH``)."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def _load_entry_points() -> None:
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in _REGISTRY:
+            _REGISTRY[entry.name] = entry.load()
+
+
+def build_encoder(
+    name: str = "resnet50_trunc",
+    weights: str | Path | None = None,
+    random_seed: int | None = None,
+    **options,
+) -> Encoder:
+    """Build an encoder by registry name, or ``torchscript:PATH`` for a TorchScript file.
+
+    Raises
+    ------
+    ModelError
+        Unknown name, or no usable weights.
+    """
+    if name.startswith("torchscript:"):
+        return torchscript_encoder(name.split(":", 1)[1], **options)
+    _load_entry_points()
+    if name not in _REGISTRY:
+        known = ", ".join([*sorted(_REGISTRY), "torchscript:PATH"])
+        raise ModelError(f"Unknown encoder '{name}'; available: {known}.")
+    return _REGISTRY[name](weights=weights, random_seed=random_seed, **options)
+
+
+register_encoder("resnet50_trunc", resnet50_trunc)
+
+
+def encoder_for_bundle(meta: dict, tensors: dict[str, dict] | None = None) -> Encoder:
+    """Rebuild the encoder a bundle was trained with.
+
+    Random encoders are rebuilt from their recorded seed, encoders with an
+    ``encoder.safetensors`` from those weights, others from the local cache.
+
+    Raises
+    ------
+    ModelError
+        When the bundle names no encoder, or its weights are not available here.
+    """
+    desc = meta.get("encoder")
+    if not isinstance(desc, dict) or "name" not in desc:
+        raise ModelError("The model bundle does not say which encoder made its features.")
+    options = (
+        {"legacy_256": desc.get("input_size") is None} if desc["name"] == "resnet50_trunc" else {}
+    )
+    provenance = desc.get("provenance", {})
+    if provenance.get("weights") == "random":
+        return build_encoder(desc["name"], random_seed=int(provenance["seed"]), **options)
+    weights = (tensors or {}).get("encoder")
+    return build_encoder(desc["name"], weights=weights, **options)
