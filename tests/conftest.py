@@ -1,0 +1,46 @@
+"""Shared fixtures: a small synthetic cohort, the real SVS, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Point the user cache at a temporary folder for the whole test session."""
+    path = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("HER2VIEWER_CACHE")
+    os.environ["HER2VIEWER_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("HER2VIEWER_CACHE", None)
+    else:
+        os.environ["HER2VIEWER_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def cmu_svs() -> Path:
+    """The real Aperio SVS from OpenSlide's test data (CC0)."""
+    path = SHARED_REAL / "cmu-1-small-region.svs"
+    assert path.exists(), f"real test slide missing: {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(tmp_path_factory) -> Path:
+    """Four small synthetic cases (one per IHC score), seed 0; returns labels.csv."""
+    from her2viewer.slide.synthetic import write_cohort
+
+    return write_cohort(tmp_path_factory.mktemp("cohort"), n_cases=4, seed=0, size=(3000, 2400))
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(synthetic_cohort) -> Path:
+    """The folder of the first case of the synthetic cohort."""
+    return synthetic_cohort.parent / "case000"
