@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/her2viewer demo
+	$(BIN)/her2viewer view --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ VERB_MODULES = (
     "her2viewer.tissue.cli",
     "her2viewer.demo",
     "her2viewer.study.cli",
+    "her2viewer.gui.cli",
 )
 
 EXIT_USER_ERROR = 2

@@ -114,6 +114,7 @@ class SlideView(QWidget):
         self._zoom_anchor = QPointF()
         self._animator = QTimer(self, interval=16, timeout=self._animate)
         self._schedule_pending = False
+        self._keep_fit = False
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMinimumSize(200, 150)
@@ -211,10 +212,14 @@ class SlideView(QWidget):
         info = self.slide.info
         return max(info.width / max(self.width(), 1), info.height / max(self.height(), 1)) * 1.02
 
-    def set_state(self, state: ViewState, notify: bool = True) -> None:
-        """Move the view to ``state`` (clamped to the slide) and request its tiles."""
+    def set_state(self, state: ViewState, notify: bool = True, keep_fit: bool = False) -> None:
+        """Move the view to ``state`` (clamped to the slide) and request its tiles.
+
+        ``keep_fit`` says the state is a fitted one, to be refitted on resize.
+        """
         if self.slide is None:
             return
+        self._keep_fit = keep_fit
         info = self.slide.info
         ds = min(max(state.downsample, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
         self.state = ViewState(
@@ -231,9 +236,13 @@ class SlideView(QWidget):
     def fit(self) -> None:
         """Show the whole slide (Home)."""
         info = self.slide.info
-        self.set_state(
-            ViewState(info.width / 2, info.height / 2, self.fit_downsample(), self.state.angle)
-        )
+        state = ViewState(info.width / 2, info.height / 2, self.fit_downsample(), self.state.angle)
+        self.set_state(state, keep_fit=True)  # refitted on resize until the user navigates
+
+    @property
+    def keep_fit(self) -> bool:
+        """Whether the view shows a fitted state (refitted when resized)."""
+        return self._keep_fit
 
     def zoom_at(self, factor: float, pos: QPointF | None = None) -> None:
         """Zoom by ``factor`` (>1 magnifies) keeping the level-0 point under ``pos`` fixed."""
@@ -643,5 +652,8 @@ class SlideView(QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         if self.slide is not None:
-            self.set_state(self.state)
+            if self.keep_fit:
+                self.fit()
+            else:
+                self.set_state(self.state)
         super().resizeEvent(event)

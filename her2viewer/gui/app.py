@@ -1,0 +1,108 @@
+"""Application set-up: the Qt application with a dark theme, the demo window, offscreen renders."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import qInstallMessageHandler
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from her2viewer.gui.mainwindow import MainWindow
+
+
+def has_display() -> bool:
+    """Whether a window can be shown (a display exists and Qt is not forced offscreen)."""
+    if os.environ.get("QT_QPA_PLATFORM", "") == "offscreen":
+        return False
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+#: Warnings of Qt's offscreen platform that say nothing to a user.
+_QUIET = ("This plugin does not support propagateSizeHints()",)
+
+
+def _message_handler(mode, context, message: str) -> None:
+    if message not in _QUIET:
+        print(message, file=sys.stderr)
+
+
+def make_app(offscreen: bool = False) -> QApplication:
+    """Return the QApplication (created once) with the dark Fusion theme."""
+    if offscreen and QApplication.instance() is None:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    qInstallMessageHandler(_message_handler)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("her2viewer")
+    app.setStyle("Fusion")
+    palette = QPalette()
+    roles = {
+        QPalette.ColorRole.Window: QColor(45, 47, 51),
+        QPalette.ColorRole.WindowText: QColor(225, 225, 225),
+        QPalette.ColorRole.Base: QColor(32, 34, 37),
+        QPalette.ColorRole.AlternateBase: QColor(45, 47, 51),
+        QPalette.ColorRole.Text: QColor(225, 225, 225),
+        QPalette.ColorRole.Button: QColor(55, 57, 62),
+        QPalette.ColorRole.ButtonText: QColor(225, 225, 225),
+        QPalette.ColorRole.Highlight: QColor(42, 130, 218),
+        QPalette.ColorRole.HighlightedText: QColor(255, 255, 255),
+        QPalette.ColorRole.ToolTipBase: QColor(45, 47, 51),
+        QPalette.ColorRole.ToolTipText: QColor(225, 225, 225),
+    }
+    for role, color in roles.items():
+        palette.setColor(role, color)
+    app.setPalette(palette)
+    return app
+
+
+def settle(window: MainWindow, timeout: float = 20.0) -> bool:
+    """Process events until every pane has drawn its visible tiles at the right level.
+
+    Returns whether that happened before ``timeout`` seconds.
+    """
+    app = QApplication.instance()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if all(v.fully_loaded() for v in window.views) and window.loader.pending() == 0:
+            app.processEvents()
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def screenshot(window: MainWindow, path: str | Path, timeout: float = 20.0) -> Path:
+    """Wait for the panes to load, then save the whole window as a PNG."""
+    settle(window, timeout)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(path))
+    return path
+
+
+def demo_window(window: MainWindow, case_dir: Path) -> None:
+    """Load the demo case into ``window``: H&E left, IHC right, synced by the known transform.
+
+    The transform is the synthetic case's ``truth.json`` ``transform_ihc_to_he``
+    (level-0 IHC px -> level-0 H&E px); real pairs will get theirs from registration.
+    """
+    from her2viewer.demo import load_truth
+    from her2viewer.overlay.demo import demo_layers
+
+    truth = load_truth(case_dir)
+    he_layers, ihc_layers = demo_layers(case_dir)
+    window.open_slides(
+        [case_dir / truth["he_path"], case_dir / truth["ihc_path"]],
+        np.asarray(truth["transform_ihc_to_he"], float),
+    )
+    for layer in he_layers:
+        window.add_layer(layer, 0)
+    for layer in ihc_layers:
+        window.add_layer(layer, 1)
+    window.set_active(window.views[0])

@@ -1,0 +1,117 @@
+"""The ``view`` verb: open the viewer, or render it offscreen to a PNG when there is no display."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from her2viewer.errors import Her2ViewerError
+
+
+class ViewerError(Her2ViewerError):
+    """The viewer cannot start with the given arguments."""
+
+
+def register(subparsers) -> None:
+    """Add the ``view`` verb."""
+    view = subparsers.add_parser(
+        "view", help="open slides in the viewer (offscreen PNG without a display)"
+    )
+    view.add_argument("slide", nargs="?", help="slide to open (left pane)")
+    view.add_argument("paired", nargs="?", help="paired slide (right pane), e.g. the IHC")
+    view.add_argument("--demo", action="store_true", help="open the synthetic demo case")
+    view.add_argument(
+        "--transform",
+        help="JSON with a 3x3 'matrix' mapping level-0 PAIRED px -> SLIDE px (else relative sync)",
+    )
+    view.add_argument("--geojson", action="append", default=[], help="GeoJSON layer (repeat)")
+    view.add_argument("--screenshot", help="render offscreen to this PNG and exit")
+    view.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
+    view.add_argument("--magnification", type=float, help="zoom to this magnification")
+    view.add_argument("--cache-mb", type=float, default=512, help="tile cache size (MB)")
+    view.set_defaults(func=run_view)
+
+
+def read_transform(path: str) -> np.ndarray:
+    """Read a 3x3 level-0 transform from JSON (``matrix``, ``transform`` or a bare list)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ViewerError(f"{path}: cannot read the transform JSON ({exc}).") from exc
+    if isinstance(data, dict):
+        data = next(
+            (data[k] for k in ("matrix", "transform", "transform_ihc_to_he") if k in data), None
+        )
+    matrix = np.asarray(data, float) if data is not None else np.zeros(0)
+    if matrix.shape == (2, 3):
+        matrix = np.vstack([matrix, [0, 0, 1]])
+    if matrix.shape != (3, 3) or not np.isfinite(matrix).all():
+        raise ViewerError(f"{path}: expected a 3x3 (or 2x3) matrix under 'matrix'.")
+    return matrix
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise ViewerError(f"--size must look like 1600x1000, got {text!r}") from exc
+    return width, height
+
+
+def run_view(args) -> int:
+    """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
+    from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
+    from her2viewer.gui.mainwindow import MainWindow
+    from her2viewer.gui.tiles import shared_loader
+
+    if not args.demo and not args.slide:
+        raise ViewerError("give a SLIDE to open, or --demo for the synthetic demo case.")
+    offscreen = bool(args.screenshot) or not has_display()
+    width, height = _size(args.size)
+    transform = read_transform(args.transform) if args.transform else None
+    start = time.perf_counter()
+    app = make_app(offscreen)
+    window = MainWindow(shared_loader(args.cache_mb))
+    window.resize(width, height)
+    window.show()
+    summary = ""
+    if args.demo:
+        from her2viewer.demo import analyse_demo_case, ensure_demo_case, format_summary
+
+        case_dir = ensure_demo_case()
+        demo_window(window, case_dir)
+    elif not window.open_slides([p for p in (args.slide, args.paired) if p], transform):
+        raise ViewerError(window.errors[-1])
+    for path in args.geojson:
+        if not window.add_geojson(path):
+            raise ViewerError(window.errors[-1])
+    if args.magnification:
+        window.views[0].set_magnification(args.magnification)
+    if not offscreen:
+        return app.exec()
+    out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))
+    screenshot(window, out)
+    if args.demo:
+        summary = format_summary(analyse_demo_case(case_dir))
+    _print_summary(window, summary, out, time.perf_counter() - start)
+    window.close()
+    return 0
+
+
+def _print_summary(window, summary: str, out: Path, seconds: float) -> None:
+    print(f"no display: rendered the viewer offscreen to {out.resolve()} in {seconds:.1f} s")
+    for view in window.views:
+        if view.slide is None:
+            continue
+        info = view.slide.info
+        mag = view.magnification()
+        print(
+            f"  {view.title}: {info.width} x {info.height} px, {info.level_count} levels, "
+            f"mpp {info.mpp_x or 'unknown'}, shown at {f'{mag:.2f}x' if mag else 'fit'}; "
+            f"layers: {', '.join(layer.name for layer in view.layers) or 'none'}"
+        )
+    if summary:
+        print(summary)

@@ -1,0 +1,324 @@
+"""The main window: panes side by side, docks (overview, layers, properties), menus."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QToolBar,
+)
+
+from her2viewer.errors import Her2ViewerError
+from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
+from her2viewer.gui.slideview import MAG_PRESETS, SlideView
+from her2viewer.gui.sync import SyncGroup
+from her2viewer.gui.tiles import TileLoader, shared_loader
+from her2viewer.overlay.layers import OverlayLayer, VectorLayer
+from her2viewer.slide import SUPPORTED_SUFFIXES, open_slide
+
+MAX_RECENT = 10
+
+
+class MainWindow(QMainWindow):
+    """Two (or more) synchronised slide panes with overview, layers and properties docks.
+
+    Parameters
+    ----------
+    loader : TileLoader, optional
+        Tile loader (and cache) shared by the panes; the application's by default.
+    settings : QSettings, optional
+        Where the recent-files list lives.
+    """
+
+    def __init__(self, loader: TileLoader | None = None, settings: QSettings | None = None):
+        super().__init__()
+        self.loader = loader or shared_loader()
+        self.settings = settings or QSettings("her2viewer", "viewer")
+        self.errors: list[str] = []
+        self.views: list[SlideView] = []
+        self.slides = []
+        self.sync = SyncGroup(self)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.setCentralWidget(self.splitter)
+        self.minimap = MiniMap()
+        self.layers_panel = LayersPanel()
+        self.properties = PropertiesPanel(self.loader)
+        self.active: SlideView | None = None
+        self._status = {"pos": QLabel(), "mag": QLabel(), "value": QLabel()}
+        for label in self._status.values():
+            self.statusBar().addPermanentWidget(label)
+        self._docks()
+        self._menus()
+        self.add_pane()
+        self.setAcceptDrops(True)
+        self.setWindowTitle("her2viewer")
+        self.resize(1600, 1000)
+        self.loader.failed.connect(self._on_tile_failed)
+
+    # -- layout --------------------------------------------------------------------
+    def _docks(self) -> None:
+        for title, widget in (
+            ("Overview", self.minimap),
+            ("Layers", self.layers_panel),
+            ("Properties", self.properties),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(title)
+            dock.setWidget(widget)
+            dock.setFeatures(
+                QDockWidget.DockWidgetFeature.DockWidgetMovable
+                | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            )
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.resizeDocks(
+            [self.findChild(QDockWidget, "Overview")], [300], Qt.Orientation.Horizontal
+        )
+
+    def _menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&Open slide…", self.open_dialog, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open &paired slide…", lambda: self.open_dialog(paired=True))
+        self._action(file_menu, "Add &GeoJSON layer…", self.geojson_dialog)
+        self.recent_menu = file_menu.addMenu("&Recent files")
+        self._fill_recent()
+        file_menu.addSeparator()
+        self._action(file_menu, "Save &screenshot…", self.screenshot_dialog)
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        view_menu = self.menuBar().addMenu("&View")
+        toolbar = QToolBar("Navigation")
+        toolbar.setObjectName("navigation")
+        self.addToolBar(toolbar)
+        fit = self._action(view_menu, "&Fit (Home)", lambda: self._on_active(SlideView.fit))
+        toolbar.addAction(fit)
+        self.preset_actions = {}
+        for mag in MAG_PRESETS:
+            action = self._action(
+                view_menu,
+                f"{mag:g}x",
+                lambda m=mag: self._on_active(lambda v: v.set_magnification(m)),
+            )
+            toolbar.addAction(action)
+            self.preset_actions[mag] = action
+        toolbar.addSeparator()
+        self.sync_box = QCheckBox("Sync panes")
+        self.sync_box.setChecked(True)
+        self.sync_box.toggled.connect(self._on_sync_toggled)
+        toolbar.addWidget(self.sync_box)
+
+    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(lambda checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def add_pane(self) -> SlideView:
+        """Add an empty pane to the right and link it to the others."""
+        view = SlideView(self.loader, parent=self.splitter)
+        self.splitter.addWidget(view)
+        self.views.append(view)
+        self.slides.append(None)
+        view.activated.connect(lambda v=view: self.set_active(v))
+        view.cursor_moved.connect(lambda x, y, v=view: self._on_cursor(v, x, y))
+        view.view_changed.connect(lambda v=view: self._on_view_changed(v))
+        self.sync.add(view)
+        if self.active is None:
+            self.set_active(view)
+        return view
+
+    def set_active(self, view: SlideView) -> None:
+        """Make ``view`` the pane the docks and toolbar act on."""
+        self.active = view
+        self.minimap.set_view(view)
+        self.layers_panel.set_view(view)
+        if view.slide is not None:
+            self.properties.set_slide(view.slide, id(view.slide))
+        self._update_presets()
+        self._on_view_changed(view)
+
+    # -- opening -------------------------------------------------------------------
+    def open_slides(self, paths, to_first: np.ndarray | None = None) -> bool:
+        """Open one slide per pane (left to right); ``to_first`` maps pane 2 px -> pane 1 px.
+
+        Errors are shown in a message box; returns whether every slide opened.
+        """
+        ok = True
+        for index, path in enumerate(paths):
+            ok &= self.open_in_pane(path, index)
+        if len(paths) > 1 and ok:
+            self.set_pane_transform(1, to_first)
+        return ok
+
+    def open_in_pane(self, path, index: int = 0) -> bool:
+        """Open ``path`` in pane ``index`` (created if needed); show errors, never raise."""
+        try:
+            slide = open_slide(path)
+        except Her2ViewerError as exc:
+            self.show_error(str(exc))
+            return False
+        while len(self.views) <= index:
+            self.add_pane()
+        old = self.slides[index]
+        view = self.views[index]
+        view.set_slide(slide, title=Path(path).name)
+        self.slides[index] = slide
+        if old is not None:
+            self.loader.wait_idle(2.0)  # let in-flight reads of the old slide finish
+            old.close()
+        if index > 0:
+            self.sync.set_transform(view, None)
+        self._remember(str(path))
+        self.set_active(view)
+        self.setWindowTitle(
+            " | ".join(Path(s.info.path).name for s in self.slides if s) + " — her2viewer"
+        )
+        return True
+
+    def set_pane_transform(self, index: int, to_first: np.ndarray | None) -> None:
+        """Link pane ``index`` to pane 0 by a level-0 transform (``None``: relative sync)."""
+        view = self.views[index]
+        self.sync.set_transform(view, to_first)
+        source = self.views[0]
+        if to_first is not None and source.slide is not None:
+            source.view_changed.emit()
+
+    def add_layer(self, layer: OverlayLayer, index: int = 0) -> None:
+        """Add an overlay layer to pane ``index``."""
+        self.views[index].add_layer(layer)
+
+    def show_error(self, message: str) -> None:
+        """Show a user error without blocking; the app keeps running."""
+        self.errors.append(message)
+        self.statusBar().showMessage(message, 10000)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning, "her2viewer", message, QMessageBox.StandardButton.Ok, self
+        )
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def open_dialog(self, paired: bool = False) -> None:
+        """Ask for a slide file and open it (in the second pane when ``paired``)."""
+        patterns = " ".join(f"*{s}" for s in SUPPORTED_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open slide", "", f"Slides ({patterns});;All files (*)"
+        )
+        if path:
+            self.open_in_pane(path, 1 if paired else 0)
+
+    def geojson_dialog(self) -> None:
+        """Ask for a GeoJSON file and add it as a vector layer of the active pane."""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Add GeoJSON layer", "", "GeoJSON (*.geojson *.json)"
+        )
+        if path:
+            self.add_geojson(path)
+
+    def add_geojson(self, path) -> bool:
+        """Add a GeoJSON file as a vector layer of the active pane; errors shown."""
+        try:
+            self.active.add_layer(VectorLayer.from_geojson(path, color=(250, 190, 0)))
+        except Her2ViewerError as exc:
+            self.show_error(str(exc))
+            return False
+        return True
+
+    def screenshot_dialog(self) -> None:
+        """Save the window as a PNG."""
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "view.png", "PNG (*.png)")
+        if path:
+            self.grab().save(path)
+
+    # -- recent files --------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        """Most recently opened slide paths, newest first."""
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember(self, path: str) -> None:
+        path = str(Path(path).resolve())
+        recent = [path] + [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_files():
+            self._action(self.recent_menu, path, lambda p=path: self.open_in_pane(p, 0))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    # -- drag and drop -------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        geojson = [p for p in paths if p.lower().endswith((".geojson", ".json"))]
+        slides = [p for p in paths if p not in geojson]
+        for path in geojson:
+            self.add_geojson(path)
+        if slides:
+            self.open_slides(slides[:2])
+
+    # -- readouts ------------------------------------------------------------------
+    def _on_active(self, action) -> None:
+        if self.active is not None and self.active.slide is not None:
+            try:
+                action(self.active)
+            except Her2ViewerError as exc:
+                self.show_error(str(exc))
+
+    def _update_presets(self) -> None:
+        available = self.active.available_presets() if self.active else []
+        for mag, action in self.preset_actions.items():
+            action.setEnabled(mag in available)
+
+    def _on_sync_toggled(self, on: bool) -> None:
+        for view in self.views[1:]:
+            self.sync.set_view_sync(view, on)
+
+    def _on_view_changed(self, view: SlideView) -> None:
+        if view is not self.active or view.slide is None:
+            return
+        mag = view.magnification()
+        self._status["mag"].setText(
+            f"{mag:.2f}x" if mag else f"downsample {view.state.downsample:.2f} (no mpp)"
+        )
+
+    def _on_cursor(self, view: SlideView, x: float, y: float) -> None:
+        if math.isnan(x):
+            self._status["pos"].setText("")
+            self._status["value"].setText("")
+            return
+        self._status["pos"].setText(f"x {x:,.0f}  y {y:,.0f} px (level 0)")
+        values = [
+            f"{layer.name}: {value}"
+            for layer in reversed(view.layers)
+            if layer.visible and (value := layer.value_at(x, y)) is not None
+        ]
+        self._status["value"].setText("   ".join(values))
+
+    def _on_tile_failed(self, owner, message: str) -> None:
+        if not self.errors or self.errors[-1] != message:
+            self.show_error(f"A tile could not be read: {message}")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        for view in self.views:
+            self.loader.cancel(id(view))
+        self.loader.wait_idle(2.0)
+        for slide in self.slides:
+            if slide is not None:
+                slide.close()
+        super().closeEvent(event)

@@ -1,0 +1,373 @@
+"""Side panels: overview minimap, layers with their controls and legend, slide properties."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from her2viewer.gui.slideview import SlideView
+from her2viewer.gui.tiles import QUEUED, TileKey, TileLoader, rgb_to_image
+from her2viewer.overlay.colormaps import COLORMAPS, Legend
+from her2viewer.overlay.layers import HeatmapLayer, MaskLayer, OverlayLayer
+
+
+class MiniMap(QWidget):
+    """The whole slide small, with the viewport outline; click or drag to move there."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.view: SlideView | None = None
+        self.setMinimumSize(180, 140)
+
+    def set_view(self, view: SlideView | None) -> None:
+        """Follow ``view`` (the active pane)."""
+        if self.view is not None:
+            self.view.view_changed.disconnect(self.update)
+            self.view.overview_ready.disconnect(self.update)
+        self.view = view
+        if view is not None:
+            view.view_changed.connect(self.update)
+            view.overview_ready.connect(self.update)
+        self.update()
+
+    def _image_rect(self) -> QRectF | None:
+        if self.view is None or self.view.slide is None:
+            return None
+        info = self.view.slide.info
+        scale = min((self.width() - 8) / info.width, (self.height() - 8) / info.height)
+        w, h = info.width * scale, info.height * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(30, 32, 36))
+        rect = self._image_rect()
+        if rect is None:
+            return
+        overview = self.view.overview
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.fillRect(rect, Qt.GlobalColor.white)
+        if overview is not None:
+            painter.drawImage(rect, overview.image)
+        info = self.view.slide.info
+        sx, sy = rect.width() / info.width, rect.height() / info.height
+        corners = [
+            self.view.screen_to_level0(x, y)
+            for x, y in (
+                (0, 0),
+                (self.view.width(), 0),
+                (self.view.width(), self.view.height()),
+                (0, self.view.height()),
+            )
+        ]
+        polygon = QPolygonF([QPointF(rect.x() + x * sx, rect.y() + y * sy) for x, y in corners])
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setClipRect(rect.adjusted(-2, -2, 2, 2))
+        painter.setPen(QPen(QColor(255, 200, 0), 2))
+        painter.setBrush(QColor(255, 200, 0, 40))
+        painter.drawPolygon(polygon)
+
+    def _move_to(self, pos: QPointF) -> None:
+        rect = self._image_rect()
+        if rect is None:
+            return
+        info = self.view.slide.info
+        x = (pos.x() - rect.x()) / rect.width() * info.width
+        y = (pos.y() - rect.y()) / rect.height() * info.height
+        self.view.center_on(x, y)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self._move_to(event.position())
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.buttons() & Qt.MouseButton.LeftButton:
+            self._move_to(event.position())
+
+
+class LegendWidget(QWidget):
+    """Draws a :class:`Legend`: title, colour bar and tick numbers."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.legend: Legend | None = None
+        self.setMinimumHeight(64)
+
+    def set_legend(self, legend: Legend | None) -> None:
+        """Show ``legend`` (``None`` hides it)."""
+        self.legend = legend
+        self.setVisible(legend is not None)
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.legend is None:
+            return
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        margin = 12
+        width = self.width() - 2 * margin
+        bar = self.legend.bar(length=max(width, 2), thickness=14)
+        image = QImage(
+            bar.data, bar.shape[1], bar.shape[0], bar.shape[1] * 4, QImage.Format.Format_RGBA8888
+        )
+        painter.setPen(QColor(230, 230, 230))
+        painter.drawText(
+            QRectF(margin, 2, width, 18), Qt.AlignmentFlag.AlignLeft, self.legend.title
+        )
+        painter.drawImage(QRectF(margin, 22, width, 14), image)
+        painter.setPen(QColor(160, 160, 160))
+        painter.drawRect(QRectF(margin, 22, width, 14))
+        painter.setPen(QColor(230, 230, 230))
+        for _, position, label in self.legend.ticks():
+            x = margin + position * width
+            painter.drawLine(QPointF(x, 36), QPointF(x, 41))
+            painter.drawText(QRectF(x - 30, 42, 60, 16), Qt.AlignmentFlag.AlignHCenter, label)
+
+
+class LayersPanel(QWidget):
+    """The layer stack of the active pane: show/hide, reorder, opacity, colours, legend."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.view: SlideView | None = None
+        self.list = QListWidget()
+        self.up = QPushButton("▲ Up")
+        self.down = QPushButton("▼ Down")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.colormap = QComboBox()
+        self.colormap.addItems(list(COLORMAPS))
+        self.vmin, self.vmax, self.threshold = (QDoubleSpinBox() for _ in range(3))
+        for box in (self.vmin, self.vmax, self.threshold):
+            box.setRange(-1e6, 1e6)
+            box.setDecimals(3)
+            box.setSingleStep(0.05)
+        self.mode = QComboBox()
+        self.mode.addItems(list(MaskLayer.MODES))
+        self.legend = LegendWidget()
+        self._build()
+        self._syncing = False
+
+    def _build(self) -> None:
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.up)
+        buttons.addWidget(self.down)
+        form = QFormLayout()
+        form.addRow("Opacity", self.opacity)
+        form.addRow("Colormap", self.colormap)
+        form.addRow("Min", self.vmin)
+        form.addRow("Max", self.vmax)
+        form.addRow("Threshold", self.threshold)
+        form.addRow("Mask mode", self.mode)
+        self._form = form
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(buttons)
+        layout.addLayout(form)
+        layout.addWidget(self.legend)
+        self.list.itemChanged.connect(self._on_item_changed)
+        self.list.currentRowChanged.connect(lambda _: self._show_controls())
+        self.up.clicked.connect(lambda: self._move(1))
+        self.down.clicked.connect(lambda: self._move(-1))
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.colormap.currentTextChanged.connect(lambda _: self._on_heatmap())
+        for box in (self.vmin, self.vmax, self.threshold):
+            box.valueChanged.connect(lambda _: self._on_heatmap())
+        self.mode.currentTextChanged.connect(self._on_mode)
+
+    def set_view(self, view: SlideView | None) -> None:
+        """Show the layers of ``view``."""
+        if self.view is not None:
+            self.view.layers_changed.disconnect(self.reload)
+        self.view = view
+        if view is not None:
+            view.layers_changed.connect(self.reload)
+        self.reload()
+
+    def reload(self) -> None:
+        """Rebuild the list from the view's stack (top layer first)."""
+        current = self.current_layer()
+        self._syncing = True
+        self.list.clear()
+        for layer in reversed(self.view.layers if self.view else []):
+            item = QListWidgetItem(f"{layer.name}  [{layer.kind}]")
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if layer.visible else Qt.CheckState.Unchecked)
+            item.setData(Qt.ItemDataRole.UserRole, layer)
+            self.list.addItem(item)
+            if layer is current:
+                self.list.setCurrentItem(item)
+        if self.list.currentRow() < 0 and self.list.count():
+            self.list.setCurrentRow(0)
+        self._syncing = False
+        self._show_controls()
+
+    def current_layer(self) -> OverlayLayer | None:
+        """The selected layer, if any."""
+        item = self.list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def _show_controls(self) -> None:
+        layer = self.current_layer()
+        heat = isinstance(layer, HeatmapLayer)
+        mask = isinstance(layer, MaskLayer)
+        for widget in (self.colormap, self.vmin, self.vmax, self.threshold):
+            self._form.setRowVisible(widget, heat)
+        self._form.setRowVisible(self.mode, mask)
+        self._form.setRowVisible(self.opacity, layer is not None)
+        self.up.setEnabled(layer is not None)
+        self.down.setEnabled(layer is not None)
+        self._syncing = True
+        if layer is not None:
+            self.opacity.setValue(round(layer.opacity * 100))
+        if heat:
+            self.colormap.setCurrentText(layer.colormap)
+            self.vmin.setValue(layer.vmin)
+            self.vmax.setValue(layer.vmax)
+            self.threshold.setValue(layer.threshold if layer.threshold is not None else layer.vmin)
+        if mask:
+            self.mode.setCurrentText(layer.mode)
+        self._syncing = False
+        self._show_legend()
+
+    def _show_legend(self) -> None:
+        """Legend of the selected layer, else of the topmost visible heatmap."""
+        layer = self.current_layer()
+        if layer is None or layer.legend() is None:
+            stack = reversed(self.view.layers) if self.view else []
+            layer = next((x for x in stack if x.visible and x.legend() is not None), None)
+        self.legend.set_legend(layer.legend() if layer is not None else None)
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        if self._syncing:
+            return
+        layer = item.data(Qt.ItemDataRole.UserRole)
+        layer.visible = item.checkState() == Qt.CheckState.Checked
+        self._show_legend()
+        self.view.refresh()
+
+    def _move(self, steps: int) -> None:
+        layer = self.current_layer()
+        if layer is not None:
+            self.view.move_layer(layer, steps)
+
+    def _on_opacity(self, value: int) -> None:
+        layer = self.current_layer()
+        if layer is None or self._syncing:
+            return
+        layer.opacity = value / 100
+        self.view.refresh()
+
+    def _on_heatmap(self) -> None:
+        layer = self.current_layer()
+        if self._syncing or not isinstance(layer, HeatmapLayer):
+            return
+        if self.vmax.value() <= self.vmin.value():
+            return
+        threshold = self.threshold.value() if self.threshold.value() > self.vmin.value() else None
+        layer.set_display(
+            colormap=self.colormap.currentText(),
+            vmin=self.vmin.value(),
+            vmax=self.vmax.value(),
+            threshold=threshold,
+        )
+        self.legend.set_legend(layer.legend())
+        self.view.refresh()
+
+    def _on_mode(self, mode: str) -> None:
+        layer = self.current_layer()
+        if self._syncing or not isinstance(layer, MaskLayer):
+            return
+        layer.set_display(mode=mode)
+        self.view.refresh()
+
+
+class PropertiesPanel(QWidget):
+    """What the slide records, and its label and macro images (loaded in the background)."""
+
+    images_ready = Signal()
+    SHOWN = ("label", "macro", "thumbnail")
+
+    def __init__(self, loader: TileLoader, parent=None):
+        super().__init__(parent)
+        self.loader = loader
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["Property", "Value"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.images = QHBoxLayout()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(self.images)
+        self._keys: dict[TileKey, QLabel] = {}
+        loader.tile_ready.connect(self._on_ready, QUEUED)
+
+    def set_slide(self, slide, source: int) -> None:
+        """Show ``slide``'s properties and request its associated images."""
+        info = slide.info
+        power = f"{info.objective_power:g}x" if info.objective_power else "not recorded"
+        if not info.objective_power and info.objective_power_estimate:
+            power += f" (estimated {info.objective_power_estimate:g}x from mpp)"
+        mpp = f"{info.mpp_x:.4f} x {info.mpp_y:.4f} µm/px" if info.mpp_x else "not recorded"
+        rows = [
+            ("File", info.path),
+            ("Vendor", info.vendor),
+            ("Size", f"{info.width} x {info.height} px"),
+            ("Pixel size", mpp),
+            ("Objective", power),
+            ("Levels", ", ".join(f"{lv.downsample:g}" for lv in info.levels)),
+            ("Associated", ", ".join(info.associated_images) or "none"),
+        ] + sorted(info.properties.items())[:60]
+        self.table.setRowCount(len(rows))
+        for i, (key, value) in enumerate(rows):
+            self.table.setItem(i, 0, QTableWidgetItem(str(key)))
+            self.table.setItem(i, 1, QTableWidgetItem(str(value)))
+        while self.images.count():
+            self.images.takeAt(0).widget().deleteLater()
+        self._keys.clear()
+        requests = []
+        for index, name in enumerate(n for n in self.SHOWN if n in info.associated_images):
+            label = QLabel(f"{name}\nloading…")
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            label.setToolTip(name)
+            self.images.addWidget(label)
+            key = TileKey("associated", source, 0, index, 0, 0)
+            self._keys[key] = label
+            requests.append(
+                ((0, index), key, lambda n=name: rgb_to_image(slide.associated_image(n)))
+            )
+        self.loader.submit(id(self), requests)
+        for key in list(self._keys):
+            if self.loader.cache.peek(key) is not None:
+                self._on_ready(id(self), key)
+
+    def _on_ready(self, owner, key) -> None:
+        label = self._keys.get(key) if owner == id(self) else None
+        tile = self.loader.cache.peek(key) if label is not None else None
+        if tile is None:
+            return
+        pixmap = QPixmap.fromImage(tile.image).scaled(
+            140,
+            110,
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
+        label.setPixmap(pixmap)
+        if all(
+            lbl.pixmap() is not None and not lbl.pixmap().isNull() for lbl in self._keys.values()
+        ):
+            self.images_ready.emit()
