@@ -208,3 +208,62 @@ def test_concurrent_reads_match_serial_reads(synthetic_case):
     assert not errors
     for i, tile in enumerate(expected):
         np.testing.assert_array_equal(results[i], tile)
+
+
+def _tiles(image, encode):
+    for y in range(0, image.shape[0], 256):
+        for x in range(0, image.shape[1], 256):
+            tile = np.full((256, 256, 3), 255, np.uint8)
+            part = image[y : y + 256, x : x + 256]
+            tile[: part.shape[0], : part.shape[1]] = part
+            yield encode(tile)
+
+
+def _tissue_like(width=768, height=512):
+    rng = np.random.default_rng(0)
+    image = np.full((height, width, 3), 235, np.uint8)
+    image[100:400, 100:600] = (200, 120, 180)
+    return (image + rng.integers(0, 12, image.shape)).astype(np.uint8)
+
+
+def test_jpeg2000_svs(tmp_path):
+    """Aperio SVS with JPEG 2000 tiles (compression 33005, as Aperio's J2K/KDU files)."""
+    import imagecodecs
+
+    image = _tissue_like()
+    path = tmp_path / "j2k.svs"
+    description = (
+        "Aperio Image Library v12.0.15 \r\n768x512 (256x256) J2K/KDU Q=70|AppMag = 40|MPP = 0.25"
+    )
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            _tiles(image, lambda t: imagecodecs.jpeg2k_encode(t, level=90, codecformat="J2K")),
+            shape=image.shape, dtype=np.uint8, tile=(256, 256), compression=33005,
+            photometric="rgb", description=description, metadata=None,
+        )  # fmt: skip
+    with open_slide(path) as slide:
+        assert slide.info.vendor == "aperio"
+        assert slide.info.objective_power == 40 and slide.info.mpp_x == pytest.approx(0.25)
+        region = slide.read_region((150, 150), 0, (100, 100)).astype(float)
+    assert np.abs(region.mean(axis=(0, 1)) - image[150:250, 150:250].mean(axis=(0, 1))).max() < 3
+
+
+def test_generic_tiled_tiff(tmp_path):
+    image = _tissue_like(1100, 700)
+    path = tmp_path / "scan.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None)
+        tif.write(
+            image[::4, ::4].copy(),
+            tile=(256, 256),
+            compression="jpeg",
+            photometric="rgb",
+            metadata=None,
+            subfiletype=1,
+        )
+    with open_slide(path) as slide:
+        assert slide.info.vendor == "generic-tiff"
+        assert (slide.info.width, slide.info.height) == (1100, 700)
+        assert slide.info.mpp_x is None and slide.info.objective_power is None
+        region = slide.read_region((120, 120), 0, (64, 64)).astype(float)
+    assert np.abs(region.mean(axis=(0, 1)) - image[120:184, 120:184].mean(axis=(0, 1))).max() < 4
