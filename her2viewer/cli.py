@@ -19,6 +19,8 @@ from her2viewer.errors import Her2ViewerError
 VERB_MODULES = (
     "her2viewer.slide.cli",
     "her2viewer.tissue.cli",
+    "her2viewer.stain.cli",
+    "her2viewer.registration.cli",
     "her2viewer.demo",
     "her2viewer.study.cli",
     "her2viewer.gui.cli",

@@ -40,6 +40,7 @@ from her2viewer.stain import (
     stain_matrix,
     tissue_pixels,
 )
+from her2viewer.tissue import SegmentationParams
 
 CATEGORIES = ("negative", "faint_incomplete", "weak_moderate_complete", "strong_complete")
 #: Category-map value for pixels that are not tumor-cell regions.
@@ -50,6 +51,9 @@ ANALYSIS_MPP = 0.5
 #: Cell regions per side of one processed tile.
 TILE_REGIONS = 32
 THUMBNAIL_SIZE = 1024
+#: Tissue detection on IHC: a low saturation threshold, because the hematoxylin
+#: counterstain of IHC can be much paler than H&E.
+IHC_TISSUE = SegmentationParams(sthresh=4)
 
 
 @dataclass(frozen=True)

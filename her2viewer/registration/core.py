@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from her2viewer.analysis.ihc import IHC_TISSUE as TISSUE_PARAMS
 from her2viewer.errors import RegistrationError
 from her2viewer.registration.transform import Registration
 from her2viewer.slide import Slide
 from her2viewer.stain import rgb_to_od
-from her2viewer.tissue import SegmentationParams, segment_tissue
+from her2viewer.tissue import segment_tissue
 
 COARSE_SIDE = 400
 FINE_FACTOR = 2
@@ -36,9 +37,6 @@ MIN_DICE = 0.8
 MIN_CORRELATION = 0.85
 MAX_RESIDUAL_FINE_PX = 4.0
 BLOCK = 64
-#: Tissue detection for registration: a low saturation threshold, because IHC
-#: counterstain can be much paler than H&E.
-TISSUE_PARAMS = SegmentationParams(sthresh=4)
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""Seed 003's stain-intensity baseline: max over 224 px tiles of mean DAB, logistic regression.
+
+Each IHC slide is cut into non-overlapping 224 x 224 tiles at 20x over the tissue;
+the slide descriptor is the maximum of the tiles' mean DAB optical density
+(multiple-instance learning with max pooling). Two logistic regressions predict
+the IHC score (0-3) and the HER2 status. The model is stored as plain JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from her2viewer.analysis.ihc import IHC_TISSUE, slide_stain_matrix
+from her2viewer.errors import StainError
+from her2viewer.slide import Slide, open_slide
+from her2viewer.stain import separate_stains
+from her2viewer.tissue import make_patch_grid, segment_tissue
+
+TILE = 224
+MODEL_KIND = "her2viewer.ihc_stain_intensity_baseline"
+
+
+def max_tile_dab(slide: Slide, tile: int = TILE) -> float:
+    """Return the slide descriptor: the largest mean DAB OD over its tissue tiles.
+
+    Raises
+    ------
+    StainError
+        When the slide has no tissue tile.
+    """
+    tissue = segment_tissue(slide, IHC_TISSUE)
+    grid = make_patch_grid(slide, tissue, 20.0, tile, max_background=None)
+    if len(grid.coords) == 0:
+        raise StainError(f"{slide.info.path}: no tissue tile found for the DAB descriptor.")
+    matrix = slide_stain_matrix(slide)
+    means = [
+        float(np.maximum(separate_stains(grid.read_patch(slide, i), matrix)[..., 1], 0).mean())
+        for i in range(len(grid.coords))
+    ]
+    return max(means)
+
+
+def read_labels(labels_csv: str | os.PathLike) -> list[dict]:
+    """Read a cohort CSV (``ihc_path``, ``ihc_score``, ``her2_status``; paths relative to it)."""
+    path = Path(labels_csv)
+    try:
+        rows = list(csv.DictReader(path.open(newline="")))
+    except FileNotFoundError as exc:
+        raise StainError(f"{path}: no such labels CSV.") from exc
+    needed = {"ihc_path", "ihc_score", "her2_status"}
+    if not rows or not needed <= set(rows[0]):
+        raise StainError(f"{path.name} needs the columns {', '.join(sorted(needed))} and rows.")
+    for row in rows:
+        row["ihc_path"] = str(path.parent / row["ihc_path"])
+    return rows
+
+
+def _logistic(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+    if len(set(y.tolist())) < 2:
+        raise StainError("Training needs at least two different labels.")
+    return LogisticRegression(class_weight="balanced", C=100.0, max_iter=1000).fit(x, y)
+
+
+def _dump(model: LogisticRegression) -> dict:
+    return {
+        "classes": model.classes_.tolist(),
+        "coef": model.coef_.tolist(),
+        "intercept": model.intercept_.tolist(),
+    }
+
+
+def _load(data: dict) -> LogisticRegression:
+    model = LogisticRegression()
+    model.classes_ = np.asarray(data["classes"])
+    model.coef_ = np.asarray(data["coef"], float)
+    model.intercept_ = np.asarray(data["intercept"], float)
+    return model
+
+
+@dataclass
+class StainIntensityBaseline:
+    """Two logistic regressions on the max-tile mean DAB descriptor."""
+
+    score_model: LogisticRegression
+    status_model: LogisticRegression
+
+    @classmethod
+    def fit(cls, descriptors, scores, statuses) -> StainIntensityBaseline:
+        """Fit on descriptors (one float per slide), IHC scores and statuses."""
+        x = np.asarray(descriptors, float).reshape(-1, 1)
+        return cls(_logistic(x, np.asarray(scores, int)), _logistic(x, np.asarray(statuses)))
+
+    def predict(self, descriptors) -> tuple[np.ndarray, np.ndarray]:
+        """Return predicted IHC scores and statuses."""
+        x = np.asarray(descriptors, float).reshape(-1, 1)
+        return self.score_model.predict(x), self.status_model.predict(x)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model as JSON."""
+        data = {
+            "kind": MODEL_KIND,
+            "tile": TILE,
+            "descriptor": "max over 224 px 20x tiles of mean DAB OD",
+            "score": _dump(self.score_model),
+            "status": _dump(self.status_model),
+        }
+        path = Path(path)
+        path.write_text(json.dumps(data, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> StainIntensityBaseline:
+        """Read a model written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("kind") != MODEL_KIND:
+                raise KeyError("kind")
+            return cls(_load(data["score"]), _load(data["status"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StainError(f"{path} is not a stain-intensity baseline model: {exc}.") from exc
+
+
+def cohort_descriptors(rows: list[dict]) -> np.ndarray:
+    """Compute the descriptor of every IHC slide of a cohort."""
+    values = []
+    for row in rows:
+        with open_slide(row["ihc_path"]) as slide:
+            values.append(max_tile_dab(slide))
+    return np.asarray(values)
