@@ -1,0 +1,1 @@
+"""The reader-study GUI: the blinded reading window."""

@@ -1,0 +1,386 @@
+"""The blinded reading window: one case at a time, big answer buttons, honest timer.
+
+The window only talks to a :class:`~her2viewer.study.reading.ReadingSession`
+(which cannot read the truth, nor the model in an unassisted arm) and shows
+cases by their position in the reader's order ("Case 12 of 21"), never by case
+id or file name. Slides are opened on a worker thread and drawn by the shared
+:class:`~her2viewer.gui.slideview.SlideView`; an answer is committed to the study
+file the moment its button is pressed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QButtonGroup,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from her2viewer.errors import Her2ViewerError
+from her2viewer.gui.slideview import SlideView
+from her2viewer.gui.sync import SyncGroup
+from her2viewer.gui.tiles import TileLoader, shared_loader
+from her2viewer.slide import open_slide
+from her2viewer.study.definition import CONFIDENCE_SCALES
+from her2viewer.study.reading import ReadingSession
+
+#: Answer keys: status questions use P/N, others the digits 1.. in label order.
+STATUS_KEYS = {"positive": "P", "negative": "N"}
+
+
+def answer_keys(labels: tuple[str, ...]) -> dict[str, str]:
+    """Keyboard shortcut per answer label."""
+    if set(labels) == set(STATUS_KEYS):
+        return dict(STATUS_KEYS)
+    return {label: str(i + 1) for i, label in enumerate(labels[:9])}
+
+
+class SlideOpener(QObject):
+    """Opens a case's slides on a worker thread; stale results are closed and dropped."""
+
+    opened = Signal(int, object, object)
+    failed = Signal(int, str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="study-open")
+        self.token = 0
+
+    def request(self, he_path: Path, ihc_path: Path | None) -> int:
+        """Open the slides in the background and return the request's token."""
+        self.token += 1
+        self._pool.submit(self._open, self.token, he_path, ihc_path)
+        return self.token
+
+    def _open(self, token: int, he_path: Path, ihc_path: Path | None) -> None:
+        if token != self.token:
+            return
+        try:
+            he = open_slide(he_path)
+            ihc = open_slide(ihc_path) if ihc_path else None
+        except Her2ViewerError:
+            self.failed.emit(
+                token, "this case's slide cannot be opened; tell the study coordinator."
+            )
+            return
+        self.opened.emit(token, he, ihc)
+
+    def shutdown(self) -> None:
+        """Stop the worker (pending opens are dropped)."""
+        self.token += 1
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ask_leave_unanswered(parent: QWidget) -> bool:
+    reply = QMessageBox.question(
+        parent,
+        "Case not answered",
+        "You have not answered this case. Leave it unanswered for now?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return reply == QMessageBox.StandardButton.Yes
+
+
+class ReadingWindow(QMainWindow):
+    """Full-window reading mode for one reader and one arm.
+
+    Parameters
+    ----------
+    session : ReadingSession
+        The reader's blinded session (the window closes it on close).
+    loader : TileLoader, optional
+        Tile loader; the application's shared one by default.
+    confirm_leave : callable, optional
+        ``confirm_leave(window) -> bool`` asked before leaving an unanswered case
+        (a message box by default; tests pass a function).
+    clock : callable, optional
+        Monotonic seconds (``time.monotonic`` by default; tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        session: ReadingSession,
+        loader: TileLoader | None = None,
+        confirm_leave: Callable[[QWidget], bool] = _ask_leave_unanswered,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__()
+        self.session = session
+        self.loader = loader or shared_loader()
+        self.confirm_leave = confirm_leave
+        self.clock = clock
+        self.position = -1
+        self.case = None
+        self.paused = False
+        self.slides: list = []
+        self._visit_started: float | None = None
+        self._visit_seconds = 0.0
+        self._base_seconds = 0.0
+        self.opener = SlideOpener(self)
+        self.opener.opened.connect(self._on_opened)
+        self.opener.failed.connect(self._on_failed)
+        self.setWindowTitle(f"Reader study — reading as {session.reader} ({session.arm.name} arm)")
+        self._build()
+        self.go_to(session.resume_position(), confirm=False)
+
+    # -- layout --------------------------------------------------------------------
+    def _build(self) -> None:
+        self.views = [SlideView(self.loader, "H&E"), SlideView(self.loader, "IHC")]
+        self.sync = SyncGroup(self)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        for view in self.views:
+            splitter.addWidget(view)
+            self.sync.add(view)
+        self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.message.setStyleSheet("font-size: 22px; color: #ddd; background: #26282c;")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(splitter)
+        self.stack.addWidget(self.message)
+        panel = QWidget()
+        panel.setFixedWidth(320)
+        layout = QVBoxLayout(panel)
+        self.title = QLabel(styleSheet="font-size: 24px; font-weight: bold;")
+        self.progress_label = QLabel()
+        self.progress = QProgressBar(maximum=max(self.session.total, 1), textVisible=False)
+        layout.addWidget(self.title)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.progress)
+        layout.addWidget(self._question_box())
+        self.model_box = self._model_box() if self.session.arm.shows_model else None
+        if self.model_box is not None:
+            layout.addWidget(self.model_box)
+        layout.addLayout(self._navigation())
+        self.status = QLabel(wordWrap=True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.stack, 1)
+        row.addWidget(panel)
+        self.setCentralWidget(central)
+        QShortcut(QKeySequence("F11"), self, self._toggle_full_screen)
+
+    def _question_box(self) -> QGroupBox:
+        question = self.session.question
+        box = QGroupBox("Your answer")
+        layout = QVBoxLayout(box)
+        self.answer_group = QButtonGroup(self)
+        self.answer_buttons: dict[str, QPushButton] = {}
+        for label, key in answer_keys(question.labels).items():
+            button = QPushButton(f"{label}    [{key}]", checkable=True)
+            button.setMinimumHeight(56)
+            button.setStyleSheet("font-size: 20px;")
+            button.clicked.connect(lambda _=False, lab=label: self.give_answer(lab))
+            QShortcut(QKeySequence(key), self, lambda lab=label: self.give_answer(lab))
+            self.answer_group.addButton(button)
+            self.answer_buttons[label] = button
+            layout.addWidget(button)
+        scale = CONFIDENCE_SCALES[question.confidence]
+        self.confidence = None
+        if scale is not None:
+            self.confidence = QSpinBox(minimum=scale[0], maximum=scale[1])
+            self.confidence.setSpecialValueText("—")
+            self.confidence.setMinimum(scale[0] - 1)
+            caption = "probability positive (%)" if question.confidence == "0-100" else "certainty"
+            layout.addWidget(QLabel(f"Confidence: {caption} {question.confidence}"))
+            layout.addWidget(self.confidence)
+        self.comment = QLineEdit(placeholderText="comment (optional)")
+        layout.addWidget(self.comment)
+        return box
+
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model (assisted arm)")
+        self.model_label = QLabel(wordWrap=True)
+        QVBoxLayout(box).addWidget(self.model_label)
+        return box
+
+    def _navigation(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.prev_button = QPushButton("◀ Previous")
+        self.pause_button = QPushButton("Pause", checkable=True)
+        self.next_button = QPushButton("Next ▶")
+        self.prev_button.clicked.connect(lambda: self.go_to(self.position - 1))
+        self.next_button.clicked.connect(lambda: self.go_to(self.position + 1))
+        self.pause_button.toggled.connect(self.set_paused)
+        QShortcut(QKeySequence("PgUp"), self, lambda: self.go_to(self.position - 1))
+        QShortcut(QKeySequence("PgDown"), self, lambda: self.go_to(self.position + 1))
+        QShortcut(QKeySequence("Space"), self, self.pause_button.toggle)
+        for button in (self.prev_button, self.pause_button, self.next_button):
+            row.addWidget(button)
+        return row
+
+    # -- timer ---------------------------------------------------------------------
+    def visit_seconds(self) -> float:
+        """Seconds spent on the current case during this visit, pauses excluded."""
+        running = 0.0 if self._visit_started is None else self.clock() - self._visit_started
+        return self._visit_seconds + running
+
+    def _stop_clock(self) -> None:
+        self._visit_seconds = self.visit_seconds()
+        self._visit_started = None
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (hide the slide, stop the timer, lock the answers) or resume."""
+        self.paused = paused
+        if self.pause_button.isChecked() != paused:
+            self.pause_button.setChecked(paused)
+        if paused:
+            self._stop_clock()
+            self._show_message("Paused — press Space or Pause to continue.")
+        else:
+            self._visit_started = self.clock()
+            self._show_case_view()
+        for button in self.answer_buttons.values():
+            button.setEnabled(not paused)
+
+    # -- navigation ----------------------------------------------------------------
+    def go_to(self, position: int, confirm: bool = True) -> bool:
+        """Show the case at a 0-based position; asks before leaving an unanswered case."""
+        if not 0 <= position < self.session.total or position == self.position:
+            return False
+        unanswered = self.case is not None and self.session.case(self.position).answer is None
+        if confirm and unanswered and not self.confirm_leave(self):
+            return False
+        self.position = position
+        self.case = self.session.case(position)
+        self._visit_seconds, self._visit_started = 0.0, None
+        self._base_seconds = self.case.seconds
+        if not self.paused:
+            self._visit_started = self.clock()
+        self._refresh_panel()
+        self._load_slides()
+        return True
+
+    def _refresh_panel(self) -> None:
+        case = self.case
+        answered = self.session.answered()
+        self.title.setText(case.title)
+        self.progress_label.setText(f"{answered}/{case.total} answered")
+        self.progress.setValue(answered)
+        self.answer_group.setExclusive(False)
+        for label, button in self.answer_buttons.items():
+            button.setChecked(label == case.answer)
+        self.answer_group.setExclusive(True)
+        if self.confidence is not None:
+            value = case.confidence
+            self.confidence.setValue(int(value) if value is not None else self.confidence.minimum())
+        self.comment.setText(case.comment)
+        if self.model_box is not None:
+            hint = case.model
+            text = "no model output for this case"
+            if hint is not None:
+                text = f"prediction: {hint.prediction}"
+                if hint.probability is not None:
+                    text += f"\nprobability positive: {hint.probability:.2f}"
+            self.model_label.setText(text)
+        self.prev_button.setEnabled(case.position > 0)
+        self.next_button.setEnabled(case.position < case.total - 1)
+        done = answered == case.total
+        self.status.setText("All cases answered — thank you." if done else "")
+
+    def _load_slides(self) -> None:
+        self._close_slides()
+        if not self.case.slide_available:
+            self._show_message(
+                f"The slide of case {self.case.position + 1} is missing on this computer.\n"
+                "Skip it and tell the study coordinator."
+            )
+            return
+        self._show_message("Loading…")
+        he_path, ihc_path = self.session.slide_paths(self.case.position)
+        self.opener.request(he_path, ihc_path)
+
+    def _on_opened(self, token: int, he, ihc) -> None:
+        if token != self.opener.token:
+            for slide in (he, ihc):
+                if slide is not None:
+                    slide.close()
+            return
+        self.slides = [s for s in (he, ihc) if s is not None]
+        self.views[0].set_slide(he, title="H&E")
+        self.views[1].setVisible(ihc is not None)
+        if ihc is not None:
+            self.views[1].set_slide(ihc, title="IHC")
+            self.sync.set_transform(self.views[1], None)
+        if not self.paused:
+            self._show_case_view()
+
+    def _on_failed(self, token: int, message: str) -> None:
+        if token == self.opener.token:
+            self._show_message(message)
+
+    def _show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.stack.setCurrentWidget(self.message)
+
+    def _show_case_view(self) -> None:
+        if self.slides:
+            self.stack.setCurrentIndex(0)
+        elif self.case is not None and not self.case.slide_available:
+            self._load_slides()
+
+    def _close_slides(self) -> None:
+        for slide in self.slides:
+            slide.close()
+        self.slides = []
+
+    # -- answers -------------------------------------------------------------------
+    def give_answer(self, label: str, advance: bool = True) -> None:
+        """Commit an answer for the current case (with confidence, comment and time)."""
+        if self.paused or self.case is None:
+            return
+        confidence = None
+        if self.confidence is not None and self.confidence.value() >= self.confidence.minimum() + 1:
+            confidence = float(self.confidence.value())
+        seconds = self._base_seconds + self.visit_seconds()
+        try:
+            self.session.answer(
+                self.case.position, label, confidence, round(seconds, 3), self.comment.text()
+            )
+        except Her2ViewerError as exc:
+            self.status.setText(str(exc))
+            return
+        self.case = self.session.case(self.position)
+        self._refresh_panel()
+        if advance and self.position < self.session.total - 1:
+            self.go_to(self.position + 1, confirm=False)
+
+    def _toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.opener.shutdown()
+        self._close_slides()
+        self.session.close()
+        super().closeEvent(event)
+
+
+def run_reading_app(study: Path, reader: str, arm: str | None = None) -> int:
+    """Open the reading window full-screen and run the event loop; return the exit status."""
+    session = ReadingSession(study, reader, arm)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = ReadingWindow(session)
+    window.showMaximized()
+    return app.exec()
