@@ -24,6 +24,7 @@ VERB_MODULES = (
     "her2viewer.demo",
     "her2viewer.study.cli",
     "her2viewer.gui.cli",
+    "her2viewer.models.patchcnn_cli",
 )
 
 EXIT_USER_ERROR = 2

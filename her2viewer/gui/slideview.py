@@ -212,22 +212,28 @@ class SlideView(QWidget):
         info = self.slide.info
         return max(info.width / max(self.width(), 1), info.height / max(self.height(), 1)) * 1.02
 
-    def set_state(self, state: ViewState, notify: bool = True, keep_fit: bool = False) -> None:
-        """Move the view to ``state`` (clamped to the slide) and request its tiles.
+    def set_state(
+        self, state: ViewState, notify: bool = True, keep_fit: bool = False, clamp: bool = True
+    ) -> None:
+        """Move the view to ``state`` and request its tiles.
 
-        ``keep_fit`` says the state is a fitted one, to be refitted on resize.
+        ``keep_fit`` says the state is a fitted one, to be refitted on resize; ``clamp``
+        keeps the zoom in range and the slide in sight (synced panes follow unclamped).
         """
         if self.slide is None:
             return
         self._keep_fit = keep_fit
-        info = self.slide.info
-        ds = min(max(state.downsample, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
-        self.state = ViewState(
-            min(max(state.cx, 0.0), float(info.width)),
-            min(max(state.cy, 0.0), float(info.height)),
-            ds,
-            state.angle,
-        )
+        if clamp:
+            info = self.slide.info
+            ds = min(max(state.downsample, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
+            mx, my = self.width() / 2 * ds, self.height() / 2 * ds
+            state = ViewState(
+                min(max(state.cx, -mx / 2), info.width + mx / 2),
+                min(max(state.cy, -my / 2), info.height + my / 2),
+                ds,
+                state.angle,
+            )
+        self.state = state
         self._schedule()
         self.update()
         if notify:

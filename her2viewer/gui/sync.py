@@ -61,8 +61,8 @@ class SyncGroup(QObject):
 
     def set_transform(self, view: SlideView, to_reference: np.ndarray | None) -> None:
         """Set (or with ``None`` re-derive relatively) a view's transform to the reference."""
-        known = to_reference is not None
-        if not known:
+        known = to_reference is not None or view is self.views[0]
+        if to_reference is None:
             first = self.views[0]
             to_reference = (
                 np.eye(3) if view is first else relative_transform(view.state, first.state)
@@ -71,7 +71,7 @@ class SyncGroup(QObject):
         self._known[id(view)] = known
 
     def has_transform(self, view: SlideView) -> bool:
-        """Whether ``view`` is linked by a known transform (not relative sync)."""
+        """Whether ``view`` is linked by a known transform (the reference pane always is)."""
         return self._known.get(id(view), False)
 
     def matrix(self, source: SlideView, target: SlideView) -> np.ndarray:
@@ -90,9 +90,16 @@ class SyncGroup(QObject):
         self._busy = True
         try:
             for view in self.views:
-                if view is not source and view.sync_enabled and view.slide is not None:
+                if view is source or not view.sync_enabled or view.slide is None:
+                    continue
+                if source.keep_fit and not self.has_transform(view):
+                    # relative sync: fitted panes stay fitted and are re-linked as they are
+                    if not view.keep_fit:
+                        view.fit()
+                    self.set_transform(view, None)
+                else:
                     mapped = map_state(source.state, self.matrix(source, view))
-                    view.set_state(mapped, keep_fit=source.keep_fit)
+                    view.set_state(mapped, keep_fit=source.keep_fit, clamp=False)
         finally:
             self._busy = False
 
