@@ -11,6 +11,7 @@ stopped; the finished file is renamed into place. Cancelling removes the partial
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections import deque
@@ -191,6 +192,7 @@ def _open_partial(partial: Path, grid: PatchGrid, encoder: Encoder, slide: Slide
             {
                 "encoder": encoder.name,
                 "encoder_identity": encoder.identity,
+                "encoder_description": json.dumps(encoder.describe(), sort_keys=True),
                 "slide_fingerprint": slide.info.fingerprint,
                 "n_done": 0,
             }

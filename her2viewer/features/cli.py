@@ -1,0 +1,184 @@
+"""The ``extract`` verb: slides (or a cohort CSV) -> CLAM-compatible features files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from her2viewer.devices import DEVICE_CHOICES
+from her2viewer.errors import ModelError
+from her2viewer.features.encoders import Encoder, build_encoder
+from her2viewer.features.engine import extract_features
+from her2viewer.features.store import h5_path, pt_path
+from her2viewer.slide import open_slide
+from her2viewer.tissue import (
+    PRESETS,
+    make_patch_grid,
+    read_coords_h5,
+    resolve_params,
+    segment_tissue,
+    write_coords_h5,
+)
+
+PATH_COLUMNS = ("slide_path", "path", "he_path")
+NAME_COLUMNS = ("slide_id", "case_id")
+
+
+def add_encoder_options(parser) -> None:
+    """Add ``--encoder``, ``--encoder-weights``, ``--random-weights`` and ``--legacy-256``."""
+    parser.add_argument(
+        "--encoder",
+        default="resnet50_trunc",
+        help="encoder name or torchscript:FILE (default resnet50_trunc)",
+    )
+    parser.add_argument("--encoder-weights", help="weights file (.pth/.safetensors)")
+    parser.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="seeded random encoder weights (tests and demos only)",
+    )
+    parser.add_argument(
+        "--legacy-256", action="store_true", help="CLAM's older preprocessing: no resize to 224"
+    )
+
+
+def encoder_from_args(args) -> Encoder:
+    """Build the encoder the command line asked for."""
+    options = {"legacy_256": True} if args.legacy_256 and args.encoder == "resnet50_trunc" else {}
+    return build_encoder(
+        args.encoder, weights=args.encoder_weights, random_seed=args.random_weights, **options
+    )
+
+
+def register(subparsers) -> None:
+    """Add the ``extract`` verb."""
+    p = subparsers.add_parser("extract", help="encode tissue patches -> features h5 (CLAM layout)")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or a cohort CSV")
+    p.add_argument("-o", "--out", required=True, help="output folder (h5_files/, pt_files/)")
+    add_encoder_options(p)
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=4, help="tile-decoding threads")
+    p.add_argument("--mag", type=float, default=20.0, help="patch magnification (default 20)")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--pt", action="store_true", help="also write CLAM's pt_files/<slide>.pt")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    p.set_defaults(func=run_extract)
+
+
+def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
+    """Expand slide paths and cohort CSVs into unique ``(name, path)`` pairs.
+
+    Raises
+    ------
+    ModelError
+        A CSV without a slide path column, or two slides with the same name.
+    """
+    pairs = []
+    for item in inputs:
+        path = Path(item)
+        pairs.extend(_csv_slides(path) if path.suffix.lower() == ".csv" else [(path.stem, path)])
+    names = [name for name, _ in pairs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ModelError(
+            f"Several slides are named {', '.join(dupes)}; give a CSV with a case_id or "
+            "slide_id column to name them."
+        )
+    return pairs
+
+
+def _csv_slides(path: Path) -> list[tuple[str, Path]]:
+    if not path.is_file():
+        raise ModelError(f"Cohort CSV not found: {path}.")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = rows[0].keys() if rows else []
+    path_col = next((c for c in PATH_COLUMNS if c in columns), None)
+    if path_col is None:
+        raise ModelError(f"{path.name} needs one of the columns {', '.join(PATH_COLUMNS)}.")
+    name_col = next((c for c in NAME_COLUMNS if c in columns), None)
+    out = []
+    for row in rows:
+        slide = path.parent / row[path_col]
+        out.append((row[name_col] if name_col else slide.stem, slide))
+    return out
+
+
+def _progress_bar(name: str):
+    start = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        width = 30
+        filled = int(width * done / total)
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r{name} [{bar}] {done}/{total} ({rate:.1f}/s)", end="", file=sys.stderr)
+        if done == total:
+            print(file=sys.stderr)
+
+    return show
+
+
+def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
+    """Segment, patch (or reuse the coords file) and extract one slide; return its summary."""
+    out = Path(args.out)
+    target = h5_path(out, name)
+    if target.exists():
+        return {"slide": name, "status": "exists", "features": str(target)}
+    coords_file = out / "patches" / f"{name}.h5"
+    with open_slide(path) as slide:
+        if coords_file.exists():
+            grid = read_coords_h5(coords_file)
+        else:
+            seg = segment_tissue(slide, resolve_params(args.preset))
+            grid = make_patch_grid(slide, seg, magnification=args.mag, patch_size=args.patch_size)
+            grid.name = name
+            write_coords_h5(coords_file, grid)
+        result = extract_features(
+            slide,
+            grid,
+            encoder,
+            target,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=None if args.json else _progress_bar(name),
+            pt_path=pt_path(out, name) if args.pt else None,
+        )
+    return {
+        "slide": name,
+        "status": "done",
+        "patches": result.n_patches,
+        "dim": result.dim,
+        "resumed_from": result.resumed_from,
+        "patches_per_s": round(result.patches_per_s, 2),
+        "device": result.device,
+        "features": str(result.path),
+    }
+
+
+def run_extract(args) -> int:
+    """Extract features for every slide given; one summary line per slide."""
+    slides = slide_list(args.slides)
+    encoder = encoder_from_args(args)
+    summaries = []
+    for name, path in slides:
+        summary = extract_slide(name, path, encoder, args)
+        summaries.append(summary)
+        if not args.json:
+            extra = (
+                f" {summary['patches']} patches, {summary['patches_per_s']}/s on "
+                f"{summary['device']}"
+                if summary["status"] == "done"
+                else ""
+            )
+            print(f"{name}: {summary['status']}{extra} -> {summary['features']}")
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    return 0
