@@ -44,3 +44,12 @@ def synthetic_cohort(tmp_path_factory) -> Path:
 def synthetic_case(synthetic_cohort) -> Path:
     """The folder of the first case of the synthetic cohort."""
     return synthetic_cohort.parent / "case000"
+
+
+@pytest.fixture(scope="session")
+def ihc_cohort(tmp_path_factory) -> Path:
+    """Eight small synthetic paired cases (two per IHC score), seed 11; returns labels.csv."""
+    from her2viewer.slide.synthetic import write_cohort
+
+    out = tmp_path_factory.mktemp("ihc_cohort")
+    return write_cohort(out, n_cases=8, seed=11, size=(3000, 2400))
