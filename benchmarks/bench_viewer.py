@@ -1,0 +1,267 @@
+"""Viewer benchmark: first paint, frame times while panning/zooming, cache, memory. Prints JSON.
+
+A 100000 x 80000 procedural slide (40x, 4 levels) whose tiles are real JPEG
+decodes, so reads cost what an SVS costs; 1600 x 1000 offscreen viewport; two
+overlay layers on; cold cache. The same scripted path is replayed with a naive
+baseline view that reads missing tiles synchronously on the GUI thread.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_viewer.py [--soak-seconds 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import cv2
+import numpy as np
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from her2viewer.gui.slideview import SlideView, ViewState  # noqa: E402
+from her2viewer.gui.tiles import (  # noqa: E402
+    TileCache,
+    TileKey,
+    TileLoader,
+    read_virtual_tile,
+    rgb_to_image,
+)
+from her2viewer.overlay import HeatmapLayer, MaskLayer  # noqa: E402
+from her2viewer.slide.base import LevelInfo, Slide, SlideInfo  # noqa: E402
+
+SIZE = (100_000, 80_000)
+VIEWPORT = (1600, 1000)
+JPEG_TILE = 256
+
+
+class ProceduralSlide(Slide):
+    """A large slide made of JPEG-compressed tissue tiles inside an ellipse."""
+
+    def __init__(self):
+        levels = tuple(
+            LevelInfo(math.ceil(SIZE[0] / d), math.ceil(SIZE[1] / d), float(d))
+            for d in (1, 4, 16, 64)
+        )
+        super().__init__(
+            SlideInfo("procedural", "synthetic", *SIZE, levels, 0.25, 0.25, 40.0, 40.0, (), "x")
+        )
+        rng = np.random.default_rng(0)
+        self.jpegs = []
+        for _ in range(16):
+            noise = cv2.GaussianBlur(
+                rng.random((JPEG_TILE, JPEG_TILE)).astype(np.float32), (0, 0), 2
+            )
+            base = np.array([235, 170, 220], np.float32) - 140 * noise[..., None] * [0.6, 1.0, 0.4]
+            ok, data = cv2.imencode(".jpg", np.clip(base, 0, 255).astype(np.uint8)[..., ::-1])
+            self.jpegs.append(data)
+
+    def _inside(self, x0, y0) -> bool:
+        u, v = (x0 - SIZE[0] / 2) / (SIZE[0] * 0.42), (y0 - SIZE[1] / 2) / (SIZE[1] * 0.42)
+        return u * u + v * v < 1
+
+    def _read(self, x, y, level, width, height):
+        ds = self.info.levels[level].downsample
+        out = np.full((height, width, 3), 255, np.uint8)
+        lx, ly = int(x / ds), int(y / ds)
+        for ty in range(ly // JPEG_TILE, (ly + height - 1) // JPEG_TILE + 1):
+            for tx in range(lx // JPEG_TILE, (lx + width - 1) // JPEG_TILE + 1):
+                if not self._inside((tx + 0.5) * JPEG_TILE * ds, (ty + 0.5) * JPEG_TILE * ds):
+                    continue
+                tile = cv2.imdecode(self.jpegs[(tx * 7 + ty * 13 + level) % 16], cv2.IMREAD_COLOR)
+                ox, oy = tx * JPEG_TILE - lx, ty * JPEG_TILE - ly
+                sx0, sy0 = max(0, -ox), max(0, -oy)
+                sx1, sy1 = min(JPEG_TILE, width - ox), min(JPEG_TILE, height - oy)
+                out[oy + sy0 : oy + sy1, ox + sx0 : ox + sx1] = tile[sy0:sy1, sx0:sx1, ::-1]
+        return out
+
+    def _associated(self, name):
+        raise KeyError(name)
+
+
+class NaiveView(SlideView):
+    """Baseline: missing tiles are read synchronously inside paintEvent (GUI thread)."""
+
+    def _submit_requests(self) -> None:
+        self._schedule_pending = False
+
+    def _paint_slide(self, painter) -> None:
+        level = self.target_level()
+        for col, row in self._tiles_in(level, self.visible_bounds()):
+            key = TileKey("slide", self._source, 0, level, col, row)
+            if self.cache.peek(key) is None:
+                self.cache.put(key, rgb_to_image(read_virtual_tile(self.slide, level, col, row)))
+        super()._paint_slide(painter)
+
+
+def layers():
+    rng = np.random.default_rng(1)
+    scores = rng.random((SIZE[1] // 512, SIZE[0] // 512)).astype(np.float32)
+    heat = HeatmapLayer("scores", values=scores, downsample=512, threshold=0.3, opacity=0.4)
+    yy, xx = np.mgrid[0 : SIZE[1] // 64, 0 : SIZE[0] // 64]
+    mask = ((xx - 700) ** 2 + (yy - 600) ** 2 < 300**2).astype(np.uint8)
+    return [heat, MaskLayer("region", labels=mask, downsample=64, mode="both", opacity=0.6)]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def path_states(view, seconds: float, fps: float = 60.0):
+    """The scripted path: 1.25x -> 40x -> 1.25x with pans, as one state per frame."""
+    ds_for = lambda mag: 40.0 / mag  # noqa: E731
+    keys = [  # (time fraction, magnification, cx, cy)
+        (0.0, 1.25, 50000, 40000),
+        (0.2, 5, 42000, 36000),
+        (0.45, 40, 40000, 35000),
+        (0.55, 40, 41500, 35600),
+        (0.75, 10, 56000, 44000),
+        (1.0, 1.25, 50000, 40000),
+    ]
+    frames = int(seconds * fps)
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        j = max(k for k in range(len(keys) - 1) if keys[k][0] <= t) if t < 1 else len(keys) - 2
+        (t0, m0, x0, y0), (t1, m1, x1, y1) = keys[j], keys[j + 1]
+        a = (t - t0) / (t1 - t0)
+        mag = math.exp(math.log(m0) + a * (math.log(m1) - math.log(m0)))
+        yield ViewState(x0 + a * (x1 - x0), y0 + a * (y1 - y0), ds_for(mag))
+
+
+def drive(app, view, seconds: float, fps: float = 60.0) -> dict:
+    """Replay the path in real time; measure paint time and the longest GUI-thread block."""
+    view.frame_ms.clear()
+    blocks = []
+    period = 1.0 / fps
+    start = time.perf_counter()
+    for i, state in enumerate(path_states(view, seconds, fps)):
+        t0 = time.perf_counter()
+        view.set_state(state)
+        view.repaint()
+        app.processEvents()
+        blocks.append((time.perf_counter() - t0) * 1000)
+        delay = start + (i + 1) * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    frames = np.array(view.frame_ms)
+    return {
+        "frame_ms_p50": round(float(np.percentile(frames, 50)), 2),
+        "frame_ms_p95": round(float(np.percentile(frames, 95)), 2),
+        "gui_block_ms_max": round(max(blocks), 1),
+        "frames": len(frames),
+    }
+
+
+def wait_ms(app, ms: float) -> None:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def right_level(app, view) -> float:
+    """Mean fraction of the viewport drawn at the right level 500 ms after each stop."""
+    fractions = []
+    for mag, cx, cy in (
+        (1.25, 50000, 40000),
+        (5, 30000, 30000),
+        (20, 60000, 45000),
+        (40, 47000, 38000),
+        (10, 52000, 42000),
+        (2.5, 45000, 41000),
+    ):
+        view.set_state(ViewState(cx, cy, 40.0 / mag))
+        wait_ms(app, 500)
+        view.repaint()
+        fractions.append(view.stats.right_level_fraction)
+    return round(float(np.mean(fractions)), 4)
+
+
+def soak(app, view, seconds: float, cache: TileCache) -> dict:
+    rng = np.random.default_rng(2)
+    start_rss = rss_mb()
+    peak = start_rss
+    max_cache = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        mag = 40.0 / 2 ** rng.uniform(0, 5)
+        view.set_state(ViewState(rng.uniform(10000, 90000), rng.uniform(8000, 72000), 40.0 / mag))
+        for _ in range(8):
+            view.repaint()
+            app.processEvents()
+            time.sleep(0.016)
+        peak = max(peak, rss_mb())
+        max_cache = max(max_cache, cache.nbytes)
+    return {
+        "soak_rss_growth_mb": round(peak - start_rss, 1),
+        "soak_cache_max_mb": round(max_cache / 2**20, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="scripted path length")
+    parser.add_argument("--soak-seconds", type=float, default=120.0)
+    parser.add_argument("--cache-mb", type=float, default=512.0)
+    args = parser.parse_args()
+    app = QApplication.instance() or QApplication([])
+    result = {
+        "slide": f"{SIZE[0]}x{SIZE[1]} procedural JPEG tiles",
+        "viewport": VIEWPORT,
+        "cache_mb": args.cache_mb,
+        "cpus": os.cpu_count(),
+    }
+
+    cache = TileCache(args.cache_mb)
+    loader = TileLoader(cache)
+    view = SlideView(loader)
+    view.resize(*VIEWPORT)
+    view.show()
+    app.processEvents()
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    view.set_slide(ProceduralSlide())
+    while view.overview is None:
+        app.processEvents()
+        time.sleep(0.001)
+    view.repaint()
+    result["first_paint_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    for layer in layers():
+        view.add_layer(layer)
+    cache.reset_stats()
+    result.update(drive(app, view, args.seconds))
+    result["tile_cache_hit_rate"] = round(cache.hit_rate(), 3)
+    result["right_level_fraction"] = right_level(app, view)
+    result.update(soak(app, view, args.soak_seconds, cache))
+    result["rss_over_start_mb"] = round(rss_mb() - rss0, 1)
+    result["memory_bound_ok"] = bool(result["soak_rss_growth_mb"] < args.cache_mb + 300)
+    loader.shutdown()
+
+    base_cache = TileCache(args.cache_mb)
+    base_loader = TileLoader(base_cache, workers=1)
+    naive = NaiveView(base_loader)
+    naive.resize(*VIEWPORT)
+    naive.show()
+    slide = ProceduralSlide()
+    naive.set_slide(slide)
+    base_cache.put(
+        TileKey("slide", naive._source, 0, -1, 0, 0), rgb_to_image(slide.thumbnail(1024))
+    )
+    for layer in layers():
+        naive.add_layer(layer)
+    base = drive(app, naive, args.seconds)
+    result["baseline_frame_ms_p50"] = base["frame_ms_p50"]
+    result["baseline_frame_ms_p95"] = base["frame_ms_p95"]
+    result["baseline_gui_block_ms_max"] = base["gui_block_ms_max"]
+    base_loader.shutdown()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
