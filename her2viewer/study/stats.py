@@ -275,7 +275,7 @@ def analyse(store: StudyStore, n_boot: int = 2000, seed: int = 0) -> dict:
             "missing_slides": missing_slides(cases),
             "readers": sorted(store.readers()),
             "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95},
-            "confidence_scale": CONFIDENCE_SCALES[question.confidence],
+            "confidence_scale": list(CONFIDENCE_SCALES[question.confidence] or ()) or None,
         }
     }
     scored = sorted(c for c in predictions if c in truth)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -137,6 +137,9 @@ class ReadingWindow(QMainWindow):
         self._visit_started: float | None = None
         self._visit_seconds = 0.0
         self._base_seconds = 0.0
+        self._retired: list = []
+        self._retire_timer = QTimer(self, singleShot=True, interval=500)
+        self._retire_timer.timeout.connect(self._close_retired)
         self.opener = SlideOpener(self)
         self.opener.opened.connect(self._on_opened)
         self.opener.failed.connect(self._on_failed)
@@ -180,6 +183,7 @@ class ReadingWindow(QMainWindow):
         row.addWidget(self.stack, 1)
         row.addWidget(panel)
         self.setCentralWidget(central)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         QShortcut(QKeySequence("F11"), self, self._toggle_full_screen)
 
     def _question_box(self) -> QGroupBox:
@@ -271,6 +275,7 @@ class ReadingWindow(QMainWindow):
             self._visit_started = self.clock()
         self._refresh_panel()
         self._load_slides()
+        self.setFocus()  # answer keys act at once, not typed into the comment field
         return True
 
     def _refresh_panel(self) -> None:
@@ -301,7 +306,7 @@ class ReadingWindow(QMainWindow):
         self.status.setText("All cases answered — thank you." if done else "")
 
     def _load_slides(self) -> None:
-        self._close_slides()
+        self._retire_slides()
         if not self.case.slide_available:
             self._show_message(
                 f"The slide of case {self.case.position + 1} is missing on this computer.\n"
@@ -341,10 +346,23 @@ class ReadingWindow(QMainWindow):
         elif self.case is not None and not self.case.slide_available:
             self._load_slides()
 
-    def _close_slides(self) -> None:
-        for slide in self.slides:
-            slide.close()
+    def _retire_slides(self) -> None:
+        """Stop the views' tile requests; close the slides once no tile read is in flight."""
+        for view in self.views:
+            self.loader.cancel(view._owner)  # the owner id SlideView submits its tiles under
+        self._retired += self.slides
         self.slides = []
+        self._close_retired()
+
+    def _close_retired(self, wait: float = 0.0) -> None:
+        if not self._retired:
+            return
+        if not self.loader.wait_idle(wait):
+            self._retire_timer.start()
+            return
+        for slide in self._retired:
+            slide.close()
+        self._retired = []
 
     # -- answers -------------------------------------------------------------------
     def give_answer(self, label: str, advance: bool = True) -> None:
@@ -370,9 +388,15 @@ class ReadingWindow(QMainWindow):
     def _toggle_full_screen(self) -> None:
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self.setFocus()
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.opener.shutdown()
-        self._close_slides()
+        self._retire_timer.stop()
+        self._retire_slides()
+        self._close_retired(wait=10.0)
         self.session.close()
         super().closeEvent(event)
 
