@@ -1,0 +1,302 @@
+"""CLAM on a slide: prediction plus an attention score map in level-0 coordinates.
+
+The maths follows seed 000 and CLAM's ``create_heatmaps.py`` / ``visHeatmap``:
+raw attention of the predicted-class branch (CLAM_MB) or the single branch
+(CLAM_SB) becomes percentile scores in [0, 1] (``rankdata / N`` over the slide's
+own patches, or ``percentileofscore(reference, a) / 100`` against the
+non-overlapping block map when overlapping patches are scored); optional
+binarisation; scores are averaged where patches overlap; optional Gaussian blur;
+kept only inside tissue. Colours are the overlay room's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy.stats import percentileofscore, rankdata
+
+from her2viewer.errors import ModelError
+from her2viewer.features.encoders import Encoder, encoder_for_bundle
+from her2viewer.features.engine import extract_features
+from her2viewer.features.store import read_features
+from her2viewer.jobs import CancelToken
+from her2viewer.models.bundle import is_bundle, load_bundle
+from her2viewer.models.clam import CLAM, ClamPrediction, load_clam, predict
+from her2viewer.paths import cache_dir
+from her2viewer.slide import Slide
+from her2viewer.tissue import TissueSegmentation, make_patch_grid, segment_tissue
+
+
+def to_percentiles(scores: np.ndarray) -> np.ndarray:
+    """CLAM's ``to_percentiles``: average rank / N, in (0, 1]."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    return rankdata(scores, "average") / len(scores)
+
+
+def score_to_percentile(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """CLAM's ``score2percentile``: ``percentileofscore(reference, s, kind='rank') / 100``."""
+    return np.asarray(percentileofscore(np.ravel(reference), np.ravel(scores), kind="rank")) / 100
+
+
+def patch_score_map(
+    coords: np.ndarray,
+    scores: np.ndarray,
+    patch_size_level0: int,
+    slide_size: tuple[int, int],
+    downsample: float,
+    tissue: TissueSegmentation | None = None,
+    blur: bool = False,
+    overlap: float = 0.0,
+    binarize_threshold: float | None = None,
+) -> np.ndarray:
+    """Paste per-patch scores into a map, averaging where patches overlap.
+
+    Parameters
+    ----------
+    coords : array (N, 2)
+        Level-0 top-left corners.
+    scores : array (N,)
+        Scores in [0, 1] (percentiles).
+    patch_size_level0 : int
+        Patch side in level-0 pixels.
+    slide_size : (int, int)
+        Level-0 ``(width, height)``.
+    downsample : float
+        Level-0 pixels per map pixel.
+    tissue : TissueSegmentation, optional
+        When given, pixels outside tissue are NaN.
+    blur : bool
+        Gaussian blur with CLAM's kernel ``2 * int(patch * (1 - overlap)) + 1``.
+    overlap : float
+        Overlap of neighbouring patches (0 or 0.5), for the blur kernel.
+    binarize_threshold : float, optional
+        Scores >= threshold become 1, others 0 (before averaging, as CLAM does).
+
+    Returns
+    -------
+    np.ndarray
+        (H, W) float32, NaN where no patch (or no tissue) is.
+    """
+    width, height = (int(np.ceil(s / downsample)) for s in slide_size)
+    total = np.zeros((height, width), np.float64)
+    count = np.zeros((height, width), np.int32)
+    side = max(1, int(round(patch_size_level0 / downsample)))
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if binarize_threshold is not None:
+        scores = (scores >= binarize_threshold).astype(np.float64)
+    for (x, y), score in zip(np.asarray(coords), scores, strict=True):
+        c0, r0 = int(round(x / downsample)), int(round(y / downsample))
+        total[max(r0, 0) : r0 + side, max(c0, 0) : c0 + side] += score
+        count[max(r0, 0) : r0 + side, max(c0, 0) : c0 + side] += 1
+    out = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    if blur:
+        k = int(side * (1 - overlap)) * 2 + 1
+        out = cv2.GaussianBlur(out, (k, k), 0)
+    out = np.where(count > 0, out, np.nan).astype(np.float32)
+    if tissue is not None:
+        out[~_tissue_on_grid(tissue, downsample, out.shape)] = np.nan
+    return out
+
+
+def _tissue_on_grid(tissue: TissueSegmentation, downsample: float, shape) -> np.ndarray:
+    mask = tissue.mask.astype(np.uint8)
+    scale = tissue.downsample / downsample
+    resized = cv2.resize(
+        mask,
+        (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale))),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    out = np.zeros(shape, bool)
+    h, w = min(shape[0], resized.shape[0]), min(shape[1], resized.shape[1])
+    out[:h, :w] = resized[:h, :w] > 0
+    return out
+
+
+@dataclass
+class ClamHeatmap:
+    """A CLAM result on one slide.
+
+    Attributes
+    ----------
+    values : np.ndarray
+        (H, W) percentile attention in [0, 1], NaN outside patches / tissue.
+    downsample : float
+        Level-0 pixels per map pixel.
+    coords : np.ndarray
+        (N, 2) level-0 corners of the scored patches.
+    patch_scores : np.ndarray
+        (N,) percentile score per patch.
+    prediction : ClamPrediction
+        Probabilities, predicted class and raw attention of the block map.
+    class_names : list of str
+    """
+
+    values: np.ndarray
+    downsample: float
+    coords: np.ndarray
+    patch_scores: np.ndarray
+    prediction: ClamPrediction
+    class_names: list[str] = field(default_factory=list)
+
+    def top_patches(self, k: int = 8, high: bool = True) -> np.ndarray:
+        """Level-0 corners of the ``k`` highest (or lowest) attention patches."""
+        order = np.argsort(self.patch_scores, kind="stable")
+        picked = order[::-1][:k] if high else order[:k]
+        return self.coords[picked]
+
+
+def attention_scores(
+    model: CLAM,
+    prediction: ClamPrediction,
+    overlap_features: np.ndarray | None = None,
+) -> np.ndarray:
+    """Percentile scores per patch, as CLAM's heatmaps compute them.
+
+    Without ``overlap_features``, the block map's own attention is ranked; with
+    them, their raw attention (predicted-class branch) is scored against the
+    block map's attention as reference.
+    """
+    reference = prediction.branch_attention()
+    if overlap_features is None:
+        return to_percentiles(reference)
+    raw = predict_attention(model, overlap_features, prediction.prediction)
+    return score_to_percentile(raw, reference)
+
+
+@torch.inference_mode()
+def predict_attention(model: CLAM, features: np.ndarray, branch: int) -> np.ndarray:
+    """Raw attention of ``features`` for one branch (CLAM's ``attention_only``)."""
+    model.eval()
+    attention, _ = model.attention_net(torch.as_tensor(features, dtype=torch.float32))
+    column = branch if attention.shape[1] > 1 else 0
+    return attention[:, column].numpy()
+
+
+@dataclass
+class ClamAnalysisOptions:
+    """Options of :func:`analyze_slide` (CLAM's heatmap defaults)."""
+
+    magnification: float = 20.0
+    patch_size: int = 256
+    overlap: float = 0.0
+    blur: bool = False
+    binarize_threshold: float | None = None
+    map_downsample: float | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int = 4
+
+
+def analyze_slide(
+    slide: Slide,
+    model_path: str | Path,
+    options: ClamAnalysisOptions | None = None,
+    encoder: Encoder | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+    cache: str | Path | None = None,
+) -> ClamHeatmap:
+    """Segment -> patch -> extract -> CLAM -> attention heatmap, cached per slide and model.
+
+    Parameters
+    ----------
+    slide : Slide
+    model_path : path
+        A CLAM bundle (its encoder is rebuilt from ``bundle.json``) or a
+        reference checkpoint (then ``encoder`` is needed, e.g. ImageNet resnet50_trunc).
+    options : ClamAnalysisOptions, optional
+    encoder : Encoder, optional
+        Overrides the bundle's encoder.
+    progress, cancel
+        Passed to the extraction engine (features are the slow step).
+    cache : path, optional
+        Cache folder (default: the user cache); features are reused per slide
+        fingerprint + encoder, so a second call returns at once.
+
+    Raises
+    ------
+    ModelError
+        No encoder known for a plain checkpoint, or features that do not fit.
+    """
+    options = options or ClamAnalysisOptions()
+    model, meta = load_clam(model_path)
+    if encoder is None:
+        if not is_bundle(model_path):
+            raise ModelError(
+                "A plain CLAM checkpoint does not say which encoder made its features; "
+                "use a bundle or choose the encoder."
+            )
+        encoder = encoder_for_bundle(meta, load_bundle(model_path).tensors)
+    if encoder.dim != model.config.embed_dim:
+        raise ModelError(
+            f"Encoder {encoder.name} gives {encoder.dim}-d features but the model "
+            f"expects {model.config.embed_dim}."
+        )
+    seg = segment_tissue(slide)
+    folder = Path(cache or cache_dir()) / "clam" / slide.info.fingerprint
+    block = _features_for(slide, seg, encoder, folder, options, 0.0, progress, cancel)
+    prediction = predict(model, block.features)
+    overlap_feats = None
+    coords = block.coords
+    if options.overlap > 0:
+        over = _features_for(
+            slide, seg, encoder, folder, options, options.overlap, progress, cancel
+        )
+        overlap_feats, coords = over.features, over.coords
+    scores = attention_scores(model, prediction, overlap_feats)
+    size0 = int(block.attrs["patch_size_level0"])
+    downsample = options.map_downsample or size0 * (1 - options.overlap) / 4
+    values = patch_score_map(
+        coords,
+        scores,
+        size0,
+        (slide.info.width, slide.info.height),
+        downsample,
+        seg,
+        options.blur,
+        options.overlap,
+        options.binarize_threshold,
+    )
+    return ClamHeatmap(
+        values,
+        float(downsample),
+        coords,
+        scores.astype(np.float32),
+        prediction,
+        list(meta.get("class_names", [])),
+    )
+
+
+def _features_for(slide, seg, encoder, folder, options, overlap, progress, cancel):
+    step = max(1, int(round(options.patch_size * (1 - overlap))))
+    key = hashlib.sha256(
+        json.dumps([encoder.identity, options.magnification, options.patch_size, step]).encode()
+    ).hexdigest()[:16]
+    path = folder / f"features_{key}.h5"
+    if not path.exists():
+        grid = make_patch_grid(
+            slide,
+            seg,
+            magnification=options.magnification,
+            patch_size=options.patch_size,
+            step_size=step,
+        )
+        extract_features(
+            slide,
+            grid,
+            encoder,
+            path,
+            device=options.device,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            progress=progress,
+            cancel=cancel,
+        )
+    return read_features(path)

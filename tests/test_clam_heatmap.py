@@ -1,0 +1,134 @@
+"""Attention heatmaps: percentile and overlap maths by hand, and the slide pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from her2viewer.analysis.clam import (
+    ClamAnalysisOptions,
+    analyze_slide,
+    attention_scores,
+    patch_score_map,
+    predict_attention,
+    score_to_percentile,
+    to_percentiles,
+)
+from her2viewer.errors import ModelError
+from her2viewer.features.encoders import torchscript_encoder
+from her2viewer.models.clam import CLAM, ClamConfig, predict, save_clam_bundle
+from her2viewer.slide import open_slide
+from her2viewer.tissue import SegmentationParams, TissueSegmentation
+
+
+def test_percentiles_by_hand():
+    np.testing.assert_allclose(to_percentiles([3.0, 1.0, 2.0, 2.0]), [1.0, 0.25, 0.625, 0.625])
+    # kind='rank': (below + below_or_equal + [tie]) * 50 / n
+    np.testing.assert_allclose(score_to_percentile([2.5, 3.0, 0.0], [1, 2, 3, 4]), [0.5, 0.75, 0.0])
+
+
+def test_overlapping_patches_are_averaged():
+    coords = np.array([[0, 0], [2, 0]])
+    out = patch_score_map(coords, [1.0, 0.0], 4, (8, 6), 1.0)
+    assert out.shape == (6, 8)
+    np.testing.assert_array_equal(out[0, :6], [1, 1, 0.5, 0.5, 0, 0])
+    assert np.isnan(out[:, 6:]).all() and np.isnan(out[4:]).all()
+    binary = patch_score_map(coords, [0.6, 0.4], 4, (8, 6), 1.0, binarize_threshold=0.5)
+    np.testing.assert_array_equal(binary[0, :6], [1, 1, 0.5, 0.5, 0, 0])
+    coarse = patch_score_map(coords * 4, [0.2, 0.8], 16, (32, 24), 4.0)
+    np.testing.assert_allclose(coarse[0, :6], [0.2, 0.2, 0.5, 0.5, 0.8, 0.8])
+
+
+def test_blur_and_tissue_mask():
+    coords = np.array([[x, 0] for x in range(0, 16, 4)])
+    blurred = patch_score_map(coords, [0, 0, 1, 1], 4, (16, 4), 1.0, blur=True)
+    assert 0 < blurred[0, 7] < blurred[0, 8] < 1 and np.isfinite(blurred).all()
+    mask = np.zeros((2, 8), bool)
+    mask[:, :4] = True  # tissue covers level-0 x < 8 (2 level-0 px per mask px)
+    seg = TissueSegmentation(mask, 2.0, 0, [], [], SegmentationParams())
+    masked = patch_score_map(coords, [0.1, 0.2, 0.3, 0.4], 4, (16, 4), 1.0, tissue=seg)
+    assert np.isfinite(masked[:, :8]).all() and np.isnan(masked[:, 8:]).all()
+
+
+@pytest.mark.parametrize("model_type", ["clam_sb", "clam_mb"])
+def test_overlap_scores_against_block_map(model_type):
+    torch.manual_seed(0)
+    model = CLAM(
+        ClamConfig(model_type=model_type, n_classes=3, embed_dim=6, hidden_dim=8, attention_dim=4)
+    ).eval()
+    block = np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
+    over = np.random.default_rng(1).normal(size=(25, 6)).astype(np.float32)
+    pred = predict(model, block)
+    branch = pred.prediction if model_type == "clam_mb" else 0
+    np.testing.assert_allclose(
+        to_percentiles(pred.attention[branch]), attention_scores(model, pred)
+    )
+    raw_over = predict(model, over).attention[branch]
+    np.testing.assert_allclose(predict_attention(model, over, pred.prediction), raw_over, atol=1e-6)
+    expected = [
+        np.mean([(pred.attention[branch] < a).mean(), (pred.attention[branch] <= a).mean()])
+        for a in raw_over
+    ]  # no ties: rank percentile is the midpoint
+    np.testing.assert_allclose(attention_scores(model, pred, over), expected, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heat")
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    torch.jit.script(net.eval()).save(str(root / "enc.pt"))
+    model = CLAM(ClamConfig(embed_dim=8, hidden_dim=16, attention_dim=8))
+    bundle = save_clam_bundle(root / "bundle", model, {"class_names": ["negative", "positive"]})
+    return root, torchscript_encoder(root / "enc.pt", input_size=16), bundle
+
+
+def test_analyze_slide_end_to_end_and_cached(synthetic_case, tiny_setup):
+    root, encoder, bundle = tiny_setup
+    options = ClamAnalysisOptions(
+        magnification=5.0, patch_size=32, overlap=0.5, device="cpu", workers=2
+    )
+    calls = []
+    with open_slide(synthetic_case / "he.svs") as slide:
+        first = analyze_slide(
+            slide,
+            bundle,
+            options,
+            encoder,
+            progress=lambda d, t: calls.append(d),
+            cache=root / "cache",
+        )
+        n_calls = len(calls)
+        again = analyze_slide(
+            slide,
+            bundle,
+            options,
+            encoder,
+            progress=lambda d, t: calls.append(d),
+            cache=root / "cache",
+        )
+    assert n_calls > 0 and len(calls) == n_calls  # second run reads the cached features
+    np.testing.assert_array_equal(first.values, again.values)
+    assert first.class_names == ["negative", "positive"]
+    assert first.prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
+    finite = first.values[np.isfinite(first.values)]
+    assert finite.size and finite.min() >= 0 and finite.max() <= 1
+    assert np.isnan(first.values).any()  # background stays empty
+    assert len(first.patch_scores) > len(first.prediction.attention[0])  # overlapping patches
+    top = first.top_patches(3)
+    assert set(map(tuple, top)) <= set(map(tuple, first.coords))
+
+
+def test_plain_checkpoint_needs_an_encoder(synthetic_case, tiny_setup, tmp_path):
+    _, encoder, _ = tiny_setup
+    model = CLAM(ClamConfig(embed_dim=12, hidden_dim=16, attention_dim=8))
+    torch.save(model.state_dict(), tmp_path / "s_0_checkpoint.pt")
+    with open_slide(synthetic_case / "he.svs") as slide:
+        with pytest.raises(ModelError, match="does not say which encoder"):
+            analyze_slide(slide, tmp_path / "s_0_checkpoint.pt", cache=tmp_path)
+        with pytest.raises(ModelError, match="8-d features but the model expects 12"):
+            analyze_slide(slide, tmp_path / "s_0_checkpoint.pt", encoder=encoder, cache=tmp_path)
