@@ -144,3 +144,25 @@ def test_assisted_arm_shows_model_output(qtbot, tmp_path, loader):
     )
     assert "HER2POS" not in _all_text(window)
     window.close()
+
+
+def test_results_window_draws_summary(qtbot, tmp_path):
+    from her2viewer.errors import StudyError
+    from her2viewer.gui.study.results import ResultsWindow, load_summary
+    from her2viewer.study.report import write_report
+
+    path = make_study(tmp_path, n=6)
+    with StudyStore(path) as store:
+        for reader in ("ann", "ben"):
+            store.ensure_reader(reader)
+            for case_id in store.truth():
+                store.record_answer(reader, "unassisted", case_id, "positive", seconds=4.0)
+    write_report(path, tmp_path / "rep", n_boot=50)
+    window = ResultsWindow(load_summary(tmp_path / "rep"))
+    qtbot.addWidget(window)
+    assert window.tabs.count() == 4
+    roc = window.tabs.widget(0)
+    assert len(roc.getPlotItem().listDataItems()) == 1 + 1 + 2  # diagonal, model, 2 readers
+    assert window.tabs.widget(2).rowCount() > 0
+    with pytest.raises(StudyError, match="not a readable study summary"):
+        load_summary(tmp_path / "nothing.json")

@@ -1,4 +1,4 @@
-"""Verbs of the study room: ``her2viewer study <create|import|export|status|report|read|...>``."""
+"""Verbs of the study room: ``her2viewer study <create|import|export|status|report|...>``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,10 @@ def register(subparsers) -> None:
     read.add_argument("--reader", required=True, help="your name as enrolled")
     read.add_argument("--arm", help="arm to read (default: the first)")
     read.set_defaults(func=run_read)
+
+    results = verbs.add_parser("results", help="show a report's figures and tables (coordinator)")
+    results.add_argument("report", help="report folder or its summary.json")
+    results.set_defaults(func=run_results)
 
     rng = verbs.add_parser(
         "mcnemar-range", help="McNemar p-values of every table consistent with two accuracies"
@@ -187,6 +191,15 @@ def run_read(args) -> int:
     except ImportError as exc:
         raise StudyError(f"the reading window needs PySide6 ({exc}).") from exc
     return run_reading_app(Path(args.study), args.reader, args.arm)
+
+
+def run_results(args) -> int:
+    """Open the results window (needs a display)."""
+    try:
+        from her2viewer.gui.study.results import run_results_app
+    except ImportError as exc:
+        raise StudyError(f"the results window needs PySide6 and pyqtgraph ({exc}).") from exc
+    return run_results_app(Path(args.report))
 
 
 def run_mcnemar_range(args) -> int:

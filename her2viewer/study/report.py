@@ -49,7 +49,8 @@ def _raters(summary: dict) -> list[tuple[str, str, dict]]:
     return rows + [(r["reader"], r["arm"], r) for r in summary["readers"]]
 
 
-def _metric_rows(summary: dict) -> list[list]:
+def metric_rows(summary: dict) -> list[list]:
+    """Flatten a summary's metrics to rows: rater, arm, metric, value, low, high, method, n."""
     rows = []
     for name, arm, block in _raters(summary):
         groups = [block.get("binary", {}), block.get("multiclass", {}).get("metrics", {})]
@@ -158,13 +159,13 @@ def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
             f"<p><b>{len(study['missing_slides'])} case(s) have no slide file</b>: "
             f"{html.escape(', '.join(study['missing_slides']))}.</p>"
         )
-    metric_rows = [
+    shown = [
         [name, arm, metric, f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]", method, n]
-        for name, arm, metric, v, lo, hi, method, n in _metric_rows(summary)
+        for name, arm, metric, v, lo, hi, method, n in metric_rows(summary)
     ]
     parts += [
         "<h2>Readers and model against the truth</h2>",
-        _table(["rater", "arm", "metric", "value [95% CI]", "CI method", "n"], metric_rows),
+        _table(["rater", "arm", "metric", "value [95% CI]", "CI method", "n"], shown),
     ]
     rows = [
         [
@@ -294,7 +295,7 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
     _write_csv(
         out / "metrics.csv",
         ["rater", "arm", "metric", "value", "low", "high", "ci_method", "n"],
-        _metric_rows(summary),
+        metric_rows(summary),
     )
     _write_csv(
         out / "mcnemar.csv",
