@@ -22,6 +22,7 @@ VERB_MODULES = (
     "her2viewer.stain.cli",
     "her2viewer.registration.cli",
     "her2viewer.features.cli",
+    "her2viewer.models.cli",
     "her2viewer.demo",
     "her2viewer.study.cli",
     "her2viewer.gui.cli",

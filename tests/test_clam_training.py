@@ -99,3 +99,41 @@ def test_cohort_errors(tmp_path):
         load_cohort(tmp_path, csv_path)
     with pytest.raises(ModelError, match="Labels CSV not found"):
         load_cohort(tmp_path / "feats", tmp_path / "none.csv")
+
+
+def test_train_verb(tmp_path, capsys):
+    from her2viewer.cli import main
+
+    csv_path = write_bag_cohort(tmp_path / "feats", n_patients=9)
+    args = [
+        "clam",
+        "train",
+        "--features-dir",
+        str(tmp_path / "feats"),
+        "--labels",
+        str(csv_path),
+        "-o",
+        str(tmp_path / "out"),
+        "--folds",
+        "3",
+        "--max-epochs",
+        "3",
+        "--min-epochs",
+        "1",
+        "--size",
+        "small",
+        "--no-gate",
+        "--bag-loss",
+        "ce",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "fold 2 epoch   0" in out and "pooled test over 12 slides" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "fold_0",
+        "fold_1",
+        "fold_2",
+        "summary.json",
+    ]
+    assert main([*args[:-2], "--bag-loss", "hinge"]) == 2
+    assert "Unknown loss 'hinge'" in capsys.readouterr().err

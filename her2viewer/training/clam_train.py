@@ -247,7 +247,8 @@ def _pooled(rows: list[dict]) -> dict:
     out = {"n": len(rows), "accuracy": float((pred == labels).mean())}
     if probs.shape[1] == 2:
         out["auc"] = auc_delong(labels == 1, probs[:, 1]).to_dict()
-        out.update({k: v.to_dict() for k, v in binary_metrics(labels == 1, pred == 1).items()})
+        metrics = binary_metrics(labels == 1, pred == 1)
+        out["binary_metrics"] = {k: v.to_dict() for k, v in metrics.items()}
     return out
 
 

@@ -1,0 +1,108 @@
+"""The ``clam`` verb: ``clam infer`` on a features file, ``clam train`` with cross-validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from her2viewer.features.store import read_features
+from her2viewer.models.clam import load_clam, predict
+from her2viewer.training.clam_train import TrainConfig, cross_validate
+from her2viewer.training.datasets import load_cohort
+
+TOP_K = 5
+
+
+def register(subparsers) -> None:
+    """Add ``clam infer`` and ``clam train``."""
+    clam = subparsers.add_parser("clam", help="CLAM attention MIL: infer and train")
+    verbs = clam.add_subparsers(dest="clam_verb", metavar="ACTION")
+    verbs.required = True
+
+    infer = verbs.add_parser("infer", help="slide prediction + per-patch attention")
+    infer.add_argument("--model", required=True, help="CLAM bundle (folder/zip) or checkpoint")
+    infer.add_argument("--features", required=True, help="features .h5 (or CLAM .pt)")
+    infer.add_argument("--json", action="store_true", help="print JSON with all attention")
+    infer.set_defaults(func=run_infer)
+
+    train = verbs.add_parser("train", help="k-fold CLAM training (seed 000 recipe)")
+    train.add_argument("--features-dir", required=True, help="folder from `her2viewer extract`")
+    train.add_argument("--labels", required=True, help="CSV: slide_id/case_id, label/her2_status")
+    train.add_argument("-o", "--out", required=True, help="output folder (fold_<k>/ bundles)")
+    train.add_argument("--label-column", help="label column (default label or her2_status)")
+    train.add_argument("--classes", help="comma-separated class order (default: sorted labels)")
+    train.add_argument("--folds", type=int, default=5)
+    train.add_argument("--no-gate", action="store_true", help="ungated attention")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    defaults = TrainConfig()
+    for item in fields(TrainConfig):
+        if item.name == "gated":
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        value = getattr(defaults, item.name)
+        train.add_argument(flag, type=type(value), default=value, help=f"(default {value})")
+    train.set_defaults(func=run_train)
+
+
+def run_infer(args) -> int:
+    """Print the class probabilities, prediction and per-patch raw attention."""
+    model, meta = load_clam(args.model)
+    feats = read_features(args.features)
+    result = predict(model, feats.features)
+    names = meta.get("class_names") or [str(i) for i in range(len(result.probabilities))]
+    if args.json:
+        out = {
+            "probabilities": [float(p) for p in result.probabilities],
+            "prediction": result.prediction,
+            "class_names": names,
+            "attention": result.attention.tolist(),
+        }
+        print(json.dumps(out))
+        return 0
+    for name, prob in zip(names, result.probabilities, strict=True):
+        print(f"P({name}) = {prob:.4f}")
+    print(f"prediction: {names[result.prediction]} ({result.prediction})")
+    branch = result.branch_attention()
+    top = np.argsort(branch)[::-1][:TOP_K]
+    print(f"attention over {len(branch)} patches; highest:")
+    for i in top:
+        where = f" at {tuple(int(v) for v in feats.coords[i])}" if feats.coords is not None else ""
+        print(f"  patch {i}{where}: {branch[i]:.4f}")
+    return 0
+
+
+def run_train(args) -> int:
+    """Cross-validate CLAM and write one bundle per fold plus ``summary.json``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    classes = args.classes.split(",") if args.classes else None
+    cohort = load_cohort(args.features_dir, args.labels, args.label_column, classes)
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "gated"}
+    config = TrainConfig(gated=not args.no_gate, **values)
+    summary = cross_validate(
+        cohort,
+        args.out,
+        config,
+        args.folds,
+        on_epoch=_print_epoch,
+        provenance={"features_dir": str(args.features_dir), "labels": Path(args.labels).name},
+    )
+    pooled = summary["pooled_test"]
+    auc = pooled.get("auc", {}).get("value", float("nan"))
+    print(
+        f"pooled test over {pooled['n']} slides: AUC {auc:.3f}, "
+        f"accuracy {pooled['accuracy']:.3f} -> {Path(args.out) / 'summary.json'}"
+    )
+    return 0
+
+
+def _print_epoch(record: dict) -> None:
+    print(
+        f"fold {record['fold']} epoch {record['epoch']:3d}: train loss {record['train_loss']:.4f}"
+        f"  val loss {record['val_loss']:.4f}  val AUC {record['val_auc']:.3f}",
+        flush=True,
+    )
