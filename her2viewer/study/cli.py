@@ -36,7 +36,9 @@ def register(subparsers) -> None:
     create.add_argument("--positive", help="positive label of a custom question")
     create.add_argument("--confidence", default="none", choices=tuple(CONFIDENCE_SCALES))
     create.add_argument("--truth", help="CSV: case_id, truth")
-    create.add_argument("--model-predictions", help="CSV: case_id, prediction[, probability]")
+    model = create.add_mutually_exclusive_group()
+    model.add_argument("--model-predictions", help="CSV: case_id, prediction[, probability]")
+    model.add_argument("--model", help="CLAM bundle run on every H&E slide (predictions + layer)")
     create.add_argument(
         "--arms", type=_names, default=["unassisted"], help="e.g. unassisted,assisted"
     )
@@ -92,11 +94,11 @@ def run_create(args) -> int:
     cases = load_cases(Path(args.cases))
     ids = {c.case_id for c in cases}
     truth = load_truth(Path(args.truth), question, ids) if args.truth else None
-    predictions = (
-        load_predictions(Path(args.model_predictions), question, ids)
-        if args.model_predictions
-        else None
-    )
+    predictions, overlays = None, None
+    if args.model_predictions:
+        predictions = load_predictions(Path(args.model_predictions), question, ids)
+    elif args.model:
+        predictions, overlays = _run_model(cases, question, Path(args.model))
     with StudyStore.create(
         Path(args.study),
         question,
@@ -107,6 +109,7 @@ def run_create(args) -> int:
         args.readers,
         args.seed,
         args.washout_until,
+        overlays,
     ) as store:
         arms = ", ".join(a.name for a in store.arms())
         print(
@@ -121,6 +124,21 @@ def run_create(args) -> int:
             f"imported answers: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
     return 0
+
+
+def _run_model(cases, question, bundle: Path):
+    from her2viewer.study.model import predict_cases
+
+    if not bundle.exists():
+        raise StudyError(f"{bundle}: no such model bundle.")
+
+    def progress(done: int, total: int) -> None:
+        print(f"model: {done}/{total} cases", flush=True)
+
+    predictions, overlays, skipped = predict_cases(cases, question, bundle, progress=progress)
+    if skipped:
+        print(f"model: {len(skipped)} case(s) without a slide have no model prediction")
+    return predictions, overlays
 
 
 def run_import(args) -> int:

@@ -2,8 +2,8 @@
 
 A :class:`ReadingSession` is everything the reading mode (GUI or headless) may
 touch. Its database connection cannot read the ``truth`` table, nor, in an arm
-that does not show the model, the ``model_predictions`` table: SQLite refuses
-such queries. It only ever queries the identified reader's own answers, and
+that does not show the model, the ``model_predictions`` and ``model_overlays``
+tables: SQLite refuses such queries. It only ever queries the identified reader's own answers, and
 what it hands out (:class:`BlindedCase`) names a case by its position in the
 reader's order, never by case id or file name.
 """
@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from her2viewer.errors import StudyError
-from her2viewer.study.store import Arm, StudyStore
+from her2viewer.study.store import Arm, ModelOverlay, StudyStore
+
+#: Tables the reading mode never reads, and those it reads only in an arm showing the model.
+TRUTH_TABLES = ("truth",)
+MODEL_TABLES = ("model_predictions", "model_overlays")
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class ReadingSession:
     def __init__(
         self, path: Path, reader: str, arm: str | None = None, today: date | None = None
     ) -> None:
-        probe = StudyStore(path, hidden_tables=("truth", "model_predictions"))
+        probe = StudyStore(path, hidden_tables=TRUTH_TABLES + MODEL_TABLES)
         try:
             arms = probe.arms()
             self.arm = probe.arm(arm) if arm else arms[0]
@@ -105,7 +109,7 @@ class ReadingSession:
             raise StudyError(
                 f"the {self.arm.name} arm opens on {self.arm.opens_at} (washout); come back then."
             )
-        hidden = ("truth",) if self.arm.shows_model else ("truth", "model_predictions")
+        hidden = TRUTH_TABLES if self.arm.shows_model else TRUTH_TABLES + MODEL_TABLES
         self._store = StudyStore(path, hidden_tables=hidden)
         self.question = self._store.question
         self.reader = reader.strip()
@@ -197,6 +201,24 @@ class ReadingSession:
                 "skip it and tell the study coordinator."
             )
         return paths
+
+    def model_overlay(self, position: int) -> ModelOverlay | None:
+        """The model's score map for the case at a position, in an assisted arm only.
+
+        Reads a blob from the study file: call it from a worker thread in the GUI.
+        """
+        if not self.arm.shows_model:
+            return None
+        case_id, _, _ = self._case_row(position)
+        row = self._store.conn.execute(
+            "SELECT name, downsample, height, width, scores FROM model_overlays WHERE case_id = ?",
+            (case_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        name, downsample, height, width, blob = row
+        scores = np.frombuffer(blob, dtype="<f4").reshape(height, width).astype(np.float32)
+        return ModelOverlay(name, downsample, scores)
 
     def answer(
         self,

@@ -44,6 +44,10 @@ CREATE TABLE truth (case_id TEXT PRIMARY KEY REFERENCES cases, truth TEXT NOT NU
 CREATE TABLE model_predictions (
     case_id TEXT PRIMARY KEY REFERENCES cases, prediction TEXT NOT NULL, probability REAL
 );
+CREATE TABLE model_overlays (
+    case_id TEXT PRIMARY KEY REFERENCES cases, name TEXT NOT NULL, downsample REAL NOT NULL,
+    height INTEGER NOT NULL, width INTEGER NOT NULL, scores BLOB NOT NULL
+);
 CREATE TABLE arms (arm TEXT PRIMARY KEY, ordinal INTEGER, opens_at TEXT, shows_model INTEGER);
 CREATE TABLE readers (reader TEXT PRIMARY KEY, seed INTEGER NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE orders (
@@ -88,6 +92,30 @@ class Arm:
     name: str
     opens_at: str | None
     shows_model: bool
+
+
+@dataclass(frozen=True)
+class ModelOverlay:
+    """A model's score map on a case's H&E slide, shown as a layer in an assisted arm.
+
+    Attributes
+    ----------
+    name : str
+        Layer name, e.g. ``"model attention"``.
+    downsample : float
+        Level-0 pixels per score pixel.
+    scores : numpy.ndarray
+        ``(H, W)`` float32 scores in [0, 1], NaN where there is none.
+    """
+
+    name: str
+    downsample: float
+    scores: object
+
+    def row(self, case_id: str) -> tuple:
+        """Return the ``model_overlays`` table row for a case."""
+        scores = self.scores.astype("<f4", copy=False)
+        return (case_id, self.name, float(self.downsample), *scores.shape, scores.tobytes())
 
 
 @dataclass(frozen=True)
@@ -198,6 +226,7 @@ class StudyStore:
         readers: Iterable[str] = (),
         seed: int | None = None,
         second_arm_opens: str | None = None,
+        overlays: dict[str, ModelOverlay] | None = None,
     ) -> StudyStore:
         """Write a new study file atomically and return it opened.
 
@@ -219,6 +248,8 @@ class StudyStore:
             Study randomisation seed; a random one is drawn and stored when omitted.
         second_arm_opens : str, optional
             ISO date (washout) before which the second arm refuses to open.
+        overlays : dict of str to ModelOverlay, optional
+            Model score maps by case id, shown as layers in an assisted arm.
         """
         path = Path(path)
         if path.exists():
@@ -250,6 +281,10 @@ class StudyStore:
             conn.executemany(
                 "INSERT INTO model_predictions VALUES (?, ?, ?)",
                 [(k, p, q) for k, (p, q) in (predictions or {}).items()],
+            )
+            conn.executemany(
+                "INSERT INTO model_overlays VALUES (?, ?, ?, ?, ?, ?)",
+                [o.row(case_id) for case_id, o in (overlays or {}).items()],
             )
             conn.executemany(
                 "INSERT INTO arms VALUES (?, ?, ?, ?)",

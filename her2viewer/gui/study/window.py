@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
@@ -21,6 +22,7 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QButtonGroup,
+    QCheckBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -40,6 +42,7 @@ from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.slideview import SlideView
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
+from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.slide import open_slide
 from her2viewer.study.definition import CONFIDENCE_SCALES
 from her2viewer.study.reading import ReadingSession
@@ -56,9 +59,12 @@ def answer_keys(labels: tuple[str, ...]) -> dict[str, str]:
 
 
 class SlideOpener(QObject):
-    """Opens a case's slides on a worker thread; stale results are closed and dropped."""
+    """Opens a case's slides (and reads its model overlay) on a worker thread.
 
-    opened = Signal(int, object, object)
+    Stale results are closed and dropped.
+    """
+
+    opened = Signal(int, object, object, object)
     failed = Signal(int, str)
 
     def __init__(self, parent=None):
@@ -66,13 +72,15 @@ class SlideOpener(QObject):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="study-open")
         self.token = 0
 
-    def request(self, he_path: Path, ihc_path: Path | None) -> int:
-        """Open the slides in the background and return the request's token."""
+    def request(
+        self, he_path: Path, ihc_path: Path | None, overlay: Callable[[], object] | None = None
+    ) -> int:
+        """Open the slides (and call ``overlay()``) in the background; return the token."""
         self.token += 1
-        self._pool.submit(self._open, self.token, he_path, ihc_path)
+        self._pool.submit(self._open, self.token, he_path, ihc_path, overlay)
         return self.token
 
-    def _open(self, token: int, he_path: Path, ihc_path: Path | None) -> None:
+    def _open(self, token: int, he_path: Path, ihc_path: Path | None, overlay) -> None:
         if token != self.token:
             return
         try:
@@ -83,7 +91,7 @@ class SlideOpener(QObject):
                 token, "this case's slide cannot be opened; tell the study coordinator."
             )
             return
-        self.opened.emit(token, he, ihc)
+        self.opened.emit(token, he, ihc, overlay() if overlay else None)
 
     def shutdown(self) -> None:
         """Stop the worker (pending opens are dropped)."""
@@ -138,6 +146,7 @@ class ReadingWindow(QMainWindow):
         self._visit_seconds = 0.0
         self._base_seconds = 0.0
         self._retired: list = []
+        self.model_layer: HeatmapLayer | None = None
         self._retire_timer = QTimer(self, singleShot=True, interval=500)
         self._retire_timer.timeout.connect(self._close_retired)
         self.opener = SlideOpener(self)
@@ -216,9 +225,19 @@ class ReadingWindow(QMainWindow):
 
     def _model_box(self) -> QGroupBox:
         box = QGroupBox("Model (assisted arm)")
+        layout = QVBoxLayout(box)
         self.model_label = QLabel(wordWrap=True)
-        QVBoxLayout(box).addWidget(self.model_label)
+        self.show_model_layer = QCheckBox("show model heatmap  [H]", checked=True, enabled=False)
+        self.show_model_layer.toggled.connect(self._on_model_layer_toggled)
+        QShortcut(QKeySequence("H"), self, self.show_model_layer.toggle)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self.show_model_layer)
         return box
+
+    def _on_model_layer_toggled(self, on: bool) -> None:
+        if self.model_layer is not None:
+            self.model_layer.visible = on
+            self.views[0].refresh()
 
     def _navigation(self) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -315,9 +334,12 @@ class ReadingWindow(QMainWindow):
             return
         self._show_message("Loading…")
         he_path, ihc_path = self.session.slide_paths(self.case.position)
-        self.opener.request(he_path, ihc_path)
+        overlay = None
+        if self.session.arm.shows_model:
+            overlay = partial(self.session.model_overlay, self.case.position)
+        self.opener.request(he_path, ihc_path, overlay)
 
-    def _on_opened(self, token: int, he, ihc) -> None:
+    def _on_opened(self, token: int, he, ihc, overlay) -> None:
         if token != self.opener.token:
             for slide in (he, ihc):
                 if slide is not None:
@@ -325,6 +347,15 @@ class ReadingWindow(QMainWindow):
             return
         self.slides = [s for s in (he, ihc) if s is not None]
         self.views[0].set_slide(he, title="H&E")
+        self.model_layer = None
+        if overlay is not None:
+            self.model_layer = HeatmapLayer(
+                name=overlay.name, values=overlay.scores, downsample=overlay.downsample,
+                opacity=0.45, visible=self.show_model_layer.isChecked(),
+            )  # fmt: skip
+            self.views[0].add_layer(self.model_layer)
+        if self.model_box is not None:
+            self.show_model_layer.setEnabled(overlay is not None)
         self.views[1].setVisible(ihc is not None)
         if ihc is not None:
             self.views[1].set_slide(ihc, title="IHC")
