@@ -21,8 +21,7 @@ import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtWidgets import QApplication  # noqa: E402
-
+from her2viewer.gui.app import make_app  # noqa: E402
 from her2viewer.gui.slideview import SlideView, ViewState  # noqa: E402
 from her2viewer.gui.tiles import (  # noqa: E402
     TileCache,
@@ -91,10 +90,14 @@ class NaiveView(SlideView):
 
     def _paint_slide(self, painter) -> None:
         level = self.target_level()
+        signature = self.overlay_signature()
         for col, row in self._tiles_in(level, self.visible_bounds()):
             key = TileKey("slide", self._source, 0, level, col, row)
             if self.cache.peek(key) is None:
                 self.cache.put(key, rgb_to_image(read_virtual_tile(self.slide, level, col, row)))
+            key = self._overlay_key(signature, level, col, row)
+            if signature and self.cache.peek(key) is None:
+                self.cache.put(key, self._overlay_producer(signature, level, col, row)())
         super()._paint_slide(painter)
 
 
@@ -142,8 +145,7 @@ def drive(app, view, seconds: float, fps: float = 60.0) -> dict:
     start = time.perf_counter()
     for i, state in enumerate(path_states(view, seconds, fps)):
         t0 = time.perf_counter()
-        view.set_state(state)
-        view.repaint()
+        view.set_state(state)  # schedules one repaint, done by the event loop
         app.processEvents()
         blocks.append((time.perf_counter() - t0) * 1000)
         delay = start + (i + 1) * period - time.perf_counter()
@@ -210,7 +212,7 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=120.0)
     parser.add_argument("--cache-mb", type=float, default=512.0)
     args = parser.parse_args()
-    app = QApplication.instance() or QApplication([])
+    app = make_app(offscreen=True)
     result = {
         "slide": f"{SIZE[0]}x{SIZE[1]} procedural JPEG tiles",
         "viewport": VIEWPORT,

@@ -24,6 +24,7 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+GUI_SWITCH_INTERVAL = 0.001
 #: Warnings of Qt's offscreen platform that say nothing to a user.
 _QUIET = ("This plugin does not support propagateSizeHints()",)
 
@@ -38,6 +39,8 @@ def make_app(offscreen: bool = False) -> QApplication:
     if offscreen and QApplication.instance() is None:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     qInstallMessageHandler(_message_handler)
+    # hand the GIL back to the GUI thread sooner when tile workers run Python code
+    sys.setswitchinterval(GUI_SWITCH_INTERVAL)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("her2viewer")
     app.setStyle("Fusion")

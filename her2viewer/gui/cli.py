@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from her2viewer.errors import Her2ViewerError
+from her2viewer.registration.transform import Registration
 
 
 class ViewerError(Her2ViewerError):
@@ -25,32 +24,26 @@ def register(subparsers) -> None:
     view.add_argument("--demo", action="store_true", help="open the synthetic demo case")
     view.add_argument(
         "--transform",
-        help="JSON with a 3x3 'matrix' mapping level-0 PAIRED px -> SLIDE px (else relative sync)",
+        help="registration JSON (3x3 'matrix', moving=PAIRED -> fixed=SLIDE level-0 px); "
+        "without it the panes sync relatively",
     )
     view.add_argument("--geojson", action="append", default=[], help="GeoJSON layer (repeat)")
     view.add_argument("--screenshot", help="render offscreen to this PNG and exit")
     view.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
     view.add_argument("--magnification", type=float, help="zoom to this magnification")
+    view.add_argument("--center", type=_point, help="centre the left pane on level-0 X,Y")
     view.add_argument("--cache-mb", type=float, default=512, help="tile cache size (MB)")
     view.set_defaults(func=run_view)
 
 
-def read_transform(path: str) -> np.ndarray:
-    """Read a 3x3 level-0 transform from JSON (``matrix``, ``transform`` or a bare list)."""
+def _point(text: str) -> tuple[float, float]:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ViewerError(f"{path}: cannot read the transform JSON ({exc}).") from exc
-    if isinstance(data, dict):
-        data = next(
-            (data[k] for k in ("matrix", "transform", "transform_ihc_to_he") if k in data), None
-        )
-    matrix = np.asarray(data, float) if data is not None else np.zeros(0)
-    if matrix.shape == (2, 3):
-        matrix = np.vstack([matrix, [0, 0, 1]])
-    if matrix.shape != (3, 3) or not np.isfinite(matrix).all():
-        raise ViewerError(f"{path}: expected a 3x3 (or 2x3) matrix under 'matrix'.")
-    return matrix
+        x, y = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--center must look like 5000,4000, got {text!r}"
+        ) from exc
+    return x, y
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -71,7 +64,7 @@ def run_view(args) -> int:
         raise ViewerError("give a SLIDE to open, or --demo for the synthetic demo case.")
     offscreen = bool(args.screenshot) or not has_display()
     width, height = _size(args.size)
-    transform = read_transform(args.transform) if args.transform else None
+    transform = Registration.load(args.transform).matrix if args.transform else None
     start = time.perf_counter()
     app = make_app(offscreen)
     window = MainWindow(shared_loader(args.cache_mb))
@@ -90,6 +83,8 @@ def run_view(args) -> int:
             raise ViewerError(window.errors[-1])
     if args.magnification:
         window.views[0].set_magnification(args.magnification)
+    if args.center:
+        window.views[0].center_on(*args.center)
     if not offscreen:
         return app.exec()
     out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))

@@ -27,6 +27,7 @@ from her2viewer.gui.tiles import (
     TILE_SIZE,
     TileKey,
     TileLoader,
+    composite_tiles,
     read_virtual_tile,
     rgb_to_image,
     rgba_to_image,
@@ -46,6 +47,9 @@ BACKGROUND = QColor(38, 40, 44)
 ZOOM_STEP = 1.5
 WHEEL_ZOOM_PER_NOTCH = 1.25
 INERTIA_DECAY = 0.90
+#: Milliseconds without movement after which the view is redrawn with smooth scaling.
+SETTLE_MS = 150
+MAX_REMEMBERED_OVERLAYS = 4096
 _sources = itertools.count(1)
 
 
@@ -115,6 +119,9 @@ class SlideView(QWidget):
         self._animator = QTimer(self, interval=16, timeout=self._animate)
         self._schedule_pending = False
         self._keep_fit = False
+        self._last_overlay: dict[tuple[int, int, int], TileKey] = {}
+        self._moving = False
+        self._settled = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_settled)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMinimumSize(200, 150)
@@ -129,6 +136,7 @@ class SlideView(QWidget):
         self.layers = []
         self.crosshair = None
         self._source = next(_sources)
+        self._last_overlay.clear()
         self._levels = virtual_level_count(slide.info.width, slide.info.height)
         if title is not None:
             self.title = title
@@ -234,6 +242,8 @@ class SlideView(QWidget):
                 state.angle,
             )
         self.state = state
+        self._moving = True  # draw with fast scaling until the view rests
+        self._settled.start()
         self._schedule()
         self.update()
         if notify:
@@ -317,6 +327,10 @@ class SlideView(QWidget):
         if self._zoom_target is None and self._velocity.isNull():
             self._animator.stop()
 
+    def _on_settled(self) -> None:
+        self._moving = False
+        self.update()
+
     # -- tile requests -------------------------------------------------------------
     def target_level(self) -> int:
         """Virtual level drawn at the current zoom (shrinks tiles by less than 2x)."""
@@ -336,11 +350,37 @@ class SlideView(QWidget):
         slide = self.slide
         return lambda: rgb_to_image(read_virtual_tile(slide, level, col, row))
 
-    def _layer_producer(self, layer, level, col, row):
+    def overlay_signature(self) -> tuple:
+        """What the pre-blended overlay tiles depend on: shown layers, versions, opacities."""
+        return tuple(
+            (layer.uid, layer.version, round(layer.opacity, 3))
+            for layer in self.layers
+            if layer.visible and layer.opacity > 0
+        )
+
+    def _overlay_key(self, signature: tuple, level: int, col: int, row: int) -> TileKey:
+        return TileKey("overlay", self._source, hash(signature), level, col, row)
+
+    def _overlay_producer(self, signature, level, col, row):
+        """Render (or reuse) each shown layer's tile and blend them, on a worker thread."""
         info = self.slide.info
         region = tile_region(level, col, row, info.width, info.height)
         size = tile_pixels(level, region)
-        return lambda: rgba_to_image(layer.render(region, size))
+        layers = {layer.uid: layer for layer in self.layers}
+        cache = self.cache
+
+        def produce():
+            parts = []
+            for uid, version, opacity in signature:
+                key = TileKey("layer", uid, version, level, col, row)
+                tile = cache.peek(key)
+                if tile is None:
+                    tile = rgba_to_image(layers[uid].render(region, size))
+                    cache.put(key, tile)
+                parts.append((tile, opacity))
+            return composite_tiles(parts)
+
+        return produce
 
     def _schedule(self) -> None:
         if not self._schedule_pending:
@@ -364,7 +404,7 @@ class SlideView(QWidget):
             return requests
         level = self.target_level()
         cx, cy = self.state.cx, self.state.cy
-        shown = [layer for layer in self.layers if layer.visible and layer.opacity > 0]
+        signature = self.overlay_signature()
         visible = set(self._tiles_in(level, bounds))
         mid = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
         half = ((bounds[2] - bounds[0]) / 4, (bounds[3] - bounds[1]) / 4)
@@ -386,12 +426,12 @@ class SlideView(QWidget):
                         self._slide_producer(lv, col, row),
                     )
                 )
-                for layer in shown if rank < 3 else ():
+                if signature and rank < 3:
                     requests.append(
                         (
                             (rank, dist + 0.01),
-                            TileKey("layer", layer.uid, layer.version, lv, col, row),
-                            self._layer_producer(layer, lv, col, row),
+                            self._overlay_key(signature, lv, col, row),
+                            self._overlay_producer(signature, lv, col, row),
                         )
                     )
         return requests
@@ -414,9 +454,9 @@ class SlideView(QWidget):
         level = self.target_level()
         tiles = self._tiles_in(level, self.visible_bounds())
         keys = [TileKey("slide", self._source, 0, level, c, r) for c, r in tiles]
-        for layer in self.layers:
-            if layer.visible and layer.opacity > 0:
-                keys += [TileKey("layer", layer.uid, layer.version, level, c, r) for c, r in tiles]
+        signature = self.overlay_signature()
+        if signature:
+            keys += [self._overlay_key(signature, level, c, r) for c, r in tiles]
         return self.overview is not None and all(self.cache.peek(k) is not None for k in keys)
 
     # -- painting ------------------------------------------------------------------
@@ -444,7 +484,7 @@ class SlideView(QWidget):
 
     def _paint_slide(self, painter: QPainter) -> None:
         rotated = abs(self.state.angle) > 1e-9
-        smooth = self.state.downsample >= 1
+        smooth = self.state.downsample >= 1 and not self._moving
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
         if rotated:
             painter.setTransform(self._qtransform())
@@ -464,18 +504,30 @@ class SlideView(QWidget):
         self.stats = PaintStats(
             0.0, len(tiles), len(tiles) - drawn, drawn / len(tiles) if tiles else 1.0, level
         )
-        for layer in self.layers:
-            if not layer.visible or layer.opacity <= 0:
-                continue
-            painter.setOpacity(layer.opacity)
-            for col, row in tiles:
-                tile = self.cache.peek(TileKey("layer", layer.uid, layer.version, level, col, row))
-                if tile is not None:
-                    self._draw_tile(painter, tile, level, col, row)
-                else:
-                    self._draw_fallback(painter, "layer", layer.uid, layer.version, level, col, row)
-            painter.setOpacity(1.0)
+        # overlays are blocky rasters or already anti-aliased vectors: nearest scaling is enough
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        signature = self.overlay_signature()
+        if signature:
+            self._paint_overlays(painter, signature, level, tiles)
         painter.resetTransform()
+
+    def _paint_overlays(self, painter: QPainter, signature: tuple, level: int, tiles) -> None:
+        """Draw the pre-blended overlay tiles; while one is re-blended (opacity, toggle)
+        the last one drawn there stays, so layer controls never make overlays flicker."""
+        if len(self._last_overlay) > MAX_REMEMBERED_OVERLAYS:
+            self._last_overlay.clear()
+        for col, row in tiles:
+            key = self._overlay_key(signature, level, col, row)
+            tile = self.cache.peek(key)
+            if tile is not None:
+                self._last_overlay[(level, col, row)] = key
+            else:
+                previous = self._last_overlay.get((level, col, row))
+                tile = self.cache.peek(previous) if previous is not None else None
+            if tile is not None:
+                self._draw_tile(painter, tile, level, col, row)
+            else:
+                self._draw_fallback(painter, "overlay", self._source, key.version, level, col, row)
 
     def _paint_overview(self, painter: QPainter, bounds) -> None:
         """Draw white glass and the overview image under the visible area (placeholder)."""

@@ -80,6 +80,25 @@ def rgba_to_image(rgba: np.ndarray | None) -> CachedTile:
     return CachedTile(image, bgra)
 
 
+def composite_tiles(tiles: list[tuple[CachedTile, float]]) -> CachedTile:
+    """Blend premultiplied layer tiles (bottom first) with their opacities into one tile.
+
+    Drawing one pre-blended overlay tile per screen tile costs the GUI thread one
+    source-over blit however many layers are shown.
+    """
+    arrays = [(t.array, o) for t, o in tiles if t.array is not None]
+    if not arrays:
+        return CachedTile(None, None)
+    out = np.zeros(arrays[0][0].shape, np.float32)
+    for array, opacity in arrays:
+        src = array.astype(np.float32) * opacity
+        out = src + out * (1.0 - src[..., 3:4] / 255.0)
+    bgra = np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    height, width = bgra.shape[:2]
+    image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_ARGB32_Premultiplied)
+    return CachedTile(image, bgra)
+
+
 class TileCache:
     """Thread-safe LRU cache of decoded tiles bounded by bytes, shared by all panes.
 
@@ -247,13 +266,20 @@ class TileLoader(QObject):
             try:
                 if self.cache.peek(request.key) is None:
                     self.cache.put(request.key, request.produce())
-                self.tile_ready.emit(request.owner, request.key)
+                ok, message = True, ""
             except Exception as exc:  # reported to the GUI, never fatal
-                self.failed.emit(request.owner, str(exc))
+                ok, message = False, str(exc)
             finally:
                 with self._cond:
                     self._in_flight.discard(request.key)
                     self._cond.notify_all()
+            try:
+                if ok:
+                    self.tile_ready.emit(request.owner, request.key)
+                else:
+                    self.failed.emit(request.owner, message)
+            except RuntimeError:  # the loader's Qt side was deleted: the app is closing
+                return
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block (not on the GUI thread in the app) until no request is pending."""
