@@ -206,3 +206,11 @@ def test_cli_missing_files_and_mcnemar_range(tmp_path, capsys):
         capsys, "study", "mcnemar-range", "--cases", "21", "--correct-a", "22", "--correct-b", "9"
     )
     assert code == 2 and "between 0 and n" in err
+
+
+def test_cli_read_and_results_user_errors(tmp_path, capsys):
+    study = make_study(tmp_path, readers=("alice",))
+    code, _, err = _cli(capsys, "study", "read", str(study), "--reader", "mallory")
+    assert code == 2 and "'mallory' is not enrolled" in err and err.count("\n") == 1
+    code, _, err = _cli(capsys, "study", "results", str(tmp_path / "no_report"))
+    assert code == 2 and "not a readable study summary" in err and err.count("\n") == 1

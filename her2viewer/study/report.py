@@ -21,6 +21,7 @@ from her2viewer.errors import StudyError
 from her2viewer.study import plots
 from her2viewer.study.stats import MODEL, analyse
 from her2viewer.study.store import StudyStore
+from her2viewer.training.metrics import EXACT_MCNEMAR_BELOW
 
 METRIC_ORDER = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "ppv", "npv")
 
@@ -50,16 +51,22 @@ def _raters(summary: dict) -> list[tuple[str, str, dict]]:
 
 
 def metric_rows(summary: dict) -> list[list]:
-    """Flatten a summary's metrics to rows: rater, arm, metric, value, low, high, method, n."""
+    """Flatten a summary's metrics to rows: rater, arm, metric, value, low, high, method, n.
+
+    When a question has both, status metrics (2+/3+ positive) are prefixed ``status_`` to
+    tell them from the metrics of the answers themselves (e.g. exact IHC score accuracy).
+    """
     rows = []
     for name, arm, block in _raters(summary):
-        groups = [block.get("binary", {}), block.get("multiclass", {}).get("metrics", {})]
+        multiclass = block.get("multiclass", {}).get("metrics", {})
+        prefix = "status_" if multiclass else ""
+        groups = [(prefix, block.get("binary", {})), ("", multiclass)]
         if "auc" in block:
-            groups.append({"auc": block["auc"]})
-        for group in groups:
+            groups.append((prefix, {"auc": block["auc"]}))
+        for tag, group in groups:
             for metric, est in group.items():
                 rows.append(
-                    [name, arm, metric, est["value"], est["low"], est["high"]]
+                    [name, arm, tag + metric, est["value"], est["low"], est["high"]]
                     + [est["method"], est["n"]]
                 )
     return rows
@@ -152,7 +159,10 @@ def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
         f"{html.escape(', '.join(study['readers']) or 'none')}. Generated {study['generated_at']}. "
         "95% intervals: Clopper-Pearson for proportions, percentile bootstrap "
         f"({study['bootstrap']['n_boot']} resamples, seed {study['bootstrap']['seed']}) for "
-        "balanced accuracy, F1 and kappa, DeLong for AUC.</p>",
+        "balanced accuracy, F1 and kappa, DeLong for AUC. A reader or the model is correct on a "
+        "case when its answer equals the truth; McNemar tests are exact binomial below "
+        f"{EXACT_MCNEMAR_BELOW} discordant cases, chi-square with continuity correction "
+        "from there on.</p>",
     ]
     if study["missing_slides"]:
         parts.append(
