@@ -132,3 +132,19 @@ def test_plain_checkpoint_needs_an_encoder(synthetic_case, tiny_setup, tmp_path)
             analyze_slide(slide, tmp_path / "s_0_checkpoint.pt", cache=tmp_path)
         with pytest.raises(ModelError, match="8-d features but the model expects 12"):
             analyze_slide(slide, tmp_path / "s_0_checkpoint.pt", encoder=encoder, cache=tmp_path)
+
+
+def test_heatmap_fills_in_progressively(synthetic_case, tiny_setup, tmp_path):
+    _, encoder, bundle = tiny_setup
+    options = ClamAnalysisOptions(
+        magnification=5.0, patch_size=32, device="cpu", batch_size=16, workers=2
+    )
+    partial = []
+    with open_slide(synthetic_case / "he.svs") as slide:
+        final = analyze_slide(
+            slide, bundle, options, encoder, cache=tmp_path, on_partial=partial.append
+        )
+    assert len(partial) >= 2
+    assert len(partial[0].coords) == 16 < len(partial[-1].coords) == len(final.coords)
+    np.testing.assert_array_equal(partial[-1].values, final.values)
+    np.testing.assert_allclose(partial[-1].prediction.probabilities, final.prediction.probabilities)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +25,14 @@ from scipy.stats import percentileofscore, rankdata
 
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder, encoder_for_bundle
-from her2viewer.features.engine import extract_features
+from her2viewer.features.engine import BatchFn, extract_features
 from her2viewer.features.store import read_features
 from her2viewer.jobs import CancelToken
 from her2viewer.models.bundle import is_bundle, load_bundle
 from her2viewer.models.clam import CLAM, ClamPrediction, load_clam, predict
 from her2viewer.paths import cache_dir
 from her2viewer.slide import Slide
-from her2viewer.tissue import TissueSegmentation, make_patch_grid, segment_tissue
+from her2viewer.tissue import PatchGrid, TissueSegmentation, make_patch_grid, segment_tissue
 
 
 def to_percentiles(scores: np.ndarray) -> np.ndarray:
@@ -202,8 +203,9 @@ def analyze_slide(
     progress: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
     cache: str | Path | None = None,
+    on_partial: Callable[[ClamHeatmap], None] | None = None,
 ) -> ClamHeatmap:
-    """Segment -> patch -> extract -> CLAM -> attention heatmap, cached per slide and model.
+    """Segment -> patch -> extract -> CLAM -> attention heatmap, cached per slide and encoder.
 
     Parameters
     ----------
@@ -217,8 +219,11 @@ def analyze_slide(
     progress, cancel
         Passed to the extraction engine (features are the slow step).
     cache : path, optional
-        Cache folder (default: the user cache); features are reused per slide
-        fingerprint + encoder, so a second call returns at once.
+        Cache folder (default: the user cache); features are kept per slide
+        fingerprint + encoder, so a second call only runs the (fast) model.
+    on_partial : callable, optional
+        Called with a heatmap of the patches encoded so far (at most once per
+        second while the block-map features are extracted), for progressive display.
 
     Raises
     ------
@@ -227,13 +232,7 @@ def analyze_slide(
     """
     options = options or ClamAnalysisOptions()
     model, meta = load_clam(model_path)
-    if encoder is None:
-        if not is_bundle(model_path):
-            raise ModelError(
-                "A plain CLAM checkpoint does not say which encoder made its features; "
-                "use a bundle or choose the encoder."
-            )
-        encoder = encoder_for_bundle(meta, load_bundle(model_path).tensors)
+    encoder = encoder or _bundle_encoder(model_path, meta)
     if encoder.dim != model.config.embed_dim:
         raise ModelError(
             f"Encoder {encoder.name} gives {encoder.dim}-d features but the model "
@@ -241,40 +240,77 @@ def analyze_slide(
         )
     seg = segment_tissue(slide)
     folder = Path(cache or cache_dir()) / "clam" / slide.info.fingerprint
-    block = _features_for(slide, seg, encoder, folder, options, 0.0, progress, cancel)
-    prediction = predict(model, block.features)
-    overlap_feats = None
-    coords = block.coords
-    if options.overlap > 0:
-        over = _features_for(
-            slide, seg, encoder, folder, options, options.overlap, progress, cancel
+    names = list(meta.get("class_names", []))
+
+    def heatmap(coords, scores, prediction, overlap: float, size0: int) -> ClamHeatmap:
+        downsample = options.map_downsample or size0 * (1 - options.overlap) / 4
+        size = (slide.info.width, slide.info.height)
+        values = patch_score_map(
+            coords,
+            scores,
+            size0,
+            size,
+            downsample,
+            seg,
+            options.blur,
+            overlap,
+            options.binarize_threshold,
         )
-        overlap_feats, coords = over.features, over.coords
-    scores = attention_scores(model, prediction, overlap_feats)
+        return ClamHeatmap(
+            values, float(downsample), coords, scores.astype(np.float32), prediction, names
+        )
+
+    def watch(grid: PatchGrid) -> BatchFn:
+        return _PartialMaps(model, grid, heatmap, on_partial)
+
+    run = dict(progress=progress, cancel=cancel)
+    block = _features_for(
+        slide, seg, encoder, folder, options, 0.0, on_batch_for=watch if on_partial else None, **run
+    )
+    prediction = predict(model, block.features)
     size0 = int(block.attrs["patch_size_level0"])
-    downsample = options.map_downsample or size0 * (1 - options.overlap) / 4
-    values = patch_score_map(
-        coords,
-        scores,
-        size0,
-        (slide.info.width, slide.info.height),
-        downsample,
-        seg,
-        options.blur,
-        options.overlap,
-        options.binarize_threshold,
-    )
-    return ClamHeatmap(
-        values,
-        float(downsample),
-        coords,
-        scores.astype(np.float32),
-        prediction,
-        list(meta.get("class_names", [])),
-    )
+    if options.overlap <= 0:
+        return heatmap(block.coords, attention_scores(model, prediction), prediction, 0.0, size0)
+    over = _features_for(slide, seg, encoder, folder, options, options.overlap, **run)
+    scores = attention_scores(model, prediction, over.features)
+    return heatmap(over.coords, scores, prediction, options.overlap, size0)
 
 
-def _features_for(slide, seg, encoder, folder, options, overlap, progress, cancel):
+def _bundle_encoder(model_path, meta: dict) -> Encoder:
+    if not is_bundle(model_path):
+        raise ModelError(
+            "A plain CLAM checkpoint does not say which encoder made its features; "
+            "use a bundle or choose the encoder."
+        )
+    return encoder_for_bundle(meta, load_bundle(model_path).tensors)
+
+
+class _PartialMaps:
+    """Turns the batches of a running extraction into provisional heatmaps."""
+
+    def __init__(self, model, grid: PatchGrid, heatmap, callback, interval: float = 1.0):
+        self.model, self.grid, self.heatmap, self.callback = model, grid, heatmap, callback
+        self.rows: dict[int, np.ndarray] = {}
+        self.interval, self.last = interval, 0.0
+
+    def __call__(self, start: int, feats: np.ndarray) -> None:
+        self.rows[start] = feats
+        now = time.monotonic()
+        finished = sum(len(f) for f in self.rows.values()) == len(self.grid)
+        if now - self.last < self.interval and not finished:
+            return
+        self.last = now
+        starts = sorted(self.rows)
+        feats_done = np.concatenate([self.rows[s] for s in starts])
+        coords = np.concatenate([self.grid.coords[s : s + len(self.rows[s])] for s in starts])
+        prediction = predict(self.model, feats_done)
+        scores = to_percentiles(prediction.branch_attention())
+        self.callback(self.heatmap(coords, scores, prediction, 0.0, self.grid.patch_size_level0))
+
+
+def _features_for(
+    slide, seg, encoder, folder, options, overlap, progress, cancel, on_batch_for=None
+):
     step = max(1, int(round(options.patch_size * (1 - overlap))))
     key = hashlib.sha256(
         json.dumps([encoder.identity, options.magnification, options.patch_size, step]).encode()
@@ -298,5 +334,6 @@ def _features_for(slide, seg, encoder, folder, options, overlap, progress, cance
             workers=options.workers,
             progress=progress,
             cancel=cancel,
+            on_batch=on_batch_for(grid) if on_batch_for else None,
         )
     return read_features(path)
