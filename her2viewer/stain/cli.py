@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +16,15 @@ from her2viewer.analysis.ihc_baseline import (
     cohort_descriptors,
     max_tile_dab,
     read_labels,
+)
+from her2viewer.analysis.ihc_mil import (
+    attention_map,
+    load_mil,
+    predict_mil,
+    resnet34_encoder,
+    save_mil,
+    slide_features,
+    train_ihc_mil,
 )
 from her2viewer.errors import StainError
 from her2viewer.slide import open_slide
@@ -43,6 +54,25 @@ def register(subparsers) -> None:
     predict.add_argument("model", help="model JSON from train-baseline")
     predict.add_argument("slide", help="IHC slide or image")
     predict.set_defaults(func=run_predict_baseline)
+    train_mil = verbs.add_parser("train-mil", help="train seed 003's attention MIL on IHC")
+    train_mil.add_argument("labels", help="cohort CSV with ihc_path, ihc_score, her2_status")
+    train_mil.add_argument("-o", "--out", required=True, help="bundle folder or .zip to write")
+    train_mil.add_argument("--features-dir", required=True, help="tile features cache folder")
+    weights = train_mil.add_mutually_exclusive_group()
+    weights.add_argument("--encoder-weights", help="torchvision ResNet-34 weights file")
+    weights.add_argument(
+        "--random-weights", type=int, metavar="SEED", help="random encoder (tests/demos only)"
+    )
+    train_mil.add_argument("--epochs", type=int, default=40)
+    train_mil.add_argument("--device", default="auto")
+    train_mil.set_defaults(func=run_train_mil)
+    predict_mil = verbs.add_parser("predict-mil", help="apply an attention-MIL bundle")
+    predict_mil.add_argument("bundle", help="bundle from train-mil")
+    predict_mil.add_argument("slide", help="IHC slide or image")
+    predict_mil.add_argument("--features", help="features .h5 to reuse or write")
+    predict_mil.add_argument("--heatmap", help="write the attention heatmap as a PNG")
+    predict_mil.add_argument("--device", default="auto")
+    predict_mil.set_defaults(func=run_predict_mil)
 
 
 def _category_png(category_map: np.ndarray) -> np.ndarray:
@@ -96,6 +126,58 @@ def run_predict_baseline(args) -> int:
                 "ihc_score": int(scores[0]),
                 "her2_status": str(statuses[0]),
                 "max_tile_dab": descriptor,
+            }
+        )
+    )
+    return 0
+
+
+def run_train_mil(args) -> int:
+    """Extract (or reuse) tile features for a cohort and train the attention MIL."""
+    rows = read_labels(args.labels)
+    encoder = resnet34_encoder(args.encoder_weights, args.random_weights)
+    features_dir = Path(args.features_dir)
+    features_dir.mkdir(parents=True, exist_ok=True)
+    bags = []
+    for row in rows:
+        with open_slide(row["ihc_path"]) as slide:
+            name = Path(row["ihc_path"]).parent.name + "_" + Path(row["ihc_path"]).stem
+            bags.append(slide_features(slide, encoder, features_dir / f"{name}.h5", args.device))
+    model = train_ihc_mil(
+        [b.features for b in bags],
+        [int(r["ihc_score"]) for r in rows],
+        [r["her2_status"] for r in rows],
+        epochs=args.epochs,
+    )
+    out = save_mil(args.out, model, encoder, {"labels": str(args.labels), "slides": len(rows)})
+    print(f"trained on {len(rows)} slides; bundle: {out}", file=sys.stderr)
+    return 0
+
+
+def run_predict_mil(args) -> int:
+    """Print the MIL's IHC score and status for one slide (and its attention heatmap)."""
+    model, encoder = load_mil(args.bundle)
+    with tempfile.TemporaryDirectory() as tmp, open_slide(args.slide) as slide:
+        features = slide_features(
+            slide, encoder, args.features or Path(tmp) / "features.h5", args.device
+        )
+        prediction = predict_mil(model, features.features)
+        if args.heatmap:
+            tile0 = int(features.attrs.get("patch_size_level0", 224))
+            heat, _ = attention_map(
+                features.coords, prediction.attention, tile0, slide.info.width, slide.info.height
+            )
+            image = np.where(np.isnan(heat), 0, 55 + 200 * np.nan_to_num(heat)).astype(np.uint8)
+            if not cv2.imwrite(args.heatmap, image):
+                raise StainError(f"Could not write the heatmap to {args.heatmap}.")
+    print(
+        json.dumps(
+            {
+                "ihc_score": prediction.score,
+                "her2_status": prediction.status,
+                "score_probs": prediction.score_probs.round(4).tolist(),
+                "status_probs": prediction.status_probs.round(4).tolist(),
+                "n_tiles": len(prediction.attention),
             }
         )
     )

@@ -1,0 +1,183 @@
+"""Verbs ``radiomics extract|extract-batch|train|evaluate|predict`` (seed 001)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from her2viewer.errors import RadiomicsError
+from her2viewer.radiomics.features import FEATURE_CLASSES, RadiomicsSettings, extract_features
+from her2viewer.radiomics.model import (
+    MODEL_NAMES,
+    load_models,
+    predict_saved,
+    read_feature_table,
+    save_models,
+    score_report,
+    train_models,
+)
+from her2viewer.radiomics.plots import write_report_figures
+from her2viewer.radiomics.volume import load_volume
+
+
+def _settings_options(parser) -> None:
+    parser.add_argument("--label", type=int, default=1, help="ROI value in the mask (default 1)")
+    parser.add_argument("--bin-width", type=float, default=25.0, help="default 25")
+    parser.add_argument("--shift", type=float, default=0.0, help="voxelArrayShift (default 0)")
+    parser.add_argument(
+        "--classes", default=",".join(FEATURE_CLASSES), help="comma-separated feature classes"
+    )
+
+
+def register(subparsers) -> None:
+    """Add the ``radiomics`` verb and its actions."""
+    verb = subparsers.add_parser("radiomics", help="CT/MR radiomic features and HER2 classifiers")
+    sub = verb.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    one = sub.add_parser("extract", help="features of one volume + ROI mask (NRRD or NIfTI)")
+    one.add_argument("image")
+    one.add_argument("mask")
+    one.add_argument("--json", action="store_true", help="print JSON")
+    _settings_options(one)
+    one.set_defaults(func=run_extract)
+    batch = sub.add_parser("extract-batch", help="features CSV from a cases CSV")
+    batch.add_argument(
+        "cases", help="CSV with case_id, image, mask[, label] (paths relative to it)"
+    )
+    batch.add_argument("--out", required=True, help="features CSV to write")
+    _settings_options(batch)
+    batch.set_defaults(func=run_extract_batch)
+    train = sub.add_parser("train", help="PCA -> LR / RF / MLP on a labelled features CSV")
+    train.add_argument("features", help="features CSV with a binary label column")
+    train.add_argument("--out", required=True, help="model JSON to write")
+    train.add_argument("--figures", default=None, help="folder for ROC/PR/learning-curve PNGs")
+    train.add_argument("--label-column", default="label")
+    train.add_argument("--variance", type=float, default=0.95, help="PCA cumulative variance")
+    train.add_argument("--test-size", type=float, default=0.3)
+    train.add_argument("--folds", type=int, default=5)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", action="store_true", help="print the full report as JSON")
+    train.set_defaults(func=run_train)
+    evaluate = sub.add_parser("evaluate", help="AUC and confusion of a saved model on a CSV")
+    evaluate.add_argument("model")
+    evaluate.add_argument("features")
+    evaluate.add_argument("--label-column", default="label")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=run_evaluate)
+    predict = sub.add_parser("predict", help="HER2 probability of one volume + ROI")
+    predict.add_argument("model")
+    predict.add_argument("image")
+    predict.add_argument("mask")
+    predict.add_argument("--classifier", default="logistic_regression", choices=MODEL_NAMES)
+    predict.add_argument("--json", action="store_true")
+    _settings_options(predict)
+    predict.set_defaults(func=run_predict)
+
+
+def _settings(args) -> RadiomicsSettings:
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    return RadiomicsSettings(args.bin_width, args.label, args.shift, classes)
+
+
+def _features(image: str | Path, mask: str | Path, args) -> dict[str, float]:
+    return extract_features(load_volume(image), load_volume(mask), _settings(args))
+
+
+def run_extract(args) -> int:
+    """Print the features of one case."""
+    features = _features(args.image, args.mask, args)
+    if args.json:
+        print(json.dumps(features, indent=2))
+    else:
+        for name, value in features.items():
+            print(f"{name}: {value:.6g}")
+    return 0
+
+
+def run_extract_batch(args) -> int:
+    """Write a features CSV (one row per case) from a cases CSV."""
+    cases = Path(args.cases)
+    if not cases.is_file():
+        raise RadiomicsError(f"Cases file not found: {cases}")
+    with cases.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"case_id", "image", "mask"} <= set(rows[0]):
+        raise RadiomicsError(f"{cases.name} needs columns case_id, image and mask.")
+    table = []
+    for row in rows:
+        features = _features(cases.parent / row["image"], cases.parent / row["mask"], args)
+        extra = {"label": row["label"]} if "label" in row else {}
+        table.append({"case_id": row["case_id"], **extra, **features})
+    out = Path(args.out)
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    print(
+        f"wrote {len(table)} cases x {len(table[0]) - 1 - ('label' in table[0])} features to {out}"
+    )
+    return 0
+
+
+def run_train(args) -> int:
+    """Train the three classifiers, write the model JSON and optional figures."""
+    table = read_feature_table(args.features, args.label_column)
+    fitted, report = train_models(table, args.test_size, args.variance, args.folds, args.seed)
+    save_models(args.out, fitted, table, report)
+    if args.figures:
+        report["figures"] = [str(p) for p in write_report_figures(report, args.figures)]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"PCA components: {report['pca']['components']} (of {len(table.feature_names)} features)")
+    for name, m in report["models"].items():
+        print(
+            f"{name}: test AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}], "
+            f"AP {m['average_precision']:.3f}, accuracy {m['accuracy']:.3f}, "
+            f"CV AUC {m['cv_auc_mean']:.3f} +- {m['cv_auc_std']:.3f}"
+        )
+    return 0
+
+
+def run_evaluate(args) -> int:
+    """Evaluate every saved classifier on a labelled features CSV."""
+    payload = load_models(args.model)
+    table = read_feature_table(args.features, args.label_column)
+    if table.classes != payload["classes"]:
+        raise RadiomicsError(
+            f"Labels {table.classes} differ from the model's {payload['classes']}."
+        )
+    index = {name: i for i, name in enumerate(table.feature_names)}
+    missing = [f for f in payload["features"] if f not in index]
+    if missing:
+        raise RadiomicsError(f"Feature '{missing[0]}' is missing from {Path(args.features).name}.")
+    x = table.x[:, [index[f] for f in payload["features"]]]
+    summary = {
+        name: score_report(table.y, predict_saved(payload, x, name), table.classes)
+        for name in payload["models"]
+    }
+    print(
+        json.dumps(summary, indent=2)
+        if args.json
+        else "\n".join(
+            f"{k}: AUC {v['auc']:.3f}, accuracy {v['accuracy']:.3f}" for k, v in summary.items()
+        )
+    )
+    return 0
+
+
+def run_predict(args) -> int:
+    """Print the probability of the model's second class for one case."""
+    payload = load_models(args.model)
+    probability = float(
+        predict_saved(payload, _features(args.image, args.mask, args), args.classifier)[0]
+    )
+    classes = payload["classes"]
+    result = {
+        "classifier": args.classifier,
+        "class": classes[int(probability >= 0.5)],
+        f"p_{classes[1]}": probability,
+    }
+    print(json.dumps(result) if args.json else ", ".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
