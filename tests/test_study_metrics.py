@@ -191,3 +191,17 @@ def test_auc_single_class_is_nan():
     est = m.auc_delong([1, 1, 1], [0.1, 0.5, 0.9])
     assert np.isnan(est.value)
     assert est.to_dict()["value"] is None
+
+
+def test_multiclass_metrics_match_sklearn():
+    rng = np.random.default_rng(7)
+    t = rng.choice(SCORES, 120, p=[0.4, 0.3, 0.2, 0.1])
+    p = np.where(rng.random(120) < 0.6, t, rng.choice(SCORES, 120))
+    result = m.multiclass_metrics(t, p, SCORES, "quadratic", n_boot=300)
+    assert result["accuracy"].value == pytest.approx(skm.accuracy_score(t, p))
+    assert result["balanced_accuracy"].value == pytest.approx(skm.balanced_accuracy_score(t, p))
+    assert result["kappa"].value == pytest.approx(
+        skm.cohen_kappa_score(t, p, labels=SCORES, weights="quadratic")
+    )
+    for est in result.values():
+        assert est.low <= est.value <= est.high

@@ -59,17 +59,8 @@ def _model_score(question: Question, label: str, probability: float | None) -> f
 def _multiclass(truth, answers, question: Question, n_boot: int, seed: int) -> dict:
     labels = list(question.labels)
     weights = "quadratic" if question.ordinal else None
-    correct = int(sum(t == a for t, a in zip(truth, answers, strict=True)))
-    low, high = m.clopper_pearson(correct, len(truth))
-    result = {
-        "accuracy": m.Estimate(correct / len(truth), low, high, "clopper-pearson", len(truth)),
-        "balanced_accuracy": m.cm_estimate(
-            m.balanced_accuracy_from_cm, truth, answers, labels, n_boot, seed=seed
-        ),
-        "kappa_vs_truth": m.cm_estimate(
-            partial(m.kappa_from_cm, weights=weights), truth, answers, labels, n_boot, seed=seed
-        ),
-    }
+    result = m.multiclass_metrics(truth, answers, labels, weights, n_boot=n_boot, seed=seed)
+    result["kappa_vs_truth"] = result.pop("kappa")
     return {
         "metrics": _estimates(result),
         "kappa_weights": weights,

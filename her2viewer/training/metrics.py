@@ -45,6 +45,7 @@ __all__ = [
     "mcnemar",
     "mcnemar_from_counts",
     "mcnemar_splits",
+    "multiclass_metrics",
     "roc_curve",
 ]
 
@@ -345,6 +346,46 @@ def binary_metrics(
     for name, func in (("balanced_accuracy", balanced_accuracy_from_cm), ("f1", f1_from_cm)):
         result[name] = cm_estimate(func, t, p, (False, True), n_boot, level, seed)
     return result
+
+
+def multiclass_metrics(
+    truth: Sequence,
+    pred: Sequence,
+    labels: Sequence,
+    weights: str | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """Accuracy, balanced accuracy and Cohen's kappa against the truth for k classes, with CIs.
+
+    Parameters
+    ----------
+    truth, pred : sequence
+        True and predicted labels per case, each one of ``labels``.
+    labels : sequence
+        Classes in order (the order matters for weighted kappa).
+    weights : {None, "linear", "quadratic"}
+        Kappa weights; "quadratic" for ordinal scores such as IHC 0/1+/2+/3+.
+    level, n_boot, seed
+        Interval coverage, bootstrap resamples and seed.
+
+    Returns
+    -------
+    dict of str to Estimate
+        ``accuracy`` (Clopper-Pearson), ``balanced_accuracy`` (mean recall over the
+        classes present) and ``kappa`` (both bootstrap).
+    """
+    cm = confusion_matrix(truth, pred, labels)
+    return {
+        "accuracy": _proportion(int(np.trace(cm)), int(cm.sum()), level),
+        "balanced_accuracy": cm_estimate(
+            balanced_accuracy_from_cm, truth, pred, labels, n_boot, level, seed
+        ),
+        "kappa": cm_estimate(
+            lambda c: kappa_from_cm(c, weights), truth, pred, labels, n_boot, level, seed
+        ),
+    }
 
 
 def roc_curve(truth: Sequence, score: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
