@@ -79,3 +79,42 @@ def test_sigkill_while_answering_loses_no_committed_answer(tmp_path):
         "integrity ok"
     )
     assert runs_with_answers > KILLS // 2  # the kills really landed while answers were written
+
+
+#: Imports one CSV of answers (one transaction) and prints "done" when it returned.
+IMPORTER = """
+import os, sys
+from her2viewer.study.store import StudyStore
+store = StudyStore(sys.argv[1])
+os.write(1, b"ready\\n")
+store.import_csv(sys.argv[2])
+os.write(1, b"done\\n")
+"""
+
+
+def test_sigkill_during_import_is_all_or_nothing(tmp_path):
+    path = make_study(tmp_path, n=21)
+    with StudyStore(path) as store:
+        case_ids = [c.case_id for c in store.cases()]
+    rng = random.Random(7)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    finished = 0
+    for run in range(10):
+        rows = [f"imp{run}_{r},{c},positive" for r in range(25) for c in case_ids]
+        answers = tmp_path / f"answers{run}.csv"
+        answers.write_text("reader,case_id,answer\n" + "\n".join(rows) + "\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", IMPORTER, str(path), str(answers)],
+            stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert proc.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.0, 0.08))
+        proc.send_signal(signal.SIGKILL)
+        done = proc.stdout.read() == b"done\n"
+        proc.wait()
+        finished += done
+        with StudyStore(path) as store:
+            assert store.integrity_check() == "ok"
+            count = sum(a.reader.startswith(f"imp{run}_") for a in store.answers())
+        assert count in (0, len(rows)) and (count == len(rows) or not done)
+    print(f"\nimport crash test: 10 SIGKILLs, {finished} imports had finished, none half-written")
