@@ -64,4 +64,10 @@ def test_extract_user_errors(tmp_path, synthetic_case, capsys, monkeypatch):
     bad_csv.write_text("case_id,score\nc1,3\n")
     assert main(["extract", str(bad_csv), "-o", str(tmp_path), "--random-weights", "0"]) == 2
     assert "needs one of the columns" in capsys.readouterr().err
+    listing = tmp_path / "slides.txt"
+    listing.write_text(f"# two slides with one name\n{he}\n\n{he}\n")
+    assert main(["extract", str(listing), "-o", str(tmp_path), "--random-weights", "0"]) == 2
+    assert "Several slides are named he" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "no.txt"), "-o", str(tmp_path)]) == 2
+    assert "Slide list not found" in capsys.readouterr().err
     assert not (tmp_path / "h5_files").exists()

@@ -57,7 +57,9 @@ def encoder_from_args(args) -> Encoder:
 def register(subparsers) -> None:
     """Add the ``extract`` verb."""
     p = subparsers.add_parser("extract", help="encode tissue patches -> features h5 (CLAM layout)")
-    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or a cohort CSV")
+    p.add_argument(
+        "slides", nargs="+", metavar="SLIDE", help="slide files, a .txt list or a cohort CSV"
+    )
     p.add_argument("-o", "--out", required=True, help="output folder (h5_files/, pt_files/)")
     add_encoder_options(p)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -72,7 +74,8 @@ def register(subparsers) -> None:
 
 
 def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
-    """Expand slide paths and cohort CSVs into unique ``(name, path)`` pairs.
+    """Expand slide paths, ``.txt`` lists (one path a line) and cohort CSVs into unique
+    ``(name, path)`` pairs.
 
     Raises
     ------
@@ -82,7 +85,13 @@ def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
     pairs = []
     for item in inputs:
         path = Path(item)
-        pairs.extend(_csv_slides(path) if path.suffix.lower() == ".csv" else [(path.stem, path)])
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            pairs.extend(_csv_slides(path))
+        elif suffix == ".txt":
+            pairs.extend(_list_slides(path))
+        else:
+            pairs.append((path.stem, path))
     names = [name for name, _ in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -91,6 +100,14 @@ def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
             "slide_id column to name them."
         )
     return pairs
+
+
+def _list_slides(path: Path) -> list[tuple[str, Path]]:
+    if not path.is_file():
+        raise ModelError(f"Slide list not found: {path}.")
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    slides = [path.parent / line for line in lines if line and not line.startswith("#")]
+    return [(slide.stem, slide) for slide in slides]
 
 
 def _csv_slides(path: Path) -> list[tuple[str, Path]]:
