@@ -89,6 +89,7 @@ def test_answers_commit_advance_and_confirm_before_leaving(qtbot, tmp_path, load
     window.set_paused(True)
     assert "Paused" in window.message.text()
     assert not window.answer_buttons["positive"].isEnabled()
+    assert not window.go_to(2, confirm=False)  # no browsing while paused
     clock.now += 100.0  # paused time does not count
     window.set_paused(False)
     clock.now += 2.0

@@ -280,8 +280,11 @@ class ReadingWindow(QMainWindow):
 
     # -- navigation ----------------------------------------------------------------
     def go_to(self, position: int, confirm: bool = True) -> bool:
-        """Show the case at a 0-based position; asks before leaving an unanswered case."""
-        if not 0 <= position < self.session.total or position == self.position:
+        """Show the case at a 0-based position; asks before leaving an unanswered case.
+
+        Refused while paused (the slides stay hidden and the clock stopped).
+        """
+        if self.paused or not 0 <= position < self.session.total or position == self.position:
             return False
         unanswered = self.case is not None and self.session.case(self.position).answer is None
         if confirm and unanswered and not self.confirm_leave(self):
