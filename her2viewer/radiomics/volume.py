@@ -20,22 +20,65 @@ import numpy as np
 from her2viewer.errors import RadiomicsError
 
 _NRRD_TYPES = {
-    "signed char": "i1", "int8": "i1", "int8_t": "i1",
-    "uchar": "u1", "unsigned char": "u1", "uint8": "u1", "uint8_t": "u1",
-    "short": "i2", "short int": "i2", "signed short": "i2", "int16": "i2", "int16_t": "i2",
-    "ushort": "u2", "unsigned short": "u2", "uint16": "u2", "uint16_t": "u2",
-    "int": "i4", "signed int": "i4", "int32": "i4", "int32_t": "i4",
-    "uint": "u4", "unsigned int": "u4", "uint32": "u4", "uint32_t": "u4",
-    "longlong": "i8", "long long": "i8", "int64": "i8", "int64_t": "i8",
-    "ulonglong": "u8", "unsigned long long": "u8", "uint64": "u8", "uint64_t": "u8",
-    "float": "f4", "double": "f8",
-}  # fmt: skip
+    "signed char": "i1",
+    "int8": "i1",
+    "int8_t": "i1",
+    "uchar": "u1",
+    "unsigned char": "u1",
+    "uint8": "u1",
+    "uint8_t": "u1",
+    "short": "i2",
+    "short int": "i2",
+    "signed short": "i2",
+    "int16": "i2",
+    "int16_t": "i2",
+    "ushort": "u2",
+    "unsigned short": "u2",
+    "uint16": "u2",
+    "uint16_t": "u2",
+    "int": "i4",
+    "signed int": "i4",
+    "int32": "i4",
+    "int32_t": "i4",
+    "uint": "u4",
+    "unsigned int": "u4",
+    "uint32": "u4",
+    "uint32_t": "u4",
+    "longlong": "i8",
+    "long long": "i8",
+    "int64": "i8",
+    "int64_t": "i8",
+    "ulonglong": "u8",
+    "unsigned long long": "u8",
+    "uint64": "u8",
+    "uint64_t": "u8",
+    "float": "f4",
+    "double": "f8",
+}
 _NRRD_NAMES = {
-    "i1": "int8", "u1": "uint8", "i2": "int16", "u2": "uint16", "i4": "int32",
-    "u4": "uint32", "i8": "int64", "u8": "uint64", "f4": "float", "f8": "double",
-}  # fmt: skip
-_NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4",
-                1024: "i8", 1280: "u8"}  # fmt: skip
+    "i1": "int8",
+    "u1": "uint8",
+    "i2": "int16",
+    "u2": "uint16",
+    "i4": "int32",
+    "u4": "uint32",
+    "i8": "int64",
+    "u8": "uint64",
+    "f4": "float",
+    "f8": "double",
+}
+_NIFTI_TYPES = {
+    2: "u1",
+    4: "i2",
+    8: "i4",
+    16: "f4",
+    64: "f8",
+    256: "i1",
+    512: "u2",
+    768: "u4",
+    1024: "i8",
+    1280: "u8",
+}
 
 
 @dataclass
@@ -63,12 +106,12 @@ class Volume:
 
 
 def load_volume(path: str | Path) -> Volume:
-    """Read a NRRD (``.nrrd``, ``.nhdr``) or NIfTI-1 (``.nii``, ``.nii.gz``) volume.
+    """Read a NRRD (``.nrrd``, ``.nhdr``), NIfTI-1 (``.nii``, ``.nii.gz``) or DICOM series.
 
     Parameters
     ----------
     path : str or Path
-        The file.
+        The file, or a folder holding one DICOM series.
 
     Returns
     -------
@@ -80,18 +123,21 @@ def load_volume(path: str | Path) -> Volume:
         When the file is missing, of an unknown format or damaged.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RadiomicsError(f"Volume file not found: {path}")
     name = path.name.lower()
     try:
+        if path.is_dir():
+            return read_dicom_series(path)
         if name.endswith((".nrrd", ".nhdr")):
             return read_nrrd(path)
         if name.endswith((".nii", ".nii.gz")):
             return read_nifti(path)
-    except (OSError, ValueError, EOFError, struct.error) as exc:
+    except (OSError, ValueError, EOFError, struct.error, AttributeError, RuntimeError) as exc:
         raise RadiomicsError(f"Cannot read volume {path.name}: {exc}") from exc
     raise RadiomicsError(
-        f"Unknown volume format for {path.name}; use .nrrd, .nhdr, .nii or .nii.gz."
+        f"Unknown volume format for {path.name}; use .nrrd, .nhdr, .nii, .nii.gz "
+        "or a folder with a DICOM series."
     )
 
 
@@ -280,3 +326,65 @@ def write_nifti(path: str | Path, volume: Volume) -> Path:
     data = bytes(header) + array.astype(array.dtype.newbyteorder("<")).tobytes()
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
+
+
+def _dicom_slices(folder: Path) -> list:
+    """Every DICOM image in ``folder`` that has a position, as pydicom datasets."""
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RadiomicsError(
+            "Reading DICOM needs pydicom; install the extra: pip install 'her2viewer[radiomics]'."
+        ) from exc
+    slices = []
+    for item in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            ds = pydicom.dcmread(item)
+        except (InvalidDicomError, OSError):
+            continue  # not a DICOM file (DICOMDIR, notes, thumbnails)
+        if "PixelData" in ds and "ImagePositionPatient" in ds:
+            slices.append(ds)
+    return slices
+
+
+def read_dicom_series(folder: str | Path) -> Volume:
+    """Read one DICOM series (one file per slice) from a folder.
+
+    Slices are ordered along the slice normal; values get ``RescaleSlope`` and
+    ``RescaleIntercept`` (Hounsfield units for CT).
+
+    Raises
+    ------
+    RadiomicsError
+        No slice, several series, or slices of different sizes.
+    """
+    folder = Path(folder)
+    slices = _dicom_slices(folder)
+    if not slices:
+        raise RadiomicsError(f"No DICOM image with a position was found in {folder}.")
+    series = {str(ds.get("SeriesInstanceUID", "")) for ds in slices}
+    if len(series) > 1:
+        raise RadiomicsError(f"{folder} holds {len(series)} DICOM series; put one per folder.")
+    row, col = (np.array(v, float) for v in np.reshape(slices[0].ImageOrientationPatient, (2, 3)))
+    normal = np.cross(row, col)
+    slices.sort(key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, float))))
+    if len({ds.pixel_array.shape for ds in slices}) > 1:
+        raise RadiomicsError(f"The slices in {folder} differ in size.")
+    array = np.stack(
+        [
+            ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+            for ds in slices
+        ]
+    )
+    positions = [np.dot(normal, np.array(ds.ImagePositionPatient, float)) for ds in slices]
+    dz = (
+        float(np.median(np.diff(positions)))
+        if len(slices) > 1
+        else float(slices[0].get("SliceThickness", 1.0))
+    )
+    dy, dx = (float(v) for v in slices[0].PixelSpacing)
+    if np.allclose(array, np.round(array)) and np.abs(array).max() < 2**15:
+        array = array.astype(np.int16)
+    origin = tuple(float(v) for v in slices[0].ImagePositionPatient)
+    return Volume(array, (dz, dy, dx), origin)
