@@ -161,7 +161,8 @@ def test_results_window_draws_summary(qtbot, tmp_path):
     write_report(path, tmp_path / "rep", n_boot=50)
     window = ResultsWindow(load_summary(tmp_path / "rep"))
     qtbot.addWidget(window)
-    assert window.tabs.count() == 4
+    assert window.tabs.count() == 5
+    assert window.tabs.widget(4).rowCount() == 3 * 2  # model + 2 readers, 2 labels each
     roc = window.tabs.widget(0)
     assert len(roc.getPlotItem().listDataItems()) == 1 + 1 + 2  # diagonal, model, 2 readers
     assert window.tabs.widget(2).rowCount() > 0

@@ -72,8 +72,23 @@ def reading_time_plot(summary: dict) -> pg.PlotWidget:
     return plot
 
 
+def confusion_rows(summary: dict) -> tuple[list[str], list[list]]:
+    """Every rater's confusion matrix stacked: header and rows (rater, arm, truth, counts...)."""
+    rows, labels = [], []
+    raters = [("model", "", summary.get("model") or {})]
+    raters += [(r["reader"], r["arm"], r) for r in summary["readers"]]
+    for name, arm, block in raters:
+        confusion = block.get("confusion") or block.get("multiclass", {}).get("confusion")
+        if not confusion:
+            continue
+        labels = confusion["labels"]
+        for truth, counts in zip(labels, confusion["matrix"], strict=True):
+            rows.append([name, arm, truth, *counts])
+    return ["rater", "arm", "truth \\ answer", *labels], rows
+
+
 class ResultsWindow(QMainWindow):
-    """Tabs: ROC, reading time, metrics with CIs, reader-vs-model McNemar tests."""
+    """Tabs: ROC, reading time, metrics with CIs, reader-vs-model McNemar tests, confusions."""
 
     def __init__(self, summary: dict):
         super().__init__()
@@ -88,6 +103,7 @@ class ResultsWindow(QMainWindow):
                  r["p_value"]] for r in summary["reader_vs_model"]]  # fmt: skip
         header = ["reader", "arm", "n", "both", "model only", "reader only", "neither", "test", "p"]
         self.tabs.addTab(_table(header, rows), "Reader vs model")
+        self.tabs.addTab(_table(*confusion_rows(summary)), "Confusion matrices")
         self.setCentralWidget(self.tabs)
         self.resize(1000, 700)
 
