@@ -270,11 +270,15 @@ def analyse(store: StudyStore, n_boot: int = 2000, seed: int = 0) -> dict:
         }
     }
     scored = sorted(c for c in predictions if c in truth)
+    with_prob = all(predictions[c][1] is not None for c in scored)  # else labels, not a mix
     model = _rater_block(
         question,
         [truth[c] for c in scored],
         [predictions[c][0] for c in scored],
-        [_model_score(question, *predictions[c]) for c in scored],
+        [
+            _model_score(question, predictions[c][0], predictions[c][1] if with_prob else None)
+            for c in scored
+        ],
         n_boot,
         seed,
     )
