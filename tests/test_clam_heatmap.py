@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,43 @@ def test_heatmap_fills_in_progressively(synthetic_case, tiny_setup, tmp_path):
     assert len(partial[0].coords) == 16 < len(partial[-1].coords) == len(final.coords)
     np.testing.assert_array_equal(partial[-1].values, final.values)
     np.testing.assert_allclose(partial[-1].prediction.probabilities, final.prediction.probabilities)
+
+
+def test_heatmap_verb_writes_png(synthetic_case, tiny_setup, tmp_path, capsys):
+    import cv2
+
+    from her2viewer.cli import main
+
+    root, _, bundle = tiny_setup
+    args = [
+        "clam",
+        "heatmap",
+        str(synthetic_case / "he.svs"),
+        "--model",
+        str(bundle),
+        "-o",
+        str(tmp_path / "heat.png"),
+        "--encoder",
+        f"torchscript:{root / 'enc.pt'}",
+        "--mag",
+        "5",
+        "--patch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        "--blur",
+    ]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prediction"] in ("negative", "positive") and summary["level"] == 1
+    with open_slide(synthetic_case / "he.svs") as slide:
+        level = slide.info.levels[1]
+        base = slide.level_image(1)
+    png = cv2.imread(str(tmp_path / "heat.png"))
+    assert png.shape == (level.height, level.width, 3)
+    assert np.abs(png[..., ::-1].astype(int) - base).max() > 50  # heat drawn over tissue
+    assert (tmp_path / "heat.json").is_file()
+    assert main([*args[:-1], "--level", "7"]) == 2
+    assert "Level 7 does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ``clam`` verb: ``clam infer`` on a features file, ``clam train`` with cross-validation."""
+"""The ``clam`` verb: ``infer`` on a features file, ``heatmap`` on a slide, ``train`` (k-fold)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
+from her2viewer.devices import DEVICE_CHOICES
+from her2viewer.errors import ModelError
+from her2viewer.features.encoders import build_encoder
 from her2viewer.features.store import read_features
 from her2viewer.models.clam import load_clam, predict
+from her2viewer.overlay.colormaps import COLORMAPS, DEFAULT_COLORMAP
+from her2viewer.overlay.layers import HeatmapLayer, render_level
+from her2viewer.slide import open_slide
 from her2viewer.training.clam_train import TrainConfig, cross_validate
 from her2viewer.training.datasets import load_cohort
 
@@ -28,6 +36,25 @@ def register(subparsers) -> None:
     infer.add_argument("--features", required=True, help="features .h5 (or CLAM .pt)")
     infer.add_argument("--json", action="store_true", help="print JSON with all attention")
     infer.set_defaults(func=run_infer)
+
+    heat = verbs.add_parser("heatmap", help="slide -> prediction + attention heatmap PNG")
+    heat.add_argument("slide")
+    heat.add_argument("--model", required=True, help="CLAM bundle (or checkpoint + --encoder)")
+    heat.add_argument("-o", "--out", required=True, help="PNG to write (plus .json summary)")
+    heat.add_argument("--level", type=int, help="pyramid level of the PNG (default: smallest)")
+    heat.add_argument("--overlap", type=float, default=0.0, help="patch overlap, 0 or 0.5")
+    heat.add_argument("--blur", action="store_true", help="Gaussian blur as CLAM")
+    heat.add_argument("--binarize", type=float, metavar="T", help="scores >= T -> 1, else 0")
+    heat.add_argument("--colormap", choices=sorted(COLORMAPS), default=DEFAULT_COLORMAP)
+    heat.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (0.5)")
+    heat.add_argument("--mag", type=float, default=20.0)
+    heat.add_argument("--patch-size", type=int, default=256)
+    heat.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    heat.add_argument("--batch-size", type=int, default=32)
+    heat.add_argument("--workers", type=int, default=4)
+    heat.add_argument("--encoder", help="encoder for a plain checkpoint (default: the bundle's)")
+    heat.add_argument("--encoder-weights", help="weights file for --encoder")
+    heat.set_defaults(func=run_heatmap)
 
     train = verbs.add_parser("train", help="k-fold CLAM training (seed 000 recipe)")
     train.add_argument("--features-dir", required=True, help="folder from `her2viewer extract`")
@@ -72,6 +99,53 @@ def run_infer(args) -> int:
     for i in top:
         where = f" at {tuple(int(v) for v in feats.coords[i])}" if feats.coords is not None else ""
         print(f"  patch {i}{where}: {branch[i]:.4f}")
+    return 0
+
+
+def run_heatmap(args) -> int:
+    """Analyse one slide with CLAM and write the attention heatmap over the slide as PNG."""
+    options = ClamAnalysisOptions(
+        magnification=args.mag,
+        patch_size=args.patch_size,
+        overlap=args.overlap,
+        blur=args.blur,
+        binarize_threshold=args.binarize,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    encoder = build_encoder(args.encoder, weights=args.encoder_weights) if args.encoder else None
+    out = Path(args.out)
+    with open_slide(args.slide) as slide:
+        level = len(slide.info.levels) - 1 if args.level is None else args.level
+        if not 0 <= level < len(slide.info.levels):
+            raise ModelError(
+                f"Level {level} does not exist; the slide has {len(slide.info.levels)} levels."
+            )
+        result = analyze_slide(slide, args.model, options, encoder)
+        info = slide.info.levels[level]
+        base = slide.level_image(level).astype(np.float32)
+    layer = HeatmapLayer(
+        "attention", values=result.values, downsample=result.downsample, colormap=args.colormap
+    )
+    rgba = render_level(layer, info.downsample, (info.width, info.height)).astype(np.float32)
+    alpha = args.alpha * rgba[..., 3:] / 255.0
+    blended = (base * (1 - alpha) + rgba[..., :3] * alpha).round().astype(np.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)):
+        raise ModelError(f"Could not write {out}; check the folder and the .png suffix.")
+    names = result.class_names or [str(i) for i in range(len(result.prediction.probabilities))]
+    summary = {
+        "slide": str(args.slide),
+        "prediction": names[result.prediction.prediction],
+        "probabilities": dict(zip(names, map(float, result.prediction.probabilities), strict=True)),
+        "patches": len(result.coords),
+        "top_patches": result.top_patches(8).tolist(),
+        "png": str(out),
+        "level": level,
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
     return 0
 
 
