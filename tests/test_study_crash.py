@@ -81,12 +81,19 @@ def test_sigkill_while_answering_loses_no_committed_answer(tmp_path):
     assert runs_with_answers > KILLS // 2  # the kills really landed while answers were written
 
 
-#: Imports one CSV of answers (one transaction) and prints "done" when it returned.
+#: Imports one CSV of answers (one transaction); prints "inside" at its first row insert
+#: (the transaction is open) and "done" when the import returned.
 IMPORTER = """
 import os, sys
 from her2viewer.study.store import StudyStore
+insert = StudyStore._insert_answer
+def traced(self, *args):
+    if not getattr(self, "_said", False):
+        self._said = True
+        os.write(1, b"inside\\n")
+    return insert(self, *args)
+StudyStore._insert_answer = traced
 store = StudyStore(sys.argv[1])
-os.write(1, b"ready\\n")
 store.import_csv(sys.argv[2])
 os.write(1, b"done\\n")
 """
@@ -107,8 +114,8 @@ def test_sigkill_during_import_is_all_or_nothing(tmp_path):
             [sys.executable, "-c", IMPORTER, str(path), str(answers)],
             stdout=subprocess.PIPE, env=env,
         )  # fmt: skip
-        assert proc.stdout.readline() == b"ready\n"
-        time.sleep(rng.uniform(0.0, 0.08))
+        assert proc.stdout.readline() == b"inside\n"
+        time.sleep(rng.uniform(0.0, 0.03))
         proc.send_signal(signal.SIGKILL)
         done = proc.stdout.read() == b"done\n"
         proc.wait()
@@ -117,4 +124,7 @@ def test_sigkill_during_import_is_all_or_nothing(tmp_path):
             assert store.integrity_check() == "ok"
             count = sum(a.reader.startswith(f"imp{run}_") for a in store.answers())
         assert count in (0, len(rows)) and (count == len(rows) or not done)
-    print(f"\nimport crash test: 10 SIGKILLs, {finished} imports had finished, none half-written")
+    print(
+        f"\nimport crash test: 10 SIGKILLs inside the import transaction, {finished} imports "
+        "had finished, none half-written"
+    )
