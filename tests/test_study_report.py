@@ -89,6 +89,8 @@ def test_report_status_study(tmp_path):
         assert row["table"] == [list(r) for r in expected.table]
         assert row["p_value"] == pytest.approx(expected.p_value)
     assert {f["arm"] for f in summary["fleiss"]} == {"unassisted", "assisted"}
+    for f in summary["fleiss"]:
+        assert f["kappa"]["low"] <= f["kappa"]["value"] <= f["kappa"]["high"]
     assert len(summary["reader_vs_reader"]) == 6  # 3 pairs x 2 arms
     assert {c["reader"] for c in summary["assisted_vs_unassisted"]} == {"ann", "ben", "cat"}
     html = (out / "report.html").read_text()

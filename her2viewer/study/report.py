@@ -136,6 +136,10 @@ def _fmt(value) -> str:
     return html.escape(str(value))
 
 
+def _ci(estimate: dict) -> str:
+    return f"{_fmt(estimate['value'])} [{_fmt(estimate['low'])}, {_fmt(estimate['high'])}]"
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
@@ -170,7 +174,7 @@ def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
             f"{html.escape(', '.join(study['missing_slides']))}.</p>"
         )
     shown = [
-        [name, arm, metric, f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]", method, n]
+        [name, arm, metric, _ci({"value": v, "low": lo, "high": hi}), method, n]
         for name, arm, metric, v, lo, hi, method, n in metric_rows(summary)
     ]
     parts += [
@@ -225,7 +229,7 @@ def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
             k["reader_b"],
             k["n"],
             k["weights"] or "none",
-            f"{_fmt(k['kappa']['value'])} [{_fmt(k['kappa']['low'])}, {_fmt(k['kappa']['high'])}]",
+            _ci(k["kappa"]),
             k["agreement"],
         ]
         for k in summary["reader_vs_reader"]
@@ -237,7 +241,7 @@ def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
             "(Fleiss)",
             f["n"],
             "none",
-            _fmt(f["kappa"]),
+            _ci(f["kappa"]),
             "",
         ]
         for f in summary["fleiss"]

@@ -175,7 +175,7 @@ def _reader_vs_reader(grouped, question: Question, n_boot: int, seed: int) -> li
     return rows
 
 
-def _fleiss(grouped, question: Question, arms: list[str]) -> list[dict]:
+def _fleiss(grouped, question: Question, arms: list[str], n_boot: int, seed: int) -> list[dict]:
     rows = []
     for arm in arms:
         readers = {r: ans for (r, a), ans in grouped.items() if a == arm}
@@ -188,14 +188,10 @@ def _fleiss(grouped, question: Question, arms: list[str]) -> list[dict]:
         for i, case in enumerate(cases):
             for ans in readers.values():
                 counts[i, question.labels.index(ans[case].answer)] += 1
-        kappa = m.fleiss_kappa(counts)
+        low, high = m.bootstrap_ci(m.fleiss_kappa, counts, n_boot=n_boot, seed=seed)
+        estimate = m.Estimate(m.fleiss_kappa(counts), low, high, "bootstrap", len(cases))
         rows.append(
-            {
-                "arm": arm,
-                "readers": sorted(readers),
-                "n": len(cases),
-                "kappa": None if np.isnan(kappa) else kappa,
-            }
+            {"arm": arm, "readers": sorted(readers), "n": len(cases), "kappa": estimate.to_dict()}
         )
     return rows
 
@@ -300,7 +296,7 @@ def analyse(store: StudyStore, n_boot: int = 2000, seed: int = 0) -> dict:
     summary["readers"] = readers
     summary["reader_vs_model"] = _reader_vs_model(grouped, truth, predictions)
     summary["reader_vs_reader"] = _reader_vs_reader(grouped, question, n_boot, seed)
-    summary["fleiss"] = _fleiss(grouped, question, arms)
+    summary["fleiss"] = _fleiss(grouped, question, arms, n_boot, seed)
     summary["assisted_vs_unassisted"] = _arm_change(grouped, truth)
     summary["reading_times"] = [
         {"reader": r, "arm": a, "case_id": c, "seconds": ans.seconds}
