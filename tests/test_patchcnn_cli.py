@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from her2viewer.analysis.patch_grading import gradcam_layer, gradcam_slide, grade_slide
 from her2viewer.cli import main
 from her2viewer.models.bundle import load_bundle
 
@@ -35,12 +36,13 @@ def test_train_writes_bundle_with_held_out_metrics(bundle):
 
 def test_predict_prints_slide_grade(bundle, synthetic_cohort, capsys, tmp_path):
     slide = synthetic_cohort.parent / "case000" / "ihc.svs"
-    out = tmp_path / "patches.csv"
+    out = tmp_path / "patches.json"
     assert main(["grade", "predict", str(bundle), str(slide), "--limit", "2", "--out", str(out),
                  "--json"]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     assert summary["grade"] in ("0", "1+", "2+", "3+") and summary["patches"] == 2
-    assert out.read_text().splitlines()[0] == "x,y,grade,p_0,p_1+,p_2+,p_3+"
+    saved = json.loads(out.read_text())
+    assert saved["grade"] == summary["grade"] and np.array(saved["probs"]).shape == (2, 4)
 
 
 def test_gradcam_writes_level0_map(bundle, synthetic_cohort, tmp_path):
@@ -62,3 +64,15 @@ def test_user_errors_exit_2(bundle, synthetic_cohort, tmp_path, capsys):
     assert "Grade '4+' is not one of" in capsys.readouterr().err
     assert main(["patchcnn", "predict", str(tmp_path / "none.pt"), str(slide)]) == 2
     assert "Model file not found" in capsys.readouterr().err
+
+
+def test_analysis_results_become_viewer_layers(bundle, synthetic_cohort):
+    slide = synthetic_cohort.parent / "case002" / "ihc.svs"
+    grading = grade_slide(slide, bundle, limit=3, device="cpu")
+    layer = grading.layer()
+    assert layer.downsample == grading.patch_size_level0 and layer.vmax == 3.0
+    x, y = grading.coords[0] + grading.patch_size_level0 // 2
+    assert layer.value_at(x, y) is not None
+    cam = gradcam_slide(slide, bundle, limit=2, downsample=64, device="cpu")
+    heat = gradcam_layer(cam)
+    assert heat.values.shape == cam.values.shape and heat.downsample == 64

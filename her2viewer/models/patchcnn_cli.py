@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from her2viewer.analysis.gradcam import slide_gradcam
+from her2viewer.analysis.patch_grading import gradcam_slide, grade_slide
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError, StainError
 from her2viewer.models.patch_cnn import (
@@ -18,11 +17,9 @@ from her2viewer.models.patch_cnn import (
     PATCH_SIZE,
     build_patch_cnn,
     input_transform,
-    load_patch_cnn,
     predict_proba,
     save_patch_cnn,
     slide_grade,
-    target_layer,
     train_patch_cnn,
 )
 from her2viewer.models.patch_data import (
@@ -32,7 +29,6 @@ from her2viewer.models.patch_data import (
     read_cohort,
     slide_patches,
 )
-from her2viewer.slide import open_slide
 from her2viewer.stain import MacenkoNormalizer
 
 
@@ -71,7 +67,7 @@ def register(subparsers) -> None:
     predict.add_argument("model", help="bundle, or weights file with --arch")
     predict.add_argument("slide")
     predict.add_argument("--arch", default=None, choices=ARCHITECTURES)
-    predict.add_argument("--out", default=None, help="CSV of per-patch grades (x, y, probs)")
+    predict.add_argument("--out", default=None, help="JSON of per-patch grades (coords, probs)")
     _common(predict)
     predict.set_defaults(func=run_predict)
     cam = sub.add_parser("gradcam", help="Grad-CAM score map of a slide (level-0 aligned)")
@@ -177,70 +173,38 @@ def run_train(args) -> int:
     return 0
 
 
-def _load(args):
-    model, meta = load_patch_cnn(args.model, arch=args.arch)
-    return model, meta, input_transform(meta), choose_device(args.device)
-
-
 def run_predict(args) -> int:
     """Grade a slide with a trained patch CNN."""
-    model, meta, transform, device = _load(args)
-    patches, coords, _ = slide_patches(args.slide, limit=args.limit)
-    probs = predict_proba(model, transform(patches), device=device)
-    grade, mean = slide_grade(probs)
-    classes = meta["classes"]
+    result = grade_slide(args.slide, args.model, args.arch, args.limit, args.device)
+    classes = result.classes
     if args.out:
-        with open(args.out, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["x", "y", "grade", *[f"p_{c}" for c in classes]])
-            for (x, y), p in zip(coords, probs, strict=True):
-                writer.writerow([int(x), int(y), classes[int(p.argmax())], *np.round(p, 6)])
-    counts = np.bincount(probs.argmax(1), minlength=len(classes))
-    _emit(
-        {
-            "slide": str(args.slide),
-            "grade": classes[grade],
-            "patches": len(probs),
-            "mean_probability": dict(zip(classes, np.round(mean, 4).tolist(), strict=True)),
-            "patch_grades": dict(zip(classes, counts.tolist(), strict=True)),
-        },
-        args.json,
-    )
+        result.save(args.out)
+    counts = np.bincount(result.probs.argmax(1), minlength=len(classes))
+    summary = {
+        "slide": str(args.slide),
+        "grade": result.grade,
+        "patches": len(result.probs),
+        "mean_probability": dict(
+            zip(classes, np.round(result.mean_probability, 4).tolist(), strict=True)
+        ),
+        "patch_grades": dict(zip(classes, counts.tolist(), strict=True)),
+    }
+    _emit(summary, args.json)
     return 0
 
 
 def run_gradcam(args) -> int:
     """Write a slide-level Grad-CAM score map (``.npy``, level-0 aligned)."""
-    model, meta, transform, device = _load(args)
-    classes = meta["classes"]
-    if args.grade is not None and args.grade not in classes:
-        raise ModelError(f"Grade '{args.grade}' is not one of the model's {', '.join(classes)}.")
-    class_index = classes.index(args.grade) if args.grade else None
-    patches, coords, size0 = slide_patches(args.slide, limit=args.limit)
-    with open_slide(args.slide) as slide:
-        slide_size = (slide.info.width, slide.info.height)
-    layer, channels_last = target_layer(model.to(device), meta["arch"])
-    result = slide_gradcam(
-        lambda i: patches[i],
-        coords,
-        size0,
-        slide_size,
-        model,
-        layer,
-        lambda p: transform(p).to(device),
-        class_index,
-        channels_last,
-        args.downsample,
+    result = gradcam_slide(
+        args.slide, args.model, args.grade, args.arch, args.limit, args.downsample, args.device
     )
     np.save(args.out, result.values)
-    _emit(
-        {
-            "slide": str(args.slide),
-            "out": str(args.out),
-            "downsample": result.downsample,
-            "shape": list(result.values.shape),
-            "patches": len(coords),
-        },
-        args.json,
-    )
+    summary = {
+        "slide": str(args.slide),
+        "out": str(args.out),
+        "downsample": result.downsample,
+        "shape": list(result.values.shape),
+        "patches": len(result.patch_probs),
+    }
+    _emit(summary, args.json)
     return 0
