@@ -123,6 +123,7 @@ def test_train_verb(tmp_path, capsys):
         "--size",
         "small",
         "--no-gate",
+        "--subtyping",
         "--bag-loss",
         "ce",
     ]
@@ -135,5 +136,7 @@ def test_train_verb(tmp_path, capsys):
         "fold_2",
         "summary.json",
     ]
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["config"]["subtyping"] is True and saved["config"]["gated"] is False
     assert main([*args[:-2], "--bag-loss", "hinge"]) == 2
     assert "Unknown loss 'hinge'" in capsys.readouterr().err

@@ -64,10 +64,13 @@ def register(subparsers) -> None:
     train.add_argument("--classes", help="comma-separated class order (default: sorted labels)")
     train.add_argument("--folds", type=int, default=5)
     train.add_argument("--no-gate", action="store_true", help="ungated attention")
+    train.add_argument(
+        "--subtyping", action="store_true", help="instance loss on out-of-class branches too"
+    )
     train.add_argument("--threads", type=int, help="torch CPU threads")
     defaults = TrainConfig()
     for item in fields(TrainConfig):
-        if item.name == "gated":
+        if item.type in ("bool", bool):
             continue
         flag = "--" + item.name.replace("_", "-")
         value = getattr(defaults, item.name)

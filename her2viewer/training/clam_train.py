@@ -43,6 +43,7 @@ class TrainConfig:
     inst_loss: str = "ce"
     bag_weight: float = 0.7
     k_sample: int = 8
+    subtyping: bool = False
     max_epochs: int = 200
     patience: int = 20
     min_epochs: int = 50
@@ -58,6 +59,7 @@ class TrainConfig:
             gated=self.gated,
             dropout=self.dropout,
             k_sample=self.k_sample,
+            subtyping=self.subtyping,
         )
 
 
