@@ -50,6 +50,10 @@ def test_extract_cohort_csv(tmp_path, synthetic_cohort, tiny_encoder, capsys):
     assert (tmp_path / "patches" / "case001.h5").is_file()
     assert main(args[:-1]) == 0
     assert "case000: exists" in capsys.readouterr().out
+    other = [a if a != "32" else "48" for a in args]
+    other[other.index(f"torchscript:{tiny_encoder}")] = "resnet50_trunc"
+    assert main([*other, "--random-weights", "1"]) == 2
+    assert "from another encoder" in capsys.readouterr().err
 
 
 def test_extract_user_errors(tmp_path, synthetic_case, capsys, monkeypatch):

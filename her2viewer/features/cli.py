@@ -12,7 +12,7 @@ from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder, build_encoder
 from her2viewer.features.engine import extract_features
-from her2viewer.features.store import h5_path, pt_path
+from her2viewer.features.store import h5_path, pt_path, read_features
 from her2viewer.slide import open_slide
 from her2viewer.tissue import (
     PRESETS,
@@ -147,12 +147,15 @@ def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
     out = Path(args.out)
     target = h5_path(out, name)
     if target.exists():
+        if read_features(target).encoder.get("encoder_identity") != encoder.identity:
+            raise ModelError(
+                f"{target} holds features from another encoder; choose another output folder."
+            )
         return {"slide": name, "status": "exists", "features": str(target)}
     coords_file = out / "patches" / f"{name}.h5"
     with open_slide(path) as slide:
-        if coords_file.exists():
-            grid = read_coords_h5(coords_file)
-        else:
+        grid = read_coords_h5(coords_file) if coords_file.exists() else None
+        if grid is None or (grid.target_size, grid.magnification) != (args.patch_size, args.mag):
             seg = segment_tissue(slide, resolve_params(args.preset))
             grid = make_patch_grid(slide, seg, magnification=args.mag, patch_size=args.patch_size)
             grid.name = name
