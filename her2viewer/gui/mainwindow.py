@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QSplitter,
     QToolBar,
@@ -133,10 +134,22 @@ class MainWindow(QMainWindow):
         view.activated.connect(lambda v=view: self.set_active(v))
         view.cursor_moved.connect(lambda x, y, v=view: self._on_cursor(v, x, y))
         view.view_changed.connect(lambda v=view: self._on_view_changed(v))
+        view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        view.customContextMenuRequested.connect(lambda pos, v=view: self._pane_menu(v, pos))
         self.sync.add(view)
         if self.active is None:
             self.set_active(view)
         return view
+
+    def _pane_menu(self, view: SlideView, pos) -> None:
+        """Right-click menu of a pane: its own sync toggle and fit."""
+        menu = QMenu(self)
+        sync = menu.addAction("Sync this pane")
+        sync.setCheckable(True)
+        sync.setChecked(view.sync_enabled)
+        sync.toggled.connect(lambda on: self.sync.set_view_sync(view, on))
+        menu.addAction("Fit (Home)", view.fit)
+        menu.popup(view.mapToGlobal(pos))
 
     def set_active(self, view: SlideView) -> None:
         """Make ``view`` the pane the docks and toolbar act on."""

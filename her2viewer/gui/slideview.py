@@ -50,6 +50,8 @@ INERTIA_DECAY = 0.90
 #: Milliseconds without movement after which the view is redrawn with smooth scaling.
 SETTLE_MS = 150
 MAX_REMEMBERED_OVERLAYS = 4096
+#: Tile requests are re-planned at most this often (ms) while the view moves.
+SUBMIT_MS = 20
 _sources = itertools.count(1)
 
 
@@ -385,7 +387,7 @@ class SlideView(QWidget):
     def _schedule(self) -> None:
         if not self._schedule_pending:
             self._schedule_pending = True
-            QTimer.singleShot(0, self._submit_requests)
+            QTimer.singleShot(SUBMIT_MS, self._submit_requests)
 
     def request_list(self) -> list[tuple[tuple, TileKey, object]]:
         """Every tile wanted now: visible, placeholder, ring and next-level, best first."""
