@@ -140,3 +140,16 @@ def test_train_verb(tmp_path, capsys):
     assert saved["config"]["subtyping"] is True and saved["config"]["gated"] is False
     assert main([*args[:-2], "--bag-loss", "hinge"]) == 2
     assert "Unknown loss 'hinge'" in capsys.readouterr().err
+
+
+def test_demo_split_holds_out_balanced_cases(tmp_path):
+    from her2viewer.training.demo_clam import main as demo_main
+    from her2viewer.training.demo_clam import split_cohort
+
+    cohort = load_cohort(tmp_path / "feats", write_bag_cohort(tmp_path / "feats", n_patients=8))
+    dev, test = split_cohort(cohort, 4)
+    assert sorted(test.labels.tolist()) == [0, 0, 1, 1]
+    assert not {b.slide_id for b in dev.bags} & {b.slide_id for b in test.bags}
+    assert len(dev.bags) + len(test.bags) == len(cohort.bags)
+    with pytest.raises(ModelError, match="Too few development cases"):
+        demo_main([str(tmp_path / "b"), "--cases", "8", "--test-cases", "4", "--folds", "3"])
