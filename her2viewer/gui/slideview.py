@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QRegion, QTransform
 from PySide6.QtWidgets import QWidget
 
 from her2viewer.gui.tiles import (
     QUEUED,
     TILE_SIZE,
+    CachedTile,
     TileKey,
     TileLoader,
     composite_tiles,
@@ -52,6 +53,8 @@ SETTLE_MS = 150
 MAX_REMEMBERED_OVERLAYS = 4096
 #: Tile requests are re-planned at most this often (ms) while the view moves.
 SUBMIT_MS = 20
+#: How many coarser levels are searched for a placeholder before the overview is used.
+MAX_FALLBACK_LEVELS = 4
 _sources = itertools.count(1)
 
 
@@ -495,13 +498,13 @@ class SlideView(QWidget):
         level = self.target_level()
         tiles = self._tiles_in(level, bounds)
         found = [self.cache.get(TileKey("slide", self._source, 0, level, c, r)) for c, r in tiles]
-        if None in found:
+        missing = [t for t, tile in zip(tiles, found, strict=True) if tile is None]
+        if missing:
             self._paint_overview(painter, bounds)
+            self._draw_fallbacks(painter, "slide", self._source, 0, level, missing)
         for (col, row), tile in zip(tiles, found, strict=True):
             if tile is not None:
                 self._draw_tile(painter, tile, level, col, row)
-            else:
-                self._draw_fallback(painter, "slide", self._source, 0, level, col, row)
         drawn = len(found) - found.count(None)
         self.stats = PaintStats(
             0.0, len(tiles), len(tiles) - drawn, drawn / len(tiles) if tiles else 1.0, level
@@ -518,6 +521,8 @@ class SlideView(QWidget):
         the last one drawn there stays, so layer controls never make overlays flicker."""
         if len(self._last_overlay) > MAX_REMEMBERED_OVERLAYS:
             self._last_overlay.clear()
+        version = hash(signature)
+        missing, present = [], []
         for col, row in tiles:
             key = self._overlay_key(signature, level, col, row)
             tile = self.cache.peek(key)
@@ -527,9 +532,13 @@ class SlideView(QWidget):
                 previous = self._last_overlay.get((level, col, row))
                 tile = self.cache.peek(previous) if previous is not None else None
             if tile is not None:
-                self._draw_tile(painter, tile, level, col, row)
+                present.append((col, row, tile))
             else:
-                self._draw_fallback(painter, "overlay", self._source, key.version, level, col, row)
+                missing.append((col, row))
+        if missing:
+            self._draw_fallbacks(painter, "overlay", self._source, version, level, missing)
+        for col, row, tile in present:
+            self._draw_tile(painter, tile, level, col, row)
 
     def _paint_overview(self, painter: QPainter, bounds) -> None:
         """Draw white glass and the overview image under the visible area (placeholder)."""
@@ -562,46 +571,53 @@ class SlideView(QWidget):
 
         return place
 
-    def _draw_tile(
-        self, painter, tile, level, col, row, source_rect: QRectF | None = None, target=None
-    ) -> None:
-        if tile.image is None:
-            return
-        info = self.slide.info
-        region = target or tile_region(level, col, row, info.width, info.height)
-        dest = self._place(*region)
-        if source_rect is None:
-            painter.drawImage(dest, tile.image)
-        else:
-            painter.drawImage(QRectF(dest), tile.image, source_rect)
+    def _draw_tile(self, painter, tile, level, col, row) -> None:
+        if tile.image is not None:
+            info = self.slide.info
+            painter.drawImage(
+                self._place(*tile_region(level, col, row, info.width, info.height)), tile.image
+            )
 
-    def _draw_fallback(self, painter, kind, source, version, level, col, row) -> None:
-        """Fill a missing tile from the finest cached coarser tile, then finer children."""
+    def _draw_fallbacks(self, painter, kind, source, version, level, missing) -> None:
+        """Fill missing tiles from the finest cached coarser tiles (each drawn once, clipped
+        to the missing area), and from finer cached children when zooming out."""
+        ancestors: dict[TileKey, CachedTile] = {}
+        absent: set[TileKey] = set()
+        children = []
+        for col, row in missing:
+            for up in range(level + 1, min(level + MAX_FALLBACK_LEVELS, self._levels)):
+                shift = up - level
+                key = TileKey(kind, source, version, up, col >> shift, row >> shift)
+                if key in ancestors:
+                    break
+                if key in absent:
+                    continue
+                tile = self.cache.peek(key)
+                if tile is not None:
+                    ancestors[key] = tile
+                    break
+                absent.add(key)
+            if (
+                level > 0
+                and TileKey(kind, source, version, level + 1, col >> 1, row >> 1) not in ancestors
+            ):
+                children.append((col, row))
         info = self.slide.info
-        region = tile_region(level, col, row, info.width, info.height)
-        for up in range(level + 1, self._levels):
-            shift = up - level
-            tile = self.cache.peek(TileKey(kind, source, version, up, col >> shift, row >> shift))
-            if tile is not None:
-                ax, ay, _, _ = tile_region(up, col >> shift, row >> shift, info.width, info.height)
-                scale = 1 << up
-                src = QRectF(
-                    (region[0] - ax) / scale,
-                    (region[1] - ay) / scale,
-                    region[2] / scale,
-                    region[3] / scale,
+        if ancestors:
+            clip = QRegion()
+            for col, row in missing:
+                rect = self._place(*tile_region(level, col, row, info.width, info.height))
+                clip = clip.united(
+                    QRegion(rect.toAlignedRect() if isinstance(rect, QRectF) else rect)
                 )
-                self._draw_tile(painter, tile, up, 0, 0, src, region)
-                break
-        if level > 0:
+            painter.setClipRegion(clip)
+            for key, tile in ancestors.items():
+                self._draw_tile(painter, tile, key.level, key.col, key.row)
+            painter.setClipping(False)
+        for col, row in children:
             for dr in (0, 1):
                 for dc in (0, 1):
                     c, r = col * 2 + dc, row * 2 + dr
-                    if (
-                        c * (TILE_SIZE << (level - 1)) >= info.width
-                        or r * (TILE_SIZE << (level - 1)) >= info.height
-                    ):
-                        continue
                     child = self.cache.peek(TileKey(kind, source, version, level - 1, c, r))
                     if child is not None:
                         self._draw_tile(painter, child, level - 1, c, r)
