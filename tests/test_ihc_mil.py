@@ -47,9 +47,10 @@ def test_mil_learns_and_attends_to_signal_tiles():
     correct = sum(p.score == s for p, s in zip(predictions, test_scores, strict=True))
     assert correct >= 6  # of 8 held-out bags; neighbours 2+/3+ may swap
     assert [p.status for p in predictions] == test_statuses
-    for p in predictions:
+    for p, score in zip(predictions, test_scores, strict=True):
         assert p.attention.sum() == pytest.approx(1.0, abs=1e-5)
-        assert p.attention[:3].sum() > 0.5  # the three signal tiles of 20
+        if score > 0:
+            assert p.attention[:3].sum() > 0.5  # the three signal tiles of 20
 
 
 def test_attention_map_places_tiles():

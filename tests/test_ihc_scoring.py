@@ -87,11 +87,11 @@ def _membranes(dab_od: float, complete: bool, side: int = 64, cell: int = 26) ->
     ("dab_od", "complete", "expected"),
     [
         (0.0, True, 0),
-        (0.034, True, 0),  # below faint
-        (0.036, True, 1),  # faint
-        (0.099, True, 1),  # still faint (weak-moderate starts at 0.10)
-        (0.101, True, 2),
-        (0.101, False, 1),  # weak-moderate but incomplete
+        (0.049, True, 0),  # below faint (0.05)
+        (0.051, True, 1),  # faint
+        (0.119, True, 1),  # still faint (weak-moderate starts at 0.12)
+        (0.121, True, 2),
+        (0.121, False, 1),  # weak-moderate but incomplete
         (0.299, True, 2),
         (0.301, True, 3),
         (0.8, False, 1),  # strong but incomplete
@@ -172,7 +172,7 @@ def test_cli_scores_a_plain_image(tmp_path, capsys):
     assert set(result["dab"]) >= {"mean_od", "positive_fraction", "h_score"}
     assert 0 < result["dab"]["positive_fraction"] <= 1
     assert map_path.exists()
-    assert main(["ihc", "score", str(path)]) == 0
+    assert main(["ihc", "score", str(path), "--estimate-stains"]) == 0
     assert "HER2 IHC score" in capsys.readouterr().out
 
 

@@ -11,7 +11,12 @@ import pytest
 
 from her2viewer.cli import main
 from her2viewer.errors import RegistrationError
-from her2viewer.registration import Registration, register_slides, registration_from_landmarks
+from her2viewer.registration import (
+    Registration,
+    refine_local,
+    register_slides,
+    registration_from_landmarks,
+)
 from her2viewer.slide import open_slide
 
 
@@ -99,6 +104,20 @@ def test_cli_writes_transform_json_and_exits_3_on_failure(cases, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("her2viewer: registration failed:") and "\n" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_local_refinement_corrects_an_offset(cases):
+    case = cases[2]
+    truth = _truth(case)
+    nudged = np.array([[1, 0, 30.0], [0, 1, -25.0], [0, 0, 1]]) @ truth
+    center = (1500.0, 1200.0)
+    with open_slide(case / "he.svs") as he, open_slide(case / "ihc.svs") as ihc:
+        refined = refine_local(he, ihc, Registration(nudged, "nudged", 0.0), center, 2048)
+        with pytest.raises(RegistrationError):
+            refine_local(he, ihc, Registration(nudged, "nudged", 0.0), (-5000.0, -5000.0), 1024)
+    point = (np.linalg.inv(truth) @ [*center, 1.0])[:2]
+    assert np.hypot(*(refined.transform_points(point)[0] - center)) < 3
+    assert refined.quality["center_shift_px"] > 30
 
 
 def test_save_load_inverse_and_landmarks(tmp_path):

@@ -61,10 +61,12 @@ def test_macenko_recovers_known_vectors():
     assert _angle_deg(estimate[1], truth[1]) < 3
 
 
-def test_macenko_little_dab_falls_back_to_reference():
-    rgb, _ = _mix(HDAB[0], HDAB[1], second_scale=0.0)
+def test_macenko_without_dab_keeps_reference_dab_and_finds_hematoxylin():
+    counterstain = [0.60, 0.65, 0.47]  # 10 degrees from the reference hematoxylin
+    rgb, truth = _mix(counterstain, HDAB[1], second_scale=0.0)
     estimate = estimate_stain_matrix(rgb, HDAB, max_deviation=15)
     assert _angle_deg(estimate[1], HDAB[1]) < 1e-6
+    assert _angle_deg(estimate[0], truth[0]) < 3
 
 
 def test_macenko_normaliser_moves_towards_reference():

@@ -2,7 +2,8 @@
 
 The slide is read at 20x and cut into small square *cell regions* (32 um, a few
 tumor cells each). In each region with dense nuclei (a tumor-cell region) the
-membrane DAB intensity is the 95th percentile of DAB optical density, classed as
+membrane DAB intensity is the 95th percentile of DAB optical density outside the
+nuclei (which keeps hematoxylin crosstalk out of the measure), classed as
 none / faint / weak-moderate / strong, and the staining is *complete* when DAB
 encloses cell-sized unstained areas (membranes stained all around the cell)
 over at least ``completeness`` of the region. Each region gets one category:
@@ -40,7 +41,7 @@ from her2viewer.stain import (
     stain_matrix,
     tissue_pixels,
 )
-from her2viewer.tissue import SegmentationParams
+from her2viewer.tissue import SegmentationParams, segment_tissue
 
 CATEGORIES = ("negative", "faint_incomplete", "weak_moderate_complete", "strong_complete")
 #: Category-map value for pixels that are not tumor-cell regions.
@@ -50,7 +51,10 @@ GUIDELINES = ("breast", "gastric_resection", "gastric_biopsy")
 ANALYSIS_MPP = 0.5
 #: Cell regions per side of one processed tile.
 TILE_REGIONS = 32
-THUMBNAIL_SIZE = 1024
+THUMBNAIL_SIZE = 2048
+#: Stain vectors are estimated at 4x downsample or coarser: colours of full-resolution
+#: JPEG tiles are smeared by chroma subsampling.
+ESTIMATION_DOWNSAMPLE = 4
 #: Tissue detection on IHC: a low saturation threshold, because the hematoxylin
 #: counterstain of IHC can be much paler than H&E.
 IHC_TISSUE = SegmentationParams(sthresh=4)
@@ -83,8 +87,8 @@ class IhcRules:
     """
 
     guideline: str = "breast"
-    faint: float = 0.035
-    moderate: float = 0.10
+    faint: float = 0.05
+    moderate: float = 0.12
     strong: float = 0.30
     completeness: float = 0.10
     percent: float = 10.0
@@ -212,10 +216,11 @@ def region_categories(stains: np.ndarray, rules: IhcRules, side: int, cell_px: f
         ``(h // side, w // side)`` uint8 categories, :data:`NOT_TUMOR` outside tumor.
     """
     hema, dab = stains[..., 0], stains[..., 1]
-    intensity = np.percentile(_blocks(dab, side), 95, axis=-1)
+    nuclei = hema >= rules.nucleus_od
+    intensity = np.percentile(_blocks(np.where(nuclei, 0.0, dab), side), 95, axis=-1)
     membrane = dab >= rules.faint / 2
     enclosed = _blocks(_enclosed(membrane, 4 * cell_px), side).mean(axis=-1)
-    tumor = _blocks(hema >= rules.nucleus_od, side).mean(axis=-1) >= rules.cellularity
+    tumor = _blocks(nuclei, side).mean(axis=-1) >= rules.cellularity
     level = np.digitize(intensity, [rules.faint, rules.moderate, rules.strong])
     complete = enclosed >= rules.completeness
     category = np.where(level == 0, 0, np.where(complete & (level >= 2), level, 1))
@@ -269,10 +274,13 @@ def slide_stain_matrix(slide: Slide) -> np.ndarray:
 
     The DAB vector is kept at its reference so that slides with little or no DAB
     are measured on the same scale; the hematoxylin estimate removes the
-    counterstain's crosstalk into DAB.
+    counterstain's crosstalk into DAB. The estimate uses a downsampled image
+    (4x or coarser), whose colours JPEG chroma subsampling has not smeared.
     """
+    side = max(slide.info.width, slide.info.height) // ESTIMATION_DOWNSAMPLE
     try:
-        estimate = estimate_stain_matrix(slide.thumbnail(THUMBNAIL_SIZE), HDAB, max_deviation=15)
+        image = slide.thumbnail(int(np.clip(side, 256, THUMBNAIL_SIZE)))
+        estimate = estimate_stain_matrix(image, HDAB, max_deviation=15)
     except StainError:
         return HDAB
     return stain_matrix(estimate[0], HDAB[1])
@@ -284,6 +292,22 @@ def _read_scaled(slide: Slide, x: int, y: int, size0: int, out: int) -> np.ndarr
     side = max(1, round(size0 / ds))
     rgb = slide.read_region((x, y), level, (side, side))
     return rgb if side == out else cv2.resize(rgb, (out, out), interpolation=cv2.INTER_AREA)
+
+
+def _tissue_tiles(slide: Slide, rows: int, cols: int, tile0: float) -> list[tuple[int, int]]:
+    """Tiles (row, col) that touch tissue; every tile when no tissue is detected (small images)."""
+    tissue = segment_tissue(slide, IHC_TISSUE)
+    everything = [(r, c) for r in range(rows) for c in range(cols)]
+    if not tissue.mask.any():
+        return everything
+    step = tile0 / tissue.downsample
+    return [
+        (r, c)
+        for r, c in everything
+        if tissue.mask[
+            int(r * step) : math.ceil((r + 1) * step), int(c * step) : math.ceil((c + 1) * step)
+        ].any()
+    ]
 
 
 def score_ihc(
@@ -304,14 +328,15 @@ def score_ihc(
     thresholds : DabThresholds, optional
         Pixel DAB cut-offs of the reported ``dab`` measures (0.2/0.4/0.6).
     matrix : numpy.ndarray, optional
-        Stain matrix; by default :func:`slide_stain_matrix`.
+        Stain matrix; by default the reference H-DAB vectors (:data:`HDAB`), as
+        QuPath does; :func:`slide_stain_matrix` gives a per-slide estimate.
 
     Returns
     -------
     IhcScore
     """
     rules = rules or IhcRules()
-    matrix = slide_stain_matrix(slide) if matrix is None else matrix
+    matrix = HDAB if matrix is None else matrix
     ds = _analysis_downsample(slide)
     mpp = (slide.info.mpp_x or ANALYSIS_MPP) * ds
     side = max(4, round(rules.region_um / mpp))
@@ -322,18 +347,17 @@ def score_ihc(
     cols = math.ceil(slide.info.width / tile0)
     category = np.full((rows * TILE_REGIONS, cols * TILE_REGIONS), NOT_TUMOR, np.uint8)
     measures = []
-    for r in range(rows):
-        for c in range(cols):
-            rgb = _read_scaled(slide, round(c * tile0), round(r * tile0), round(tile0), tile)
-            tissue = tissue_pixels(rgb)
-            if tissue.mean() < 0.01:
-                continue
-            stains = separate_stains(rgb, matrix)
-            rs, cs = r * TILE_REGIONS, c * TILE_REGIONS
-            category[rs : rs + TILE_REGIONS, cs : cs + TILE_REGIONS] = region_categories(
-                stains, rules, side, cell_px
-            )
-            measures.append(dab_measures(stains[..., 1], tissue, thresholds))
+    for r, c in _tissue_tiles(slide, rows, cols, tile0):
+        rgb = _read_scaled(slide, round(c * tile0), round(r * tile0), round(tile0), tile)
+        tissue = tissue_pixels(rgb)
+        if tissue.mean() < 0.01:
+            continue
+        stains = separate_stains(rgb, matrix)
+        rs, cs = r * TILE_REGIONS, c * TILE_REGIONS
+        category[rs : rs + TILE_REGIONS, cs : cs + TILE_REGIONS] = region_categories(
+            stains, rules, side, cell_px
+        )
+        measures.append(dab_measures(stains[..., 1], tissue, thresholds))
     map_rows = math.ceil(slide.info.height / (side * ds))
     map_cols = math.ceil(slide.info.width / (side * ds))
     category = category[:map_rows, :map_cols]

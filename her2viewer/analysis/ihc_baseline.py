@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from her2viewer.analysis.ihc import IHC_TISSUE, slide_stain_matrix
+from her2viewer.analysis.ihc import IHC_TISSUE
 from her2viewer.errors import StainError
 from her2viewer.slide import Slide, open_slide
 from her2viewer.stain import separate_stains
@@ -39,9 +39,8 @@ def max_tile_dab(slide: Slide, tile: int = TILE) -> float:
     grid = make_patch_grid(slide, tissue, 20.0, tile, max_background=None)
     if len(grid.coords) == 0:
         raise StainError(f"{slide.info.path}: no tissue tile found for the DAB descriptor.")
-    matrix = slide_stain_matrix(slide)
     means = [
-        float(np.maximum(separate_stains(grid.read_patch(slide, i), matrix)[..., 1], 0).mean())
+        float(np.maximum(separate_stains(grid.read_patch(slide, i))[..., 1], 0).mean())
         for i in range(len(grid.coords))
     ]
     return max(means)

@@ -172,6 +172,13 @@ def train_ihc_mil(
     tensors = [torch.as_tensor(b, dtype=torch.float32) for b in bags]
     loss_fn = nn.CrossEntropyLoss()
     model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout: the same run for the same seed
+        _fit(model, optimiser, loss_fn, sampler, tensors, scores, status, epochs)
+    return model.eval()
+
+
+def _fit(model, optimiser, loss_fn, sampler, tensors, scores, status, epochs: int) -> None:
     for _ in range(epochs):
         for i in sampler:
             score_logits, status_logits, _ = model(tensors[i])
@@ -181,7 +188,6 @@ def train_ihc_mil(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-    return model.eval()
 
 
 @torch.inference_mode()

@@ -5,7 +5,11 @@
 >>> reg.transform_points([[1000, 2000]])          # IHC level-0 -> H&E level-0  # doctest: +SKIP
 """
 
-from her2viewer.registration.core import register_slides, registration_from_landmarks
+from her2viewer.registration.core import (
+    refine_local,
+    register_slides,
+    registration_from_landmarks,
+)
 from her2viewer.registration.transform import Registration
 
-__all__ = ["Registration", "register_slides", "registration_from_landmarks"]
+__all__ = ["Registration", "refine_local", "register_slides", "registration_from_landmarks"]

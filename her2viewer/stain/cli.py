@@ -10,7 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from her2viewer.analysis.ihc import CATEGORIES, GUIDELINES, NOT_TUMOR, IhcRules, score_ihc
+from her2viewer.analysis.ihc import (
+    CATEGORIES,
+    GUIDELINES,
+    NOT_TUMOR,
+    IhcRules,
+    score_ihc,
+    slide_stain_matrix,
+)
 from her2viewer.analysis.ihc_baseline import (
     StainIntensityBaseline,
     cohort_descriptors,
@@ -45,6 +52,11 @@ def register(subparsers) -> None:
     score.add_argument("--guideline", choices=GUIDELINES, default="breast")
     score.add_argument("--json", action="store_true", help="print JSON")
     score.add_argument("--map", help="write the category map as a PNG")
+    score.add_argument(
+        "--estimate-stains",
+        action="store_true",
+        help="estimate the hematoxylin vector on the slide (Macenko) instead of the reference",
+    )
     score.set_defaults(func=run_score)
     train = verbs.add_parser("train-baseline", help="fit seed 003's stain-intensity baseline")
     train.add_argument("labels", help="cohort CSV with ihc_path, ihc_score, her2_status")
@@ -85,7 +97,8 @@ def _category_png(category_map: np.ndarray) -> np.ndarray:
 def run_score(args) -> int:
     """Print the rule-based score of one IHC slide or image."""
     with open_slide(args.slide) as slide:
-        result = score_ihc(slide, IhcRules.for_guideline(args.guideline))
+        matrix = slide_stain_matrix(slide) if args.estimate_stains else None
+        result = score_ihc(slide, IhcRules.for_guideline(args.guideline), matrix=matrix)
     if args.map and not cv2.imwrite(args.map, _category_png(result.category_map)[..., ::-1]):
         raise StainError(f"Could not write the category map to {args.map}.")
     if args.json:

@@ -37,6 +37,10 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
+def _signed(vector: np.ndarray) -> np.ndarray:
+    return -vector if vector.sum() < 0 else vector
+
+
 def _stained_od(rgb: np.ndarray, beta: float) -> np.ndarray:
     od = rgb_to_od(rgb).reshape(-1, 3)
     return od[np.all(od > beta, axis=1)].astype(np.float64)
@@ -90,9 +94,13 @@ def estimate_stain_matrix(
     phi = np.arctan2(projected[:, 1], projected[:, 0])
     low, high = np.percentile(phi, [alpha, 100 - alpha])
     vectors = [plane @ np.array([np.cos(a), np.sin(a)]) for a in (low, high)]
-    vectors = [-v if v.sum() < 0 else v for v in vectors]
+    vectors = [_signed(v) for v in vectors]
     if _angle_deg(vectors[0], reference[0]) > _angle_deg(vectors[1], reference[0]):
         vectors = vectors[::-1]
+    if _angle_deg(vectors[1], reference[1]) > max_deviation:
+        # One stain only (e.g. IHC without DAB): its direction is the main axis, not an
+        # extreme angle, and the absent stain keeps its reference vector.
+        vectors = [_signed(eigvecs[:, 2]), reference[1]]
     chosen = [
         est if _angle_deg(est, ref) <= max_deviation else ref
         for est, ref in zip(vectors, reference[:2], strict=True)
