@@ -262,6 +262,7 @@ def main() -> None:
     result["baseline_frame_ms_p95"] = base["frame_ms_p95"]
     result["baseline_gui_block_ms_max"] = base["gui_block_ms_max"]
     base_loader.shutdown()
+    result["load_average_end"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
 
 

@@ -14,6 +14,8 @@ before they are read.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import heapq
 import itertools
 import math
@@ -197,6 +199,7 @@ class TileLoader(QObject):
     def __init__(self, cache: TileCache, workers: int | None = None, parent=None):
         super().__init__(parent)
         self.cache = cache
+        fix_mmap_threshold()
         self._cond = threading.Condition()
         self._heap: list[TileRequest] = []
         self._generation: dict[int, int] = {}
@@ -331,6 +334,22 @@ def read_virtual_tile(slide, level: int, col: int, row: int) -> np.ndarray:
 
 
 _shared: dict[str, object] = {}
+#: glibc mallopt parameter number of M_MMAP_THRESHOLD.
+_M_MMAP_THRESHOLD = -3
+
+
+def fix_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
+    """Make glibc return freed tile buffers to the system (Linux only; no-op elsewhere).
+
+    Decoded tiles are ~1 MB. glibc raises its mmap threshold after the first such
+    buffer is freed, after which evicted tiles stay in fragmented per-thread arenas and
+    the process grows past the cache limit; a fixed threshold keeps them in mmap.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, nbytes))
+    except (OSError, AttributeError):
+        return False
 
 
 def shared_loader(cache_mb: float = DEFAULT_CACHE_MB) -> TileLoader:
