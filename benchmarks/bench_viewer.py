@@ -218,6 +218,8 @@ def main() -> None:
         "viewport": VIEWPORT,
         "cache_mb": args.cache_mb,
         "cpus": os.cpu_count(),
+        "soak_seconds": args.soak_seconds,
+        "load_average_start": os.getloadavg()[0],
     }
 
     cache = TileCache(args.cache_mb)
