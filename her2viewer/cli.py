@@ -27,6 +27,7 @@ VERB_MODULES = (
     "her2viewer.study.cli",
     "her2viewer.gui.cli",
     "her2viewer.models.patchcnn_cli",
+    "her2viewer.models.her2net.cli",
     "her2viewer.radiomics.cli",
 )
 

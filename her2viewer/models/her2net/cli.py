@@ -1,0 +1,145 @@
+"""Verbs ``her2net train|predict|evaluate``: HER2 status from H&E by high-expression percent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from her2viewer.analysis.her2net import Her2NetOptions, analyse_slide
+from her2viewer.errors import ModelError
+from her2viewer.jobs import Progress, run_inline
+from her2viewer.models.her2net.ensemble import KINDS
+from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
+from her2viewer.models.her2net.networks import CLASSIFIERS, SEGMENTERS
+from her2viewer.models.her2net.training import TrainConfig, train_her2net
+from her2viewer.slide import open_slide
+
+
+def register(subparsers) -> None:
+    """Add the ``her2net`` verb and its sub-verbs."""
+    parser = subparsers.add_parser("her2net", help="HER2Net (seed 002): H&E -> HER2 status")
+    verbs = parser.add_subparsers(dest="her2net_verb", metavar="ACTION")
+    verbs.required = True
+
+    train = verbs.add_parser("train", help="train a HER2Net bundle on a cohort (resumable)")
+    train.add_argument("--cohort", required=True, help="labels.csv (case_id, he_path, ...)")
+    train.add_argument("-o", "--out", required=True, help="bundle folder to write")
+    train.add_argument("--work", help="stage folder (default OUT.work); rerun to resume")
+    train.add_argument("--tile-labels", help="manual-label CSV (case_id,x,y,label) instead of IHC")
+    train.add_argument("--magnification", type=float, default=4.0)
+    train.add_argument("--tile-size", type=int, default=512)
+    train.add_argument("--input-size", type=int, default=None, help="network input side")
+    train.add_argument("--segmenter", choices=SEGMENTERS, default="unet")
+    train.add_argument("--seg-width", type=int, default=64)
+    train.add_argument("--seg-depth", type=int, default=4)
+    train.add_argument("--classifier", choices=CLASSIFIERS, default="resnet50")
+    train.add_argument("--cls-width", type=int, default=64, help="base width (64 = standard)")
+    train.add_argument("--integrated", choices=KINDS, default="rf")
+    train.add_argument("--seg-epochs", type=int, default=20)
+    train.add_argument("--cls-epochs", type=int, default=20)
+    train.add_argument("--lr", type=float, default=1e-5)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--seed", type=int, default=0)
+    _device_options(train)
+    train.set_defaults(func=run_train)
+
+    predict = verbs.add_parser("predict", help="HER2 status, P and overlays for one H&E slide")
+    predict.add_argument("slide")
+    predict.add_argument("--model", help="HER2Net bundle (default: the synthetic demo bundle)")
+    predict.add_argument("--out", help="folder for the overlay files (default: the cache)")
+    predict.add_argument("--threshold", type=float, default=10.0, help="positive when P >= this %%")
+    predict.add_argument("--batch-size", type=int, default=32)
+    _device_options(predict)
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(func=run_predict)
+
+    evaluate = verbs.add_parser("evaluate", help="status metrics, tumor mIoU and P on a cohort")
+    evaluate.add_argument("--cohort", required=True)
+    evaluate.add_argument("--model", help="HER2Net bundle (default: the demo bundle)")
+    _device_options(evaluate)
+    evaluate.add_argument("-o", "--output", help="write the JSON report here too")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def _device_options(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def _set_threads(args) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ModelError(f"--threads must be at least 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+
+
+def _progress(progress: Progress) -> None:
+    print(f"{progress.message} ({progress.done}/{progress.total})", file=sys.stderr, flush=True)
+
+
+def run_train(args) -> int:
+    """``her2net train``: stages print their progress on stderr."""
+    _set_threads(args)
+    if args.tile_size < 16 or (args.input_size is not None and args.input_size < 16):
+        raise ModelError("Tile and input sizes must be at least 16 pixels.")
+    config = TrainConfig(
+        magnification=args.magnification,
+        tile_size=args.tile_size,
+        input_size=args.input_size or args.tile_size,
+        segmenter={"arch": args.segmenter, "width": args.seg_width, "depth": args.seg_depth},
+        classifier={"arch": args.classifier, "width": args.cls_width},
+        integrated=args.integrated,
+        segmenter_epochs=args.seg_epochs,
+        classifier_epochs=args.cls_epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        tile_labels=args.tile_labels,
+        seed=args.seed,
+        device=args.device,
+    )
+    path = run_inline(
+        lambda ctx: train_her2net(args.cohort, args.out, config, args.work, ctx), _progress
+    )
+    print(path)
+    return 0
+
+
+def run_predict(args) -> int:
+    """``her2net predict``: status, P, areas and overlay paths."""
+    _set_threads(args)
+    bundle = Path(args.model) if args.model else demo_bundle_path()
+    model = load_her2net(bundle, args.device)
+    options = Her2NetOptions(positive_percent=args.threshold, batch_size=args.batch_size)
+    with open_slide(args.slide) as slide:
+        result = run_inline(
+            lambda ctx: analyse_slide(slide, bundle, model, options, ctx, args.out), None
+        )
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        s = summary
+        print(
+            f"HER2 {s['her2_status']}: high-expression {s['high_expression_percent']:.1f}% "
+            f"(positive at >= {s['positive_percent']:g}%), tumor {s['tumor_area_px']:.0f} px, "
+            f"strong {s['strong_area_px']:.0f} px; overlays in "
+            f"{Path(s['overlays']['result']).parent}"
+        )
+    return 0
+
+
+def run_evaluate(args) -> int:
+    """``her2net evaluate``: JSON report on stdout."""
+    from her2viewer.models.her2net.evaluation import evaluate_cohort
+
+    _set_threads(args)
+    model = load_her2net(args.model, args.device)
+    report = run_inline(lambda ctx: evaluate_cohort(args.cohort, model, None, ctx), _progress)
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text)
+    return 0
