@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import build_encoder, torchvision_cache_file
@@ -92,6 +93,7 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
     extract_cohort(labels, work / "features", encoder)
     dev, test = split_cohort(load_cohort(work / "features", labels), n_test)
     config = TrainConfig(seed=0)
+    torch.set_num_threads(1)  # one small bag per step: extra threads only add overhead
     summary = cross_validate(
         dev, work / "cv", config, n_folds=folds, on_epoch=_quiet_epoch, provenance={"note": NOTE}
     )
