@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from her2viewer.errors import ModelError
-from her2viewer.models.patch_cnn import MAX_BACKGROUND, PATCH_SIZE
+from her2viewer.models.patch_cnn import MAX_BACKGROUND, PATCH_SIZE, keep_patches
 from her2viewer.slide import open_slide
 from her2viewer.tissue import make_patch_grid, segment_tissue
 from her2viewer.training.metrics import auc_delong, confusion_matrix
@@ -99,7 +99,9 @@ def slide_patches(
     (numpy.ndarray, numpy.ndarray, int)
         Patches ``(N, patch_size, patch_size, 3)`` uint8, their level-0 coordinates
         ``(N, 2)`` and the patch side in level-0 pixels. With ``limit`` a random
-        subset (seeded) is read.
+        subset (seeded) is read. The grid drops patches over ``max_background`` white
+        on the low-resolution segmentation image; the patches read are checked again
+        at full resolution with :func:`~her2viewer.models.patch_cnn.keep_patches`.
     """
     with open_slide(path) as slide:
         grid = make_patch_grid(
@@ -108,9 +110,11 @@ def slide_patches(
         index = np.arange(len(grid))
         if limit is not None and len(index) > limit:
             index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
-        patches = [grid.read_patch(slide, int(i)) for i in index]
-    empty = np.zeros((0, patch_size, patch_size, 3), np.uint8)
-    return (np.stack(patches) if patches else empty), grid.coords[index], grid.patch_size_level0
+        patches = np.zeros((len(index), patch_size, patch_size, 3), np.uint8)
+        for k, i in enumerate(index):
+            patches[k] = grid.read_patch(slide, int(i))
+    keep = keep_patches(patches, max_background)  # exact check at full resolution
+    return patches[keep], grid.coords[index][keep], grid.patch_size_level0
 
 
 @dataclass
