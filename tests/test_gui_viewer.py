@@ -116,6 +116,34 @@ def test_open_zoom_pan_keys_and_no_gui_thread_reads(window, case, qtbot):
     assert 10.0 in view.available_presets() and 40.0 not in view.available_presets()
 
 
+def test_wheel_zooms_smoothly_about_the_cursor(window, case, qtbot):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QWheelEvent
+
+    case_dir, _ = case
+    assert window.open_in_pane(case_dir / "he.svs")
+    qtbot.waitExposed(window)
+    settle(window, 30)
+    view = window.views[0]
+    start = view.state.downsample
+    pos = QPointF(150, 120)
+    anchor = view.screen_to_level0(pos.x(), pos.y())
+    event = QWheelEvent(
+        pos,
+        view.mapToGlobal(pos),
+        QPoint(0, 0),
+        QPoint(0, 240),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QApplication.sendEvent(view, event)
+    qtbot.waitUntil(lambda: not view._animator.isActive(), timeout=5000)
+    assert view.state.downsample == pytest.approx(start / 1.25**2, rel=1e-3)
+    assert view.screen_to_level0(pos.x(), pos.y()) == pytest.approx(anchor, abs=1.0)
+
+
 def test_layer_toggle_and_opacity(window, case):
     case_dir, truth = case
     window.open_in_pane(case_dir / "he.svs")
