@@ -64,7 +64,7 @@ def read_labels(labels_csv: str | os.PathLike) -> list[dict]:
 def _logistic(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
     if len(set(y.tolist())) < 2:
         raise StainError("Training needs at least two different labels.")
-    return LogisticRegression(class_weight="balanced", C=100.0, max_iter=1000).fit(x, y)
+    return LogisticRegression(class_weight="balanced", C=10.0, max_iter=1000).fit(x, y)
 
 
 def _dump(model: LogisticRegression) -> dict:
@@ -85,20 +85,25 @@ def _load(data: dict) -> LogisticRegression:
 
 @dataclass
 class StainIntensityBaseline:
-    """Two logistic regressions on the max-tile mean DAB descriptor."""
+    """Two logistic regressions on the standardised max-tile mean DAB descriptor."""
 
     score_model: LogisticRegression
     status_model: LogisticRegression
+    mean: float = 0.0
+    scale: float = 1.0
 
     @classmethod
     def fit(cls, descriptors, scores, statuses) -> StainIntensityBaseline:
         """Fit on descriptors (one float per slide), IHC scores and statuses."""
-        x = np.asarray(descriptors, float).reshape(-1, 1)
-        return cls(_logistic(x, np.asarray(scores, int)), _logistic(x, np.asarray(statuses)))
+        values = np.asarray(descriptors, float)
+        mean, scale = float(values.mean()), float(values.std()) or 1.0
+        x = ((values - mean) / scale).reshape(-1, 1)
+        score_model = _logistic(x, np.asarray(scores, int))
+        return cls(score_model, _logistic(x, np.asarray(statuses)), mean, scale)
 
     def predict(self, descriptors) -> tuple[np.ndarray, np.ndarray]:
         """Return predicted IHC scores and statuses."""
-        x = np.asarray(descriptors, float).reshape(-1, 1)
+        x = ((np.asarray(descriptors, float) - self.mean) / self.scale).reshape(-1, 1)
         return self.score_model.predict(x), self.status_model.predict(x)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -107,6 +112,7 @@ class StainIntensityBaseline:
             "kind": MODEL_KIND,
             "tile": TILE,
             "descriptor": "max over 224 px 20x tiles of mean DAB OD",
+            "standardise": {"mean": self.mean, "scale": self.scale},
             "score": _dump(self.score_model),
             "status": _dump(self.status_model),
         }
@@ -121,7 +127,8 @@ class StainIntensityBaseline:
             data = json.loads(Path(path).read_text())
             if data.get("kind") != MODEL_KIND:
                 raise KeyError("kind")
-            return cls(_load(data["score"]), _load(data["status"]))
+            norm = data["standardise"]
+            return cls(_load(data["score"]), _load(data["status"]), norm["mean"], norm["scale"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StainError(f"{path} is not a stain-intensity baseline model: {exc}.") from exc
 
