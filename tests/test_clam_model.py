@@ -88,6 +88,22 @@ def test_clam_bundle_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
 
 
+def test_standardized_model_round_trip(tmp_path):
+    model = CLAM(ClamConfig(embed_dim=4, hidden_dim=8, attention_dim=4, standardize=True)).eval()
+    model.feature_mean.copy_(torch.tensor([10.0, 0, 0, 0]))
+    model.feature_std.copy_(torch.tensor([2.0, 1, 1, 1]))
+    feats = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    shifted = feats.copy()
+    shifted[:, 0] = feats[:, 0] * 2 + 10
+    plain = CLAM(ClamConfig(embed_dim=4, hidden_dim=8, attention_dim=4)).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    np.testing.assert_allclose(
+        predict(model, shifted).attention, predict(plain, feats).attention, atol=1e-5
+    )
+    loaded, _ = load_clam(save_clam_bundle(tmp_path / "z", model, {}))
+    assert torch.equal(loaded.feature_std, model.feature_std)
+
+
 def test_bundle_errors(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_bundle(tmp_path / "missing")

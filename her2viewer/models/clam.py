@@ -53,6 +53,9 @@ class ClamConfig:
         Patches per side sampled for the instance-level clustering loss.
     subtyping : bool
         Also penalise the top patches of the out-of-class branches.
+    standardize : bool
+        Our extension (not in reference CLAM): standardise features with stored
+        per-dimension ``feature_mean`` / ``feature_std`` buffers before the network.
     """
 
     model_type: str = "clam_sb"
@@ -64,6 +67,7 @@ class ClamConfig:
     dropout: float = 0.25
     k_sample: int = 8
     subtyping: bool = False
+    standardize: bool = False
 
     @classmethod
     def from_size(cls, size: str = "small", **kwargs) -> ClamConfig:
@@ -182,6 +186,9 @@ class CLAM(nn.Module):
             [nn.Linear(config.hidden_dim, 2) for _ in range(config.n_classes)]
         )
         self.instance_loss_fn = make_loss(instance_loss, 2)
+        if config.standardize:
+            self.register_buffer("feature_mean", torch.zeros(config.embed_dim))
+            self.register_buffer("feature_std", torch.ones(config.embed_dim))
 
     def _inst_eval(self, attention, h, classifier, in_class: bool):
         k = min(self.config.k_sample, h.shape[0])
@@ -227,6 +234,8 @@ class CLAM(nn.Module):
             ``results`` holds ``instance_loss``, ``inst_preds`` and ``inst_labels``
             when ``instance_eval`` is true.
         """
+        if self.config.standardize:
+            h = (h - self.feature_mean) / self.feature_std
         attention, h = self.attention_net(h)
         attention_raw = attention.transpose(1, 0)
         attention = F.softmax(attention_raw, dim=1)

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     train.add_argument(
         "--subtyping", action="store_true", help="instance loss on out-of-class branches too"
     )
+    train.add_argument(
+        "--standardize", action="store_true", help="z-score features (stored in the model)"
+    )
     train.add_argument("--threads", type=int, help="torch CPU threads")
     defaults = TrainConfig()
     for item in fields(TrainConfig):

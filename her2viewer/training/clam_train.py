@@ -5,6 +5,8 @@ Defaults follow the paper (and CLAM's ``main.py``): Adam lr 1e-4, weight decay
 weight 0.7, k_sample 8, at most 200 epochs, early stopping once validation loss
 has not improved for 20 epochs (not before epoch 50, CLAM's ``stop_epoch``); the
 kept model is the one with the lowest validation loss. One bag per step.
+``standardize`` (off by default, not in the recipe) z-scores features with the
+training patches' per-dimension mean and standard deviation, stored in the model.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class TrainConfig:
     bag_weight: float = 0.7
     k_sample: int = 8
     subtyping: bool = False
+    standardize: bool = False
     max_epochs: int = 200
     patience: int = 20
     min_epochs: int = 50
@@ -60,6 +63,7 @@ class TrainConfig:
             dropout=self.dropout,
             k_sample=self.k_sample,
             subtyping=self.subtyping,
+            standardize=self.standardize,
         )
 
 
@@ -117,6 +121,10 @@ def train_clam(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = CLAM(config.clam_config(n_classes, train[0].features.shape[1]), config.inst_loss)
+    if config.standardize:
+        patches = np.concatenate([b.features for b in train])
+        model.feature_mean.copy_(torch.from_numpy(patches.mean(0)))
+        model.feature_std.copy_(torch.from_numpy(patches.std(0) + 1e-6))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_loss(config.bag_loss, n_classes)
     best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
