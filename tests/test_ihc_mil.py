@@ -108,3 +108,37 @@ def test_stain_intensity_baseline(tmp_path, capsys):
         read_labels(tmp_path / "missing.csv")
     assert main(["ihc", "train-baseline", str(tmp_path / "missing.csv"), "-o", "m.json"]) == 2
     assert "\n" not in capsys.readouterr().err.strip()
+
+
+def test_cli_trains_and_predicts_on_plain_images(tmp_path, capsys):
+    """train-baseline / predict-baseline / train-mil on two 1024 px IHC images."""
+    from her2viewer.stain import HDAB, combine_stains, separate_stains
+
+    stained = np.tile(skimage.data.immunohistochemistry(), (2, 2, 1))
+    stains = separate_stains(stained, HDAB)
+    stains[..., 1] = 0
+    unstained = combine_stains(stains, HDAB)
+    for name, image in (("pos.png", stained), ("neg.png", unstained)):
+        cv2.imwrite(str(tmp_path / name), image[..., ::-1])
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "case_id,ihc_path,ihc_score,her2_status\na,pos.png,3,positive\nb,neg.png,0,negative\n"
+    )
+    model = tmp_path / "baseline.json"
+    assert main(["ihc", "train-baseline", str(labels), "-o", str(model)]) == 0
+    assert main(["ihc", "predict-baseline", str(model), str(tmp_path / "pos.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["her2_status"] == "positive"
+    bundle = tmp_path / "mil.zip"
+    args = ["ihc", "train-mil", str(labels), "-o", str(bundle), "--random-weights", "1"]
+    args += ["--features-dir", str(tmp_path / "features"), "--epochs", "2"]
+    assert main(args) == 0
+    assert bundle.exists() and len(list((tmp_path / "features").glob("*.h5"))) == 2
+
+
+def test_cli_unwritable_map_is_one_line(tmp_path, capsys):
+    image = tmp_path / "ihc.png"
+    cv2.imwrite(str(image), skimage.data.immunohistochemistry()[..., ::-1])
+    missing = tmp_path / "no" / "such" / "map.png"
+    assert main(["ihc", "score", str(image), "--map", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "map" in err and "\n" not in err
