@@ -130,3 +130,18 @@ def test_bundle_with_wrong_weights(tmp_path):
     (path / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="do not fit"):
         load_clam(path)
+
+
+def test_shipped_demo_bundle_loads_and_says_synthetic():
+    from pathlib import Path
+
+    from her2viewer.features.encoders import encoder_for_bundle
+
+    path = Path(__file__).resolve().parents[1] / "resources" / "models" / "clam_synthetic_demo"
+    assert sum(f.stat().st_size for f in path.iterdir()) < 5 * 2**20
+    model, meta = load_clam(path)
+    assert "SYNTHETIC" in meta["note"] and meta["class_names"] == ["negative", "positive"]
+    assert meta["provenance"]["heldout_auc"] > 0.9
+    assert meta["encoder"]["provenance"] == {"weights": "random", "seed": 0}
+    encoder = encoder_for_bundle(meta)
+    assert encoder.dim == model.config.embed_dim == 1024

@@ -112,6 +112,7 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
         }
     )
     meta.pop("config", None)
+    meta["note"] = NOTE
     save_clam_bundle(out, model, meta)
     report = {
         "shipped_fold": best,
