@@ -208,6 +208,8 @@ class Her2NetResult:
         Bool masks at ``mask_downsample`` level-0 px per pixel (strong = tumor in strong tiles).
     tiles : list of TileRecord
         Every tissue (non-background) tile.
+    tile_size_px : float
+        Tile side in level-0 pixels.
     """
 
     her2_status: str
@@ -219,6 +221,7 @@ class Her2NetResult:
     strong_mask: np.ndarray
     mask_downsample: float
     tiles: list[TileRecord] = field(default_factory=list)
+    tile_size_px: float = 0.0
     slide: str = ""
     bundle: str = ""
     files: dict = field(default_factory=dict)
@@ -252,6 +255,7 @@ class Her2NetResult:
             "tumor_area_px": self.tumor_area_px,
             "strong_area_px": self.strong_area_px,
             "mask_downsample": self.mask_downsample,
+            "tile_size_px": self.tile_size_px,
             "n_tissue_tiles": len(self.tiles),
             "n_classified_tiles": sum(t.classified for t in self.tiles),
             "n_strong_tiles": sum(bool(t.strong) for t in self.tiles),
@@ -309,6 +313,7 @@ def load_result(out_dir: str | Path) -> Her2NetResult:
         strong_mask=masks[1],
         mask_downsample=summary["mask_downsample"],
         tiles=tiles,
+        tile_size_px=summary["tile_size_px"],
         slide=summary["slide"],
         bundle=summary["bundle"],
         files=summary["overlays"],
@@ -408,6 +413,7 @@ def predict_slide(
         strong_mask=strong_mask,
         mask_downsample=ds,
         tiles=records,
+        tile_size_px=float(layout.tile_size0),
         slide=str(slide.info.path),
         bundle=str(model.meta.get("name", "")),
     )
