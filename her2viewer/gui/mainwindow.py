@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -49,6 +49,9 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []
         self.views: list[SlideView] = []
         self.slides = []
+        self._retired = []
+        self._retire_timer = QTimer(self, interval=200)
+        self._retire_timer.timeout.connect(self._close_retired)
         self.sync = SyncGroup(self)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.setCentralWidget(self.splitter)
@@ -188,8 +191,7 @@ class MainWindow(QMainWindow):
         view.set_slide(slide, title=Path(path).name)
         self.slides[index] = slide
         if old is not None:
-            self.loader.wait_idle(2.0)  # let in-flight reads of the old slide finish
-            old.close()
+            self._retire(old)
         if index > 0:
             self.sync.set_transform(view, None)
         self._remember(str(path))
@@ -327,11 +329,24 @@ class MainWindow(QMainWindow):
         if not self.errors or self.errors[-1] != message:
             self.show_error(f"A tile could not be read: {message}")
 
+    def _retire(self, slide) -> None:
+        """Close ``slide`` once no tile read can still be using it (never blocks the GUI)."""
+        self._retired.append(slide)
+        self._retire_timer.start()
+
+    def _close_retired(self) -> None:
+        if self.loader.pending():
+            return
+        self._retire_timer.stop()
+        for slide in self._retired:
+            slide.close()
+        self._retired = []
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         for view in self.views:
             self.loader.cancel(id(view))
-        self.loader.wait_idle(2.0)
-        for slide in self.slides:
-            if slide is not None:
-                slide.close()
+        if self.loader.wait_idle(2.0):  # the window is going away; a short wait is fine
+            for slide in [*self.slides, *self._retired]:
+                if slide is not None:
+                    slide.close()
         super().closeEvent(event)
