@@ -72,8 +72,10 @@ def test_bad_inputs_are_one_line_errors(synthetic_case, tmp_path, capsys):
     assert "magnification" in _error_line(capsys)
     assert main(["her2net", "predict", slide, "--threads", "0"]) == 2
     assert "--threads" in _error_line(capsys)
-    assert main(["her2net", "train", "--cohort", str(tmp_path / "x.csv"), "-o", "b"]) == 2
+    out = tmp_path / "b"
+    assert main(["her2net", "train", "--cohort", str(tmp_path / "x.csv"), "-o", str(out)]) == 2
     assert "Labels file not found" in _error_line(capsys)
+    assert not out.exists() and not (tmp_path / "b.work").exists()
     assert main(["her2net", "evaluate", "--cohort", str(tmp_path / "x.csv")]) == 2
     assert "Labels file not found" in _error_line(capsys)
 
@@ -82,7 +84,7 @@ def test_train_rejects_cohort_too_small_for_five_folds(synthetic_cohort, tmp_pat
     code = main(["her2net", "train", "--cohort", str(synthetic_cohort), "-o", str(tmp_path / "b")])
     assert code == 2
     assert "5-fold cross-validation needs 5" in _error_line(capsys)
-    assert not (tmp_path / "b").exists()
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.work").exists()
 
 
 @pytest.mark.parametrize("verb", ["train", "predict", "evaluate"])

@@ -260,8 +260,10 @@ def case_tiles(
                 label = strong_label(
                     tumor, high, config["tumor_min_fraction"], config["strong_fraction"]
                 )
-            else:
+            elif tumor.mean() > config["tumor_min_fraction"]:
                 label = manual.get((case.case_id, x, y), -1)
+            else:
+                label = -1  # non-tumor tiles are never used, whatever the CSV says
             rows.append((tile, tumor, label, (x, y)))
     s = layout.out_size
     return TileSet(

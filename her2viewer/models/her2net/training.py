@@ -311,10 +311,12 @@ def train_her2net(
     """
     config = config or TrainConfig()
     out = Path(out)
+    cases = read_training_cohort(labels_csv)
+    positive, patients = [c.positive for c in cases], [c.patient_id for c in cases]
+    folds = slide_folds(positive, patients, seed=config.seed)
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    cases = read_training_cohort(labels_csv)
     stages = 3 + N_FOLDS
 
     def reporter(stage: int, name: str):
@@ -324,9 +326,6 @@ def train_her2net(
 
         return report
 
-    folds = slide_folds(
-        [c.positive for c in cases], [c.patient_id for c in cases], seed=config.seed
-    )
     tiles = _stage_tiles(cases, config, work, reporter(1, "tiles"))
     segmenter, seg_info = _stage_model(
         work / "segmenter.safetensors",

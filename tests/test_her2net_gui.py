@@ -1,0 +1,52 @@
+"""HER2Net panel in the viewer: background run, layers on the H&E pane, P bar, tile jump."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from her2viewer.gui.her2net_panel import attach_her2net_panel  # noqa: E402
+from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
+from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path):
+    loader = TileLoader(TileCache(64), workers=1)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(loader, settings)
+    qtbot.addWidget(win)
+    win.resize(900, 600)
+    win.show()
+    yield win
+    loader.shutdown()
+
+
+def test_panel_runs_in_background_and_adds_layers(window, synthetic_case, qtbot):
+    panel = attach_her2net_panel(window)
+    panel.run()  # no slide yet: a message, no job
+    assert panel.job is None and window.errors
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    panel.run()
+    assert panel.job is not None and not panel.run_button.isEnabled()
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
+    names = [layer.name for layer in window.views[0].layers]
+    assert "HER2Net tumor" in names and "HER2Net high expression" in names
+    assert panel.bar.value == panel.result.high_expression_percent
+    assert panel.bar.threshold == 10.0
+    assert panel.status.text().startswith(f"HER2 {panel.result.her2_status}")
+    assert panel.table.rowCount() == len(panel.result.tiles) > 0
+    tile = panel.result.tiles[0]
+    panel._jump(0, 0)
+    state = window.views[0].state
+    assert (state.cx, state.cy) == (
+        tile.x + panel.result.tile_size_px / 2,
+        tile.y + panel.result.tile_size_px / 2,
+    )
+    panel.run()  # a second run comes from the cache and replaces the layers
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
+    names = [layer.name for layer in window.views[0].layers]
+    assert names.count("HER2Net tumor") == 1
