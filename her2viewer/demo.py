@@ -12,7 +12,7 @@ from her2viewer.tissue import make_patch_grid, segment_tissue
 from her2viewer.tissue.masks import mask_iou, read_mask
 
 #: Bump when the synthetic generator changes what it draws.
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEMO_SIZE = (12000, 9000)
 DEMO_SEED = 2026
 DEMO_SCORE = 2
