@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -91,12 +92,13 @@ def main() -> None:
         rows = read_labels(labels)
         truth = np.array([int(r["ihc_score"]) for r in rows])
         statuses = np.array([r["her2_status"] for r in rows])
-        times, predicted = [], []
+        times, cpu_times, predicted = [], [], []
         for row in rows:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             with open_slide(row["ihc_path"]) as slide:
                 predicted.append(score_ihc(slide).score)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu)
         start = time.perf_counter()
         descriptors = cohort_descriptors(rows)
         descriptor_time = (time.perf_counter() - start) / len(rows)
@@ -113,6 +115,8 @@ def main() -> None:
                     "predicted": predicted,
                     "seconds_per_slide_median": float(np.median(times)),
                     "seconds_per_slide_max": float(np.max(times)),
+                    "cpu_seconds_per_slide_median": float(np.median(cpu_times)),
+                    "load_average_1min": os.getloadavg()[0],
                 },
                 "stain_intensity_baseline_held_out": {
                     **baseline,

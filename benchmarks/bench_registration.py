@@ -2,7 +2,8 @@
 
 Prints JSON: time per pair, landmark error (median and max over IHC tissue points,
 level-0 px at 20x) against ``transform_ihc_to_he``, the registration's own measured
-error, and whether unrelated pairs are refused.
+error, and whether unrelated pairs are refused. Wall time depends on what else runs on
+the machine: ``cpu_seconds`` (process CPU time) and the load average are printed too.
 
     .venv/bin/python benchmarks/bench_registration.py [--cases 8] [--seed 11] [--size 3000x2400]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,13 +35,14 @@ def _landmark_errors(case: Path, registration) -> np.ndarray:
 
 
 def _register(fixed: Path, moving: Path):
-    start = time.perf_counter()
+    """Register a pair; return the result (None when refused), wall and CPU seconds."""
+    start, cpu = time.perf_counter(), time.process_time()
     with open_slide(fixed) as f, open_slide(moving) as m:
         try:
             result = register_slides(f, m)
         except RegistrationError:
             result = None
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -54,12 +57,13 @@ def main() -> None:
         write_cohort(Path(tmp), args.cases, args.seed, size)
         cases = sorted(p for p in Path(tmp).iterdir() if p.is_dir())
         for case in cases:
-            result, seconds = _register(case / "he.svs", case / "ihc.svs")
+            result, seconds, cpu = _register(case / "he.svs", case / "ihc.svs")
             errors = _landmark_errors(case, result) if result else np.array([np.inf])
             pairs.append(
                 {
                     "case": case.name,
                     "seconds": seconds,
+                    "cpu_seconds": cpu,
                     "registered": result is not None,
                     "landmark_error_median_px": float(np.median(errors)),
                     "landmark_error_max_px": float(errors.max()),
@@ -67,7 +71,7 @@ def main() -> None:
                 }
             )
         for a, b in zip(cases, cases[1:] + cases[:1], strict=True):
-            result, seconds = _register(a / "he.svs", b / "ihc.svs")
+            result, _, _ = _register(a / "he.svs", b / "ihc.svs")
             unrelated.append({"he": a.name, "ihc": b.name, "refused": result is None})
     medians = [p["landmark_error_median_px"] for p in pairs]
     print(
@@ -77,6 +81,9 @@ def main() -> None:
                 "worst_case_median_error_px": max(medians),
                 "worst_max_error_px": max(p["landmark_error_max_px"] for p in pairs),
                 "seconds_per_pair_max": max(p["seconds"] for p in pairs),
+                "seconds_per_pair_median": float(np.median([p["seconds"] for p in pairs])),
+                "cpu_seconds_per_pair_max": max(p["cpu_seconds"] for p in pairs),
+                "load_average_1min": os.getloadavg()[0],
                 "unrelated_refused": f"{sum(u['refused'] for u in unrelated)}/{len(unrelated)}",
                 "pairs": pairs,
                 "unrelated": unrelated,

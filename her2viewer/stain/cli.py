@@ -1,4 +1,7 @@
-"""Verb ``ihc``: rule-based HER2 IHC score and seed 003's stain-intensity baseline."""
+"""Verb ``ihc``: rule-based HER2 IHC score, seed 003's stain-intensity baseline and MIL.
+
+The MIL verbs import torch only when they run, so that the other verbs start fast.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +26,6 @@ from her2viewer.analysis.ihc_baseline import (
     cohort_descriptors,
     max_tile_dab,
     read_labels,
-)
-from her2viewer.analysis.ihc_mil import (
-    attention_map,
-    load_mil,
-    predict_mil,
-    resnet34_encoder,
-    save_mil,
-    slide_features,
-    train_ihc_mil,
 )
 from her2viewer.errors import StainError
 from her2viewer.slide import open_slide
@@ -147,6 +141,13 @@ def run_predict_baseline(args) -> int:
 
 def run_train_mil(args) -> int:
     """Extract (or reuse) tile features for a cohort and train the attention MIL."""
+    from her2viewer.analysis.ihc_mil import (
+        resnet34_encoder,
+        save_mil,
+        slide_features,
+        train_ihc_mil,
+    )
+
     rows = read_labels(args.labels)
     encoder = resnet34_encoder(args.encoder_weights, args.random_weights)
     features_dir = Path(args.features_dir)
@@ -169,6 +170,8 @@ def run_train_mil(args) -> int:
 
 def run_predict_mil(args) -> int:
     """Print the MIL's IHC score and status for one slide (and its attention heatmap)."""
+    from her2viewer.analysis.ihc_mil import attention_map, load_mil, predict_mil, slide_features
+
     model, encoder = load_mil(args.bundle)
     with tempfile.TemporaryDirectory() as tmp, open_slide(args.slide) as slide:
         features = slide_features(
