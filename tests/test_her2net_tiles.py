@@ -21,6 +21,7 @@ from her2viewer.analysis.her2net import (
     tile_saturation,
 )
 from her2viewer.errors import ModelError
+from her2viewer.jobs import Cancelled, JobContext
 from her2viewer.models.her2net.ensemble import IntegratedClassifier
 from her2viewer.models.her2net.model import Her2NetModel
 from her2viewer.slide import open_slide
@@ -165,3 +166,11 @@ def test_prediction_on_constructed_slide(tmp_path):
     with open_slide(path) as slide:
         strict = predict_slide(slide, _toy_model(size), Her2NetOptions(positive_percent=40.0))
     assert strict.her2_status == "negative"
+
+
+def test_prediction_stops_when_cancelled(gradient_slide):
+    path, _ = gradient_slide
+    context = JobContext()
+    context.token.cancel()
+    with open_slide(path) as slide, pytest.raises(Cancelled):
+        predict_slide(slide, _toy_model(64), context=context)
