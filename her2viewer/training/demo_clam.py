@@ -80,10 +80,9 @@ def split_cohort(cohort: Cohort, n_test: int) -> tuple[Cohort, Cohort]:
     return part(False), part(True)
 
 
-def heldout_auc(model, cohort: Cohort) -> float:
-    """AUC of a model's positive-class probability on a cohort."""
-    probs = [predict(model, b.features).probabilities[1] for b in cohort.bags]
-    return auc_delong(cohort.labels == 1, probs).value
+def heldout_probabilities(model, cohort: Cohort) -> np.ndarray:
+    """A model's positive-class probability per bag."""
+    return np.array([predict(model, b.features).probabilities[1] for b in cohort.bags])
 
 
 def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> dict:
@@ -99,8 +98,17 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
     summary = cross_validate(
         dev, work / "cv", config, n_folds=folds, on_epoch=_quiet_epoch, provenance={"note": NOTE}
     )
-    fold_auc = [heldout_auc(load_clam(work / "cv" / f"fold_{k}")[0], test) for k in range(folds)]
+    fold_probs = [
+        heldout_probabilities(load_clam(work / "cv" / f"fold_{k}")[0], test) for k in range(folds)
+    ]
+    fold_auc = [auc_delong(test.labels == 1, p).value for p in fold_probs]
     best = min(summary["folds"], key=lambda f: f["val_loss"])["fold"]
+    called, positive = fold_probs[best] >= 0.5, test.labels == 1
+    at_half = {
+        "accuracy": float((called == positive).mean()),
+        "sensitivity": float(called[positive].mean()),
+        "specificity": float((~called[~positive]).mean()),
+    }
     model, meta = load_clam(work / "cv" / f"fold_{best}")
     meta["provenance"].update(
         {
@@ -108,6 +116,7 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
             "cohort": f"write_cohort(n_cases={n_cases}, seed=2024, size={SLIDE_SIZE})",
             "heldout_slides": [b.slide_id for b in test.bags],
             "heldout_auc": fold_auc[best],
+            "heldout_at_0.5": at_half,
             "script": "python -m her2viewer.training.demo_clam",
         }
     )
@@ -119,6 +128,10 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
         "heldout_auc_shipped": fold_auc[best],
         "heldout_auc_per_fold": fold_auc,
         "heldout_n": len(test.bags),
+        "heldout_at_0.5": at_half,
+        "heldout_probabilities": {
+            b.slide_id: float(p) for b, p in zip(test.bags, fold_probs[best], strict=True)
+        },
         "cv_pooled_test": summary["pooled_test"],
         "encoder": encoder.describe(),
     }
