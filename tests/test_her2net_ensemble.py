@@ -69,3 +69,26 @@ def test_bad_training_inputs_are_one_line_errors(outputs):
         fit_integrated(x[:10], np.zeros(9))
     with pytest.raises(ModelError, match="Unknown integrated classifier"):
         fit_integrated(x, np.arange(len(x)) % 2, "xgboost")
+
+
+def test_cohort_summary_uses_shared_metrics():
+    from her2viewer.models.her2net.evaluation import summarise
+
+    rows = [
+        {
+            "truth_positive": truth,
+            "her2_status": "positive" if p >= 10 else "negative",
+            "high_expression_percent": p,
+            "true_high_expression_fraction": f,
+            "tumor_miou": 0.9,
+            "tumor_iou": 0.8,
+        }
+        for truth, p, f in [(True, 40, 0.5), (True, 5, 0.2), (False, 0, 0.0), (False, 12, 0.03)]
+    ]
+    report = summarise(rows)
+    assert report["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert report["status"]["accuracy"]["value"] == 0.5
+    assert report["status"]["sensitivity"]["method"] == "clopper-pearson"
+    assert report["auc_p"]["value"] == 0.75 and report["auc_p"]["method"] == "delong"
+    assert report["tumor_miou"] == pytest.approx(0.9)
+    assert report["p_correlation"]["spearman"] == pytest.approx(0.8)
