@@ -21,6 +21,7 @@ from her2viewer.analysis.ihc import (
 )
 from her2viewer.cli import main
 from her2viewer.errors import StainError
+from her2viewer.registration import warp_map
 from her2viewer.slide import open_slide
 from her2viewer.stain import separate_stains, tile_means
 
@@ -143,17 +144,9 @@ def test_dab_map_finds_high_expression(ihc_cohort):
         with open_slide(case / "ihc.svs") as slide:
             rgb = slide.read_region((0, 0), 0, (slide.info.width, slide.info.height))
         dab = tile_means(separate_stains(rgb)[..., 1], 16)
-        matrix = np.array(truth["transform_ihc_to_he"])
-        scale = np.diag([1 / 16, 1 / 16, 1.0])
-        to_ihc = scale @ np.linalg.inv(matrix) @ np.linalg.inv(scale)
+        to_ihc = np.linalg.inv(truth["transform_ihc_to_he"])
         high, tumor = (
-            cv2.warpAffine(
-                cv2.imread(str(case / f"{name}_mask.png"), 0),
-                to_ihc[:2],
-                dab.shape[::-1],
-                flags=cv2.INTER_NEAREST,
-            )
-            > 0
+            warp_map(cv2.imread(str(case / f"{name}_mask.png"), 0) > 0, 16, to_ihc, dab.shape, 16)
             for name in ("high_expression", "tumor")
         )
         aucs.append(roc_auc_score(high[tumor], dab[tumor]))

@@ -16,6 +16,7 @@ from her2viewer.registration import (
     refine_local,
     register_slides,
     registration_from_landmarks,
+    warp_map,
 )
 from her2viewer.slide import open_slide
 
@@ -54,6 +55,11 @@ def test_recovers_known_transforms(cases):
         assert np.median(errors) < 20
         assert errors.max() < 40
         assert registration.quality["dice"] > 0.9
+        he_tissue = cv2.imread(str(case / "tissue_mask.png"), 0) > 0
+        ihc_tissue = cv2.imread(str(case / "ihc_tissue_mask.png"), 0) > 0
+        on_ihc = warp_map(he_tissue, 16, registration.inverse().matrix, ihc_tissue.shape, 16)
+        assert on_ihc.dtype == bool
+        assert (on_ihc & ihc_tissue).sum() / (on_ihc | ihc_tissue).sum() > 0.95
 
 
 @pytest.mark.parametrize("change", ["rot90", "flip"])

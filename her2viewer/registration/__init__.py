@@ -10,6 +10,12 @@ from her2viewer.registration.core import (
     register_slides,
     registration_from_landmarks,
 )
-from her2viewer.registration.transform import Registration
+from her2viewer.registration.transform import Registration, warp_map
 
-__all__ = ["Registration", "refine_local", "register_slides", "registration_from_landmarks"]
+__all__ = [
+    "Registration",
+    "refine_local",
+    "register_slides",
+    "registration_from_landmarks",
+    "warp_map",
+]

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from her2viewer.errors import RegistrationError
@@ -119,3 +120,54 @@ class Registration:
             raise RegistrationError(
                 f"{path.name} is not a registration JSON (needs a 3x3 'matrix'): {exc}."
             ) from exc
+
+
+def warp_map(
+    values: np.ndarray,
+    downsample: float,
+    matrix: np.ndarray,
+    out_shape: tuple[int, int],
+    out_downsample: float,
+    nearest: bool = True,
+) -> np.ndarray:
+    """Resample a low-resolution map from one slide's frame into another's.
+
+    Use it to show an H&E tumor mask in place on the IHC (``matrix`` =
+    ``registration.inverse().matrix``) or to bring an IHC score-category map onto
+    the H&E (``matrix`` = ``registration.matrix``).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(h, w)`` map (mask, categories, heat) in the source frame.
+    downsample : float
+        Source level-0 pixels per map pixel.
+    matrix : numpy.ndarray
+        3x3 source level-0 -> target level-0.
+    out_shape : (int, int)
+        ``(rows, cols)`` of the result.
+    out_downsample : float
+        Target level-0 pixels per result pixel.
+    nearest : bool
+        Nearest-neighbour (masks, categories) instead of bilinear.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out_shape`` map in the target frame; 0 where the source has no data.
+    """
+
+    def pixels_to_level0(ds: float) -> np.ndarray:
+        return np.array([[ds, 0, ds / 2], [0, ds, ds / 2], [0, 0, 1.0]])
+
+    target_to_source = (
+        np.linalg.inv(pixels_to_level0(downsample))
+        @ np.linalg.inv(_check_matrix(matrix))
+        @ pixels_to_level0(out_downsample)
+    )
+    source = np.asarray(values)
+    dtype = source.dtype
+    work = source.astype(np.uint8) if dtype.kind == "b" else source
+    flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(work, target_to_source[:2], (out_shape[1], out_shape[0]), flags=flags)
+    return out.astype(dtype)
