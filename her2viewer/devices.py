@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from her2viewer.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
@@ -27,6 +30,8 @@ def choose_device(name: str | torch.device = "auto") -> torch.device:
     ModelError
         When the named device is not available on this machine.
     """
+    import torch  # imported here so that building the CLI does not load torch
+
     text = str(name).strip().lower()
     if text == "auto":
         if torch.cuda.is_available():
@@ -50,5 +55,7 @@ def choose_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())

@@ -1,23 +1,27 @@
-"""Patch encoders and the feature-extraction engine (device, batching, prefetch, h5 store)."""
+"""Patch encoders and the feature-extraction engine (device, batching, prefetch, h5 store).
 
-from her2viewer.features.encoders import (
-    Encoder,
-    build_encoder,
-    encoder_for_bundle,
-    encoder_names,
-    register_encoder,
-)
-from her2viewer.features.engine import ExtractionResult, extract_features
-from her2viewer.features.store import FeatureFile, read_features
+The names below load lazily, so that importing :mod:`her2viewer.features.cli` (every
+start of the command line) does not import torch.
+"""
 
-__all__ = [
-    "Encoder",
-    "ExtractionResult",
-    "FeatureFile",
-    "build_encoder",
-    "encoder_for_bundle",
-    "encoder_names",
-    "extract_features",
-    "read_features",
-    "register_encoder",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "Encoder": "encoders",
+    "build_encoder": "encoders",
+    "encoder_for_bundle": "encoders",
+    "encoder_names": "encoders",
+    "register_encoder": "encoders",
+    "ExtractionResult": "engine",
+    "extract_features": "engine",
+    "FeatureFile": "store",
+    "read_features": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"her2viewer.features.{_EXPORTS[name]}"), name)

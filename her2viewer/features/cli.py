@@ -7,21 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError
-from her2viewer.features.encoders import Encoder, build_encoder
-from her2viewer.features.engine import extract_features
-from her2viewer.features.store import h5_path, pt_path, read_features
-from her2viewer.slide import open_slide
-from her2viewer.tissue import (
-    PRESETS,
-    make_patch_grid,
-    read_coords_h5,
-    resolve_params,
-    segment_tissue,
-    write_coords_h5,
-)
+from her2viewer.tissue import PRESETS
+
+if TYPE_CHECKING:
+    from her2viewer.features.encoders import Encoder
 
 PATH_COLUMNS = ("slide_path", "path", "he_path")
 NAME_COLUMNS = ("slide_id", "case_id")
@@ -48,6 +41,8 @@ def add_encoder_options(parser) -> None:
 
 def encoder_from_args(args) -> Encoder:
     """Build the encoder the command line asked for."""
+    from her2viewer.features.encoders import build_encoder  # torch only when a verb runs
+
     options = {"legacy_256": True} if args.legacy_256 and args.encoder == "resnet50_trunc" else {}
     return build_encoder(
         args.encoder, weights=args.encoder_weights, random_seed=args.random_weights, **options
@@ -144,6 +139,17 @@ def _progress_bar(name: str):
 
 def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
     """Segment, patch (or reuse the coords file) and extract one slide; return its summary."""
+    from her2viewer.features.engine import extract_features
+    from her2viewer.features.store import h5_path, pt_path, read_features
+    from her2viewer.slide import open_slide
+    from her2viewer.tissue import (
+        make_patch_grid,
+        read_coords_h5,
+        resolve_params,
+        segment_tissue,
+        write_coords_h5,
+    )
+
     out = Path(args.out)
     target = h5_path(out, name)
     if target.exists():

@@ -6,27 +6,21 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
-from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError
-from her2viewer.features.encoders import build_encoder
-from her2viewer.features.store import read_features
-from her2viewer.models.clam import load_clam, predict
 from her2viewer.overlay.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from her2viewer.overlay.layers import HeatmapLayer, render_level
-from her2viewer.slide import open_slide
-from her2viewer.training.clam_train import TrainConfig, cross_validate
-from her2viewer.training.datasets import load_cohort
+from her2viewer.training.clam_config import TrainConfig
+
+# torch-heavy modules are imported inside the run_* functions, so that building the
+# command line (every verb's start-up) does not load torch.
 
 TOP_K = 5
 
 
 def register(subparsers) -> None:
-    """Add ``clam infer`` and ``clam train``."""
+    """Add ``clam infer``, ``clam heatmap`` and ``clam train``."""
     clam = subparsers.add_parser("clam", help="CLAM attention MIL: infer and train")
     verbs = clam.add_subparsers(dest="clam_verb", metavar="ACTION")
     verbs.required = True
@@ -83,6 +77,9 @@ def register(subparsers) -> None:
 
 def run_infer(args) -> int:
     """Print the class probabilities, prediction and per-patch raw attention."""
+    from her2viewer.features.store import read_features
+    from her2viewer.models.clam import load_clam, predict
+
     model, meta = load_clam(args.model)
     feats = read_features(args.features)
     result = predict(model, feats.features)
@@ -110,6 +107,13 @@ def run_infer(args) -> int:
 
 def run_heatmap(args) -> int:
     """Analyse one slide with CLAM and write the attention heatmap over the slide as PNG."""
+    import cv2
+
+    from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
+    from her2viewer.features.encoders import build_encoder
+    from her2viewer.overlay.layers import HeatmapLayer, render_level
+    from her2viewer.slide import open_slide
+
     options = ClamAnalysisOptions(
         magnification=args.mag,
         patch_size=args.patch_size,
@@ -157,6 +161,11 @@ def run_heatmap(args) -> int:
 
 def run_train(args) -> int:
     """Cross-validate CLAM and write one bundle per fold plus ``summary.json``."""
+    import torch
+
+    from her2viewer.training.clam_train import cross_validate
+    from her2viewer.training.datasets import load_cohort
+
     if args.threads:
         torch.set_num_threads(args.threads)
     classes = args.classes.split(",") if args.classes else None

@@ -24,47 +24,13 @@ import torch
 from her2viewer import __version__
 from her2viewer.errors import ModelError
 from her2viewer.jobs import CancelToken
-from her2viewer.models.clam import CLAM, ClamConfig, make_loss, save_clam_bundle
+from her2viewer.models.clam import CLAM, make_loss, save_clam_bundle
+from her2viewer.training.clam_config import TrainConfig
 from her2viewer.training.datasets import Bag, Cohort, patient_folds
 from her2viewer.training.metrics import auc_delong, binary_metrics
 
 EpochFn = Callable[[dict], None]
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one CLAM training run (seed 000 defaults)."""
-
-    model_type: str = "clam_sb"
-    size: str = "small"
-    gated: bool = True
-    dropout: float = 0.25
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    bag_loss: str = "svm"
-    inst_loss: str = "ce"
-    bag_weight: float = 0.7
-    k_sample: int = 8
-    subtyping: bool = False
-    standardize: bool = False
-    max_epochs: int = 200
-    patience: int = 20
-    min_epochs: int = 50
-    seed: int = 0
-
-    def clam_config(self, n_classes: int, embed_dim: int) -> ClamConfig:
-        """The model architecture for this recipe."""
-        return ClamConfig.from_size(
-            self.size,
-            model_type=self.model_type,
-            n_classes=n_classes,
-            embed_dim=embed_dim,
-            gated=self.gated,
-            dropout=self.dropout,
-            k_sample=self.k_sample,
-            subtyping=self.subtyping,
-            standardize=self.standardize,
-        )
+__all__ = ["TrainConfig", "TrainResult", "cross_validate", "evaluate_bags", "train_clam"]
 
 
 @dataclass
