@@ -94,9 +94,18 @@ def _cohort(path: Path, n: int, seed: int, size: tuple[int, int]) -> Path:
 
 
 def build_demo(
-    out: Path, work: Path, n_train: int, n_test: int, size: tuple[int, int], progress=None
+    out: Path,
+    work: Path,
+    n_train: int,
+    n_test: int,
+    size: tuple[int, int],
+    progress=None,
+    labels: str = "truth",
 ) -> dict:
     """Write cohorts, train, evaluate on the held-out cohort and store the figures.
+
+    ``labels`` is ``truth`` (manual-label CSV from the truth masks) or ``ihc`` (the
+    registered, rule-scored IHC slides).
 
     Returns
     -------
@@ -107,7 +116,8 @@ def build_demo(
     train_csv = _cohort(work / "train", n_train, 2, size)
     test_csv = _cohort(work / "heldout", n_test, 3, size)
     config = demo_config()
-    config.tile_labels = str(truth_tile_labels(train_csv, config, work / "tile_labels.csv"))
+    if labels == "truth":
+        config.tile_labels = str(truth_tile_labels(train_csv, config, work / "tile_labels.csv"))
     provenance = {
         "synthetic": True,
         "notice": NOTICE,
@@ -141,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-cases", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(4096, 3072))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--labels", choices=("truth", "ihc"), default="truth", help="tile label source"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     report = build_demo(
@@ -150,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         args.test_cases,
         tuple(args.size),
         lambda p: print(f"{p.message} ({p.done}/{p.total})", file=sys.stderr, flush=True),
+        args.labels,
     )
     print(json.dumps(report, indent=2))
     return 0
