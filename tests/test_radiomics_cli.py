@@ -15,7 +15,6 @@ from her2viewer.radiomics.volume import Volume, write_nifti, write_nrrd
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "radiomics"
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="real radiomics data not available")
 def test_extract_breast1_json(capsys):
     args = ["radiomics", "extract", str(DATA / "breast1_image.nrrd"),
             str(DATA / "breast1_label.nrrd"), "--shift", "2000", "--json"]  # fmt: skip

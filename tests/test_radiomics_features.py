@@ -17,7 +17,6 @@ from her2viewer.radiomics.features import (
 from her2viewer.radiomics.volume import Volume, load_volume
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "radiomics"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="real radiomics data not available")
 
 
 def _baseline(case: str = "breast1") -> tuple[dict[str, float], str]:
