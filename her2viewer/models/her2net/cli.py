@@ -6,16 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from her2viewer.analysis.her2net import Her2NetOptions, analyse_slide
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Progress, run_inline
-from her2viewer.models.her2net.ensemble import KINDS
-from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
-from her2viewer.models.her2net.networks import CLASSIFIERS, SEGMENTERS
-from her2viewer.models.her2net.training import TrainConfig, train_her2net
-from her2viewer.slide import open_slide
+from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, SEGMENTERS
+
+# torch-heavy modules are imported inside the run_* functions, so that building the
+# command line (every verb's start-up) does not load torch.
 
 
 def register(subparsers) -> None:
@@ -70,6 +66,8 @@ def _device_options(parser) -> None:
 
 
 def _set_threads(args) -> None:
+    import torch
+
     if args.threads is not None:
         if args.threads < 1:
             raise ModelError(f"--threads must be at least 1, got {args.threads}.")
@@ -82,6 +80,8 @@ def _progress(progress: Progress) -> None:
 
 def run_train(args) -> int:
     """``her2net train``: stages print their progress on stderr."""
+    from her2viewer.models.her2net.training import TrainConfig, train_her2net
+
     _set_threads(args)
     if args.tile_size < 16 or (args.input_size is not None and args.input_size < 16):
         raise ModelError("Tile and input sizes must be at least 16 pixels.")
@@ -109,6 +109,10 @@ def run_train(args) -> int:
 
 def run_predict(args) -> int:
     """``her2net predict``: status, P, areas and overlay paths."""
+    from her2viewer.analysis.her2net import Her2NetOptions, analyse_slide
+    from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
+    from her2viewer.slide import open_slide
+
     _set_threads(args)
     bundle = Path(args.model) if args.model else demo_bundle_path()
     model = load_her2net(bundle, args.device)
@@ -134,6 +138,7 @@ def run_predict(args) -> int:
 def run_evaluate(args) -> int:
     """``her2net evaluate``: JSON report on stdout."""
     from her2viewer.models.her2net.evaluation import evaluate_cohort
+    from her2viewer.models.her2net.model import load_her2net
 
     _set_threads(args)
     model = load_her2net(args.model, args.device)

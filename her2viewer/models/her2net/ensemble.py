@@ -30,10 +30,7 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from her2viewer.errors import ModelError
-
-N_INPUTS = 5
-DEFAULT_KIND = "rf"
-KINDS = ("rf", "lr", "dt", "svm", "adaboost", "gbdt", "soft_voting")
+from her2viewer.models.her2net.choices import DEFAULT_KIND, KINDS, N_INPUTS
 
 
 def _calibrated_svm() -> CalibratedClassifierCV:

@@ -18,11 +18,12 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from her2viewer.errors import ModelError
-
-SEGMENTERS = ("unet", "segnet", "deeplabv3plus")
-CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121")
-DEFAULT_SEGMENTER = "unet"
-DEFAULT_CLASSIFIER = "resnet50"
+from her2viewer.models.her2net.choices import (
+    CLASSIFIERS,
+    DEFAULT_CLASSIFIER,
+    DEFAULT_SEGMENTER,
+    SEGMENTERS,
+)
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
