@@ -7,9 +7,11 @@ A synthetic Aperio slide is written into a temporary folder; its tissue is
 segmented and patched at 20x / 256 px. ``patches_per_s`` is
 ``extract_features`` end to end (tile reads + decoding + resize by the thread pool,
 device copy, encoder, h5 writes); ``compute_only_patches_per_s`` runs the same
-encoder on the same batches already decoded in memory. The encoder has seeded
-random weights (speed does not depend on their values). Also times CLAM inference
-(CLAM_SB small, gated) on 50000 patches' 1024-d features. Prints one JSON object.
+encoder on the same batches already decoded in memory, measured just before and
+just after the pipeline (their mean; the machine's load changes between runs).
+The encoder has seeded random weights (speed does not depend on their values).
+Also times CLAM inference (CLAM_SB small, gated) on 50000 patches' 1024-d features.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -81,6 +84,16 @@ def main() -> None:
                 batch_size=args.batch_size,
                 workers=args.workers,
             )
+            runner = DeviceRunner(encoder, torch.device(warm.device))
+            tiles = np.stack(
+                [encoder.prepare_tile(grid.read_patch(slide, i)) for i in range(len(grid))]
+            )
+            batches = [
+                torch.from_numpy(tiles[i : i + args.batch_size])
+                for i in range(0, len(tiles), args.batch_size)
+            ]
+            load_start = os.getloadavg()[0]
+            compute_before = compute_only(runner, batches)
             result = extract_features(
                 slide,
                 grid,
@@ -90,15 +103,8 @@ def main() -> None:
                 batch_size=args.batch_size,
                 workers=args.workers,
             )
-            runner = DeviceRunner(encoder, torch.device(warm.device))
-            tiles = np.stack(
-                [encoder.prepare_tile(grid.read_patch(slide, i)) for i in range(len(grid))]
-            )
-        batches = [
-            torch.from_numpy(tiles[i : i + args.batch_size])
-            for i in range(0, len(tiles), args.batch_size)
-        ]
-        compute = compute_only(runner, batches)
+            compute_after = compute_only(runner, batches)
+    compute = (compute_before + compute_after) / 2
     pipeline = result.patches_per_s
     print(
         json.dumps(
@@ -113,8 +119,10 @@ def main() -> None:
                 "patches": len(grid),
                 "patches_per_s": round(pipeline, 2),
                 "compute_only_patches_per_s": round(compute, 2),
+                "compute_only_before_after": [round(compute_before, 2), round(compute_after, 2)],
                 "pipeline_over_compute": round(pipeline / compute, 3),
                 "clam_infer_50000_patches_ms": round(clam_inference_ms(), 1),
+                "load_average_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             },
             indent=2,
         )
