@@ -375,8 +375,14 @@ class _Renderer:
         # stain intensity varies slowly over the slide: scale optical density, in uint8
         variation = np.round(fields[..., 3] * VARIATION_SCALE).astype(np.uint8)
         darker = cv2.multiply(255 - cells, cv2.merge([variation] * 3), scale=1 / VARIATION_SCALE)
-        background = self.background[:rows, : x1 - x0]
-        return _blend(background, 255 - darker, tissue_w)
+        return _blend(self._glass(rows, x1 - x0), 255 - darker, tissue_w)
+
+    def _glass(self, rows: int, cols: int) -> np.ndarray:
+        """Glass-coloured background of the given size (a view of a cached array)."""
+        if self.background.shape[0] < rows or self.background.shape[1] < cols:
+            self.background = np.empty((rows, max(cols, RENDER_CHUNK), 3), np.uint8)
+            self.background[:] = GLASS_RGB
+        return self.background[:rows, :cols]
 
 
 def _level_sizes(width: int, height: int) -> list[tuple[int, int]]:
