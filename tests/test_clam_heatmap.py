@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from torch import nn
 
@@ -188,5 +189,34 @@ def test_heatmap_verb_writes_png(synthetic_case, tiny_setup, tmp_path, capsys):
     assert png.shape == (level.height, level.width, 3)
     assert np.abs(png[..., ::-1].astype(int) - base).max() > 50  # heat drawn over tissue
     assert (tmp_path / "heat.json").is_file()
+    assert main([*args, "--tiff", str(tmp_path / "heat.tif")]) == 0
+    capsys.readouterr()
+    with tifffile.TiffFile(tmp_path / "heat.tif") as tif:
+        page = tif.pages[0]
+        meta = json.loads(page.description)
+        assert page.shape[2] == 4
+        rgba = page.asarray()
+    assert rgba.shape[:2] == (
+        round(2400 / meta["level0_downsample"]),
+        round(3000 / meta["level0_downsample"]),
+    )
+    assert rgba[..., 3].any() and not rgba[..., 3].all()  # drawn on tissue only
     assert main([*args[:-1], "--level", "7"]) == 2
     assert "Level 7 does not exist" in capsys.readouterr().err
+
+
+def test_overlay_tiff_pyramid(tmp_path):
+    from her2viewer.models.cli import write_overlay_tiff
+    from her2viewer.overlay.layers import HeatmapLayer
+
+    values = np.full((50, 70), np.nan, np.float32)
+    values[10:40, 5:60] = np.linspace(0, 1, 55)[None, :]
+    layer = HeatmapLayer("a", values=values, downsample=16.0)
+    write_overlay_tiff(tmp_path / "o.tif", layer, (70 * 16, 50 * 16), 16.0, mpp=0.5, tile=16)
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        levels = tif.series[0].levels
+        shapes = [lv.shape for lv in levels]
+        full = levels[0].asarray()
+    assert shapes[:3] == [(50, 70, 4), (25, 35, 4), (12, 17, 4)] and shapes[-1][1] <= 16
+    assert full[25, 30, 3] == 255 and full[0, 0, 3] == 0
+    assert not list(tmp_path.glob("*.partial"))

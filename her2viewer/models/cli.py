@@ -41,6 +41,7 @@ def register(subparsers) -> None:
     heat.add_argument("--binarize", type=float, metavar="T", help="scores >= T -> 1, else 0")
     heat.add_argument("--colormap", choices=sorted(COLORMAPS), default=DEFAULT_COLORMAP)
     heat.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (0.5)")
+    heat.add_argument("--tiff", help="also write the coloured overlay as a pyramidal RGBA TIFF")
     heat.add_argument("--mag", type=float, default=20.0)
     heat.add_argument("--patch-size", type=int, default=256)
     heat.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -152,11 +153,63 @@ def run_heatmap(args) -> int:
         "patches": len(result.coords),
         "top_patches": result.top_patches(8).tolist(),
         "png": str(out),
+        "tiff": str(args.tiff) if args.tiff else None,
         "level": level,
     }
+    if args.tiff:
+        size = (slide.info.width, slide.info.height)
+        write_overlay_tiff(args.tiff, layer, size, result.downsample, slide.info.mpp_x)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def write_overlay_tiff(
+    path: str | Path,
+    layer,
+    slide_size: tuple[int, int],
+    downsample: float,
+    mpp: float | None = None,
+    tile: int = 256,
+) -> Path:
+    """Write an overlay layer as a tiled, pyramidal RGBA TIFF aligned with the slide.
+
+    The full-resolution page covers the whole slide at ``downsample`` level-0 pixels
+    per pixel (recorded in the ImageDescription and, with ``mpp``, as the TIFF
+    resolution), followed by SubIFDs halving down to one tile. Written atomically.
+    """
+    import cv2
+    import tifffile
+
+    from her2viewer.overlay.layers import render_level
+
+    width, height = (max(1, int(np.ceil(s / downsample))) for s in slide_size)
+    levels = [render_level(layer, downsample, (width, height))]
+    while max(levels[-1].shape[:2]) > tile:
+        h, w = levels[-1].shape[:2]
+        size = (max(1, w // 2), max(1, h // 2))
+        levels.append(cv2.resize(levels[-1], size, interpolation=cv2.INTER_AREA))
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    description = json.dumps({"level0_downsample": downsample, "slide_size": list(slide_size)})
+    options = dict(
+        tile=(tile, tile), photometric="rgb", extrasamples=["unassalpha"], compression="zlib"
+    )
+    if mpp:
+        per_cm = 1e4 / (mpp * downsample)
+        options.update(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+    try:
+        with tifffile.TiffWriter(partial, bigtiff=True) as tif:
+            tif.write(levels[0], subifds=len(levels) - 1, description=description, **options)
+            for i, level in enumerate(levels[1:], start=1):
+                if mpp:
+                    per_cm = 1e4 / (mpp * downsample * 2**i)
+                    options["resolution"] = (per_cm, per_cm)
+                tif.write(level, subfiletype=1, **options)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
 
 
 def run_train(args) -> int:
