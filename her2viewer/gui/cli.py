@@ -9,6 +9,9 @@ from pathlib import Path
 from her2viewer.errors import Her2ViewerError
 from her2viewer.registration.transform import Registration
 
+#: Longest wait for the demo's HER2Net analysis before the offscreen screenshot.
+DEMO_ANALYSIS_TIMEOUT_S = 300
+
 
 class ViewerError(Her2ViewerError):
     """The viewer cannot start with the given arguments."""
@@ -57,6 +60,7 @@ def _size(text: str) -> tuple[int, int]:
 def run_view(args) -> int:
     """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
     from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
+    from her2viewer.gui.her2net_panel import attach_her2net_panel
     from her2viewer.gui.mainwindow import MainWindow
     from her2viewer.gui.tiles import shared_loader
 
@@ -68,6 +72,7 @@ def run_view(args) -> int:
     start = time.perf_counter()
     app = make_app(offscreen)
     window = MainWindow(shared_loader(args.cache_mb))
+    her2net = attach_her2net_panel(window)
     window.resize(width, height)
     window.show()
     summary = ""
@@ -76,6 +81,7 @@ def run_view(args) -> int:
 
         case_dir = ensure_demo_case()
         demo_window(window, case_dir)
+        her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
     elif not window.open_slides([p for p in (args.slide, args.paired) if p], transform):
         raise ViewerError(window.errors[-1])
     for path in args.geojson:
@@ -88,12 +94,24 @@ def run_view(args) -> int:
     if not offscreen:
         return app.exec()
     out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))
+    if args.demo:
+        _wait_for(app, her2net, DEMO_ANALYSIS_TIMEOUT_S)
     screenshot(window, out)
     if args.demo:
         summary = format_summary(analyse_demo_case(case_dir))
+        summary += f"\n  HER2Net (demo bundle): {her2net.status.text()}"
     _print_summary(window, summary, out, time.perf_counter() - start)
     window.close()
     return 0
+
+
+def _wait_for(app, panel, timeout_s: float) -> None:
+    """Process events until the panel's background analysis ends (offscreen rendering only)."""
+    deadline = time.monotonic() + timeout_s
+    while panel.job is not None and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.05)
+    app.processEvents()
 
 
 def _print_summary(window, summary: str, out: Path, seconds: float) -> None:

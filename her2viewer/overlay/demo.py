@@ -70,4 +70,6 @@ def demo_layers(case_dir: str | Path) -> tuple[list[OverlayLayer], list[OverlayL
         colors={1: (40, 110, 240)},
         opacity=0.9,
     )
+    # the truth layers start hidden so that the models' layers are what the demo shows
+    heat.visible = tumor.visible = False
     return [heat, tumor, tissue], [ihc_tissue]
