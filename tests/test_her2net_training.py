@@ -18,7 +18,6 @@ from her2viewer.models.her2net.data import (
     TileSet,
     case_tiles,
     crop_mask,
-    read_mask_png,
     read_training_cohort,
     strong_label,
 )
@@ -32,6 +31,7 @@ from her2viewer.models.her2net.networks import (
     build_tile_classifier,
 )
 from her2viewer.models.her2net.training import TrainConfig, augment, slide_folds, train_her2net
+from her2viewer.tissue.masks import read_mask
 
 HELD_OUT = ("b/case003", "b/case004")  # one negative (IHC 0) and one positive (IHC 3+) case
 
@@ -214,7 +214,7 @@ def test_ihc_labels_agree_with_truth(ihc_cohort):
         "strong_fraction": 0.5,
     }
     tiles = case_tiles(case, 0, config)
-    high = read_mask_png(case.he_path.parent / "high_expression_mask.png")
+    high = read_mask(case.he_path.parent / "high_expression_mask.png")
     from her2viewer.analysis.her2net import tile_layout
     from her2viewer.slide import open_slide
 
@@ -281,7 +281,7 @@ def test_cohort_errors_are_one_line(tmp_path, synthetic_cohort):
         read_training_cohort(tmp_path / "missing.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("case_id,he_path\nx,y.svs\n")
-    with pytest.raises(ModelError, match="no column 'her2_status'"):
+    with pytest.raises(ModelError, match="'her2_status' is missing"):
         read_training_cohort(bad)
     status = tmp_path / "status.csv"
     status.write_text("case_id,he_path,her2_status,patient_id\nx,y.svs,maybe,p\n")

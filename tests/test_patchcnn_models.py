@@ -165,5 +165,5 @@ def test_patient_split_keeps_patients_apart(tmp_path):
 
 def test_cohort_missing_column(tmp_path):
     (tmp_path / "labels.csv").write_text("case_id,ihc_path\nc0,a.svs\n")
-    with pytest.raises(ModelError, match="no column 'ihc_score'"):
+    with pytest.raises(ModelError, match="'ihc_score' is missing"):
         read_cohort(tmp_path / "labels.csv")

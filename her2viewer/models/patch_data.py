@@ -9,7 +9,6 @@ patch inherits its slide's IHC score.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from her2viewer.errors import ModelError
 from her2viewer.models.patch_cnn import MAX_BACKGROUND, PATCH_SIZE, keep_patches
 from her2viewer.slide import open_slide
+from her2viewer.tables import read_csv_rows
 from her2viewer.tissue import make_patch_grid, segment_tissue
 from her2viewer.training.metrics import auc_delong, confusion_matrix
 
@@ -45,13 +45,7 @@ def read_cohort(labels_csv: str | Path) -> list[CohortCase]:
         When the file is missing or lacks a required column.
     """
     labels_csv = Path(labels_csv)
-    if not labels_csv.is_file():
-        raise ModelError(f"Labels file not found: {labels_csv}")
-    with labels_csv.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = [c for c in REQUIRED_COLUMNS if not rows or c not in rows[0]]
-    if missing:
-        raise ModelError(f"{labels_csv.name} has no column '{missing[0]}' (or no rows).")
+    rows = read_csv_rows(labels_csv, REQUIRED_COLUMNS, ModelError, "Labels file")
     return [
         CohortCase(
             r["case_id"], labels_csv.parent / r["ihc_path"], int(r["ihc_score"]), r["patient_id"]

@@ -19,7 +19,6 @@ level-0 tile corners and ``strong``/``weak``).
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from her2viewer.analysis.her2net import (
 )
 from her2viewer.errors import ModelError
 from her2viewer.slide import Slide, open_slide
+from her2viewer.tables import read_csv_rows
+from her2viewer.tissue.masks import read_mask
 
 REQUIRED_COLUMNS = ("case_id", "he_path", "her2_status", "patient_id")
 STRONG_FRACTION = 0.5
@@ -80,13 +81,7 @@ def read_training_cohort(labels_csv: str | Path) -> list[TrainCase]:
         Missing file or column, unknown status, or a case without tumor annotation.
     """
     labels_csv = Path(labels_csv)
-    if not labels_csv.is_file():
-        raise ModelError(f"Labels file not found: {labels_csv}")
-    with labels_csv.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = [c for c in REQUIRED_COLUMNS if not rows or c not in rows[0]]
-    if missing:
-        raise ModelError(f"{labels_csv.name} has no column '{missing[0]}' (or no rows).")
+    rows = read_csv_rows(labels_csv, REQUIRED_COLUMNS, ModelError, "Labels file")
     root, cases = labels_csv.parent, []
     for row in rows:
         status = row["her2_status"].strip().lower()
@@ -103,14 +98,6 @@ def read_training_cohort(labels_csv: str | Path) -> list[TrainCase]:
             )
         )
     return cases
-
-
-def read_mask_png(path: Path) -> np.ndarray:
-    """A mask PNG as bool (non-zero = inside)."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ModelError(f"Cannot read the mask image {path}.")
-    return image > 0
 
 
 def crop_mask(
@@ -173,12 +160,7 @@ def ihc_high_mask(he: Slide, ihc: Slide, shape: tuple[int, int], downsample: flo
 def read_tile_labels(path: str | Path) -> dict[tuple[str, int, int], int]:
     """Read a manual-label CSV: ``case_id, x, y, label`` (``strong``/``weak``) per tile."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"Tile label file not found: {path}")
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or any(c not in rows[0] for c in ("case_id", "x", "y", "label")):
-        raise ModelError(f"{path.name} needs columns case_id, x, y and label (strong/weak).")
+    rows = read_csv_rows(path, ("case_id", "x", "y", "label"), ModelError, "Tile label file")
     labels = {}
     for row in rows:
         label = row["label"].strip().lower()
@@ -239,7 +221,7 @@ def case_tiles(
     """
     with open_slide(case.he_path) as he:
         layout = tile_layout(he, config["magnification"], config["tile_size"], config["input_size"])
-        tumor_mask = read_mask_png(case.tumor_mask_path)
+        tumor_mask = read_mask(case.tumor_mask_path)
         high_mask = None
         if manual is None:
             if case.ihc_path is None:

@@ -28,7 +28,6 @@ from her2viewer.jobs import run_inline
 from her2viewer.models.bundle import load_bundle, save_bundle
 from her2viewer.models.her2net.data import (
     crop_mask,
-    read_mask_png,
     read_training_cohort,
     strong_label,
 )
@@ -38,6 +37,7 @@ from her2viewer.models.her2net.training import TrainConfig, train_her2net
 from her2viewer.paths import cache_dir
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
+from her2viewer.tissue.masks import read_mask
 
 NOTICE = (
     "Synthetic demo: trained on generated slides at reduced resolution with tiny networks; "
@@ -65,8 +65,8 @@ def truth_tile_labels(labels_csv: Path, config: TrainConfig, out_csv: Path) -> P
     """Write a manual-label CSV from the synthetic truth masks (the seed's 50% rule)."""
     rows = []
     for case in read_training_cohort(labels_csv):
-        high = read_mask_png(case.he_path.parent / "high_expression_mask.png")
-        tumor = read_mask_png(case.tumor_mask_path)
+        high = read_mask(case.he_path.parent / "high_expression_mask.png")
+        tumor = read_mask(case.tumor_mask_path)
         ds = case.mask_downsample
         with open_slide(case.he_path) as slide:
             layout = tile_layout(slide, config.magnification, config.tile_size, config.input_size)
