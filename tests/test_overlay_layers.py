@@ -121,3 +121,13 @@ def test_scale_bar():
     assert label == "200 px (no mpp)" and length == pytest.approx(200 / 3)
     with pytest.raises(ValueError):
         scale_bar(0, 0.5)
+
+
+def test_coolwarm_is_morelands_diverging_map():
+    from her2viewer.overlay.colormaps import colormap_lut
+
+    lut = colormap_lut("coolwarm").astype(int)
+    assert tuple(lut[0]) == (59, 76, 192) and tuple(lut[-1]) == (180, 4, 38)
+    assert np.abs(lut[128] - 221).max() <= 2  # neutral grey in the middle
+    assert lut[:128, 2].min() > lut[128:, 2].max() - 60  # blue half really is bluer
+    assert (np.diff(lut[:, 1][128:]) <= 0).all()  # green falls through the warm half

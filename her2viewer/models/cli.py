@@ -10,13 +10,15 @@ import numpy as np
 
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError
-from her2viewer.overlay.colormaps import COLORMAPS, DEFAULT_COLORMAP
+from her2viewer.overlay.colormaps import COLORMAPS
 from her2viewer.training.clam_config import TrainConfig
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
 # command line (every verb's start-up) does not load torch.
 
 TOP_K = 5
+#: CLAM's create_heatmaps.py draws attention with a diverging map.
+CLAM_COLORMAP = "coolwarm"
 
 
 def register(subparsers) -> None:
@@ -39,7 +41,9 @@ def register(subparsers) -> None:
     heat.add_argument("--overlap", type=float, default=0.0, help="patch overlap, 0 or 0.5")
     heat.add_argument("--blur", action="store_true", help="Gaussian blur as CLAM")
     heat.add_argument("--binarize", type=float, metavar="T", help="scores >= T -> 1, else 0")
-    heat.add_argument("--colormap", choices=sorted(COLORMAPS), default=DEFAULT_COLORMAP)
+    heat.add_argument(
+        "--colormap", choices=sorted(COLORMAPS), default=CLAM_COLORMAP, help="default: coolwarm"
+    )
     heat.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (0.5)")
     heat.add_argument("--tiff", help="also write the coloured overlay as a pyramidal RGBA TIFF")
     heat.add_argument("--mag", type=float, default=20.0)

@@ -1,7 +1,9 @@
 """Colormaps and legends for score maps, without Qt.
 
-Colormaps are 256-entry RGB lookup tables taken from OpenCV's built-in maps, so
-there is one source of truth for every colour the viewer and the exports draw.
+Colormaps are 256-entry RGB lookup tables taken from OpenCV's built-in maps, or
+interpolated from published control points where OpenCV has no such map (the
+diverging ``coolwarm`` of Moreland 2009, CLAM's heatmap default), so there is one
+source of truth for every colour the viewer and the exports draw.
 """
 
 from __future__ import annotations
@@ -13,8 +15,15 @@ from functools import cache
 import cv2
 import numpy as np
 
-#: Colormap names offered to users, mapped to OpenCV's colormap codes.
+#: Moreland's "cool to warm" diverging map, RGB at nine evenly spaced points.
+_COOLWARM = (
+    (59, 76, 192), (98, 130, 234), (141, 176, 254), (184, 208, 249), (221, 221, 221),
+    (245, 196, 173), (244, 154, 123), (222, 96, 77), (180, 4, 38),
+)  # fmt: skip
+
+#: Colormap names offered to users, mapped to OpenCV's colormap codes or control points.
 COLORMAPS = {
+    "coolwarm": _COOLWARM,
     "jet": cv2.COLORMAP_JET,
     "viridis": cv2.COLORMAP_VIRIDIS,
     "inferno": cv2.COLORMAP_INFERNO,
@@ -43,9 +52,17 @@ def colormap_lut(name: str) -> np.ndarray:
     """
     if name not in COLORMAPS:
         raise ValueError(f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)}")
-    ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
-    bgr = cv2.applyColorMap(ramp, COLORMAPS[name]).reshape(256, 3)
-    lut = np.ascontiguousarray(bgr[:, ::-1])
+    spec = COLORMAPS[name]
+    if isinstance(spec, tuple):
+        points = np.asarray(spec, dtype=np.float64)
+        at = np.linspace(0.0, 1.0, len(points))
+        ramp = np.linspace(0.0, 1.0, 256)
+        lut = np.stack([np.interp(ramp, at, points[:, c]) for c in range(3)], axis=1)
+        lut = np.round(lut).astype(np.uint8)
+    else:
+        ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+        bgr = cv2.applyColorMap(ramp, spec).reshape(256, 3)
+        lut = np.ascontiguousarray(bgr[:, ::-1])
     lut.setflags(write=False)
     return lut
 
