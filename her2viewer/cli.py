@@ -29,6 +29,7 @@ VERB_MODULES = (
     "her2viewer.models.patchcnn_cli",
     "her2viewer.models.her2net.cli",
     "her2viewer.radiomics.cli",
+    "her2viewer.training.cli",
 )
 
 EXIT_USER_ERROR = 2

@@ -41,3 +41,7 @@ class RadiomicsError(Her2ViewerError):
 
 class StudyError(Her2ViewerError):
     """A reader study cannot be created, read, imported or reported with the given input."""
+
+
+class EvaluationError(Her2ViewerError):
+    """Predictions cannot be evaluated as given (missing columns, unknown labels)."""
