@@ -8,7 +8,7 @@ import json
 def register(subparsers) -> None:
     """Add ``evaluate``."""
     evaluate = subparsers.add_parser(
-        "evaluate", help="metrics with 95% CIs, ROC/PR data and figures for predictions"
+        "evaluate", help="metrics with 95%% CIs, ROC/PR data and figures for predictions"
     )
     evaluate.add_argument(
         "predictions",
