@@ -9,7 +9,7 @@ from pathlib import Path
 from her2viewer.errors import Her2ViewerError
 from her2viewer.registration.transform import Registration
 
-#: Longest wait for the demo's HER2Net analysis before the offscreen screenshot.
+#: Longest wait for a background analysis before the offscreen screenshot.
 DEMO_ANALYSIS_TIMEOUT_S = 300
 
 
@@ -61,6 +61,7 @@ def run_view(args) -> int:
     """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
     from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
     from her2viewer.gui.her2net_panel import attach_her2net_panel
+    from her2viewer.gui.ihc_panel import attach_ihc_panel
     from her2viewer.gui.mainwindow import MainWindow
     from her2viewer.gui.tiles import shared_loader
 
@@ -73,6 +74,7 @@ def run_view(args) -> int:
     app = make_app(offscreen)
     window = MainWindow(shared_loader(args.cache_mb))
     her2net = attach_her2net_panel(window)
+    ihc = attach_ihc_panel(window)
     window.resize(width, height)
     window.show()
     summary = ""
@@ -82,8 +84,11 @@ def run_view(args) -> int:
         case_dir = ensure_demo_case()
         demo_window(window, case_dir)
         her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
+        ihc.run()  # registers the IHC automatically (replacing the known transform), scores it
     elif not window.open_slides([p for p in (args.slide, args.paired) if p], transform):
         raise ViewerError(window.errors[-1])
+    elif args.paired and transform is None:
+        ihc.run()  # a pair without a saved transform is registered in the background
     for path in args.geojson:
         if not window.add_geojson(path):
             raise ViewerError(window.errors[-1])
@@ -94,12 +99,13 @@ def run_view(args) -> int:
     if not offscreen:
         return app.exec()
     out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))
-    if args.demo:
-        _wait_for(app, her2net, DEMO_ANALYSIS_TIMEOUT_S)
+    for panel in (her2net, ihc):
+        _wait_for(app, panel, DEMO_ANALYSIS_TIMEOUT_S)
     screenshot(window, out)
     if args.demo:
         summary = format_summary(analyse_demo_case(case_dir))
         summary += f"\n  HER2Net (demo bundle): {her2net.status.text()}"
+        summary += f"\n  IHC: {ihc.status.text()}"
     _print_summary(window, summary, out, time.perf_counter() - start)
     window.close()
     return 0

@@ -13,23 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRectF, Qt, QTimer
+from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor, QPainter, QPen
-from PySide6.QtWidgets import (
-    QDockWidget,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QWidget
 
 from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_slide
 from her2viewer.errors import Her2ViewerError
-from her2viewer.jobs import Job
+from her2viewer.gui.job_panel import JobPanel, dock_panel
 from her2viewer.models.her2net.model import demo_bundle_path
 from her2viewer.slide import open_slide
 
@@ -65,38 +55,20 @@ class PercentBar(QWidget):
         painter.end()
 
 
-class Her2NetPanel(QWidget):
+class Her2NetPanel(JobPanel):
     """Run HER2Net on the first pane's slide and show status, P and tiles."""
 
     def __init__(self, window, bundle: str | Path | None = None) -> None:
-        super().__init__()
-        self.window = window
+        super().__init__(window, "Run HER2Net")
         self.bundle = Path(bundle) if bundle else None
-        self.job: Job | None = None
         self.result: Her2NetResult | None = None
-        self.layers: list = []
-        self.run_button = QPushButton("Run HER2Net")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.status = QLabel("No result yet.")
-        self.status.setWordWrap(True)
         self.bar = PercentBar()
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        for item in (buttons, self.progress, self.status, self.bar, self.table):
-            layout.addLayout(item) if isinstance(item, QHBoxLayout) else layout.addWidget(item)
-        self.timer = QTimer(self)
-        self.timer.setInterval(100)
-        self.timer.timeout.connect(self._poll)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.body.addWidget(self.bar)
+        self.body.addWidget(self.table)
         self.table.cellClicked.connect(self._jump)
 
     def run(self) -> None:
@@ -116,46 +88,12 @@ class Her2NetPanel(QWidget):
             with open_slide(path) as slide:
                 return analyse_slide(slide, bundle, context=context)
 
-        self.job = Job(work, "her2net").start()
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText("Running HER2Net…")
-        self.timer.start()
-
-    def cancel(self) -> None:
-        """Ask the running analysis to stop."""
-        if self.job is not None:
-            self.job.cancel()
-
-    def _poll(self) -> None:
-        job = self.job
-        if job is None:
-            return
-        self.progress.setMaximum(max(1, job.progress.total))
-        self.progress.setValue(job.progress.done)
-        if job.state in ("pending", "running"):
-            return
-        self.timer.stop()
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.job = None
-        if job.state == "done":
-            self.show_result(job.result)
-        elif job.state == "cancelled":
-            self.status.setText("Cancelled.")
-        else:
-            message = str(job.error) if isinstance(job.error, Her2ViewerError) else repr(job.error)
-            self.status.setText("Failed.")
-            self.window.show_error(message)
+        self.start(work, "her2net", "Running HER2Net…")
 
     def show_result(self, result: Her2NetResult) -> None:
         """Show a result: layers on the first pane, status, P bar and the tile table."""
-        view = self.window.views[0]
-        for layer in self.layers:
-            view.remove_layer(layer)
-        self.result, self.layers = result, result.layers()
-        for layer in self.layers:
-            self.window.add_layer(layer, 0)
+        self.result = result
+        self.replace_layers([(layer, 0) for layer in result.layers()])
         p = result.high_expression_percent
         text = (
             f"HER2 {result.her2_status}: high-expression P = {p:.1f}% "
@@ -183,9 +121,4 @@ class Her2NetPanel(QWidget):
 
 def attach_her2net_panel(window, bundle: str | Path | None = None) -> Her2NetPanel:
     """Dock a :class:`Her2NetPanel` on the right of ``window`` and return it."""
-    panel = Her2NetPanel(window, bundle)
-    dock = QDockWidget("HER2Net", window)
-    dock.setObjectName("her2net_dock")
-    dock.setWidget(panel)
-    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-    return panel
+    return dock_panel(window, Her2NetPanel(window, bundle), "HER2Net")

@@ -1,0 +1,60 @@
+"""IHC panel in the viewer: background registration links the panes, layers and score appear."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from her2viewer.gui.ihc_panel import attach_ihc_panel
+from her2viewer.gui.mainwindow import MainWindow
+from her2viewer.gui.tiles import TileCache, TileLoader
+from her2viewer.overlay.layers import MaskLayer
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path):
+    loader = TileLoader(TileCache(64), workers=1)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(loader, settings)
+    qtbot.addWidget(win)
+    win.resize(900, 600)
+    win.show()
+    yield win
+    loader.shutdown()
+
+
+def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot):
+    case = synthetic_cohort.parent / "case000"  # the IHC 3+ case of the seed-0 cohort
+    truth = json.loads((case / "truth.json").read_text())
+    panel = attach_ihc_panel(window)
+    assert window.open_in_pane(str(case / "he.svs"), 0)
+    panel.run()  # only one slide: a message, no job
+    assert panel.job is None and "paired IHC" in window.errors[-1]
+    assert window.open_in_pane(str(case / "ihc.svs"), 1)
+    tumor = MaskLayer.from_png("tumor", case / "tumor_mask.png", truth["mask_downsample"])
+    window.add_layer(tumor, 0)
+    panel.run()
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=180_000)
+
+    # the panes now move in step through the registration, close to the true transform
+    sync = window.sync
+    assert sync.has_transform(window.views[1])
+    ihc_to_he = sync.matrix(window.views[1], window.views[0])
+    expected = np.array(truth["transform_ihc_to_he"])
+    points = np.array([[1000, 800, 1], [2000, 1600, 1], [1500, 1200, 1]], float).T
+    error = np.linalg.norm((ihc_to_he @ points - expected @ points)[:2], axis=0)
+    assert error.max() < 20
+
+    names = [layer.name for layer in window.views[1].layers]
+    assert {"DAB optical density", "HER2 score categories", "tumor (from H&E)"} <= set(names)
+    assert panel.result.score.score == truth["ihc_score"]
+    assert panel.status.text().startswith(f"IHC {truth['ihc_score']}+")
+    mapped = next(layer for layer in window.views[1].layers if layer.name == "tumor (from H&E)")
+    ihc_tumor_truth = np.asarray(tumor.labels) > 0
+    assert (
+        abs(int((mapped.labels > 0).sum()) - int(ihc_tumor_truth.sum()))
+        < 0.1 * ihc_tumor_truth.sum()
+    )
