@@ -12,6 +12,7 @@ from her2viewer.gui.ihc_panel import attach_ihc_panel
 from her2viewer.gui.mainwindow import MainWindow
 from her2viewer.gui.tiles import TileCache, TileLoader
 from her2viewer.overlay.layers import MaskLayer
+from her2viewer.registration import Registration
 
 
 @pytest.fixture()
@@ -26,7 +27,7 @@ def window(qtbot, tmp_path):
     loader.shutdown()
 
 
-def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot):
+def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot, tmp_path):
     case = synthetic_cohort.parent / "case000"  # the IHC 3+ case of the seed-0 cohort
     truth = json.loads((case / "truth.json").read_text())
     panel = attach_ihc_panel(window)
@@ -58,3 +59,28 @@ def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot):
         abs(int((mapped.labels > 0).sum()) - int(ihc_tumor_truth.sum()))
         < 0.1 * ihc_tumor_truth.sum()
     )
+
+    # manual correction: a nudge moves the link by exactly the offset, and it saves
+    before = ihc_to_he @ points
+    panel.dx.setValue(100.0)
+    panel.apply_nudge()
+    after = window.sync.matrix(window.views[1], window.views[0]) @ points
+    np.testing.assert_allclose(after[0] - before[0], 100.0, atol=1e-6)
+    np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+    saved = tmp_path / "reg.json"
+    panel.save_transform(saved)
+    loaded = Registration.load(saved)
+    np.testing.assert_allclose(loaded.matrix, panel.registration.matrix)
+    assert loaded.method.endswith("+manual")
+
+
+def test_opening_an_he_slide_opens_and_registers_its_pair(window, synthetic_cohort, qtbot):
+    panel = attach_ihc_panel(window)
+    he = synthetic_cohort.parent / "case001" / "he.svs"
+    assert window.open_in_pane(str(he), 0)
+    with qtbot.waitSignal(window.pair_opened, timeout=10_000):
+        assert window.open_pair_of(he)
+    assert window.views[1].slide.info.path.endswith("case001/ihc.svs")
+    assert panel.job is not None  # registration started in the background
+    qtbot.waitUntil(lambda: panel.job is None, timeout=180_000)
+    assert panel.result is not None

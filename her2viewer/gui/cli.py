@@ -64,6 +64,7 @@ def run_view(args) -> int:
     from her2viewer.gui.ihc_panel import attach_ihc_panel
     from her2viewer.gui.mainwindow import MainWindow
     from her2viewer.gui.tiles import shared_loader
+    from her2viewer.slide.pairing import find_pair
 
     if not args.demo and not args.slide:
         raise ViewerError("give a SLIDE to open, or --demo for the synthetic demo case.")
@@ -85,10 +86,12 @@ def run_view(args) -> int:
         demo_window(window, case_dir)
         her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
         ihc.run()  # registers the IHC automatically (replacing the known transform), scores it
-    elif not window.open_slides([p for p in (args.slide, args.paired) if p], transform):
-        raise ViewerError(window.errors[-1])
-    elif args.paired and transform is None:
-        ihc.run()  # a pair without a saved transform is registered in the background
+    else:
+        paired = args.paired or find_pair(args.slide)
+        if not window.open_slides([p for p in (args.slide, paired) if p], transform):
+            raise ViewerError(window.errors[-1])
+        if paired and transform is None:
+            ihc.run()  # a pair without a saved transform is registered in the background
     for path in args.geojson:
         if not window.add_geojson(path):
             raise ViewerError(window.errors[-1])

@@ -9,10 +9,22 @@ H&E pane's masks (e.g. a tumor mask) in place onto the IHC, and shows the score.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
+
 from her2viewer.analysis.ihc_pair import IhcPairResult, analyse_pair
 from her2viewer.gui.job_panel import JobPanel, dock_panel
 from her2viewer.overlay.layers import MaskLayer
+from her2viewer.registration import Registration
 from her2viewer.slide import open_slide
+
+#: Ranges of the manual correction controls (degrees, level-0 px).
+NUDGE_DEGREES = 15.0
+NUDGE_PIXELS = 2000.0
 
 
 class IhcPanel(JobPanel):
@@ -21,6 +33,25 @@ class IhcPanel(JobPanel):
     def __init__(self, window) -> None:
         super().__init__(window, "Register && score IHC")
         self.result: IhcPairResult | None = None
+        self.registration: Registration | None = None
+        self.rotation, self.dx, self.dy = (QDoubleSpinBox() for _ in range(3))
+        for box, limit, step in (
+            (self.rotation, NUDGE_DEGREES, 0.1),
+            (self.dx, NUDGE_PIXELS, 5.0),
+            (self.dy, NUDGE_PIXELS, 5.0),
+        ):
+            box.setRange(-limit, limit)
+            box.setSingleStep(step)
+        form = QFormLayout()
+        form.addRow("nudge rotation (deg)", self.rotation)
+        form.addRow("nudge x (px)", self.dx)
+        form.addRow("nudge y (px)", self.dy)
+        apply_button, save_button = QPushButton("Apply nudge"), QPushButton("Save transform…")
+        form.addRow(apply_button, save_button)
+        self.body.addLayout(form)
+        apply_button.clicked.connect(self.apply_nudge)
+        save_button.clicked.connect(self._save_dialog)
+        window.pair_opened.connect(self.run)
 
     def run(self) -> None:
         """Start registration and scoring of the open pair in a background job."""
@@ -39,7 +70,7 @@ class IhcPanel(JobPanel):
     def show_result(self, result: IhcPairResult) -> None:
         """Link the panes by the registration and show the IHC layers and score."""
         self.result = result
-        self.window.set_pane_transform(1, result.registration.matrix)
+        self._link(result.registration)
         ihc = self.window.views[1].slide.info
         mapped = [
             result.he_mask_on_ihc(layer, (ihc.width, ihc.height))
@@ -54,6 +85,41 @@ class IhcPanel(JobPanel):
             f"Tumor regions: {shares}. Registered by {result.registration.method}, "
             f"residual {result.registration.error_px:.1f} px."
         )
+
+    def _link(self, registration: Registration) -> None:
+        self.registration = registration
+        self.window.set_pane_transform(1, registration.matrix)
+
+    def apply_nudge(self) -> None:
+        """Correct the registration by the rotation and offset in the boxes (in the H&E frame).
+
+        The rotation turns about the H&E point the IHC slide's centre maps to.
+        """
+        if self.result is None:
+            self.window.show_error("Register the pair before correcting it.")
+            return
+        base = self.result.registration
+        ihc = self.window.views[1].slide.info
+        cx, cy = base.transform_points(np.array([[ihc.width / 2, ihc.height / 2]]))[0]
+        angle = math.radians(self.rotation.value())
+        c, s = math.cos(angle), math.sin(angle)
+        nudge = np.array(
+            [[c, -s, cx - c * cx + s * cy + self.dx.value()],
+             [s, c, cy - s * cx - c * cy + self.dy.value()], [0, 0, 1]]
+        )  # fmt: skip
+        self._link(replace(base, matrix=nudge @ base.matrix, method=f"{base.method}+manual"))
+
+    def save_transform(self, path: str | Path) -> None:
+        """Save the current (possibly corrected) registration as JSON."""
+        if self.registration is None:
+            self.window.show_error("There is no registration to save yet.")
+            return
+        self.registration.save(path)
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save transform", "", "JSON (*.json)")
+        if path:
+            self.save_transform(path)
 
 
 def attach_ihc_panel(window) -> IhcPanel:

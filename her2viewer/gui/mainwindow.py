@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -27,6 +27,7 @@ from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
 from her2viewer.overlay.layers import OverlayLayer, VectorLayer
 from her2viewer.slide import SUPPORTED_SUFFIXES, open_slide
+from her2viewer.slide.pairing import find_pair
 
 MAX_RECENT = 10
 
@@ -41,6 +42,9 @@ class MainWindow(QMainWindow):
     settings : QSettings, optional
         Where the recent-files list lives.
     """
+
+    #: Emitted when an H&E slide was opened together with the IHC slide found beside it.
+    pair_opened = Signal()
 
     def __init__(self, loader: TileLoader | None = None, settings: QSettings | None = None):
         super().__init__()
@@ -229,8 +233,16 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(
             self, "Open slide", "", f"Slides ({patterns});;All files (*)"
         )
-        if path:
-            self.open_in_pane(path, 1 if paired else 0)
+        if path and self.open_in_pane(path, 1 if paired else 0) and not paired:
+            self.open_pair_of(path)
+
+    def open_pair_of(self, path) -> bool:
+        """Open the IHC slide paired with H&E ``path`` (cohort CSV or file name) in pane 2."""
+        pair = find_pair(path)
+        if pair is None or not self.open_in_pane(pair, 1):
+            return False
+        self.pair_opened.emit()
+        return True
 
     def geojson_dialog(self) -> None:
         """Ask for a GeoJSON file and add it as a vector layer of the active pane."""
