@@ -183,9 +183,15 @@ def test_layer_toggle_and_opacity(window, case):
     assert green() < shown
 
 
-def test_sync_through_known_transform(window, case, qtbot):
+def test_sync_through_known_transform(window, case, qtbot, tmp_path):
+    from her2viewer.registration import Registration
+
     case_dir, truth = case
-    matrix = np.asarray(truth["transform_ihc_to_he"])
+    # through a saved transform file, as `view --transform` and the IHC panel's Save give it
+    saved = Registration(np.asarray(truth["transform_ihc_to_he"]), "truth", 0.0).save(
+        tmp_path / "reg.json"
+    )
+    matrix = Registration.load(saved).matrix
     assert window.open_slides([case_dir / "he.svs", case_dir / "ihc.svs"], matrix)
     he, ihc = window.views
     qtbot.waitExposed(window)
