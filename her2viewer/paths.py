@@ -8,6 +8,8 @@ from pathlib import Path
 import platformdirs
 
 APP_NAME = "her2viewer"
+#: Demo model bundles and other files shipped with the source tree.
+RESOURCES_DIR = Path(__file__).resolve().parents[1] / "resources"
 
 
 def cache_dir() -> Path:

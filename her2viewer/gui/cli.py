@@ -60,6 +60,7 @@ def _size(text: str) -> tuple[int, int]:
 def run_view(args) -> int:
     """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
     from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
+    from her2viewer.gui.clam_panel import attach_clam_panel
     from her2viewer.gui.her2net_panel import attach_her2net_panel
     from her2viewer.gui.ihc_panel import attach_ihc_panel
     from her2viewer.gui.mainwindow import MainWindow
@@ -76,6 +77,7 @@ def run_view(args) -> int:
     window = MainWindow(shared_loader(args.cache_mb))
     her2net = attach_her2net_panel(window)
     ihc = attach_ihc_panel(window)
+    attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
     window.resize(width, height)
     window.show()
     summary = ""

@@ -68,6 +68,9 @@ class JobPanel(QWidget):
         """Show a finished job's result."""
         raise NotImplementedError
 
+    def on_tick(self) -> None:
+        """Called on every poll while a job runs (e.g. to show partial results)."""
+
     def start(self, work: Callable, name: str, running_text: str) -> None:
         """Run ``work(context)`` in a background job and poll it from the GUI thread."""
         self.job = Job(work, name).start()
@@ -95,6 +98,7 @@ class JobPanel(QWidget):
             return
         self.progress.setMaximum(max(1, job.progress.total))
         self.progress.setValue(job.progress.done)
+        self.on_tick()
         if job.state in ("pending", "running"):
             return
         self.timer.stop()

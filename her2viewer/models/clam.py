@@ -21,6 +21,7 @@ from torch import nn
 
 from her2viewer.errors import ModelError
 from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle
+from her2viewer.paths import RESOURCES_DIR
 
 #: Reference sizes ``[embed_dim, hidden, attention]`` by name (CLAM's ``size_dict``).
 SIZES = {"small": (512, 256), "big": (512, 384)}
@@ -481,3 +482,23 @@ def load_clam(path: str | Path) -> tuple[CLAM, dict]:
     if missing or result.unexpected_keys:
         raise ModelError(message)
     return model.eval(), bundle.meta
+
+
+#: CLAM demo bundle trained on the synthetic cohort (``her2viewer.training.demo_clam``).
+DEMO_CLAM_BUNDLE = RESOURCES_DIR / "models" / "clam_synthetic_demo"
+
+
+def demo_clam_bundle_path() -> Path:
+    """The CLAM demo bundle shipped in ``resources/`` (synthetic, no clinical claim).
+
+    Raises
+    ------
+    ModelError
+        When the bundle is missing from this installation.
+    """
+    if not (DEMO_CLAM_BUNDLE / "bundle.json").is_file():
+        raise ModelError(
+            f"The CLAM demo bundle is missing ({DEMO_CLAM_BUNDLE}); rebuild it with "
+            "`python -m her2viewer.training.demo_clam` or choose a model."
+        )
+    return DEMO_CLAM_BUNDLE

@@ -22,9 +22,10 @@ from her2viewer.models.bundle import load_bundle, save_bundle
 from her2viewer.models.her2net.ensemble import N_INPUTS, IntegratedClassifier
 from her2viewer.models.her2net.networks import build_segmenter, build_tile_classifier
 from her2viewer.models.patch_cnn import load_weights, to_tensor
+from her2viewer.paths import RESOURCES_DIR
 
 MODEL_KIND = "her2net"
-DEMO_BUNDLE = Path(__file__).resolve().parents[3] / "resources" / "her2net_demo"
+DEMO_BUNDLE = RESOURCES_DIR / "her2net_demo"
 
 
 def demo_bundle_path() -> Path:
