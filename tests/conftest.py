@@ -53,3 +53,21 @@ def ihc_cohort(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("ihc_cohort")
     return write_cohort(out, n_cases=8, seed=11, size=(3000, 2400))
+
+
+@pytest.fixture()
+def panel_window(qtbot, tmp_path):
+    """A main window with a small private tile cache, for the analysis-panel tests."""
+    from PySide6.QtCore import QSettings
+
+    from her2viewer.gui.mainwindow import MainWindow
+    from her2viewer.gui.tiles import TileCache, TileLoader
+
+    loader = TileLoader(TileCache(64), workers=1)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(loader, settings)
+    qtbot.addWidget(win)
+    win.resize(900, 600)
+    win.show()
+    yield win
+    loader.shutdown()

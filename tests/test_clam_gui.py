@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QSettings
 
 from her2viewer.gui.clam_panel import attach_clam_panel
-from her2viewer.gui.mainwindow import MainWindow
-from her2viewer.gui.tiles import TileCache, TileLoader
 
 
 @pytest.fixture()
-def window(qtbot, tmp_path):
-    loader = TileLoader(TileCache(64), workers=1)
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(loader, settings)
-    qtbot.addWidget(win)
-    win.resize(900, 600)
-    win.show()
-    yield win
-    loader.shutdown()
+def window(panel_window):
+    return panel_window
 
 
 def test_analyze_adds_heatmap_prediction_and_gallery(window, synthetic_case, qtbot):

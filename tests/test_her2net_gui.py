@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("PySide6")
-
-from PySide6.QtCore import QSettings  # noqa: E402
-
-from her2viewer.gui.her2net_panel import attach_her2net_panel  # noqa: E402
-from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
-from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
+from her2viewer.gui.her2net_panel import attach_her2net_panel
 
 
 @pytest.fixture()
-def window(qtbot, tmp_path):
-    loader = TileLoader(TileCache(64), workers=1)
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(loader, settings)
-    qtbot.addWidget(win)
-    win.resize(900, 600)
-    win.show()
-    yield win
-    loader.shutdown()
+def window(panel_window):
+    return panel_window
 
 
 def test_panel_runs_in_background_and_adds_layers(window, synthetic_case, qtbot):

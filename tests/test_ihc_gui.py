@@ -6,25 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
 
 from her2viewer.gui.ihc_panel import attach_ihc_panel
-from her2viewer.gui.mainwindow import MainWindow
-from her2viewer.gui.tiles import TileCache, TileLoader
 from her2viewer.overlay.layers import MaskLayer
 from her2viewer.registration import Registration
 
 
 @pytest.fixture()
-def window(qtbot, tmp_path):
-    loader = TileLoader(TileCache(64), workers=1)
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(loader, settings)
-    qtbot.addWidget(win)
-    win.resize(900, 600)
-    win.show()
-    yield win
-    loader.shutdown()
+def window(panel_window):
+    return panel_window
 
 
 def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot, tmp_path):

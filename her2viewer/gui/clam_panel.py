@@ -17,7 +17,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
 from her2viewer.analysis.clam import ClamHeatmap, analyze_slide
-from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.job_panel import JobPanel, dock_panel
 from her2viewer.models.clam import demo_clam_bundle_path
 from her2viewer.overlay.layers import HeatmapLayer
@@ -53,16 +52,10 @@ class ClamPanel(JobPanel):
 
     def run(self) -> None:
         """Start the analysis of the first pane's slide in a background job."""
-        slides = [s for s in getattr(self.window, "slides", []) if s is not None]
-        if not slides:
-            self.window.show_error("Open an H&E slide first.")
+        path = self.first_slide_path()
+        bundle = self.model_path(self.bundle, demo_clam_bundle_path) if path else None
+        if bundle is None:
             return
-        try:
-            bundle = self.bundle or demo_clam_bundle_path()
-        except Her2ViewerError as exc:
-            self.window.show_error(str(exc))
-            return
-        path = slides[0].info.path
 
         def work(context):
             with open_slide(path) as slide:

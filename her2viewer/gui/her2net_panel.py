@@ -18,7 +18,6 @@ from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QWidget
 
 from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_slide
-from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.job_panel import JobPanel, dock_panel
 from her2viewer.models.her2net.model import demo_bundle_path
 from her2viewer.slide import open_slide
@@ -73,16 +72,10 @@ class Her2NetPanel(JobPanel):
 
     def run(self) -> None:
         """Start the analysis of the first pane's slide in a background job."""
-        slides = [s for s in getattr(self.window, "slides", []) if s is not None]
-        if not slides:
-            self.window.show_error("Open an H&E slide first.")
+        path = self.first_slide_path()
+        bundle = self.model_path(self.bundle, demo_bundle_path) if path else None
+        if bundle is None:
             return
-        try:
-            bundle = self.bundle or demo_bundle_path()
-        except Her2ViewerError as exc:
-            self.window.show_error(str(exc))
-            return
-        path = slides[0].info.path
 
         def work(context):
             with open_slide(path) as slide:

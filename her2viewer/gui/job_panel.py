@@ -7,6 +7,7 @@ the GUI thread) and show its result; the polling, buttons and error reporting li
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
@@ -67,6 +68,22 @@ class JobPanel(QWidget):
     def show_result(self, result) -> None:  # pragma: no cover - overridden
         """Show a finished job's result."""
         raise NotImplementedError
+
+    def first_slide_path(self) -> str | None:
+        """Path of the first pane's slide, or None after asking the user to open one."""
+        slides = [s for s in getattr(self.window, "slides", []) if s is not None]
+        if not slides:
+            self.window.show_error("Open an H&E slide first.")
+            return None
+        return slides[0].info.path
+
+    def model_path(self, chosen: Path | None, default: Callable[[], Path]) -> Path | None:
+        """The chosen model, else ``default()``; None after showing why there is none."""
+        try:
+            return chosen or default()
+        except Her2ViewerError as exc:
+            self.window.show_error(str(exc))
+            return None
 
     def on_tick(self) -> None:
         """Called on every poll while a job runs (e.g. to show partial results)."""
