@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from her2viewer.errors import RadiomicsError
-from her2viewer.radiomics.features import FEATURE_CLASSES, RadiomicsSettings, extract_features
+from her2viewer.radiomics.features import RadiomicsSettings, extract_features
+from her2viewer.radiomics.filters import parse_filter_spec
 from her2viewer.radiomics.model import (
     MODEL_NAMES,
     load_models,
@@ -17,17 +19,29 @@ from her2viewer.radiomics.model import (
     score_report,
     train_models,
 )
+from her2viewer.radiomics.params import read_params, settings_for_features
 from her2viewer.radiomics.plots import write_report_figures
 from her2viewer.radiomics.volume import load_volume
 
 
 def _settings_options(parser) -> None:
-    parser.add_argument("--label", type=int, default=1, help="ROI value in the mask (default 1)")
-    parser.add_argument("--bin-width", type=float, default=25.0, help="default 25")
-    parser.add_argument("--shift", type=float, default=0.0, help="voxelArrayShift (default 0)")
     parser.add_argument(
-        "--classes", default=",".join(FEATURE_CLASSES), help="comma-separated feature classes"
+        "--params",
+        help="PyRadiomics parameter file (YAML or JSON: imageType, featureClass, setting)",
     )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="add an image filter (repeat): original, log:sigma=1,3, "
+        "wavelet[:wavelet=coif1,level=1,start_level=0], square, squareroot, logarithm, "
+        "exponential, gradient",
+    )
+    parser.add_argument("--label", type=int, help="ROI value in the mask (default 1)")
+    parser.add_argument("--bin-width", type=float, help="default 25")
+    parser.add_argument("--shift", type=float, help="voxelArrayShift (default 0)")
+    parser.add_argument("--classes", help="comma-separated feature classes (default: all)")
 
 
 def register(subparsers) -> None:
@@ -76,17 +90,32 @@ def register(subparsers) -> None:
 
 
 def _settings(args) -> RadiomicsSettings:
-    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
-    return RadiomicsSettings(args.bin_width, args.label, args.shift, classes)
+    """Settings from ``--params``, then the filters and values given on the command line."""
+    base = read_params(args.params) if args.params else RadiomicsSettings()
+    image_types = dict(base.image_types)
+    for spec in args.filter:
+        name, options = parse_filter_spec(spec)
+        image_types[name] = options
+    given = {
+        "bin_width": args.bin_width,
+        "label": args.label,
+        "voxel_array_shift": args.shift,
+        "classes": tuple(c.strip() for c in args.classes.split(",") if c.strip())
+        if args.classes
+        else None,
+    }
+    return replace(
+        base, image_types=image_types, **{k: v for k, v in given.items() if v is not None}
+    )
 
 
-def _features(image: str | Path, mask: str | Path, args) -> dict[str, float]:
-    return extract_features(load_volume(image), load_volume(mask), _settings(args))
+def _features(image: str | Path, mask: str | Path, settings: RadiomicsSettings) -> dict[str, float]:
+    return extract_features(load_volume(image), load_volume(mask), settings)
 
 
 def run_extract(args) -> int:
     """Print the features of one case."""
-    features = _features(args.image, args.mask, args)
+    features = _features(args.image, args.mask, _settings(args))
     if args.json:
         print(json.dumps(features, indent=2))
     else:
@@ -104,9 +133,10 @@ def run_extract_batch(args) -> int:
         rows = list(csv.DictReader(handle))
     if not rows or not {"case_id", "image", "mask"} <= set(rows[0]):
         raise RadiomicsError(f"{cases.name} needs columns case_id, image and mask.")
+    settings = _settings(args)
     table = []
     for row in rows:
-        features = _features(cases.parent / row["image"], cases.parent / row["mask"], args)
+        features = _features(cases.parent / row["image"], cases.parent / row["mask"], settings)
         extra = {"label": row["label"]} if "label" in row else {}
         table.append({"case_id": row["case_id"], **extra, **features})
     out = Path(args.out)
@@ -170,9 +200,11 @@ def run_evaluate(args) -> int:
 def run_predict(args) -> int:
     """Print the probability of the model's second class for one case."""
     payload = load_models(args.model)
-    probability = float(
-        predict_saved(payload, _features(args.image, args.mask, args), args.classifier)[0]
-    )
+    settings = _settings(args)
+    if not (args.params or args.filter or args.classes):
+        settings = settings_for_features(payload["features"], settings)
+    features = _features(args.image, args.mask, settings)
+    probability = float(predict_saved(payload, features, args.classifier)[0])
     classes = payload["classes"]
     result = {
         "classifier": args.classifier,

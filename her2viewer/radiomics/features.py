@@ -1,20 +1,22 @@
 """Radiomic features of a volume inside an ROI, following PyRadiomics' definitions.
 
-The feature classes and names are PyRadiomics' (``original_<class>_<Feature>``):
-first order, 3D shape, GLCM, GLRLM, GLSZM, GLDM and NGTDM, on the original
-image with fixed bin width discretisation. Each value follows the formulas in
-the PyRadiomics documentation (van Griethuysen et al., Cancer Research 2017),
-and is checked against PyRadiomics' own published baseline for its breast1
-test case (``tests/test_radiomics_features.py``).
+The feature classes and names are PyRadiomics' (``<image type>_<class>_<Feature>``):
+first order, 3D shape, GLCM, GLRLM, GLSZM, GLDM and NGTDM with fixed bin width
+discretisation, on the original image and on each configured filtered image
+(:mod:`her2viewer.radiomics.filters`; shape only on the original, as PyRadiomics).
+Each value follows the formulas in the PyRadiomics documentation (van Griethuysen
+et al., Cancer Research 2017), and is checked against PyRadiomics' own published
+baseline for its breast1 test case (``tests/test_radiomics_features.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from her2viewer.errors import RadiomicsError
+from her2viewer.radiomics.filters import filtered_images
 from her2viewer.radiomics.shape import shape_features
 from her2viewer.radiomics.texture import (
     glcm_features,
@@ -43,12 +45,20 @@ class RadiomicsSettings:
         PyRadiomics' baseline files use 2000).
     classes : tuple of str
         Feature classes to compute.
+    image_types : dict
+        Image type -> filter parameters (PyRadiomics ``imageType``), in order; see
+        :mod:`her2viewer.radiomics.filters`. Default: the original image only.
+    features : dict
+        Class -> the only feature names to keep (PyRadiomics ``featureClass`` lists);
+        a class not named here keeps all of its features.
     """
 
     bin_width: float = 25.0
     label: int = 1
     voxel_array_shift: float = 0.0
     classes: tuple[str, ...] = FEATURE_CLASSES
+    image_types: dict[str, dict] = field(default_factory=lambda: {"original": {}})
+    features: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +160,22 @@ def firstorder_features(roi: RoiData, voxel_array_shift: float = 0.0) -> dict[st
     }
 
 
+def _class_features(name: str, roi: RoiData, settings: RadiomicsSettings) -> dict[str, float]:
+    """One feature class of one (original or filtered) image, limited to the chosen names."""
+    compute = {
+        "firstorder": lambda: firstorder_features(roi, settings.voxel_array_shift),
+        "shape": lambda: shape_features(roi.mask, roi.spacing),
+        "glcm": lambda: glcm_features(roi.levels, roi.mask),
+        "glrlm": lambda: glrlm_features(roi.levels, roi.mask),
+        "glszm": lambda: glszm_features(roi.levels, roi.mask),
+        "gldm": lambda: gldm_features(roi.levels, roi.mask),
+        "ngtdm": lambda: ngtdm_features(roi.levels, roi.mask),
+    }
+    values = compute[name]()
+    keep = settings.features.get(name)
+    return {k: v for k, v in values.items() if not keep or k in keep}
+
+
 def extract_features(
     image: Volume, mask: Volume, settings: RadiomicsSettings | None = None
 ) -> dict[str, float]:
@@ -162,36 +188,38 @@ def extract_features(
     mask : Volume
         ROI mask of the same shape and spacing; voxels equal to ``settings.label`` count.
     settings : RadiomicsSettings, optional
-        Defaults follow PyRadiomics (bin width 25, label 1).
+        Defaults follow PyRadiomics (bin width 25, label 1, original image only).
 
     Returns
     -------
     dict
-        ``original_<class>_<Feature>`` -> value, in :data:`FEATURE_CLASSES` order.
+        ``<image type>_<class>_<Feature>`` -> value: shape first (on the original image,
+        as PyRadiomics), then per image type the other classes in :data:`FEATURE_CLASSES`
+        order.
 
     Raises
     ------
     RadiomicsError
-        On mismatched image and mask, an empty ROI or an unknown feature class.
+        On mismatched image and mask, an empty ROI, an unknown feature class or a bad
+        filter configuration.
     """
     settings = settings or RadiomicsSettings()
-    unknown = sorted(set(settings.classes) - set(FEATURE_CLASSES))
+    unknown = sorted((set(settings.classes) | set(settings.features)) - set(FEATURE_CLASSES))
     if unknown:
         raise RadiomicsError(
             f"Unknown feature class {unknown[0]!r}; choose from {', '.join(FEATURE_CLASSES)}."
         )
-    roi = prepare_roi(image, mask, settings)
-    compute = {
-        "firstorder": lambda: firstorder_features(roi, settings.voxel_array_shift),
-        "shape": lambda: shape_features(roi.mask, roi.spacing),
-        "glcm": lambda: glcm_features(roi.levels, roi.mask),
-        "glrlm": lambda: glrlm_features(roi.levels, roi.mask),
-        "glszm": lambda: glszm_features(roi.levels, roi.mask),
-        "gldm": lambda: gldm_features(roi.levels, roi.mask),
-        "ngtdm": lambda: ngtdm_features(roi.levels, roi.mask),
-    }
+    _check_inputs(image, mask, settings.label)
     out: dict[str, float] = {}
-    for name in FEATURE_CLASSES:
-        if name in settings.classes:
-            out.update({f"original_{name}_{k}": v for k, v in compute[name]().items()})
+    if "shape" in settings.classes:
+        shape = _class_features("shape", prepare_roi(image, mask, settings), settings)
+        out.update({f"original_shape_{k}": v for k, v in shape.items()})
+    classes = [c for c in FEATURE_CLASSES if c in settings.classes and c != "shape"]
+    if not classes:
+        return out
+    for image_type, derived in filtered_images(image, settings.image_types):
+        roi = prepare_roi(derived, mask, settings)
+        for name in classes:
+            values = _class_features(name, roi, settings)
+            out.update({f"{image_type}_{name}_{k}": v for k, v in values.items()})
     return out

@@ -8,18 +8,12 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
-from her2viewer.errors import RadiomicsError
+from her2viewer.radiomics.optional import optional_import
 
 
 def _mesh(mask: np.ndarray, spacing: tuple[float, float, float]):
     """Marching-cubes surface of the padded mask at iso-level 0.5, in mm."""
-    try:
-        from skimage.measure import marching_cubes
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RadiomicsError(
-            "Shape features need scikit-image; install the extra: "
-            "pip install 'her2viewer[radiomics]'."
-        ) from exc
+    marching_cubes = optional_import("skimage.measure").marching_cubes
     padded = np.pad(mask.astype(np.float32), 1)
     verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=spacing, method="lorensen")
     return verts, faces

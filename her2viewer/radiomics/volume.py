@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from her2viewer.errors import RadiomicsError
+from her2viewer.radiomics.optional import optional_import
 
 _NRRD_TYPES = {
     "signed char": "i1",
@@ -330,18 +331,13 @@ def write_nifti(path: str | Path, volume: Volume) -> Path:
 
 def _dicom_slices(folder: Path) -> list:
     """Every DICOM image in ``folder`` that has a position, as pydicom datasets."""
-    try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RadiomicsError(
-            "Reading DICOM needs pydicom; install the extra: pip install 'her2viewer[radiomics]'."
-        ) from exc
+    pydicom = optional_import("pydicom")
+    invalid_dicom = pydicom.errors.InvalidDicomError
     slices = []
     for item in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             ds = pydicom.dcmread(item)
-        except (InvalidDicomError, OSError):
+        except (invalid_dicom, OSError):
             continue  # not a DICOM file (DICOMDIR, notes, thumbnails)
         if "PixelData" in ds and "ImagePositionPatient" in ds:
             slices.append(ds)
