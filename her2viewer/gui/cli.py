@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     view.add_argument("--magnification", type=float, help="zoom to this magnification")
     view.add_argument("--center", type=_point, help="centre the left pane on level-0 X,Y")
     view.add_argument("--cache-mb", type=float, default=512, help="tile cache size (MB)")
+    view.add_argument("--volume", help="CT/MR volume (NRRD, NIfTI or DICOM folder): Radiology tab")
+    view.add_argument("--mask", help="ROI mask of --volume (outlined; needed to predict)")
+    view.add_argument("--radiomics-model", help="model JSON from 'radiomics train' for --volume")
     view.set_defaults(func=run_view)
 
 
@@ -64,11 +67,12 @@ def run_view(args) -> int:
     from her2viewer.gui.her2net_panel import attach_her2net_panel
     from her2viewer.gui.ihc_panel import attach_ihc_panel
     from her2viewer.gui.mainwindow import MainWindow
+    from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
     from her2viewer.gui.tiles import shared_loader
     from her2viewer.slide.pairing import find_pair
 
-    if not args.demo and not args.slide:
-        raise ViewerError("give a SLIDE to open, or --demo for the synthetic demo case.")
+    if not args.demo and not args.slide and not args.volume:
+        raise ViewerError("give a SLIDE or --volume, or --demo for the synthetic demo case.")
     offscreen = bool(args.screenshot) or not has_display()
     width, height = _size(args.size)
     transform = Registration.load(args.transform).matrix if args.transform else None
@@ -78,6 +82,7 @@ def run_view(args) -> int:
     her2net = attach_her2net_panel(window)
     ihc = attach_ihc_panel(window)
     attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
+    radiology = attach_radiology_panel(window, args.radiomics_model)
     window.resize(width, height)
     window.show()
     summary = ""
@@ -88,12 +93,15 @@ def run_view(args) -> int:
         demo_window(window, case_dir)
         her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
         ihc.run()  # registers the IHC automatically (replacing the known transform), scores it
-    else:
+    elif args.slide:
         paired = args.paired or find_pair(args.slide)
         if not window.open_slides([p for p in (args.slide, paired) if p], transform):
             raise ViewerError(window.errors[-1])
         if paired and transform is None:
             ihc.run()  # a pair without a saved transform is registered in the background
+    if args.volume:
+        show_radiology(radiology)
+        radiology.open_case(args.volume, args.mask)
     for path in args.geojson:
         if not window.add_geojson(path):
             raise ViewerError(window.errors[-1])
@@ -104,13 +112,16 @@ def run_view(args) -> int:
     if not offscreen:
         return app.exec()
     out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))
-    for panel in (her2net, ihc):
+    for panel in (her2net, ihc, radiology):
         _wait_for(app, panel, DEMO_ANALYSIS_TIMEOUT_S)
+    if args.volume and radiology.case is None:
+        raise ViewerError(window.errors[-1])
     screenshot(window, out)
     if args.demo:
         summary = format_summary(analyse_demo_case(case_dir))
         summary += f"\n  HER2Net (demo bundle): {her2net.status.text()}"
         summary += f"\n  IHC: {ihc.status.text()}"
+    summary += f"\n  Radiology: {radiology.summary()}" if args.volume else ""
     _print_summary(window, summary, out, time.perf_counter() - start)
     window.close()
     return 0

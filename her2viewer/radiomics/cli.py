@@ -21,6 +21,7 @@ from her2viewer.radiomics.model import (
 )
 from her2viewer.radiomics.params import read_params, settings_for_features
 from her2viewer.radiomics.plots import write_report_figures
+from her2viewer.radiomics.predict import predict_case
 from her2viewer.radiomics.volume import load_volume
 
 
@@ -203,13 +204,7 @@ def run_predict(args) -> int:
     settings = _settings(args)
     if not (args.params or args.filter or args.classes):
         settings = settings_for_features(payload["features"], settings)
-    features = _features(args.image, args.mask, settings)
-    probability = float(predict_saved(payload, features, args.classifier)[0])
-    classes = payload["classes"]
-    result = {
-        "classifier": args.classifier,
-        "class": classes[int(probability >= 0.5)],
-        f"p_{classes[1]}": probability,
-    }
+    image, mask = load_volume(args.image), load_volume(args.mask)
+    result = predict_case(payload, image, mask, args.classifier, settings).as_dict()
     print(json.dumps(result) if args.json else ", ".join(f"{k}: {v}" for k, v in result.items()))
     return 0

@@ -76,8 +76,14 @@ class RoiData:
         return self.image[self.mask]
 
 
-def _check_inputs(image: Volume, mask: Volume, label: int) -> np.ndarray:
-    """Return the boolean ROI, or raise a one-line error for unusable inputs."""
+def check_roi(image: Volume, mask: Volume, label: int) -> np.ndarray:
+    """Return the boolean ROI of ``mask`` for ``image``.
+
+    Raises
+    ------
+    RadiomicsError
+        When the mask's shape or spacing differs from the image's, or no voxel has ``label``.
+    """
     if image.array.shape != mask.array.shape:
         raise RadiomicsError(
             f"Mask shape {mask.array.shape} does not match image shape {image.array.shape}; "
@@ -114,7 +120,7 @@ def prepare_roi(image: Volume, mask: Volume, settings: RadiomicsSettings) -> Roi
     RadiomicsError
         On a shape or spacing mismatch, or an empty ROI.
     """
-    roi = _check_inputs(image, mask, settings.label)
+    roi = check_roi(image, mask, settings.label)
     bounds = [np.flatnonzero(roi.any(axis=tuple(a for a in range(3) if a != d))) for d in range(3)]
     box = tuple(slice(int(b[0]), int(b[-1]) + 1) for b in bounds)
     crop = image.array[box].astype(np.float64)
@@ -177,7 +183,7 @@ def _class_features(name: str, roi: RoiData, settings: RadiomicsSettings) -> dic
 
 
 def extract_features(
-    image: Volume, mask: Volume, settings: RadiomicsSettings | None = None
+    image: Volume, mask: Volume, settings: RadiomicsSettings | None = None, context=None
 ) -> dict[str, float]:
     """Compute radiomic features of ``image`` inside ``mask``.
 
@@ -189,6 +195,8 @@ def extract_features(
         ROI mask of the same shape and spacing; voxels equal to ``settings.label`` count.
     settings : RadiomicsSettings, optional
         Defaults follow PyRadiomics (bin width 25, label 1, original image only).
+    context : JobContext, optional
+        Gets a progress report per derived image and may cancel between them.
 
     Returns
     -------
@@ -209,7 +217,7 @@ def extract_features(
         raise RadiomicsError(
             f"Unknown feature class {unknown[0]!r}; choose from {', '.join(FEATURE_CLASSES)}."
         )
-    _check_inputs(image, mask, settings.label)
+    check_roi(image, mask, settings.label)
     out: dict[str, float] = {}
     if "shape" in settings.classes:
         shape = _class_features("shape", prepare_roi(image, mask, settings), settings)
@@ -217,7 +225,11 @@ def extract_features(
     classes = [c for c in FEATURE_CLASSES if c in settings.classes and c != "shape"]
     if not classes:
         return out
-    for image_type, derived in filtered_images(image, settings.image_types):
+    total = len(settings.image_types)
+    for done, (image_type, derived) in enumerate(filtered_images(image, settings.image_types)):
+        if context is not None:
+            context.check()
+            context.report(min(done, total), total, image_type)
         roi = prepare_roi(derived, mask, settings)
         for name in classes:
             values = _class_features(name, roi, settings)
