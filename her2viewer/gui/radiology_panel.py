@@ -51,6 +51,8 @@ from her2viewer.radiomics.predict import Prediction, predict_case
 from her2viewer.radiomics.volume import Volume, load_volume
 
 OUTLINE_COLOR = (255, 196, 0)
+POSITIVE_COLOR = (255, 140, 60)
+NEGATIVE_COLOR = (120, 190, 255)
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz")
 ROI_LABEL = 1
 
@@ -135,8 +137,10 @@ class RadiomicsJobPanel(JobPanel):
         self.result.setFont(big)
         self.bar = PercentBar()
         self.body.insertWidget(0, self.hint)
-        self.body.insertWidget(1, self.result)
-        self.body.insertWidget(2, self.bar)
+        prediction = QVBoxLayout()
+        prediction.addWidget(self.result)
+        prediction.addWidget(self.bar)
+        self.body.insertWidget(1, _group("HER2 prediction", prediction))
         self.body.addWidget(_group("Case", self.facts))
         display = QFormLayout()
         display.addRow("Window", self.preset)
@@ -208,11 +212,12 @@ class RadiomicsJobPanel(JobPanel):
         self.prediction = prediction
         self.bar.setVisible(prediction is not None)
         if prediction is None:
-            self.result.setText("")
-            self.result.setVisible(False)
+            self.result.setText("–")
+            self.result.setStyleSheet("")
             return
         positive = prediction.classes[1]
-        self.result.setVisible(True)
+        color = POSITIVE_COLOR if prediction.label == positive else NEGATIVE_COLOR
+        self.result.setStyleSheet(f"color: rgb{color};")
         self.result.setText(
             f"HER2 {prediction.label}\np({positive}) = {prediction.probability:.2f}"
         )
@@ -264,6 +269,8 @@ class RadiologyPanel(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setEnabled(False)
         self.title = QLabel("")
+        self.title.setContentsMargins(8, 4, 8, 4)
+        self.position = QLabel("")
         self.side = RadiomicsJobPanel(window, self)
         self.side.set_model(model)
         image_area = QWidget()
@@ -272,8 +279,10 @@ class RadiologyPanel(QWidget):
         column.addWidget(self.title)
         column.addWidget(self.image_view, 1)
         slider_row = QHBoxLayout()
+        slider_row.setContentsMargins(8, 0, 8, 4)
         slider_row.addWidget(QLabel("Slice"))
         slider_row.addWidget(self.slider, 1)
+        slider_row.addWidget(self.position)
         column.addLayout(slider_row)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(image_area)
@@ -363,6 +372,7 @@ class RadiologyPanel(QWidget):
         self.slider.blockSignals(True)
         self.slider.setValue(index)
         self.slider.blockSignals(False)
+        self.position.setText(f"{index + 1} / {array.shape[0]}")
         roi_here = self.roi is not None and bool(self.roi[index].any())
         self.side.slice_label.setText(
             f"{index + 1} / {array.shape[0]}  ({index * dz:.1f} mm)"
