@@ -71,3 +71,36 @@ def panel_window(qtbot, tmp_path):
     win.show()
     yield win
     loader.shutdown()
+
+
+#: Features of the small radiomics model: original, and one that needs the wavelet filter.
+RADIOMICS_MODEL_FEATURES = [
+    "original_firstorder_Mean",
+    "original_firstorder_Variance",
+    "original_glcm_Contrast",
+    "wavelet-LLH_firstorder_Mean",
+]
+
+
+@pytest.fixture(scope="session")
+def radiomics_model(tmp_path_factory) -> Path:
+    """A radiomics model JSON trained on a synthetic feature table (positives: higher mean)."""
+    import csv
+
+    import numpy as np
+
+    from her2viewer.radiomics.model import read_feature_table, save_models, train_models
+
+    folder = tmp_path_factory.mktemp("radiomics_model")
+    rng = np.random.default_rng(0)
+    table = folder / "features.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "label", *RADIOMICS_MODEL_FEATURES])
+        for i in range(30):
+            positive = i % 2
+            values = [100 + 40 * positive, 300, 10, 2] + rng.normal(0, [15, 50, 3, 1])
+            writer.writerow([f"c{i}", "positive" if positive else "negative", *values])
+    data = read_feature_table(table)
+    fitted, report = train_models(data, folds=3)
+    return save_models(folder / "model.json", fitted, data, report)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -14,37 +13,12 @@ from PySide6.QtWidgets import QDockWidget
 from her2viewer.cli import main as cli_main
 from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
 from her2viewer.radiomics.display import outline_segments
-from her2viewer.radiomics.model import read_feature_table, save_models, train_models
 from her2viewer.radiomics.optional import INSTALL_HINT
 from her2viewer.radiomics.predict import predict_case
 from her2viewer.radiomics.volume import Volume, load_volume, write_nrrd
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "radiomics"
 IMAGE, MASK = DATA / "breast1_image.nrrd", DATA / "breast1_label.nrrd"
-MODEL_FEATURES = [
-    "original_firstorder_Mean",
-    "original_firstorder_Variance",
-    "original_glcm_Contrast",
-    "wavelet-LLH_firstorder_Mean",
-]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    """A small model trained on a synthetic feature table (positives have a higher mean)."""
-    folder = tmp_path_factory.mktemp("radiology_model")
-    rng = np.random.default_rng(0)
-    table = folder / "features.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case_id", "label", *MODEL_FEATURES])
-        for i in range(30):
-            positive = i % 2
-            values = [100 + 40 * positive, 300, 10, 2] + rng.normal(0, [15, 50, 3, 1])
-            writer.writerow([f"c{i}", "positive" if positive else "negative", *values])
-    data = read_feature_table(table)
-    fitted, report = train_models(data, folds=3)
-    return save_models(folder / "model.json", fitted, data, report)
 
 
 @pytest.fixture()
@@ -142,11 +116,11 @@ def test_ct_volume_defaults_to_soft_tissue_and_reads_hu(window, qtbot, tmp_path)
     assert len(panel.outline.getData()[0]) == 0
 
 
-def test_prediction_in_the_background(window, qtbot, model_path):
-    panel = _opened(window, qtbot, model=model_path)  # opening with a model predicts
+def test_prediction_in_the_background(window, qtbot, radiomics_model):
+    panel = _opened(window, qtbot, model=radiomics_model)  # opening with a model predicts
     qtbot.waitUntil(lambda: panel.side.prediction is not None, timeout=60_000)
     prediction = panel.side.prediction
-    expected = predict_case(model_path, load_volume(IMAGE), load_volume(MASK))
+    expected = predict_case(radiomics_model, load_volume(IMAGE), load_volume(MASK))
     assert prediction.probability == pytest.approx(expected.probability)
     assert prediction.label == expected.label
     assert f"HER2 {expected.label}" in panel.side.result.text()
@@ -177,12 +151,12 @@ def test_user_errors_are_shown_and_the_pane_keeps_working(window, qtbot, tmp_pat
     assert panel.job is None and "radiomics train" in window.errors[-1]
 
 
-def test_missing_extra_is_explained(window, qtbot, monkeypatch, model_path):
+def test_missing_extra_is_explained(window, qtbot, monkeypatch, radiomics_model):
     monkeypatch.setitem(sys.modules, "pywt", None)
     panel = _opened(window, qtbot)  # viewing needs no extra
     assert panel.side.hint.isVisibleTo(panel.side)
     assert INSTALL_HINT in panel.side.hint.text() and "wavelet" in panel.side.hint.text()
-    panel.side.set_model(model_path)  # this model needs a wavelet feature
+    panel.side.set_model(radiomics_model)  # this model needs a wavelet feature
     panel.side.run()
     qtbot.waitUntil(lambda: panel.job is None, timeout=60_000)
     assert INSTALL_HINT in window.errors[-1] and panel.side.prediction is None
@@ -200,10 +174,10 @@ def test_tab_menu_and_docks(window):
     assert all(d.isVisible() for d in docks)
 
 
-def test_view_cli_renders_the_volume(tmp_path, capsys, model_path):
+def test_view_cli_renders_the_volume(tmp_path, capsys, radiomics_model):
     out = tmp_path / "radiology.png"
     args = ["view", "--volume", str(IMAGE), "--mask", str(MASK), "--radiomics-model",
-            str(model_path), "--screenshot", str(out), "--size", "1200x800"]  # fmt: skip
+            str(radiomics_model), "--screenshot", str(out), "--size", "1200x800"]  # fmt: skip
     assert cli_main(args) == 0
     assert out.stat().st_size > 10_000
     text = capsys.readouterr().out

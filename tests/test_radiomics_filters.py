@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +23,10 @@ from her2viewer.radiomics.filters import (
     wavelet_images,
 )
 from her2viewer.radiomics.params import read_params, settings_for_features
-from her2viewer.radiomics.volume import Volume, write_nrrd
+from her2viewer.radiomics.predict import predict_case
+from her2viewer.radiomics.volume import Volume, load_volume, write_nrrd
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "radiomics"
 WAVELET_ORDER = ["LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH", "LLL"]
 
 
@@ -227,3 +230,26 @@ def test_bad_params_files(tmp_path, text, message):
 def test_filtered_images_keeps_the_configured_order(small_case):
     order = [n for n, _ in filtered_images(small_case[0], {"gradient": {}, "original": {}})]
     assert order == ["gradient", "original"]
+
+
+def test_predict_cli_reads_the_filters_from_the_model(radiomics_model, capsys):
+    image, mask = DATA / "breast1_image.nrrd", DATA / "breast1_label.nrrd"
+    assert (
+        main(["radiomics", "predict", str(radiomics_model), str(image), str(mask), "--json"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    expected = predict_case(radiomics_model, load_volume(image), load_volume(mask))
+    assert result["p_positive"] == pytest.approx(expected.probability)
+    assert result["class"] == expected.label
+    # the model needs wavelet-LLH: without the wavelet filter the features are missing
+    args = [
+        "radiomics",
+        "predict",
+        str(radiomics_model),
+        str(image),
+        str(mask),
+        "--filter",
+        "log:sigma=1",
+    ]
+    assert main(args) == 2
+    assert "wavelet-LLH_firstorder_Mean' is missing" in capsys.readouterr().err
