@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from her2viewer.gui.her2net_panel import PercentBar
 from her2viewer.gui.job_panel import JobPanel
 from her2viewer.radiomics.display import (
+    AUTO,
     PRESET_NAMES,
     default_preset,
     largest_roi_slice,
@@ -59,12 +60,33 @@ ROI_LABEL = 1
 
 @dataclass
 class LoadedCase:
-    """A volume and its (optional) ROI mask as read by the background job."""
+    """A volume, its optional ROI and what the display needs, prepared off the GUI thread.
+
+    Attributes
+    ----------
+    image, mask : Volume
+        The volume and its ROI mask (None without one).
+    image_path, mask_path : Path
+        Where they came from.
+    roi : numpy.ndarray or None
+        Boolean ROI (mask == :data:`ROI_LABEL`).
+    ct : bool
+        Whether the values look like Hounsfield units.
+    preset : str
+        Window preset to start with.
+    auto_window, value_range : (float, float)
+        The ``auto`` window and the lowest and highest value.
+    """
 
     image: Volume
     mask: Volume | None
     image_path: Path
     mask_path: Path | None
+    roi: np.ndarray | None
+    ct: bool
+    preset: str
+    auto_window: tuple[float, float]
+    value_range: tuple[float, float]
 
 
 def read_case(image_path: str | Path, mask_path: str | Path | None = None) -> LoadedCase:
@@ -83,9 +105,19 @@ def read_case(image_path: str | Path, mask_path: str | Path | None = None) -> Lo
         path = path.parent
     image = load_volume(path)
     mask = load_volume(mask_path) if mask_path else None
-    if mask is not None:
-        check_roi(image, mask, ROI_LABEL)
-    return LoadedCase(image, mask, path, Path(mask_path) if mask_path else None)
+    roi = None if mask is None else check_roi(image, mask, ROI_LABEL)
+    array = image.array
+    return LoadedCase(
+        image,
+        mask,
+        path,
+        Path(mask_path) if mask_path else None,
+        roi,
+        looks_like_ct(array),
+        default_preset(array),
+        window_range(AUTO, array),
+        (float(array.min()), float(array.max())),
+    )
 
 
 class SliceViewBox(pg.ViewBox):
@@ -332,7 +364,7 @@ class RadiologyPanel(QWidget):
         """Display a read case at its largest ROI slice (the middle one without a mask)."""
         self.case = case
         array = case.image.array
-        self.roi = None if case.mask is None else case.mask.array == ROI_LABEL
+        self.roi = case.roi
         self.index = -1
         self.slider.setRange(0, array.shape[0] - 1)
         self.slider.setEnabled(True)
@@ -343,7 +375,7 @@ class RadiologyPanel(QWidget):
         self.side.facts.setText(self._facts(case))
         start = largest_roi_slice(self.roi) if self.roi is not None else array.shape[0] // 2
         self.set_slice(start, auto_range=True)
-        self.side.preset.setCurrentText(default_preset(array))
+        self.side.preset.setCurrentText(case.preset)
         self.set_preset(self.side.preset.currentText())
 
     def set_slice(self, index: int, auto_range: bool = False) -> None:
@@ -361,7 +393,7 @@ class RadiologyPanel(QWidget):
             array[index].T,
             autoRange=auto_range,
             autoLevels=False,
-            levels=window_range(default_preset(array), array) if levels is None else levels,
+            levels=self.case.auto_window if levels is None else levels,
             scale=(dx, dy),
             autoHistogramRange=False,
         )
@@ -384,11 +416,10 @@ class RadiologyPanel(QWidget):
         """Apply a window preset (soft tissue, lung, bone or auto)."""
         if self.case is None or preset not in PRESET_NAMES:
             return
-        low, high = window_range(preset, self.case.image.array)
+        low, high = self.case.auto_window if preset == AUTO else window_range(preset, None)
         self.image_view.setLevels(low, high)
         self.image_view.getHistogramWidget().setHistogramRange(
-            min(low, float(self.case.image.array.min())),
-            max(high, float(self.case.image.array.max())),
+            min(low, self.case.value_range[0]), max(high, self.case.value_range[1])
         )
 
     def levels(self) -> tuple[float, float]:
@@ -409,7 +440,7 @@ class RadiologyPanel(QWidget):
         """The cursor line: voxel position, value (HU for CT) and ROI membership."""
         array = self.case.image.array
         value = array[self.index, row, col]
-        unit = " HU" if looks_like_ct(array) else ""
+        unit = " HU" if self.case.ct else ""
         in_roi = "  ROI" if self.roi is not None and self.roi[self.index, row, col] else ""
         return f"x {col}  y {row}  z {self.index}:  {value:g}{unit}{in_roi}"
 
@@ -445,12 +476,10 @@ class RadiologyPanel(QWidget):
         lines = [
             f"{x} × {y} × {z} voxels",
             f"{dx:.2f} × {dy:.2f} × {dz:.2f} mm",
-            "CT (Hounsfield units)"
-            if looks_like_ct(case.image.array)
-            else "MR / other intensities",
+            "CT (Hounsfield units)" if case.ct else "MR / other intensities",
         ]
         if case.mask is not None:
-            count = int((case.mask.array == ROI_LABEL).sum())
+            count = int(case.roi.sum())
             lines.append(f"ROI: {count} voxels, {count * case.image.voxel_volume / 1000:.2f} mL")
         else:
             lines.append("No ROI mask: open one to predict.")
