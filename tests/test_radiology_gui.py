@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget
 
 from her2viewer.cli import main as cli_main
-from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
+from her2viewer.gui.radiology_panel import attach_radiology_panel, read_case, show_radiology
 from her2viewer.radiomics.display import outline_segments
 from her2viewer.radiomics.optional import INSTALL_HINT
 from her2viewer.radiomics.predict import predict_case
@@ -185,3 +185,14 @@ def test_view_cli_renders_the_volume(tmp_path, capsys, radiomics_model):
     bad = ["view", "--volume", str(tmp_path / "nope.nrrd"), "--screenshot", str(out)]
     assert cli_main(bad) == 2
     assert "Volume file not found" in capsys.readouterr().err
+
+
+def test_a_dicom_slice_file_opens_its_series(tmp_path):
+    from test_radiomics_volume import _write_dicom_series  # tests/ is on sys.path (rootdir)
+
+    ct = np.full((3, 8, 8), -1000, np.int16)
+    ct[:, 2:6, 2:6] = 60
+    _write_dicom_series(tmp_path, Volume(ct, (2.0, 0.5, 0.5)))
+    case = read_case(sorted(tmp_path.glob("*.dcm"))[0])
+    assert case.image_path == tmp_path and case.image.array.shape == (3, 8, 8)
+    assert case.ct and case.preset == "soft tissue" and case.roi is None
