@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget
+from PySide6.QtWidgets import QDockWidget, QToolBar
 
 from her2viewer.cli import main as cli_main
 from her2viewer.gui.radiology_panel import attach_radiology_panel, read_case, show_radiology
@@ -78,6 +78,11 @@ def test_breast1_slices_outline_and_cursor(window, qtbot):
     panel.view_box.wheelEvent(_Wheel(-120))
     panel.view_box.wheelEvent(_Wheel(-120))
     assert panel.index == max(empty - 1, 0)
+    view = panel.image_view.ui.graphicsView
+    start = panel.index
+    qtbot.keyClick(view, Qt.Key.Key_PageUp)
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert panel.index == start + 4
     # cursor readout: view mm -> voxel -> intensity
     image = load_volume(IMAGE).array
     row, col = 60, 20
@@ -163,13 +168,14 @@ def test_missing_extra_is_explained(window, qtbot, monkeypatch, radiomics_model)
 
 
 def test_tab_menu_and_docks(window):
-    docks = [d for d in window.findChildren(QDockWidget) if d.isVisible()]
+    bars = window.findChildren(QDockWidget) + window.findChildren(QToolBar)
+    docks = [d for d in bars if d.isVisible()]
     panel = attach_radiology_panel(window)
     titles = [a.text() for a in window.menuBar().actions()[0].menu().actions()]
     assert "Open CT/MR &volume…" in titles
     assert [panel.tabs.tabText(i) for i in range(panel.tabs.count())] == ["Slides", "Radiology"]
     show_radiology(panel)
-    assert not any(d.isVisible() for d in docks)  # the slide docks make room
+    assert docks and not any(d.isVisible() for d in docks)  # slide docks, toolbar make room
     panel.tabs.setCurrentIndex(0)
     assert all(d.isVisible() for d in docks)
 

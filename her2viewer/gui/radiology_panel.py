@@ -4,9 +4,10 @@
 *Slides* (the slide panes) and *Radiology* (a :class:`RadiologyPanel`), and adds
 *File > Open CT/MR volume…*. The volume and mask are read, and the radiomic features
 extracted and classified, in background jobs (:class:`RadiomicsJobPanel`), so the GUI
-never waits on the disk or the extractor. The mouse wheel steps through slices
-(Ctrl + wheel or right-drag zooms, left-drag pans); the histogram beside the image
-and the window presets (soft tissue, lung, bone, auto) set the display range.
+never waits on the disk or the extractor. The mouse wheel and the Up/Down and
+Page Up/Down keys step through slices (Ctrl + wheel or right-drag zooms, left-drag
+pans); the histogram beside the image and the window presets (soft tissue, lung,
+bone, auto) set the display range.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QAction, QFont
 from PySide6.QtWidgets import (
     QComboBox,
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QSplitter,
     QTabWidget,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -56,6 +58,7 @@ POSITIVE_COLOR = (255, 140, 60)
 NEGATIVE_COLOR = (120, 190, 255)
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz")
 ROI_LABEL = 1
+SLICE_KEYS = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: 5, Qt.Key.Key_PageDown: -5}
 
 
 @dataclass
@@ -289,7 +292,7 @@ class RadiologyPanel(QWidget):
         self.roi: np.ndarray | None = None
         self.index = 0
         self.tabs: QTabWidget | None = None
-        self.hidden_docks: list[QDockWidget] = []
+        self.hidden_docks: list[QWidget] = []
         self.open_action: QAction | None = None
         self.view_box = SliceViewBox()
         self.image_view = pg.ImageView(view=self.view_box)
@@ -328,15 +331,25 @@ class RadiologyPanel(QWidget):
         self.view_box.slice_step.connect(lambda step: self.set_slice(self.index + step))
         self.side.preset.currentTextChanged.connect(self.set_preset)
         self.image_view.scene.sigMouseMoved.connect(self._on_mouse)
+        self.image_view.ui.graphicsView.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        """Up/Down step one slice and Page Up/Down five, as the wheel does."""
+        step = SLICE_KEYS.get(event.key()) if event.type() == QEvent.Type.KeyPress else None
+        if step is None:
+            return super().eventFilter(watched, event)
+        self.set_slice(self.index + step)
+        return True
 
     def place_in(self, tabs: QTabWidget) -> None:
-        """Live in ``tabs``: the slide docks hide while this tab is shown, and come back after."""
+        """Live in ``tabs``: the slide docks and toolbars hide while this tab is shown."""
         self.tabs = tabs
         tabs.currentChanged.connect(self._on_tab)
 
     def _on_tab(self, _index: int) -> None:
         if self.tabs.currentWidget() is self:
-            self.hidden_docks = [d for d in self.window.findChildren(QDockWidget) if d.isVisible()]
+            bars = self.window.findChildren(QDockWidget) + self.window.findChildren(QToolBar)
+            self.hidden_docks = [bar for bar in bars if bar.isVisible()]
             for dock in self.hidden_docks:
                 dock.hide()
         else:
