@@ -15,11 +15,15 @@ from her2viewer.models.patch_cnn import (
     augment,
     background_fraction,
     build_patch_cnn,
+    fit_linear_head,
+    head_inputs,
     input_transform,
+    keep_dab_macenko,
     keep_patches,
     load_patch_cnn,
     predict_proba,
     save_patch_cnn,
+    seeded_backbone,
     slide_grade,
     to_tensor,
 )
@@ -167,3 +171,75 @@ def test_cohort_missing_column(tmp_path):
     (tmp_path / "labels.csv").write_text("case_id,ihc_path\nc0,a.svs\n")
     with pytest.raises(ModelError, match="'ihc_score' is missing"):
         read_cohort(tmp_path / "labels.csv")
+
+
+def test_linear_head_folds_the_standardised_regression():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    features = (rng.normal(5.0, 3.0, (60, 512)) + 2.0 * y[:, None]).astype(np.float32)
+    model = build_patch_cnn("resnet34", 4, seed=0)
+    fit_linear_head(model, "resnet34", features, y, c=0.1)
+    scaler = StandardScaler().fit(features)
+    expected = LogisticRegression(C=0.1, max_iter=2000).fit(scaler.transform(features), y)
+    with torch.no_grad():
+        probs = torch.softmax(model.fc(torch.from_numpy(features)), 1).numpy()
+    np.testing.assert_allclose(
+        probs[:, :3], expected.predict_proba(scaler.transform(features)), atol=1e-4
+    )
+    assert probs[:, 3].max() < 1e-6  # a grade absent from training is never called
+    fit_linear_head(model, "resnet34", features[:40], y[:40] % 2 * 3, c=0.1)  # two grades
+    with torch.no_grad():
+        called = model.fc(torch.from_numpy(features[:40])).argmax(1).numpy()
+    assert set(called) <= {0, 3}
+    with pytest.raises(ModelError, match="one grade only"):
+        fit_linear_head(model, "resnet34", features[:5], np.zeros(5, int))
+
+
+def test_head_inputs_are_what_the_head_sees():
+    model = build_patch_cnn("alexnet", 3, seed=0)  # head nested in the classifier
+    x = torch.randn(3, 3, 64, 64)
+    features = head_inputs(model, "alexnet", x, batch_size=2)
+    assert features.shape == (3, 4096)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            model.classifier[6](torch.from_numpy(features)).numpy(), model(x).numpy(), atol=1e-4
+        )
+
+
+def test_seeded_backbone_bundle_stores_only_the_head(tmp_path):
+    model, record = seeded_backbone("resnet34", 7, 4)
+    torch.nn.init.normal_(model.fc.weight)
+    meta = {"arch": "resnet34", "classes": ["0", "1+", "2+", "3+"], "backbone": record}
+    path = save_patch_cnn(tmp_path / "b.zip", model, meta)
+    assert path.stat().st_size < 50_000 and record["seed"] == 7
+    loaded, _ = load_patch_cnn(path)
+    x = torch.randn(2, 3, 64, 64)
+    np.testing.assert_allclose(predict_proba(loaded, x), predict_proba(model, x), atol=1e-6)
+    record["sha256"] = "0" * 64
+    tampered = save_patch_cnn(tmp_path / "t.zip", model, meta)
+    with pytest.raises(ModelError, match="regenerated from seed 7 differs") as info:
+        load_patch_cnn(tampered)
+    assert "\n" not in str(info.value)
+
+
+def test_keep_dab_macenko_keeps_dab_intensity():
+    from her2viewer.stain import HDAB, combine_stains, separate_stains
+
+    tissue = immunohistochemistry()[:256, :256]
+    stains = separate_stains(tissue, HDAB)
+    strong = stains.copy()
+    strong[..., 1] *= 2.0
+    strong = combine_stains(strong, HDAB)
+    reference = MacenkoNormalizer.fit(tissue)
+
+    def dab_ratio(normalise):
+        def dab(rgb):
+            return np.maximum(separate_stains(normalise(rgb), HDAB)[..., 1], 0).mean()
+
+        return dab(strong) / dab(tissue)
+
+    assert dab_ratio(keep_dab_macenko(reference)) > 1.6  # the doubled DAB stays stronger
+    assert dab_ratio(reference) < 1.3  # plain Macenko equalises the DAB range

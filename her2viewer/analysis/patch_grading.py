@@ -1,9 +1,12 @@
 """Slide analyses with a patch-grading CNN: per-patch IHC grades and Grad-CAM score maps.
 
-Each function takes a slide path and a model (bundle or weights file) and returns
-plain data with level-0 coordinates; :meth:`PatchGrading.layer` and
-:func:`gradcam_layer` turn results into the viewer's heatmap layers. Results save
-to JSON / ``.npy`` so the GUI and later runs reuse them.
+Each function takes a slide path and a model (bundle or weights file; the demo
+bundle by default) and returns plain data with level-0 coordinates. Patches are the
+tumor-enriched ones of :func:`~her2viewer.models.patch_data.slide_patches`; the slide
+grade is the argmax of the mean patch probability
+(:func:`~her2viewer.models.patch_cnn.slide_grade`). :meth:`PatchGrading.layer` and
+:func:`gradcam_layer` turn results into the viewer's layers. Results save to JSON /
+``.npy`` so the GUI and later runs reuse them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from her2viewer.analysis.gradcam import GradCamMap, slide_gradcam
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
 from her2viewer.models.patch_cnn import (
+    default_grading_bundle,
     input_transform,
     load_patch_cnn,
     predict_proba,
@@ -26,8 +30,15 @@ from her2viewer.models.patch_cnn import (
     target_layer,
 )
 from her2viewer.models.patch_data import slide_patches
-from her2viewer.overlay.layers import HeatmapLayer
+from her2viewer.overlay.layers import HeatmapLayer, MaskLayer
 from her2viewer.slide import open_slide
+
+#: Colour of each grade in the per-patch layer (RGB).
+GRADE_COLORS = {"0": (70, 130, 180), "1+": (250, 210, 0), "2+": (245, 130, 0), "3+": (200, 0, 0)}
+#: Raster cells per patch side in the per-patch layer (grid offsets need not be patch multiples).
+CELLS_PER_PATCH = 4
+#: Most patches a Grad-CAM of the visible region may take (about a minute on a CPU).
+MAX_VIEW_PATCHES = 256
 
 
 @dataclass
@@ -48,6 +59,8 @@ class PatchGrading:
     patch_size_level0 : int
     slide_size : tuple of int
         Level-0 ``(width, height)``.
+    rule : str
+        How the patches were chosen (``"tumor mask"``, ``"stain density"``, ...).
     """
 
     coords: np.ndarray
@@ -57,18 +70,27 @@ class PatchGrading:
     mean_probability: np.ndarray
     patch_size_level0: int
     slide_size: tuple[int, int]
+    rule: str = "tumor mask"
 
-    def layer(self) -> HeatmapLayer:
-        """Per-patch grade layer (class index, 0 .. C-1) for the viewer."""
-        return HeatmapLayer.from_patches(
-            f"Patch CNN grade ({', '.join(self.classes)})",
-            self.coords,
-            self.probs.argmax(1),
-            self.patch_size_level0,
-            self.slide_size,
-            vmin=0.0,
-            vmax=float(len(self.classes) - 1),
-            colormap="turbo",
+    def layer(self) -> MaskLayer:
+        """Per-patch grade layer: each patch filled with its grade's colour."""
+        cell = self.patch_size_level0 / CELLS_PER_PATCH
+        width, height = (int(np.ceil(s / cell)) for s in self.slide_size)
+        labels = np.zeros((height, width), np.uint8)
+        for (x, y), grade in zip(self.coords, self.probs.argmax(1), strict=True):
+            c0, r0 = int(round(x / cell)), int(round(y / cell))
+            labels[r0 : r0 + CELLS_PER_PATCH, c0 : c0 + CELLS_PER_PATCH] = grade + 1
+        names = {k + 1: f"IHC {name} (patch grade)" for k, name in enumerate(self.classes)}
+        colors = {
+            k + 1: GRADE_COLORS.get(name, (255, 0, 255)) for k, name in enumerate(self.classes)
+        }
+        return MaskLayer(
+            f"Patch grades ({', '.join(self.classes)})",
+            labels=labels,
+            downsample=cell,
+            class_names=names,
+            colors=colors,
+            mode="both",
         )
 
     def save(self, path: str | Path) -> Path:
@@ -80,6 +102,8 @@ class PatchGrading:
                     "classes": self.classes,
                     "grade": self.grade,
                     "mean_probability": self.mean_probability.tolist(),
+                    "aggregation": "mean patch probability, argmax",
+                    "patch_choice": self.rule,
                     "patch_size_level0": self.patch_size_level0,
                     "slide_size": list(self.slide_size),
                     "coords": self.coords.tolist(),
@@ -95,69 +119,93 @@ def _slide_size(slide_path: str | Path) -> tuple[int, int]:
         return slide.info.width, slide.info.height
 
 
+def _model(model_path, arch):
+    return load_patch_cnn(model_path or default_grading_bundle(), arch=arch)
+
+
 def grade_slide(
     slide_path: str | Path,
-    model_path: str | Path,
+    model_path: str | Path | None = None,
     arch: str | None = None,
     limit: int | None = None,
     device: str = "auto",
+    tumor: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ) -> PatchGrading:
-    """Grade every tissue patch (512 px, 20x, <= 60% background) of a slide.
+    """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% background) of a slide.
 
     Parameters
     ----------
     slide_path : path
         IHC slide.
-    model_path : path
-        Patch CNN bundle, or weights file with ``arch``.
+    model_path : path, optional
+        Patch CNN bundle, or weights file with ``arch``; the demo bundle by default.
     arch : str, optional
         Architecture of a plain weights file.
     limit : int, optional
         Grade a random (seeded) subset of at most this many patches.
     device : str
         ``auto``, ``cuda``, ``mps`` or ``cpu``.
+    tumor : str
+        Patch rule of :func:`~her2viewer.models.patch_data.slide_patches`.
+    progress : callable, optional
+        ``progress(done, total)`` while patches are read (may raise to cancel).
     """
-    model, meta = load_patch_cnn(model_path, arch=arch)
-    patches, coords, size0 = slide_patches(slide_path, limit=limit)
-    probs = predict_proba(model, input_transform(meta)(patches), device=choose_device(device))
+    model, meta = _model(model_path, arch)
+    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, progress=progress)
+    probs = predict_proba(
+        model, input_transform(meta)(chosen.patches), device=choose_device(device)
+    )
     index, mean = slide_grade(probs)
     classes = list(meta["classes"])
     return PatchGrading(
-        coords, probs, classes, classes[index], mean, size0, _slide_size(slide_path)
-    )
+        chosen.coords, probs, classes, classes[index], mean, chosen.patch_size_level0,
+        _slide_size(slide_path), chosen.rule,
+    )  # fmt: skip
 
 
 def gradcam_slide(
     slide_path: str | Path,
-    model_path: str | Path,
+    model_path: str | Path | None = None,
     grade: str | None = None,
     arch: str | None = None,
     limit: int | None = None,
     downsample: float = 16.0,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    tumor: str = "auto",
+    rect: tuple[float, float, float, float] | None = None,
 ) -> GradCamMap:
-    """Grad-CAM of a grade (the predicted one by default) over a slide's tissue patches.
+    """Grad-CAM of a grade (each patch's predicted one by default) over a slide's patches.
+
+    Parameters
+    ----------
+    rect : tuple, optional
+        Level-0 ``(x0, y0, x1, y1)``, e.g. the region on screen: only the patches
+        overlapping it, at most :data:`MAX_VIEW_PATCHES`.
+    tumor : str
+        Patch rule (``"none"``: every tissue patch).
 
     Returns a level-0-aligned :class:`~her2viewer.analysis.gradcam.GradCamMap`.
 
     Raises
     ------
     ModelError
-        When ``grade`` is not one of the model's classes.
+        When ``grade`` is not one of the model's classes, or the region is too large.
     """
-    model, meta = load_patch_cnn(model_path, arch=arch)
+    model, meta = _model(model_path, arch)
     classes = list(meta["classes"])
     if grade is not None and grade not in classes:
         raise ModelError(f"Grade '{grade}' is not one of the model's {', '.join(classes)}.")
-    patches, coords, size0 = slide_patches(slide_path, limit=limit)
+    most = MAX_VIEW_PATCHES if rect is not None else None
+    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, rect=rect, most=most)
     torch_device = choose_device(device)
     layer, channels_last = target_layer(model.to(torch_device), meta["arch"])
     transform = input_transform(meta)
     return slide_gradcam(
-        lambda i: patches[i],
-        coords,
-        size0,
+        lambda i: chosen.patches[i],
+        chosen.coords,
+        chosen.patch_size_level0,
         _slide_size(slide_path),
         model,
         layer,

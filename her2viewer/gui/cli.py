@@ -64,6 +64,7 @@ def run_view(args) -> int:
     """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
     from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
     from her2viewer.gui.clam_panel import attach_clam_panel
+    from her2viewer.gui.grading_panel import attach_grading_panel
     from her2viewer.gui.her2net_panel import attach_her2net_panel
     from her2viewer.gui.ihc_panel import attach_ihc_panel
     from her2viewer.gui.mainwindow import MainWindow
@@ -82,6 +83,7 @@ def run_view(args) -> int:
     her2net = attach_her2net_panel(window)
     ihc = attach_ihc_panel(window)
     attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
+    attach_grading_panel(window)  # on demand, like CLAM
     radiology = attach_radiology_panel(window, args.radiomics_model)
     window.resize(width, height)
     window.show()

@@ -2,11 +2,17 @@
 
 Six torchvision architectures (AlexNet, VGG16, ResNet34, DenseNet121, Inception v3,
 Swin-T) get a new classifier head for the IHC grades (``1+``, ``2+``, ``3+``, and
-optionally ``0``). Patches are 512 px RGB tiles from tissue with at most 60% white
-background, Macenko-normalised with :class:`her2viewer.stain.MacenkoNormalizer`,
-augmented with flips, right-angle rotations and brightness/contrast jitter during
-training. Weights start random (``seed``) or come from a user file: a model bundle,
-a ``.safetensors`` state dict, or a ``.pt``/``.pth`` state dict read with
+optionally ``0``). Patches are 512 px RGB tiles from tumor regions with at most 60%
+white background, Macenko-normalised (stain vectors and hematoxylin range; DAB
+amounts kept, see :func:`keep_dab_macenko`), augmented with flips, right-angle
+rotations and brightness/contrast jitter during training.
+
+Two training recipes: the whole network (:func:`train_patch_cnn`, for a GPU), or --
+fast on a CPU -- a backbone with fixed seeded random weights used as a frozen feature
+extractor and a trained linear grade head (:func:`head_inputs`,
+:func:`fit_linear_head`); such a bundle stores only the head plus the backbone's seed
+and checksum (:func:`seeded_backbone`). Other weights come from a user file: a model
+bundle, a ``.safetensors`` state dict, or a ``.pt``/``.pth`` state dict read with
 ``torch.load(weights_only=True)``. Nothing is downloaded.
 
 The slide grade is the argmax of the mean patch probability (:func:`slide_grade`).
@@ -14,6 +20,7 @@ The slide grade is the argmax of the mean patch probability (:func:`slide_grade`
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +30,22 @@ import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file as load_safetensors_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torchvision import models as tvm
 
-from her2viewer.errors import ModelError
+from her2viewer.errors import ModelError, StainError
 from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle
-from her2viewer.stain import MacenkoNormalizer
+from her2viewer.paths import RESOURCES_DIR
+from her2viewer.stain import (
+    MacenkoNormalizer,
+    combine_stains,
+    estimate_stain_matrix,
+    separate_stains,
+)
+from her2viewer.stain.macenko import MACENKO_BETA
+from her2viewer.stain.macenko import MIN_PIXELS as MIN_STAINED_PIXELS
 from her2viewer.tissue.patching import WHITE_SATURATION, WHITE_VALUE
 
 ARCHITECTURES = ("alexnet", "vgg16", "resnet34", "densenet121", "inception_v3", "swin_t")
@@ -36,6 +53,8 @@ DEFAULT_CLASSES = ("1+", "2+", "3+")
 PATCH_SIZE = 512
 MAX_BACKGROUND = 0.6
 MODEL_KIND = "patch_cnn"
+#: Demo bundle trained on the synthetic cohort by ``scripts/train_grading_demo.py``.
+DEMO_GRADING_BUNDLE = RESOURCES_DIR / "models" / "patch_grading_demo"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -47,16 +66,27 @@ def _check_arch(arch: str) -> str:
     return name
 
 
+#: The final linear layer of each backbone (the grade head), as a submodule path.
+HEAD_PATHS = {
+    "alexnet": "classifier.6",
+    "vgg16": "classifier.6",
+    "resnet34": "fc",
+    "inception_v3": "fc",
+    "densenet121": "classifier",
+    "swin_t": "head",
+}
+
+
+def head_layer(model: nn.Module, arch: str) -> nn.Linear:
+    """The grade head (final linear layer) of a backbone built by :func:`build_patch_cnn`."""
+    return model.get_submodule(HEAD_PATHS[_check_arch(arch)])
+
+
 def _replace_head(model: nn.Module, arch: str, n_classes: int) -> nn.Module:
     """Swap the ImageNet classifier for an ``n_classes`` linear layer."""
-    if arch in ("alexnet", "vgg16"):
-        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
-    elif arch in ("resnet34", "inception_v3"):
-        model.fc = nn.Linear(model.fc.in_features, n_classes)
-    elif arch == "densenet121":
-        model.classifier = nn.Linear(model.classifier.in_features, n_classes)
-    else:  # swin_t
-        model.head = nn.Linear(model.head.in_features, n_classes)
+    parent, _, name = HEAD_PATHS[arch].rpartition(".")
+    old = head_layer(model, arch)
+    setattr(model.get_submodule(parent), name, nn.Linear(old.in_features, n_classes))
     return model
 
 
@@ -138,13 +168,42 @@ def to_tensor(patches: np.ndarray, normalizer: Callable | None = None) -> torch.
     return (x - mean) / std
 
 
+def keep_dab_macenko(normalizer: MacenkoNormalizer) -> Callable[[np.ndarray], np.ndarray]:
+    """Macenko normalisation that keeps the DAB amounts as measured.
+
+    The stain vectors are mapped onto the reference's and the hematoxylin range is
+    scaled to the reference's 99th percentile, as Macenko does; the DAB amounts are
+    not rescaled, because DAB intensity is what an IHC grade reads (rescaling each
+    patch's DAB maximum would draw a faint 1+ membrane as dark as a 3+ one).
+    """
+
+    def normalise(rgb: np.ndarray) -> np.ndarray:
+        try:
+            source = estimate_stain_matrix(rgb, normalizer.default)
+        except StainError:
+            return np.asarray(rgb)[..., :3].copy()
+        stains = separate_stains(rgb, source)
+        hematoxylin = stains[..., 0]
+        stained = hematoxylin[hematoxylin > MACENKO_BETA]
+        if stained.size >= MIN_STAINED_PIXELS:
+            hematoxylin *= normalizer.max_amounts[0] / max(np.percentile(stained, 99.0), 1e-3)
+        stains[..., 2] = 0.0
+        return combine_stains(stains, normalizer.matrix)
+
+    return normalise
+
+
 def input_transform(meta: dict) -> Callable[[np.ndarray], torch.Tensor]:
     """The patch -> model-input function a bundle's metadata describes.
 
     Patches are resized to ``meta["input_size"]`` (when given and different), Macenko
-    normalised with ``meta["normalizer"]`` (when given) and ImageNet-normalised.
+    normalised with ``meta["normalizer"]`` (when given; with ``"keep_dab": true`` by
+    :func:`keep_dab_macenko`) and ImageNet-normalised.
     """
-    normalizer = MacenkoNormalizer.from_dict(meta["normalizer"]) if meta.get("normalizer") else None
+    described = meta.get("normalizer")
+    normalizer = MacenkoNormalizer.from_dict(described) if described else None
+    if normalizer is not None and described.get("keep_dab"):
+        normalizer = keep_dab_macenko(normalizer)
     size = meta.get("input_size")
 
     def transform(patches: np.ndarray) -> torch.Tensor:
@@ -221,6 +280,80 @@ def train_patch_cnn(
 
 
 @torch.no_grad()
+def head_inputs(
+    model: nn.Module,
+    arch: str,
+    x: torch.Tensor,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The features the grade head sees (its input), ``(N, D)`` float32.
+
+    ``progress(done, total)`` is called after each batch.
+    """
+    captured: list[torch.Tensor] = []
+    handle = head_layer(model, arch).register_forward_pre_hook(
+        lambda _module, args: captured.append(args[0].detach().cpu())
+    )
+    model.to(device).eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size].to(device))
+            if progress is not None:
+                progress(min(len(x), start + batch_size), len(x))
+    finally:
+        handle.remove()
+    return torch.cat(captured).numpy() if captured else np.zeros((0, 0), np.float32)
+
+
+def fit_linear_head(
+    model: nn.Module, arch: str, features: np.ndarray, y: np.ndarray, c: float = 0.1
+) -> nn.Module:
+    """Train the grade head on frozen features and fold the standardisation into it.
+
+    A multinomial logistic regression (L2, inverse strength ``c``) is fitted on
+    standardised features; its weights divided by the feature scale become the
+    head's weights, so the network maps patches to the same probabilities end to end
+    (and Grad-CAM runs through it unchanged).
+
+    Raises
+    ------
+    ModelError
+        When the training labels hold fewer than two classes.
+    """
+    y = np.asarray(y, dtype=int)
+    head = head_layer(model, arch)
+    if len(np.unique(y)) < 2:
+        raise ModelError("The training patches hold one grade only; a grade head needs two.")
+    scaler = StandardScaler().fit(features)
+    classifier = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(features), y)
+    rows, offsets = classifier.coef_, classifier.intercept_
+    if len(classifier.classes_) == 2:  # one logit for the second class: softmax([0, z])
+        rows, offsets = np.vstack([np.zeros_like(rows[0]), rows[0]]), np.r_[0.0, offsets]
+    coef = np.zeros((head.out_features, features.shape[1]))
+    intercept = np.full(head.out_features, -1e4)  # a grade absent from training is never called
+    coef[classifier.classes_], intercept[classifier.classes_] = rows, offsets
+    weight = coef / scaler.scale_
+    bias = intercept - weight @ scaler.mean_
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
+    return model.eval()
+
+
+def backbone_digest(model: nn.Module, arch: str) -> str:
+    """SHA-256 of every tensor of the network except the grade head (fixed-order bytes)."""
+    prefix = HEAD_PATHS[_check_arch(arch)] + "."
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith(prefix):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
 def predict_proba(
     model: nn.Module, x: torch.Tensor, batch_size: int = 16, device: torch.device | str = "cpu"
 ) -> np.ndarray:
@@ -245,15 +378,65 @@ def slide_grade(patch_probs: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- weights
+def seeded_backbone(arch: str, seed: int, n_classes: int) -> tuple[nn.Module, dict]:
+    """A backbone with fixed random weights regenerated from ``seed``, and its record.
+
+    The record (``weights``, ``seed``, ``sha256`` of the non-head tensors, torch
+    version) goes into ``bundle.json`` so a bundle stores only the trained head.
+    """
+    model = build_patch_cnn(arch, n_classes, seed=seed)
+    record = {
+        "weights": "random",
+        "seed": int(seed),
+        "sha256": backbone_digest(model, arch),
+        "torch": torch.__version__,
+    }
+    return model, record
+
+
 def save_patch_cnn(path: str | Path, model: nn.Module, meta: dict) -> Path:
-    """Save a bundle (``bundle.json`` + ``model.safetensors``).
+    """Save a bundle (``bundle.json`` + ``model.safetensors`` or ``head.safetensors``).
 
     ``meta`` must give ``arch`` and ``classes``; it may add ``normalizer``
-    (``MacenkoNormalizer.to_dict()``), ``patch_size``, metrics and provenance.
+    (``MacenkoNormalizer.to_dict()``), ``patch_size``, metrics and provenance. With a
+    ``backbone`` record from :func:`seeded_backbone` only the grade head is stored.
     """
     meta = {"model_kind": MODEL_KIND, "patch_size": PATCH_SIZE, **meta}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return save_bundle(path, meta, {"model": state})
+    if meta.get("backbone", {}).get("weights") == "random":
+        tensors = {"head": head_layer(model, meta["arch"]).state_dict()}
+    else:
+        tensors = {"model": model.state_dict()}
+    return save_bundle(path, meta, tensors)
+
+
+def _from_seeded_backbone(bundle, meta: dict, source: str) -> nn.Module:
+    """Rebuild a head-only bundle's network: seeded backbone, checked, plus the stored head."""
+    record = meta["backbone"]
+    model = build_patch_cnn(meta["arch"], len(meta["classes"]), seed=int(record["seed"]))
+    if backbone_digest(model, meta["arch"]) != record.get("sha256"):
+        raise ModelError(
+            f"{source}: the backbone regenerated from seed {record['seed']} differs from the "
+            f"one it was trained with (torch {record.get('torch')}, here {torch.__version__})."
+        )
+    head = head_layer(model, meta["arch"])
+    load_weights(head, bundle.state_dict("head"), source)
+    return model.eval()
+
+
+def default_grading_bundle() -> Path:
+    """The demo grading bundle shipped in ``resources/`` (synthetic, no clinical claim).
+
+    Raises
+    ------
+    ModelError
+        When the bundle is missing from this installation.
+    """
+    if not (DEMO_GRADING_BUNDLE / "bundle.json").is_file():
+        raise ModelError(
+            f"The patch-grading demo bundle is missing ({DEMO_GRADING_BUNDLE}); rebuild it with "
+            "`python scripts/train_grading_demo.py` or give a model."
+        )
+    return DEMO_GRADING_BUNDLE
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -312,7 +495,10 @@ def load_patch_cnn(
         bundle = load_bundle(path)
         if bundle.kind != MODEL_KIND:
             raise ModelError(f"{path.name} is a '{bundle.kind}' bundle, not a patch CNN.")
-        meta, state = dict(bundle.meta), bundle.state_dict("model")
+        meta = dict(bundle.meta)
+        if meta.get("backbone", {}).get("weights") == "random":
+            return _from_seeded_backbone(bundle, meta, path.name), meta
+        state = bundle.state_dict("model")
     elif path.is_file():
         if arch is None:
             raise ModelError(f"{path.name} is a plain weights file; give its architecture.")

@@ -1,29 +1,40 @@
-"""Data and evaluation for the patch-grading CNNs: cohort patches, patient splits, macro-AUC.
+"""Data and evaluation for the patch-grading CNNs: tumor patches, patient splits, macro-AUC.
 
 A cohort is a ``labels.csv`` with ``case_id``, ``ihc_path`` (relative to the CSV),
 ``ihc_score`` (0-3) and ``patient_id`` columns, as written by
 :func:`her2viewer.slide.synthetic.write_cohort`. Patches come from the tissue
-module's grid (512 px at 20x, patches with more than 60% white dropped); every
-patch inherits its slide's IHC score.
+module's grid (512 px at 20x, patches with more than 60% white dropped) and are
+tumor-enriched (:func:`slide_patches`: inside the tumor mask when the slide has one,
+else the more cell-dense half by :func:`stain_density`); every patch inherits its
+slide's IHC score.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from her2viewer.errors import ModelError
 from her2viewer.models.patch_cnn import MAX_BACKGROUND, PATCH_SIZE, keep_patches
 from her2viewer.slide import open_slide
+from her2viewer.stain import HDAB, separate_stains
 from her2viewer.tables import read_csv_rows
 from her2viewer.tissue import make_patch_grid, segment_tissue
+from her2viewer.tissue.masks import read_mask
 from her2viewer.training.metrics import auc_delong, confusion_matrix
 
 SCORE_NAMES = {0: "0", 1: "1+", 2: "2+", 3: "3+"}
 REQUIRED_COLUMNS = ("case_id", "ihc_path", "ihc_score", "patient_id")
+#: How patches are chosen: see :func:`slide_patches`.
+TUMOR_RULES = ("auto", "mask", "stain", "none")
+#: A patch counts as tumor when at least this fraction of it lies in the tumor mask.
+MIN_TUMOR_FRACTION = 0.5
 
 
 @dataclass
@@ -59,23 +70,142 @@ def patient_split(
 ) -> dict[str, list[CohortCase]]:
     """Split cases into train/validation/test by patient, so no patient spans two sets.
 
-    Every set gets at least one patient when there are three or more patients.
+    The split is stratified by each patient's highest IHC score, so every grade is
+    represented in each set when it has enough patients; every set gets at least
+    one patient when there are three or more.
     """
     patients = sorted({c.patient_id for c in cases})
     if len(patients) < 3:
         raise ModelError(
             f"A train/validation/test split needs 3 or more patients, got {len(patients)}."
         )
-    order = np.random.default_rng(seed).permutation(patients)
-    n_val = max(1, int(round(fractions[1] * len(order))))
-    n_test = max(1, int(round(fractions[2] * len(order))))
-    n_train = len(order) - n_val - n_test
-    groups = {
-        "train": order[:n_train],
-        "validation": order[n_train : n_train + n_val],
-        "test": order[n_train + n_val :],
-    }
+    rng = np.random.default_rng(seed)
+    top = {p: max(c.score for c in cases if c.patient_id == p) for p in patients}
+    groups: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for score in sorted(set(top.values())):
+        members = rng.permutation([p for p in patients if top[p] == score]).tolist()
+        n_val = int(round(fractions[1] * len(members)))
+        n_test = int(round(fractions[2] * len(members)))
+        groups["validation"] += members[:n_val]
+        groups["test"] += members[n_val : n_val + n_test]
+        groups["train"] += members[n_val + n_test :]
+    for name in ("test", "validation", "train"):
+        if not groups[name]:
+            donor = max(groups, key=lambda n: len(groups[n]))
+            groups[name].append(groups[donor].pop())
     return {name: [c for c in cases if c.patient_id in set(ids)] for name, ids in groups.items()}
+
+
+@dataclass
+class TumorRegion:
+    """A tumor mask and how a slide's level-0 pixels map onto it.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        Boolean tumor mask.
+    downsample : float
+        Level-0 pixels (of the mask's frame) per mask pixel.
+    to_mask_frame : numpy.ndarray
+        ``(3, 3)`` map from the slide's level-0 pixels to the mask frame's level-0 pixels.
+    source : str
+        Where the mask came from.
+    """
+
+    mask: np.ndarray
+    downsample: float
+    to_mask_frame: np.ndarray
+    source: str
+
+
+def tumor_region(slide_path: str | Path) -> TumorRegion | None:
+    """The tumor mask of a synthetic case's slide, from the ``truth.json`` beside it.
+
+    The mask is in the H&E frame; for the IHC slide the case's
+    ``transform_ihc_to_he`` maps IHC level-0 pixels onto it. Returns None for a slide
+    without such a record (a real slide).
+    """
+    slide_path = Path(slide_path)
+    record = slide_path.parent / "truth.json"
+    if not record.is_file():
+        return None
+    truth = json.loads(record.read_text())
+    frames = {
+        truth.get("he_path"): np.eye(3),
+        truth.get("ihc_path"): truth.get("transform_ihc_to_he"),
+    }
+    matrix = frames.get(slide_path.name)
+    tumor = truth.get("masks", {}).get("tumor")
+    if matrix is None or tumor is None:
+        return None
+    return TumorRegion(
+        read_mask(slide_path.parent / tumor),
+        float(truth["mask_downsample"]),
+        np.asarray(matrix, float),
+        str(record),
+    )
+
+
+def region_fraction(
+    region: TumorRegion, coords: np.ndarray, size0: int, samples: int = 8
+) -> np.ndarray:
+    """Fraction of each patch inside the region, from ``samples`` x ``samples`` points."""
+    offsets = (np.arange(samples) + 0.5) * size0 / samples
+    ox, oy = (a.ravel() for a in np.meshgrid(offsets, offsets))
+    xs = np.asarray(coords, float)[:, :1] + ox  # (N, samples^2)
+    ys = np.asarray(coords, float)[:, 1:2] + oy
+    m = region.to_mask_frame
+    cols = np.floor((m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / region.downsample).astype(int)
+    rows = np.floor((m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / region.downsample).astype(int)
+    h, w = region.mask.shape
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    hits = np.zeros(xs.shape, bool)
+    hits[inside] = region.mask[rows[inside], cols[inside]]
+    return hits.mean(1) if len(xs) else np.zeros(0)
+
+
+def stain_density(patches: np.ndarray) -> np.ndarray:
+    """Cellularity score of each patch: spread of hematoxylin + DAB optical density at 128 px.
+
+    Tumor is cell-dense: nuclei (hematoxylin) and, in HER2 IHC, membranes (DAB)
+    alternate with cytoplasm at a high rate, so the stained optical density varies
+    more than in sparse stroma (colour deconvolution with the default H-DAB vectors).
+    """
+    small = [cv2.resize(p, (128, 128), interpolation=cv2.INTER_AREA) for p in patches]
+    return np.array([separate_stains(p, HDAB)[..., :2].sum(-1).std() for p in small])
+
+
+@dataclass
+class SlidePatches:
+    """Patches read from a slide and how they were chosen.
+
+    Attributes
+    ----------
+    patches : numpy.ndarray
+        ``(N, size, size, 3)`` uint8.
+    coords : numpy.ndarray
+        ``(N, 2)`` level-0 top-left corners.
+    patch_size_level0 : int
+    rule : str
+        ``"tumor mask"``, ``"stain density"`` or ``"all tissue"``.
+    """
+
+    patches: np.ndarray
+    coords: np.ndarray
+    patch_size_level0: int
+    rule: str
+
+
+def _grid(slide, patch_size, magnification, max_background, step, rect):
+    grid = make_patch_grid(
+        slide, segment_tissue(slide), magnification, patch_size, step, max_background=max_background
+    )
+    index = np.arange(len(grid))
+    if rect is not None:
+        x0, y0, x1, y1 = rect
+        x, y, size = grid.coords[:, 0], grid.coords[:, 1], grid.patch_size_level0
+        index = index[(x < x1) & (x + size > x0) & (y < y1) & (y + size > y0)]
+    return grid, index
 
 
 def slide_patches(
@@ -85,30 +215,71 @@ def slide_patches(
     max_background: float = MAX_BACKGROUND,
     limit: int | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Read the tissue patches of one slide.
+    tumor: str = "auto",
+    step: int | None = None,
+    rect: tuple[float, float, float, float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    most: int | None = None,
+) -> SlidePatches:
+    """Read the tumor-enriched tissue patches of one slide.
 
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray, int)
-        Patches ``(N, patch_size, patch_size, 3)`` uint8, their level-0 coordinates
-        ``(N, 2)`` and the patch side in level-0 pixels. With ``limit`` a random
-        subset (seeded) is read. The grid drops patches over ``max_background`` white
-        on the low-resolution segmentation image; the patches read are checked again
-        at full resolution with :func:`~her2viewer.models.patch_cnn.keep_patches`.
+    The rule (seed 004 grades tumor regions): the tissue module's grid (``patch_size``
+    px at ``magnification``, grid ``step``, patches over ``max_background`` white
+    dropped); with ``tumor="auto"`` the patches at least :data:`MIN_TUMOR_FRACTION`
+    inside the tumor mask when the slide has one (:func:`tumor_region`), otherwise
+    the denser half by :func:`stain_density`; ``"mask"`` requires a mask, ``"stain"``
+    forces the density rule, ``"none"`` keeps all tissue patches. Patches read are
+    checked again at full resolution with
+    :func:`~her2viewer.models.patch_cnn.keep_patches`.
+
+    Parameters
+    ----------
+    path : path
+        Slide file.
+    limit : int, optional
+        Read a random (seeded) subset of at most this many candidate patches.
+    rect : tuple, optional
+        Level-0 ``(x0, y0, x1, y1)``: only patches overlapping it.
+    progress : callable, optional
+        ``progress(done, total)`` after each patch read (may raise to cancel).
+    most : int, optional
+        Refuse (before reading) more than this many candidate patches.
+
+    Raises
+    ------
+    ModelError
+        For an unknown rule, ``tumor="mask"`` without a mask, too many patches, or no
+        patch left.
     """
+    if tumor not in TUMOR_RULES:
+        raise ModelError(f"Unknown tumor rule '{tumor}'; choose from {', '.join(TUMOR_RULES)}.")
+    region = tumor_region(path) if tumor in ("auto", "mask") else None
+    if tumor == "mask" and region is None:
+        raise ModelError(f"{Path(path).name} has no tumor mask (truth.json) beside it.")
     with open_slide(path) as slide:
-        grid = make_patch_grid(
-            slide, segment_tissue(slide), magnification, patch_size, max_background=max_background
-        )
-        index = np.arange(len(grid))
+        grid, index = _grid(slide, patch_size, magnification, max_background, step, rect)
+        if region is not None:
+            fraction = region_fraction(region, grid.coords[index], grid.patch_size_level0)
+            index = index[fraction >= MIN_TUMOR_FRACTION]
         if limit is not None and len(index) > limit:
             index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+        if most is not None and len(index) > most:
+            raise ModelError(f"The region holds {len(index)} patches; zoom in to at most {most}.")
         patches = np.zeros((len(index), patch_size, patch_size, 3), np.uint8)
         for k, i in enumerate(index):
             patches[k] = grid.read_patch(slide, int(i))
+            if progress is not None:
+                progress(k + 1, len(index))
     keep = keep_patches(patches, max_background)  # exact check at full resolution
-    return patches[keep], grid.coords[index][keep], grid.patch_size_level0
+    rule = "tumor mask" if region is not None else "all tissue"
+    if region is None and tumor in ("auto", "stain") and keep.any():
+        density = stain_density(patches)
+        keep &= density >= np.median(density[keep])
+        rule = "stain density"
+    if not keep.any():
+        where = "in the view" if rect is not None else "on the slide"
+        raise ModelError(f"No tissue patch ({rule}) {where} of {Path(path).name} to grade.")
+    return SlidePatches(patches[keep], grid.coords[index][keep], grid.patch_size_level0, rule)
 
 
 @dataclass
