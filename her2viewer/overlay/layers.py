@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -48,6 +50,26 @@ def _next_id() -> int:
 Region = tuple[float, float, float, float]
 
 
+def crop_for_region(
+    array: np.ndarray, downsample: float, region: Region, margin: int = 1
+) -> tuple[np.ndarray, Region] | None:
+    """Cut the part of a raster under a level-0 region (plus ``margin`` raster pixels).
+
+    Returns the crop and the region in the crop's own level-0 frame, so that
+    ``sample_grid(crop, downsample, shifted, ...)`` equals sampling the whole raster;
+    ``None`` when the region misses the raster.
+    """
+    x, y, w, h = region
+    rows, cols = array.shape[:2]
+    c0 = max(int(math.floor(x / downsample)) - margin, 0)
+    r0 = max(int(math.floor(y / downsample)) - margin, 0)
+    c1 = min(int(math.ceil((x + w) / downsample)) + margin, cols)
+    r1 = min(int(math.ceil((y + h) / downsample)) + margin, rows)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return array[r0:r1, c0:c1], (x - c0 * downsample, y - r0 * downsample, w, h)
+
+
 def sample_grid(
     array: np.ndarray,
     downsample: float,
@@ -61,7 +83,7 @@ def sample_grid(
     Parameters
     ----------
     array : numpy.ndarray
-        ``(H, W)`` raster whose pixel ``(i, j)`` covers level-0
+        ``(H, W)`` or ``(H, W, C)`` raster whose pixel ``(i, j)`` covers level-0
         ``[j*downsample, (j+1)*downsample) x [i*downsample, (i+1)*downsample)``.
     downsample : float
         Level-0 pixels per raster pixel.
@@ -72,10 +94,13 @@ def sample_grid(
     nearest : bool
         Nearest-neighbour (labels, patch scores) or bilinear sampling.
     fill : float
-        Value outside the raster.
+        Value outside the raster (every channel).
     """
-    x, y, w, h = region
+    crop = crop_for_region(array, downsample, region)
     out_w, out_h = out_size
+    if crop is None:
+        return np.full((out_h, out_w) + array.shape[2:], fill, array.dtype)
+    array, (x, y, w, h) = crop
     sx, sy = w / out_w / downsample, h / out_h / downsample
     # output pixel centre (u + 0.5) -> raster pixel coordinate (centre at index + 0.5)
     matrix = np.array(
@@ -89,7 +114,7 @@ def sample_grid(
         (out_w, out_h),
         flags=flags,
         borderMode=cv2.BORDER_CONSTANT,
-        borderValue=fill,
+        borderValue=(fill,) * 4,
     )
 
 
@@ -203,10 +228,22 @@ class HeatmapLayer(OverlayLayer):
         self.changed()
 
     def render(self, region: Region, out_size: tuple[int, int]) -> np.ndarray | None:
-        sampled = sample_grid(
-            self.values, self.downsample, region, out_size, not self.smooth, np.nan
+        crop = crop_for_region(self.values, self.downsample, region)
+        if crop is None:
+            return None
+        values, region = crop
+        colour = partial(
+            apply_colormap,
+            name=self.colormap,
+            vmin=self.vmin,
+            vmax=self.vmax,
+            threshold=self.threshold,
         )
-        rgba = apply_colormap(sampled, self.colormap, self.vmin, self.vmax, self.threshold)
+        if self.smooth:  # interpolate scores, then colour them
+            sampled = sample_grid(values, self.downsample, region, out_size, False, np.nan)
+            rgba = colour(sampled)
+        else:  # colour the few cells under the tile, then enlarge them (same pixels)
+            rgba = sample_grid(colour(values), self.downsample, region, out_size, True, 0)
         return rgba if rgba[..., 3].any() else None
 
     def value_at(self, x: float, y: float) -> str | None:
@@ -299,7 +336,12 @@ class MaskLayer(OverlayLayer):
         labels = sample_grid(self.labels, self.downsample, region, out_size, True, 0)
         if not labels.any():
             return None
-        rgba = self._lut[labels]
+        rgba = (
+            self._lut.view(np.uint32)
+            .reshape(256)[labels]
+            .view(np.uint8)
+            .reshape(labels.shape + (4,))
+        )
         if self.mode != "fill":
             edge = self._edges(labels)
             if self.mode == "outline":
