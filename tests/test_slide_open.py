@@ -210,6 +210,18 @@ def test_concurrent_reads_match_serial_reads(synthetic_case):
         np.testing.assert_array_equal(results[i], tile)
 
 
+@pytest.mark.parametrize("level", [0, 1])
+def test_level_image_read_in_bands_equals_one_read(synthetic_case, monkeypatch, level):
+    import her2viewer.slide.base as base
+
+    with open_slide(synthetic_case / "he.svs") as slide:
+        info = slide.info.levels[level]
+        whole = slide.read_region((0, 0), level, (info.width, info.height))
+        monkeypatch.setattr(base, "BAND_PIXELS", info.width * info.height // 3)
+        monkeypatch.setattr(base.os, "cpu_count", lambda: 3)
+        np.testing.assert_array_equal(slide.level_image(level), whole)
+
+
 def _tiles(image, encode):
     for y in range(0, image.shape[0], 256):
         for x in range(0, image.shape[1], 256):

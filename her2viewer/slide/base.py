@@ -9,13 +9,19 @@ magnification arithmetic, thumbnails — lives here once.
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
 
 from her2viewer.errors import SlideError
+
+#: Levels larger than this many pixels are read in bands on several threads.
+BAND_PIXELS = 1_000_000
+MAX_BAND_THREADS = 4
 
 #: Objective power assumed to give 1.0 um/px when only mpp is known (10x ~ 1 um/px).
 MPP_AT_10X = 1.0
@@ -209,9 +215,24 @@ class Slide(ABC):
         return self.best_level_for_downsample(self.downsample_for_magnification(magnification))
 
     def level_image(self, level: int) -> np.ndarray:
-        """Read one whole level (meant for the small, low-resolution levels)."""
+        """Read one whole level (meant for the small, low-resolution levels).
+
+        A level of more than :data:`BAND_PIXELS` pixels is read as horizontal bands on
+        a few threads (reads are thread-safe and decode outside the GIL).
+        """
         info = self.info.levels[level]
-        return self.read_region((0, 0), level, (info.width, info.height))
+        bands = min(MAX_BAND_THREADS, os.cpu_count() or 1, info.width * info.height // BAND_PIXELS)
+        if bands < 2:
+            return self.read_region((0, 0), level, (info.width, info.height))
+        rows = np.linspace(0, info.height, bands + 1).round().astype(int)
+        ds = info.downsample
+
+        def band(i: int) -> np.ndarray:
+            top = math.ceil(rows[i] * ds)  # level-0 row whose level row is rows[i]
+            return self.read_region((0, top), level, (info.width, int(rows[i + 1] - rows[i])))
+
+        with ThreadPoolExecutor(bands) as pool:
+            return np.concatenate(list(pool.map(band, range(bands))), axis=0)
 
     def thumbnail(self, max_size: int | tuple[int, int] = 512) -> np.ndarray:
         """Return an RGB thumbnail fitting in ``max_size`` with the slide's aspect ratio.

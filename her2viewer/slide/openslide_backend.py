@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import openslide
 
@@ -30,6 +31,8 @@ def _rgb(image) -> np.ndarray:
     """Convert a PIL image from OpenSlide (RGBA, straight alpha) to RGB on white."""
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 4:
+        if cv2.minMaxLoc(cv2.extractChannel(array, 3))[0] == 255:  # opaque: the common case
+            return cv2.cvtColor(array, cv2.COLOR_RGBA2RGB)
         return composite_on_white(array)
     return np.ascontiguousarray(np.asarray(image.convert("RGB")))
 
