@@ -28,10 +28,10 @@ from her2viewer.gui.tiles import (
     CachedTile,
     TileKey,
     TileLoader,
-    composite_tiles,
+    compose_tile,
+    layer_tile,
     read_virtual_tile,
     rgb_to_image,
-    rgba_to_image,
     tile_pixels,
     tile_region,
     virtual_level_count,
@@ -53,6 +53,8 @@ SETTLE_MS = 150
 MAX_REMEMBERED_OVERLAYS = 4096
 #: Tile requests are re-planned at most this often (ms) while the view moves.
 SUBMIT_MS = 20
+#: Tiles arriving within this many ms of each other are shown by one repaint.
+REPAINT_MS = 30
 #: How many coarser levels are searched for a placeholder before the overview is used.
 MAX_FALLBACK_LEVELS = 4
 _sources = itertools.count(1)
@@ -124,9 +126,12 @@ class SlideView(QWidget):
         self._animator = QTimer(self, interval=16, timeout=self._animate)
         self._schedule_pending = False
         self._keep_fit = False
-        self._last_overlay: dict[tuple[int, int, int], TileKey] = {}
+        self._last_composed: dict[tuple[int, int, int], TileKey] = {}
         self._moving = False
         self._settled = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_settled)
+        self._repaint_timer = QTimer(
+            self, singleShot=True, interval=REPAINT_MS, timeout=self.update
+        )
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMinimumSize(200, 150)
@@ -141,11 +146,12 @@ class SlideView(QWidget):
         self.layers = []
         self.crosshair = None
         self._source = next(_sources)
-        self._last_overlay.clear()
+        self._last_composed.clear()
         self._levels = virtual_level_count(slide.info.width, slide.info.height)
         if title is not None:
             self.title = title
         self.fit()
+        self._submit_requests()  # the overview is asked for at once: it is the first frame
         self.layers_changed.emit()
 
     def add_layer(self, layer: OverlayLayer) -> None:
@@ -338,8 +344,10 @@ class SlideView(QWidget):
 
     # -- tile requests -------------------------------------------------------------
     def target_level(self) -> int:
-        """Virtual level drawn at the current zoom (shrinks tiles by less than 2x)."""
-        level = math.floor(math.log2(max(self.state.downsample, 1e-9)) + 1e-6)
+        """Virtual level drawn at the current zoom: the one nearest the screen's resolution
+        in log scale, so tiles are drawn at 0.71-1.41x (as map viewers do); the next finer
+        level is prefetched around the centre."""
+        level = math.floor(math.log2(max(self.state.downsample, 1e-9)) + 0.5)
         return min(max(level, 0), self._levels - 1)
 
     def _tiles_in(self, level: int, bounds, margin: int = 0) -> list[tuple[int, int]]:
@@ -352,38 +360,57 @@ class SlideView(QWidget):
         return [(c, r) for r in range(r0, r1) for c in range(c0, c1)]
 
     def _slide_producer(self, level, col, row):
-        slide = self.slide
-        return lambda: rgb_to_image(read_virtual_tile(slide, level, col, row))
+        slide, cache = self.slide, self.cache
+        key = TileKey("slide", self._source, 0, level, col, row)
+
+        def produce():
+            tile = cache.peek(key)
+            return (
+                tile
+                if tile is not None
+                else rgb_to_image(read_virtual_tile(slide, level, col, row))
+            )
+
+        return produce
 
     def overlay_signature(self) -> tuple:
-        """What the pre-blended overlay tiles depend on: shown layers, versions, opacities."""
+        """What the composed tiles depend on: shown layers, versions, opacities."""
         return tuple(
             (layer.uid, layer.version, round(layer.opacity, 3))
             for layer in self.layers
             if layer.visible and layer.opacity > 0
         )
 
-    def _overlay_key(self, signature: tuple, level: int, col: int, row: int) -> TileKey:
-        return TileKey("overlay", self._source, hash(signature), level, col, row)
+    def _tile_key(self, signature: tuple, level: int, col: int, row: int) -> TileKey:
+        """Key of the tile drawn at a place: the slide itself, or slide + shown layers."""
+        if not signature:
+            return TileKey("slide", self._source, 0, level, col, row)
+        return TileKey("composed", self._source, hash(signature), level, col, row)
 
-    def _overlay_producer(self, signature, level, col, row):
-        """Render (or reuse) each shown layer's tile and blend them, on a worker thread."""
+    def _tile_producer(self, signature, level, col, row):
+        """Read the slide tile (unless cached) and blend each shown layer's tile over it,
+        rendering and caching layer tiles as needed, on a worker thread."""
+        read_slide = self._slide_producer(level, col, row)
+        if not signature:
+            return read_slide
         info = self.slide.info
         region = tile_region(level, col, row, info.width, info.height)
         size = tile_pixels(level, region)
         layers = {layer.uid: layer for layer in self.layers}
-        cache = self.cache
+        cache, slide_key = self.cache, TileKey("slide", self._source, 0, level, col, row)
 
         def produce():
+            base = read_slide()
+            cache.put(slide_key, base)
             parts = []
             for uid, version, opacity in signature:
                 key = TileKey("layer", uid, version, level, col, row)
                 tile = cache.peek(key)
                 if tile is None:
-                    tile = rgba_to_image(layers[uid].render(region, size))
+                    tile = layer_tile(layers[uid].render(region, size))
                     cache.put(key, tile)
                 parts.append((tile, opacity))
-            return composite_tiles(parts)
+            return compose_tile(base, parts)
 
         return produce
 
@@ -422,23 +449,16 @@ class SlideView(QWidget):
             plan.append((3, level - 1, set(self._tiles_in(level - 1, centre))))
         for rank, lv, tiles in plan:
             span = TILE_SIZE << lv
+            wanted = signature if rank < 3 else ()  # the finer-level prefetch: slide only
             for col, row in tiles:
                 dist = math.hypot((col + 0.5) * span - cx, (row + 0.5) * span - cy) / span
                 requests.append(
                     (
                         (rank, dist),
-                        TileKey("slide", self._source, 0, lv, col, row),
-                        self._slide_producer(lv, col, row),
+                        self._tile_key(wanted, lv, col, row),
+                        self._tile_producer(wanted, lv, col, row),
                     )
                 )
-                if signature and rank < 3:
-                    requests.append(
-                        (
-                            (rank, dist + 0.01),
-                            self._overlay_key(signature, lv, col, row),
-                            self._overlay_producer(signature, lv, col, row),
-                        )
-                    )
         return requests
 
     def _submit_requests(self) -> None:
@@ -446,11 +466,22 @@ class SlideView(QWidget):
         self.loader.submit(self._owner, self.request_list())
 
     def _on_tile_ready(self, owner: int, key: TileKey) -> None:
-        if owner != self._owner:
+        if owner != self._owner or self.slide is None:
             return
-        self.update()
         if key.level == OVERVIEW_LEVEL:
+            self.update()
             self.overview_ready.emit()
+        elif self._shows(key) and not self._repaint_timer.isActive():
+            self._repaint_timer.start()  # tiles arriving together share one repaint
+
+    def _shows(self, key: TileKey) -> bool:
+        """Whether a newly cached tile changes what is drawn now (prefetched ones do not)."""
+        if key.level < self.target_level() and not self.stats.missing:
+            return False
+        info = self.slide.info
+        x, y, w, h = tile_region(key.level, key.col, key.row, info.width, info.height)
+        x0, y0, x1, y1 = self.visible_bounds()
+        return x < x1 and y < y1 and x + w > x0 and y + h > y0
 
     def fully_loaded(self) -> bool:
         """Whether the overview and all visible target-level tiles (and layers) are cached."""
@@ -458,10 +489,8 @@ class SlideView(QWidget):
             return True
         level = self.target_level()
         tiles = self._tiles_in(level, self.visible_bounds())
-        keys = [TileKey("slide", self._source, 0, level, c, r) for c, r in tiles]
         signature = self.overlay_signature()
-        if signature:
-            keys += [self._overlay_key(signature, level, c, r) for c, r in tiles]
+        keys = [self._tile_key(signature, level, c, r) for c, r in tiles]
         return self.overview is not None and all(self.cache.peek(k) is not None for k in keys)
 
     # -- painting ------------------------------------------------------------------
@@ -497,11 +526,11 @@ class SlideView(QWidget):
         bounds = self.visible_bounds()
         level = self.target_level()
         tiles = self._tiles_in(level, bounds)
-        found = [self.cache.get(TileKey("slide", self._source, 0, level, c, r)) for c, r in tiles]
+        signature = self.overlay_signature()
+        found = [self._drawable(signature, level, c, r) for c, r in tiles]
         missing = [t for t, tile in zip(tiles, found, strict=True) if tile is None]
         if missing:
-            self._paint_overview(painter, bounds)
-            self._draw_fallbacks(painter, "slide", self._source, 0, level, missing)
+            self._paint_placeholders(painter, bounds, signature, level, missing)
         for (col, row), tile in zip(tiles, found, strict=True):
             if tile is not None:
                 self._draw_tile(painter, tile, level, col, row)
@@ -509,36 +538,35 @@ class SlideView(QWidget):
         self.stats = PaintStats(
             0.0, len(tiles), len(tiles) - drawn, drawn / len(tiles) if tiles else 1.0, level
         )
-        # overlays are blocky rasters or already anti-aliased vectors: nearest scaling is enough
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-        signature = self.overlay_signature()
-        if signature:
-            self._paint_overlays(painter, signature, level, tiles)
         painter.resetTransform()
 
-    def _paint_overlays(self, painter: QPainter, signature: tuple, level: int, tiles) -> None:
-        """Draw the pre-blended overlay tiles; while one is re-blended (opacity, toggle)
-        the last one drawn there stays, so layer controls never make overlays flicker."""
-        if len(self._last_overlay) > MAX_REMEMBERED_OVERLAYS:
-            self._last_overlay.clear()
-        version = hash(signature)
-        missing, present = [], []
-        for col, row in tiles:
-            key = self._overlay_key(signature, level, col, row)
-            tile = self.cache.peek(key)
+    def _drawable(self, signature: tuple, level: int, col: int, row: int) -> CachedTile | None:
+        """The tile to draw at a place. While a changed layer setting (opacity, toggle) is
+        re-blended, the tile last drawn there stays, so layer controls never flicker."""
+        key = self._tile_key(signature, level, col, row)
+        tile = self.cache.get(key)
+        if not signature:
+            return tile
+        if len(self._last_composed) > MAX_REMEMBERED_OVERLAYS:
+            self._last_composed.clear()
+        if tile is not None:
+            self._last_composed[(level, col, row)] = key
+            return tile
+        previous = self._last_composed.get((level, col, row))
+        return self.cache.peek(previous) if previous is not None else None
+
+    def _paint_placeholders(self, painter, bounds, signature, level, missing) -> None:
+        """Fill places whose tile is still loading: overview, coarser (or finer) cached
+        slide tiles, the bare slide tile at this level, then coarser composed tiles."""
+        self._paint_overview(painter, bounds)
+        self._draw_fallbacks(painter, "slide", 0, level, missing)
+        if not signature:
+            return
+        for col, row in missing:
+            tile = self.cache.peek(TileKey("slide", self._source, 0, level, col, row))
             if tile is not None:
-                self._last_overlay[(level, col, row)] = key
-            else:
-                previous = self._last_overlay.get((level, col, row))
-                tile = self.cache.peek(previous) if previous is not None else None
-            if tile is not None:
-                present.append((col, row, tile))
-            else:
-                missing.append((col, row))
-        if missing:
-            self._draw_fallbacks(painter, "overlay", self._source, version, level, missing)
-        for col, row, tile in present:
-            self._draw_tile(painter, tile, level, col, row)
+                self._draw_tile(painter, tile, level, col, row)
+        self._draw_fallbacks(painter, "composed", hash(signature), level, missing)
 
     def _paint_overview(self, painter: QPainter, bounds) -> None:
         """Draw white glass and the overview image under the visible area (placeholder)."""
@@ -578,7 +606,7 @@ class SlideView(QWidget):
                 self._place(*tile_region(level, col, row, info.width, info.height)), tile.image
             )
 
-    def _draw_fallbacks(self, painter, kind, source, version, level, missing) -> None:
+    def _draw_fallbacks(self, painter, kind, version, level, missing) -> None:
         """Fill missing tiles from the finest cached coarser tiles (each drawn once, clipped
         to the missing area), and from finer cached children when zooming out."""
         ancestors: dict[TileKey, CachedTile] = {}
@@ -587,7 +615,7 @@ class SlideView(QWidget):
         for col, row in missing:
             for up in range(level + 1, min(level + MAX_FALLBACK_LEVELS, self._levels)):
                 shift = up - level
-                key = TileKey(kind, source, version, up, col >> shift, row >> shift)
+                key = TileKey(kind, self._source, version, up, col >> shift, row >> shift)
                 if key in ancestors:
                     break
                 if key in absent:
@@ -599,7 +627,8 @@ class SlideView(QWidget):
                 absent.add(key)
             if (
                 level > 0
-                and TileKey(kind, source, version, level + 1, col >> 1, row >> 1) not in ancestors
+                and TileKey(kind, self._source, version, level + 1, col >> 1, row >> 1)
+                not in ancestors
             ):
                 children.append((col, row))
         info = self.slide.info
@@ -618,7 +647,7 @@ class SlideView(QWidget):
             for dr in (0, 1):
                 for dc in (0, 1):
                     c, r = col * 2 + dc, row * 2 + dr
-                    child = self.cache.peek(TileKey(kind, source, version, level - 1, c, r))
+                    child = self.cache.peek(TileKey(kind, self._source, version, level - 1, c, r))
                     if child is not None:
                         self._draw_tile(painter, child, level - 1, c, r)
 

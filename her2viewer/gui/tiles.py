@@ -20,6 +20,7 @@ import heapq
 import itertools
 import math
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,7 +31,9 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
-TILE_SIZE = 512
+TILE_SIZE = 256
+#: How much nicer (lower priority) tile workers are than the GUI thread.
+WORKER_NICENESS = 5
 DEFAULT_CACHE_MB = 512
 #: Bytes charged for a cached "nothing here" overlay tile.
 EMPTY_TILE_BYTES = 64
@@ -40,7 +43,7 @@ EMPTY_TILE_BYTES = 64
 class TileKey:
     """Identifies one cached tile: whose pixels (``kind``, ``source``, ``version``) and where.
 
-    ``kind`` is ``"slide"`` or ``"layer"``, so slide and layer ids never collide.
+    ``kind`` is ``"slide"``, ``"layer"`` or ``"composed"``, so their ids never collide.
     """
 
     kind: str
@@ -70,34 +73,27 @@ def rgb_to_image(rgb: np.ndarray) -> CachedTile:
     return CachedTile(image, bgra)
 
 
-def rgba_to_image(rgba: np.ndarray | None) -> CachedTile:
-    """Wrap straight-alpha RGBA uint8 as a premultiplied tile; ``None`` gives an empty tile."""
-    if rgba is None:
-        return CachedTile(None, None)
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    premul = ((rgba[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
-    bgra = np.ascontiguousarray(np.concatenate([premul[..., ::-1], rgba[..., 3:4]], axis=-1))
-    height, width = bgra.shape[:2]
-    image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_ARGB32_Premultiplied)
-    return CachedTile(image, bgra)
+def layer_tile(rgba: np.ndarray | None) -> CachedTile:
+    """Keep a layer's straight-alpha RGBA pixels for compositing (never drawn by itself)."""
+    return CachedTile(None, rgba)
 
 
-def composite_tiles(tiles: list[tuple[CachedTile, float]]) -> CachedTile:
-    """Blend premultiplied layer tiles (bottom first) with their opacities into one tile.
+def compose_tile(base: CachedTile, layers: list[tuple[CachedTile, float]]) -> CachedTile:
+    """Blend layer tiles (bottom first, straight RGBA, with opacities) over a slide tile.
 
-    Drawing one pre-blended overlay tile per screen tile costs the GUI thread one
-    source-over blit however many layers are shown.
+    The result is one opaque tile, so the GUI thread draws a single opaque blit per
+    screen tile however many layers are shown; done on a worker thread.
     """
-    arrays = [(t.array, o) for t, o in tiles if t.array is not None]
-    if not arrays:
-        return CachedTile(None, None)
-    out = np.zeros(arrays[0][0].shape, np.float32)
-    for array, opacity in arrays:
-        src = array.astype(np.float32) * opacity
-        out = src + out * (1.0 - src[..., 3:4] / 255.0)
-    bgra = np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    bgra = base.array.copy()
+    for tile, opacity in layers:
+        if tile.array is None:
+            continue
+        over = cv2.cvtColor(tile.array, cv2.COLOR_RGBA2BGRA)
+        weight = tile.array[..., 3].astype(np.float32) * np.float32(opacity / 255.0)
+        bgra = cv2.blendLinear(bgra, over, 1.0 - weight, weight)
+    bgra[..., 3] = 255
     height, width = bgra.shape[:2]
-    image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_ARGB32_Premultiplied)
+    image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_RGB32)
     return CachedTile(image, bgra)
 
 
@@ -265,6 +261,7 @@ class TileLoader(QObject):
             return request
 
     def _work(self) -> None:
+        lower_thread_priority()
         while (request := self._next()) is not None:
             try:
                 if self.cache.peek(request.key) is None:
@@ -331,6 +328,22 @@ def read_virtual_tile(slide, level: int, col: int, row: int) -> np.ndarray:
     if (src_w, src_h) != (out_w, out_h):
         rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
     return rgb
+
+
+def lower_thread_priority(niceness: int = WORKER_NICENESS) -> bool:
+    """Make the calling thread yield the CPU to the GUI thread (Linux: per-thread nice).
+
+    Tile decoding then fills idle CPU time but never delays a frame; elsewhere (or
+    when refused) it is a no-op returning ``False``.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+        return True
+    except OSError:
+        return False
 
 
 _shared: dict[str, object] = {}
