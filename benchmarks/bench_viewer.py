@@ -1,9 +1,10 @@
 """Viewer benchmark: first paint, frame times while panning/zooming, cache, memory. Prints JSON.
 
-A 100000 x 80000 procedural slide (40x, 4 levels) whose tiles are real JPEG
-decodes, so reads cost what an SVS costs; 1600 x 1000 offscreen viewport; two
-overlay layers on; cold cache. The same scripted path is replayed with a naive
-baseline view that reads missing tiles synchronously on the GUI thread.
+A 100000 x 80000 Aperio SVS file (40x, 0.25 um/px, 256 px JPEG tiles, written once
+by ``large_slide.write_large_slide`` into the temp folder) opened through
+``open_slide``; 1600 x 1000 offscreen viewport; two overlay layers on; cold cache.
+The same scripted path is replayed with a naive baseline view that reads missing
+tiles synchronously on the GUI thread.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_viewer.py [--soak-seconds 120]
 """
@@ -14,72 +15,29 @@ import argparse
 import json
 import math
 import os
+import tempfile
 import time
+from pathlib import Path
 
-import cv2
 import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from large_slide import write_large_slide  # noqa: E402
+
 from her2viewer.gui.app import make_app  # noqa: E402
-from her2viewer.gui.slideview import SlideView, ViewState  # noqa: E402
-from her2viewer.gui.tiles import (  # noqa: E402
-    TileCache,
-    TileKey,
-    TileLoader,
-    read_virtual_tile,
-    rgb_to_image,
+from her2viewer.gui.slideview import (  # noqa: E402
+    OVERVIEW_LEVEL,
+    OVERVIEW_SIZE,
+    SlideView,
+    ViewState,
 )
+from her2viewer.gui.tiles import TileCache, TileKey, TileLoader, rgb_to_image  # noqa: E402
 from her2viewer.overlay import HeatmapLayer, MaskLayer  # noqa: E402
-from her2viewer.slide.base import LevelInfo, Slide, SlideInfo  # noqa: E402
+from her2viewer.slide import open_slide  # noqa: E402
 
 SIZE = (100_000, 80_000)
 VIEWPORT = (1600, 1000)
-JPEG_TILE = 256
-
-
-class ProceduralSlide(Slide):
-    """A large slide made of JPEG-compressed tissue tiles inside an ellipse."""
-
-    def __init__(self):
-        levels = tuple(
-            LevelInfo(math.ceil(SIZE[0] / d), math.ceil(SIZE[1] / d), float(d))
-            for d in (1, 4, 16, 64)
-        )
-        super().__init__(
-            SlideInfo("procedural", "synthetic", *SIZE, levels, 0.25, 0.25, 40.0, 40.0, (), "x")
-        )
-        rng = np.random.default_rng(0)
-        self.jpegs = []
-        for _ in range(16):
-            noise = cv2.GaussianBlur(
-                rng.random((JPEG_TILE, JPEG_TILE)).astype(np.float32), (0, 0), 2
-            )
-            base = np.array([235, 170, 220], np.float32) - 140 * noise[..., None] * [0.6, 1.0, 0.4]
-            ok, data = cv2.imencode(".jpg", np.clip(base, 0, 255).astype(np.uint8)[..., ::-1])
-            self.jpegs.append(data)
-
-    def _inside(self, x0, y0) -> bool:
-        u, v = (x0 - SIZE[0] / 2) / (SIZE[0] * 0.42), (y0 - SIZE[1] / 2) / (SIZE[1] * 0.42)
-        return u * u + v * v < 1
-
-    def _read(self, x, y, level, width, height):
-        ds = self.info.levels[level].downsample
-        out = np.full((height, width, 3), 255, np.uint8)
-        lx, ly = int(x / ds), int(y / ds)
-        for ty in range(ly // JPEG_TILE, (ly + height - 1) // JPEG_TILE + 1):
-            for tx in range(lx // JPEG_TILE, (lx + width - 1) // JPEG_TILE + 1):
-                if not self._inside((tx + 0.5) * JPEG_TILE * ds, (ty + 0.5) * JPEG_TILE * ds):
-                    continue
-                tile = cv2.imdecode(self.jpegs[(tx * 7 + ty * 13 + level) % 16], cv2.IMREAD_COLOR)
-                ox, oy = tx * JPEG_TILE - lx, ty * JPEG_TILE - ly
-                sx0, sy0 = max(0, -ox), max(0, -oy)
-                sx1, sy1 = min(JPEG_TILE, width - ox), min(JPEG_TILE, height - oy)
-                out[oy + sy0 : oy + sy1, ox + sx0 : ox + sx1] = tile[sy0:sy1, sx0:sx1, ::-1]
-        return out
-
-    def _associated(self, name):
-        raise KeyError(name)
 
 
 class NaiveView(SlideView):
@@ -92,12 +50,9 @@ class NaiveView(SlideView):
         level = self.target_level()
         signature = self.overlay_signature()
         for col, row in self._tiles_in(level, self.visible_bounds()):
-            key = TileKey("slide", self._source, 0, level, col, row)
+            key = self._tile_key(signature, level, col, row)
             if self.cache.peek(key) is None:
-                self.cache.put(key, rgb_to_image(read_virtual_tile(self.slide, level, col, row)))
-            key = self._overlay_key(signature, level, col, row)
-            if signature and self.cache.peek(key) is None:
-                self.cache.put(key, self._overlay_producer(signature, level, col, row)())
+                self.cache.put(key, self._tile_producer(signature, level, col, row)())
         super()._paint_slide(painter)
 
 
@@ -211,10 +166,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="scripted path length")
     parser.add_argument("--soak-seconds", type=float, default=120.0)
     parser.add_argument("--cache-mb", type=float, default=512.0)
+    parser.add_argument(
+        "--slide", type=Path, help="a large slide to use instead of the written one"
+    )
     args = parser.parse_args()
     app = make_app(offscreen=True)
     result = {
-        "slide": f"{SIZE[0]}x{SIZE[1]} procedural JPEG tiles",
+        "slide": f"{SIZE[0]}x{SIZE[1]} Aperio SVS, 40x, 256 px JPEG tiles",
         "viewport": VIEWPORT,
         "cache_mb": args.cache_mb,
         "cpus": os.cpu_count(),
@@ -222,6 +180,9 @@ def main() -> None:
         "load_average_start": os.getloadavg()[0],
     }
 
+    path = args.slide or Path(tempfile.gettempdir()) / "her2viewer_bench_100000x80000_40x.svs"
+    if not Path(path).exists():
+        write_large_slide(Path(path), *SIZE, magnification=40)
     cache = TileCache(args.cache_mb)
     loader = TileLoader(cache)
     view = SlideView(loader)
@@ -230,7 +191,7 @@ def main() -> None:
     app.processEvents()
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    view.set_slide(ProceduralSlide())
+    view.set_slide(open_slide(path))
     while view.overview is None:
         app.processEvents()
         time.sleep(0.001)
@@ -252,11 +213,10 @@ def main() -> None:
     naive = NaiveView(base_loader)
     naive.resize(*VIEWPORT)
     naive.show()
-    slide = ProceduralSlide()
+    slide = open_slide(path)
     naive.set_slide(slide)
-    base_cache.put(
-        TileKey("slide", naive._source, 0, -1, 0, 0), rgb_to_image(slide.thumbnail(1024))
-    )
+    overview = TileKey("slide", naive._source, 0, OVERVIEW_LEVEL, 0, 0)
+    base_cache.put(overview, rgb_to_image(slide.thumbnail(OVERVIEW_SIZE)))
     for layer in layers():
         naive.add_layer(layer)
     base = drive(app, naive, args.seconds)

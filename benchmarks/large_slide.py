@@ -39,8 +39,11 @@ def _tile_bytes(rgb) -> bytes:
     return imagecodecs.jpeg8_encode(tile, level=85)
 
 
-def write_large_slide(path: Path, width: int, height: int) -> None:
-    """Write a large Aperio-style pyramid quickly (see module docstring)."""
+def write_large_slide(path: Path, width: int, height: int, magnification: int = 20) -> None:
+    """Write a large Aperio-style pyramid quickly (see module docstring).
+
+    ``magnification`` is the scan's objective power (mpp = 10 / magnification).
+    """
     sizes = [(width, height)]
     while max(sizes[-1]) // 4 >= 512:
         sizes.append((math.ceil(sizes[-1][0] / 4), math.ceil(sizes[-1][1] / 4)))
@@ -49,7 +52,7 @@ def write_large_slide(path: Path, width: int, height: int) -> None:
     tissue, glass = _tile_bytes(TISSUE_RGB), _tile_bytes(GLASS_RGB)
     description = (
         f"Aperio Image Library v12.0.15 \r\n{width}x{height} (256x256) JPEG/RGB Q=85"
-        "|AppMag = 20|MPP = 0.5"
+        f"|AppMag = {magnification}|MPP = {10 / magnification}"
     )
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for index, (w, h) in enumerate(sizes[:-1]):
