@@ -262,6 +262,72 @@ def test_errors_show_a_dialog_and_app_keeps_running(window, case, tmp_path, qtbo
     assert window.recent_files()[0].endswith("he.svs")
 
 
+def test_failing_tiles_raise_one_box_per_slide(window, case, qtbot):
+    case_dir, _ = case
+    assert window.open_in_pane(case_dir / "he.svs")
+    owner = id(window.views[0])
+    before = len(window.errors)
+    for x in range(5):
+        window._on_tile_failed(owner, f"he.svs could not be decoded at ({x}, 0).")
+    assert len(window.errors) == before + 1
+    assert "5 tiles" in window.statusBar().currentMessage()
+    assert window.open_in_pane(case_dir / "he.svs")  # reopening resets the count
+    window._on_tile_failed(owner, "again")
+    assert len(window.errors) == before + 2
+
+
+def test_drop_and_file_dialog_open_slides_and_layers(window, case, tmp_path, monkeypatch):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+    from PySide6.QtWidgets import QFileDialog
+
+    case_dir, _ = case
+    geojson = tmp_path / "ring.geojson"
+    geojson.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},'
+        ' "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [900, 10], [900, 700],'
+        " [10, 10]]]}}]}"
+    )
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(case_dir / "ihc.svs")), QUrl.fromLocalFile(str(geojson))])
+    event = QDropEvent(
+        QPointF(50, 50),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    window.dropEvent(event)
+    assert window.slides[0].info.path.endswith("ihc.svs")
+    assert [layer.kind for layer in window.views[0].layers] == ["vector"]
+    chosen = str(case_dir / "he.svs")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (chosen, ""))
+    window.open_dialog()
+    assert window.slides[0].info.path == chosen
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    window.open_dialog()  # cancelled: nothing changes
+    assert window.slides[0].info.path == chosen
+
+
+def test_properties_show_the_associated_images(window, case, qtbot):
+    case_dir, _ = case
+    assert window.open_in_pane(case_dir / "he.svs")
+    panel = window.properties
+    with qtbot.waitSignal(panel.images_ready, timeout=10000):
+        pass
+    labels = [panel.images.itemAt(i).widget() for i in range(panel.images.count())]
+    assert {label.toolTip() for label in labels} >= {"label", "macro"}
+    for label in labels:
+        image = label.pixmap().toImage()
+        assert image.width() > 20 and image.height() > 20
+        assert len({image.pixel(x, image.height() // 2) for x in range(image.width())}) > 1
+    rows = {
+        panel.table.item(i, 0).text(): panel.table.item(i, 1).text()
+        for i in range(panel.table.rowCount())
+    }
+    assert rows["Pixel size"].startswith("0.5000") and rows["Objective"] == "20x"
+
+
 def test_view_cli_screenshot_and_errors(case, tmp_path, capsys):
     case_dir, _ = case
     out = tmp_path / "shot.png"

@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.loader = loader or shared_loader()
         self.settings = settings or QSettings("her2viewer", "viewer")
         self.errors: list[str] = []
+        self._tile_failures: dict[int, int] = {}  # pane owner id -> failed tile reads
         self.views: list[SlideView] = []
         self.slides = []
         self._retired = []
@@ -193,6 +194,7 @@ class MainWindow(QMainWindow):
         old = self.slides[index]
         view = self.views[index]
         view.set_slide(slide, title=Path(path).name)
+        self._tile_failures.pop(id(view), None)
         self.slides[index] = slide
         if old is not None:
             self._retire(old)
@@ -294,10 +296,10 @@ class MainWindow(QMainWindow):
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         geojson = [p for p in paths if p.lower().endswith((".geojson", ".json"))]
         slides = [p for p in paths if p not in geojson]
+        if slides:  # first, so dropped annotations land on the new slide
+            self.open_slides(slides[:2])
         for path in geojson:
             self.add_geojson(path)
-        if slides:
-            self.open_slides(slides[:2])
 
     # -- readouts ------------------------------------------------------------------
     def _on_active(self, action) -> None:
@@ -338,8 +340,15 @@ class MainWindow(QMainWindow):
         self._status["value"].setText("   ".join(values))
 
     def _on_tile_failed(self, owner, message: str) -> None:
-        if not self.errors or self.errors[-1] != message:
-            self.show_error(f"A tile could not be read: {message}")
+        """One message box per damaged slide; later failures only count in the status bar."""
+        count = self._tile_failures.get(owner, 0) + 1
+        self._tile_failures[owner] = count
+        if count == 1:
+            self.show_error(f"Part of the slide could not be read: {message}")
+        else:
+            self.statusBar().showMessage(
+                f"{count} tiles of this slide could not be read; the rest is shown.", 10000
+            )
 
     def _retire(self, slide) -> None:
         """Close ``slide`` once no tile read can still be using it (never blocks the GUI)."""
@@ -358,7 +367,9 @@ class MainWindow(QMainWindow):
         for view in self.views:
             self.loader.cancel(id(view))
         if self.loader.wait_idle(2.0):  # the window is going away; a short wait is fine
+            self._retire_timer.stop()
             for slide in [*self.slides, *self._retired]:
                 if slide is not None:
                     slide.close()
+            self._retired = []
         super().closeEvent(event)

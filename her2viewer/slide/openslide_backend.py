@@ -94,5 +94,7 @@ class OpenSlideSlide(Slide):
             raise SlideError(f"{self._path.name}: associated image '{name}' is damaged.") from exc
 
     def close(self) -> None:
-        """Close the OpenSlide handle."""
-        self._osr.close()
+        """Close the OpenSlide handle (closing twice is harmless)."""
+        if self._osr is not None:
+            self._osr.close()
+            self._osr = None
