@@ -194,6 +194,8 @@ def test_sync_through_known_transform(window, case, qtbot, tmp_path):
     matrix = Registration.load(saved).matrix
     assert window.open_slides([case_dir / "he.svs", case_dir / "ihc.svs"], matrix)
     he, ihc = window.views
+    # opening the IHC did not move the H&E pane (it stays fitted on its own centre)
+    assert (he.state.cx, he.state.cy) == (truth["width"] / 2, truth["height"] / 2)
     qtbot.waitExposed(window)
     settle(window, 30)
     assert window.sync.has_transform(ihc)

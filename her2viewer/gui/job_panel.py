@@ -123,6 +123,7 @@ class JobPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self.job = None
         if job.state == "done":
+            self.progress.setValue(self.progress.maximum())
             self.show_result(job.result)
         elif job.state == "cancelled":
             self.status.setText("Cancelled.")
@@ -132,10 +133,22 @@ class JobPanel(QWidget):
             self.window.show_error(message)
 
 
+ANALYSIS_DOCK = "analysis_dock"
+
+
 def dock_panel(window, panel: QWidget, title: str) -> QWidget:
-    """Dock ``panel`` on the right of ``window`` under ``title`` and return it."""
+    """Dock ``panel`` on the right of ``window`` under ``title`` and return it.
+
+    Analysis panels share one tabbed dock (the first one attached stays in front), so
+    the window keeps its size however many analyses are available.
+    """
     dock = QDockWidget(title, window)
     dock.setObjectName(f"{title.lower().replace(' ', '_')}_dock")
+    dock.setProperty(ANALYSIS_DOCK, True)
     dock.setWidget(panel)
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    others = [d for d in window.findChildren(QDockWidget) if d.property(ANALYSIS_DOCK)]
+    if others[0] is not dock:
+        window.tabifyDockWidget(others[-2] if len(others) > 1 else others[0], dock)
+        others[0].raise_()
     return panel

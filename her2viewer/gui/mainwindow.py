@@ -193,7 +193,8 @@ class MainWindow(QMainWindow):
             self.add_pane()
         old = self.slides[index]
         view = self.views[index]
-        view.set_slide(slide, title=Path(path).name)
+        with self.sync.paused():  # a pane fitting its new slide does not move the others
+            view.set_slide(slide, title=Path(path).name)
         self._tile_failures.pop(id(view), None)
         self.slides[index] = slide
         if old is not None:

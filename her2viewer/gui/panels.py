@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
+from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -78,8 +78,12 @@ class MiniMap(QWidget):
         polygon = QPolygonF([QPointF(rect.x() + x * sx, rect.y() + y * sy) for x, y in corners])
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setClipRect(rect.adjusted(-2, -2, 2, 2))
+        outside = QPainterPath()
+        outside.addRect(QRectF(rect))
+        outside.addPolygon(polygon)  # odd-even fill: everything but the viewport
+        painter.fillPath(outside, QColor(0, 0, 0, 90))
         painter.setPen(QPen(QColor(255, 200, 0), 2))
-        painter.setBrush(QColor(255, 200, 0, 40))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPolygon(polygon)
 
     def _move_to(self, pos: QPointF) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 from PySide6.QtCore import QObject
@@ -69,6 +70,15 @@ class SyncGroup(QObject):
             )
         self._to_reference[id(view)] = np.asarray(to_reference, float)
         self._known[id(view)] = known
+
+    @contextmanager
+    def paused(self):
+        """Move panes without moving the others (e.g. while a slide is being opened)."""
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
 
     def has_transform(self, view: SlideView) -> bool:
         """Whether ``view`` is linked by a known transform (the reference pane always is)."""
