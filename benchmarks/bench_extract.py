@@ -10,7 +10,9 @@ device copy, encoder, h5 writes); ``compute_only_patches_per_s`` runs the same
 encoder on the same batches already decoded in memory, measured just before and
 just after the pipeline (their mean; the machine's load changes between runs).
 The encoder has seeded random weights (speed does not depend on their values).
-Also times CLAM inference (CLAM_SB small, gated) on 50000 patches' 1024-d features.
+Also times CLAM inference (CLAM_SB small, gated) on 50000 patches' 1024-d features, and
+the same three matrix products alone (``clam_matmul_floor_50000_ms``, with their GFLOP):
+inference is bound by those products.
 Prints one JSON object.
 """
 
@@ -60,6 +62,26 @@ def clam_inference_ms(n: int = 50000, repeats: int = 5) -> float:
     return 1000 * float(np.median(times))
 
 
+def clam_matmul_floor_ms(n: int = 50000, repeats: int = 5) -> tuple[float, float]:
+    """Median ms of only CLAM_SB small's three big matrix products on ``n`` patches, and
+    their GFLOP: the time no implementation of the same fp32 model can beat on this CPU."""
+    config = ClamConfig()
+    dims = [(config.embed_dim, 512), (512, 256), (512, 256)]  # fc, attention a, attention b
+    x = torch.randn(n, config.embed_dim)
+    h = torch.randn(n, 512)
+    weights = [torch.randn(d_out, d_in) for d_in, d_out in dims]
+    gflop = sum(2 * n * d_in * d_out for d_in, d_out in dims) / 1e9
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            torch.nn.functional.linear(x, weights[0])
+            torch.nn.functional.linear(h, weights[1])
+            torch.nn.functional.linear(h, weights[2])
+            times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[1:])), gflop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
@@ -105,6 +127,7 @@ def main() -> None:
             )
             compute_after = compute_only(runner, batches)
     compute = (compute_before + compute_after) / 2
+    floor_ms, gflop = clam_matmul_floor_ms()
     pipeline = result.patches_per_s
     print(
         json.dumps(
@@ -122,6 +145,8 @@ def main() -> None:
                 "compute_only_before_after": [round(compute_before, 2), round(compute_after, 2)],
                 "pipeline_over_compute": round(pipeline / compute, 3),
                 "clam_infer_50000_patches_ms": round(clam_inference_ms(), 1),
+                "clam_matmul_floor_50000_ms": round(floor_ms, 1),
+                "clam_gflop_50000": round(gflop, 1),
                 "load_average_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             },
             indent=2,
