@@ -556,27 +556,41 @@ class SlideView(QWidget):
         return self.cache.peek(previous) if previous is not None else None
 
     def _paint_placeholders(self, painter, bounds, signature, level, missing) -> None:
-        """Fill places whose tile is still loading: overview, coarser (or finer) cached
-        slide tiles, the bare slide tile at this level, then coarser composed tiles."""
+        """Fill places whose tile is still loading, clipped to them: overview, coarser (or
+        finer) cached slide tiles, the bare slide tile at this level, then coarser composed
+        tiles."""
+        painter.setClipRegion(self._region_of(level, missing))
         self._paint_overview(painter, bounds)
         self._draw_fallbacks(painter, "slide", 0, level, missing)
-        if not signature:
-            return
-        for col, row in missing:
-            tile = self.cache.peek(TileKey("slide", self._source, 0, level, col, row))
-            if tile is not None:
-                self._draw_tile(painter, tile, level, col, row)
-        self._draw_fallbacks(painter, "composed", hash(signature), level, missing)
+        if signature:
+            for col, row in missing:
+                tile = self.cache.peek(TileKey("slide", self._source, 0, level, col, row))
+                if tile is not None:
+                    self._draw_tile(painter, tile, level, col, row)
+            self._draw_fallbacks(painter, "composed", hash(signature), level, missing)
+        painter.setClipping(False)
+
+    def _region_of(self, level: int, tiles) -> QRegion:
+        """The drawing-space region covered by ``tiles`` of ``level``."""
+        info = self.slide.info
+        region = QRegion()
+        for col, row in tiles:
+            rect = self._place(*tile_region(level, col, row, info.width, info.height))
+            region = region.united(
+                QRegion(rect.toAlignedRect() if isinstance(rect, QRectF) else rect)
+            )
+        return region
 
     def _paint_overview(self, painter: QPainter, bounds) -> None:
-        """Draw white glass and the overview image under the visible area (placeholder)."""
+        """Draw the overview image (white glass until it loads) under the visible area."""
         x0, y0, x1, y1 = bounds
         if x1 <= x0 or y1 <= y0:
             return
         dest = QRectF(self._place(x0, y0, x1 - x0, y1 - y0))
-        painter.fillRect(dest, Qt.GlobalColor.white)
         overview = self.overview
-        if overview is not None:
+        if overview is None:
+            painter.fillRect(dest, Qt.GlobalColor.white)
+        else:
             sx = overview.image.width() / self.slide.info.width
             sy = overview.image.height() / self.slide.info.height
             src = QRectF(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy)
@@ -607,8 +621,8 @@ class SlideView(QWidget):
             )
 
     def _draw_fallbacks(self, painter, kind, version, level, missing) -> None:
-        """Fill missing tiles from the finest cached coarser tiles (each drawn once, clipped
-        to the missing area), and from finer cached children when zooming out."""
+        """Fill missing tiles from the finest cached coarser tiles (each drawn once), and
+        from finer cached children when zooming out."""
         ancestors: dict[TileKey, CachedTile] = {}
         absent: set[TileKey] = set()
         children = []
@@ -631,18 +645,8 @@ class SlideView(QWidget):
                 not in ancestors
             ):
                 children.append((col, row))
-        info = self.slide.info
-        if ancestors:
-            clip = QRegion()
-            for col, row in missing:
-                rect = self._place(*tile_region(level, col, row, info.width, info.height))
-                clip = clip.united(
-                    QRegion(rect.toAlignedRect() if isinstance(rect, QRectF) else rect)
-                )
-            painter.setClipRegion(clip)
-            for key, tile in ancestors.items():
-                self._draw_tile(painter, tile, key.level, key.col, key.row)
-            painter.setClipping(False)
+        for key, tile in ancestors.items():  # the caller clips to the missing places
+            self._draw_tile(painter, tile, key.level, key.col, key.row)
         for col, row in children:
             for dr in (0, 1):
                 for dc in (0, 1):
