@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     view.add_argument("--volume", help="CT/MR volume (NRRD, NIfTI or DICOM folder): Radiology tab")
     view.add_argument("--mask", help="ROI mask of --volume (outlined; needed to predict)")
     view.add_argument("--radiomics-model", help="model JSON from 'radiomics train' for --volume")
+    view.add_argument(
+        "--evaluation", help="predictions CSV or metrics.json of 'evaluate': Evaluation tab"
+    )
     view.set_defaults(func=run_view)
 
 
@@ -64,6 +67,7 @@ def run_view(args) -> int:
     """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
     from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
     from her2viewer.gui.clam_panel import attach_clam_panel
+    from her2viewer.gui.evaluation_panel import attach_evaluation_panel, show_evaluation_tab
     from her2viewer.gui.grading_panel import attach_grading_panel
     from her2viewer.gui.her2net_panel import attach_her2net_panel
     from her2viewer.gui.ihc_panel import attach_ihc_panel
@@ -72,8 +76,10 @@ def run_view(args) -> int:
     from her2viewer.gui.tiles import shared_loader
     from her2viewer.slide.pairing import find_pair
 
-    if not args.demo and not args.slide and not args.volume:
-        raise ViewerError("give a SLIDE or --volume, or --demo for the synthetic demo case.")
+    if not args.demo and not args.slide and not args.volume and not args.evaluation:
+        raise ViewerError(
+            "give a SLIDE, --volume or --evaluation, or --demo for the synthetic demo case."
+        )
     offscreen = bool(args.screenshot) or not has_display()
     width, height = _size(args.size)
     transform = Registration.load(args.transform).matrix if args.transform else None
@@ -85,6 +91,7 @@ def run_view(args) -> int:
     attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
     attach_grading_panel(window)  # on demand, like CLAM
     radiology = attach_radiology_panel(window, args.radiomics_model)
+    evaluation = attach_evaluation_panel(window)
     window.resize(width, height)
     window.show()
     summary = ""
@@ -104,6 +111,9 @@ def run_view(args) -> int:
     if args.volume:
         show_radiology(radiology)
         radiology.open_case(args.volume, args.mask)
+    if args.evaluation:
+        show_evaluation_tab(evaluation)
+        evaluation.open_path(args.evaluation)
     for path in args.geojson:
         if not window.add_geojson(path):
             raise ViewerError(window.errors[-1])
@@ -114,9 +124,11 @@ def run_view(args) -> int:
     if not offscreen:
         return app.exec()
     out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))
-    for panel in (her2net, ihc, radiology):
+    for panel in (her2net, ihc, radiology, evaluation):
         _wait_for(app, panel, DEMO_ANALYSIS_TIMEOUT_S)
     if args.volume and radiology.case is None:
+        raise ViewerError(window.errors[-1])
+    if args.evaluation and evaluation.result is None:
         raise ViewerError(window.errors[-1])
     screenshot(window, out)
     if args.demo:
@@ -124,6 +136,7 @@ def run_view(args) -> int:
         summary += f"\n  HER2Net (demo bundle): {her2net.status.text()}"
         summary += f"\n  IHC: {ihc.status.text()}"
     summary += f"\n  Radiology: {radiology.summary()}" if args.volume else ""
+    summary += f"\n  Evaluation: {evaluation.summary()}" if args.evaluation else ""
     _print_summary(window, summary, out, time.perf_counter() - start)
     window.close()
     return 0

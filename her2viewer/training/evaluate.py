@@ -166,3 +166,58 @@ def write_evaluation(result: dict, out_dir: str | os.PathLike) -> list[Path]:
         write_png(roc, out / "roc.png")
         written.append(out / "roc.png")
     return written
+
+
+def read_evaluation(path: str | os.PathLike) -> dict:
+    """Read back an evaluation written by :func:`write_evaluation`, checking its shape.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``metrics.json``, or the report folder that holds it.
+
+    Returns
+    -------
+    dict
+        As returned by :func:`evaluate_predictions`.
+
+    Raises
+    ------
+    EvaluationError
+        When the file cannot be read or is not such an evaluation.
+    """
+    path = Path(path)
+    path = path / "metrics.json" if path.is_dir() else path
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"{path.name} is not a readable evaluation JSON ({exc}).") from exc
+    problem = _evaluation_problem(result)
+    if problem:
+        raise EvaluationError(
+            f"{path.name} is not an evaluation written by 'her2viewer evaluate': {problem}."
+        )
+    return result
+
+
+def _evaluation_problem(result) -> str | None:
+    """Why ``result`` is not an evaluation dict, or None when it is one."""
+    if not isinstance(result, dict) or not {"labels", "confusion_matrix", "metrics"} <= set(result):
+        return "it lacks 'labels', 'confusion_matrix' or 'metrics'"
+    labels, cm = result["labels"], np.asarray(result["confusion_matrix"], dtype=object)
+    if not isinstance(labels, list) or len(labels) < 2:
+        return "it needs at least two class labels"
+    if cm.shape != (len(labels), len(labels)) or not all(
+        isinstance(v, int) and v >= 0 for v in cm.ravel()
+    ):
+        return f"the confusion matrix is not {len(labels)} x {len(labels)} counts"
+    curves = (("roc", ("fpr", "tpr")), ("pr", ("recall", "precision")))
+    for key, (x, y) in curves:
+        curve = result.get(key)
+        if curve is None:
+            continue
+        if not isinstance(curve, dict) or len(curve.get(x, [])) != len(curve.get(y, [None])):
+            return f"its '{key}' curve has no {x} and {y} of equal length"
+    if len(labels) == 2 and "roc" in result and result.get("positive") not in labels:
+        return "its positive class is not one of its labels"
+    return None
