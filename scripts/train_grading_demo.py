@@ -2,11 +2,13 @@
 
 Usage: ``python scripts/train_grading_demo.py [--out DIR] [--work DIR] [--cases 32]``
 
-Writes a synthetic cohort (IHC scores 0-3, seed 2024, 3000 x 2400 px), trains the
+Writes synthetic cohorts (IHC scores 0-3, 3000 x 2400 px) with two texture seeds
+(2024, 2027: cell layouts differ, so the grade head cannot learn one texture), trains the
 ``linear-head`` recipe of :func:`her2viewer.models.patchcnn_cli.train_cohort` (ResNet34
 with fixed random weights from seed 0 -- only the head is stored -- at 128 px input,
 tumor-mask patches, keep-DAB Macenko), with patient-level splits, then grades every
-slide of a second cohort written with other textures (seed 2025) as an external test.
+slide of a cohort written with a third texture seed (2025) and the viewer's demo case
+(seed 2026, IHC 2+) as external tests.
 Prints the held-out figures as JSON and writes them beside the bundle. The bundle
 demonstrates the machinery on synthetic data; it makes no clinical claim.
 """
@@ -14,6 +16,7 @@ demonstrates the machinery on synthetic data; it makes no clinical claim.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from her2viewer.analysis.patch_grading import grade_slide
+from her2viewer.demo import ensure_demo_case, load_truth
 from her2viewer.models.patch_data import SCORE_NAMES, grading_metrics, read_cohort
 from her2viewer.models.patchcnn_cli import train_cohort
 from her2viewer.paths import RESOURCES_DIR
@@ -40,6 +44,36 @@ def cohort(folder: Path, n_cases: int, seed: int) -> Path:
     if not labels.exists():
         write_cohort(folder, n_cases=n_cases, seed=seed, size=SLIDE_SIZE)
     return labels
+
+
+def merged_cohort(work: Path, n_cases: int, seeds: list[int]) -> Path:
+    """One ``labels.csv`` over a cohort per seed (case and patient ids prefixed by the seed)."""
+    out = work / "labels.csv"
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "ihc_path", "ihc_score", "patient_id"])
+        for seed in seeds:
+            labels = cohort(work / f"cohort_{seed}", n_cases, seed)
+            for row in csv.DictReader(labels.open()):
+                writer.writerow(
+                    [f"s{seed}_{row['case_id']}", f"cohort_{seed}/{row['ihc_path']}",
+                     row["ihc_score"], f"s{seed}_{row['patient_id']}"]
+                )  # fmt: skip
+    return out
+
+
+def demo_case_check(bundle: Path) -> dict:
+    """Grade the viewer's demo case IHC (what *Grade IHC* shows in ``make run``)."""
+    case = ensure_demo_case()
+    result = grade_slide(case / "ihc.svs", bundle, device="cpu")
+    return {
+        "truth": SCORE_NAMES[load_truth(case)["ihc_score"]],
+        "grade": result.grade,
+        "patches": len(result.probs),
+        "mean_probability": dict(
+            zip(result.classes, result.mean_probability.round(4).tolist(), strict=True)
+        ),
+    }
 
 
 def external_test(bundle: Path, labels: Path) -> dict:
@@ -66,13 +100,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESOURCES_DIR / "models" / "patch_grading_demo")
     parser.add_argument("--work", type=Path, default=Path("grading_demo_work"))
-    parser.add_argument("--cases", type=int, default=32)
+    parser.add_argument("--cases", type=int, default=32, help="cases per texture seed")
+    parser.add_argument("--seeds", default="2024,2027", help="texture seeds of the cohorts")
     parser.add_argument("--external-cases", type=int, default=8)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    labels = cohort(args.work / "cohort", args.cases, 2024)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    labels = merged_cohort(args.work, args.cases, seeds)
     provenance = {
-        "cohort": f"write_cohort(n_cases={args.cases}, seed=2024, size={SLIDE_SIZE})",
+        "cohort": [
+            f"write_cohort(n_cases={args.cases}, seed={s}, size={SLIDE_SIZE})" for s in seeds
+        ],
         "script": "python scripts/train_grading_demo.py",
     }
     meta = train_cohort(
@@ -111,6 +149,7 @@ def main(argv=None) -> int:
             "cohort": f"write_cohort(n_cases={args.external_cases}, seed=2025, size={SLIDE_SIZE})",
             **external_test(args.out, external),
         }
+    report["demo_case"] = demo_case_check(args.out)
     report["seconds"] = round(time.perf_counter() - start, 1)
     text = json.dumps(report, indent=2, default=float)
     args.out.with_name(args.out.name + "_report.json").write_text(text + "\n")

@@ -51,3 +51,18 @@ def test_cancel_stops_grading(window, synthetic_case, qtbot):
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
     assert panel.status.text() == "Cancelled." and panel.result is None
     assert not window.views[0].layers and panel.run_button.isEnabled()
+
+
+def test_user_errors_are_shown(window, synthetic_case, qtbot, monkeypatch, tmp_path):
+    from her2viewer.analysis import patch_grading
+    from her2viewer.models import patch_cnn
+
+    panel = attach_grading_panel(window)
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0)
+    monkeypatch.setattr(patch_grading, "MAX_VIEW_PATCHES", 1)
+    panel.run_gradcam()  # the whole slide is in view: more patches than allowed
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
+    assert "zoom in to at most 1" in window.errors[-1] and panel.cam is None
+    monkeypatch.setattr(patch_cnn, "DEMO_GRADING_BUNDLE", tmp_path / "gone")
+    panel.run()
+    assert panel.job is None and "demo bundle is missing" in window.errors[-1]

@@ -124,7 +124,8 @@ def test_analysis_results_become_viewer_layers(bundle, synthetic_cohort):
     slide = synthetic_cohort.parent / "case002" / "ihc.svs"
     grading = grade_slide(slide, bundle, limit=3, device="cpu", tumor="none")
     layer = grading.layer()
-    assert isinstance(layer, MaskLayer) and layer.downsample == grading.patch_size_level0 / 4
+    assert grading.step_level0 == grading.patch_size_level0 // 2  # half-overlapping grid
+    assert isinstance(layer, MaskLayer) and layer.downsample == grading.step_level0 / 2
     x, y = grading.coords[0] + grading.patch_size_level0 // 2
     grade = grading.classes[grading.probs[0].argmax()]
     assert layer.value_at(x, y) == f"IHC {grade} (patch grade)"

@@ -22,6 +22,7 @@ from her2viewer.analysis.gradcam import GradCamMap, slide_gradcam
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
 from her2viewer.models.patch_cnn import (
+    PATCH_SIZE,
     default_grading_bundle,
     input_transform,
     load_patch_cnn,
@@ -35,8 +36,9 @@ from her2viewer.slide import open_slide
 
 #: Colour of each grade in the per-patch layer (RGB).
 GRADE_COLORS = {"0": (70, 130, 180), "1+": (250, 210, 0), "2+": (245, 130, 0), "3+": (200, 0, 0)}
-#: Raster cells per patch side in the per-patch layer (grid offsets need not be patch multiples).
-CELLS_PER_PATCH = 4
+#: Grid step of grading, px at the patch magnification: half-overlapping patches (training
+#: overlaps them too), so small tumor regions still hold whole patches.
+GRADING_STEP = PATCH_SIZE // 2
 #: Most patches a Grad-CAM of the visible region may take (about a minute on a CPU).
 MAX_VIEW_PATCHES = 256
 
@@ -61,6 +63,8 @@ class PatchGrading:
         Level-0 ``(width, height)``.
     rule : str
         How the patches were chosen (``"tumor mask"``, ``"stain density"``, ...).
+    step_level0 : int
+        Grid step in level-0 pixels.
     """
 
     coords: np.ndarray
@@ -70,16 +74,20 @@ class PatchGrading:
     mean_probability: np.ndarray
     patch_size_level0: int
     slide_size: tuple[int, int]
-    rule: str = "tumor mask"
+    rule: str
+    step_level0: int
 
     def layer(self) -> MaskLayer:
-        """Per-patch grade layer: each patch filled with its grade's colour."""
-        cell = self.patch_size_level0 / CELLS_PER_PATCH
+        """Per-patch grade layer: the grid cell around each patch centre in its grade's colour.
+
+        Cells are ``step_level0`` wide, so half-overlapping patches tile the tissue.
+        """
+        cell = self.step_level0 / 2
         width, height = (int(np.ceil(s / cell)) for s in self.slide_size)
         labels = np.zeros((height, width), np.uint8)
-        for (x, y), grade in zip(self.coords, self.probs.argmax(1), strict=True):
-            c0, r0 = int(round(x / cell)), int(round(y / cell))
-            labels[r0 : r0 + CELLS_PER_PATCH, c0 : c0 + CELLS_PER_PATCH] = grade + 1
+        starts = (self.coords + (self.patch_size_level0 - self.step_level0) / 2) / cell
+        for (c0, r0), grade in zip(np.round(starts).astype(int), self.probs.argmax(1), strict=True):
+            labels[max(r0, 0) : r0 + 2, max(c0, 0) : c0 + 2] = grade + 1
         names = {k + 1: f"IHC {name} (patch grade)" for k, name in enumerate(self.classes)}
         colors = {
             k + 1: GRADE_COLORS.get(name, (255, 0, 255)) for k, name in enumerate(self.classes)
@@ -105,6 +113,7 @@ class PatchGrading:
                     "aggregation": "mean patch probability, argmax",
                     "patch_choice": self.rule,
                     "patch_size_level0": self.patch_size_level0,
+                    "step_level0": self.step_level0,
                     "slide_size": list(self.slide_size),
                     "coords": self.coords.tolist(),
                     "probs": np.round(self.probs, 6).tolist(),
@@ -131,8 +140,9 @@ def grade_slide(
     device: str = "auto",
     tumor: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    step: int = GRADING_STEP,
 ) -> PatchGrading:
-    """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% background) of a slide.
+    """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% white) of a slide.
 
     Parameters
     ----------
@@ -150,9 +160,11 @@ def grade_slide(
         Patch rule of :func:`~her2viewer.models.patch_data.slide_patches`.
     progress : callable, optional
         ``progress(done, total)`` while patches are read (may raise to cancel).
+    step : int
+        Grid step (px at 20x); half the patch by default.
     """
     model, meta = _model(model_path, arch)
-    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, progress=progress)
+    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, step=step, progress=progress)
     probs = predict_proba(
         model, input_transform(meta)(chosen.patches), device=choose_device(device)
     )
@@ -160,7 +172,7 @@ def grade_slide(
     classes = list(meta["classes"])
     return PatchGrading(
         chosen.coords, probs, classes, classes[index], mean, chosen.patch_size_level0,
-        _slide_size(slide_path), chosen.rule,
+        _slide_size(slide_path), chosen.rule, chosen.step_level0,
     )  # fmt: skip
 
 

@@ -327,7 +327,8 @@ def fit_linear_head(
     if len(np.unique(y)) < 2:
         raise ModelError("The training patches hold one grade only; a grade head needs two.")
     scaler = StandardScaler().fit(features)
-    classifier = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(features), y)
+    classifier = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+    classifier.fit(scaler.transform(features), y)
     rows, offsets = classifier.coef_, classifier.intercept_
     if len(classifier.classes_) == 2:  # one logit for the second class: softmax([0, z])
         rows, offsets = np.vstack([np.zeros_like(rows[0]), rows[0]]), np.r_[0.0, offsets]

@@ -188,12 +188,15 @@ class SlidePatches:
     patch_size_level0 : int
     rule : str
         ``"tumor mask"``, ``"stain density"`` or ``"all tissue"``.
+    step_level0 : int
+        Grid step in level-0 pixels (smaller than the patch when they overlap).
     """
 
     patches: np.ndarray
     coords: np.ndarray
     patch_size_level0: int
     rule: str
+    step_level0: int
 
 
 def _grid(slide, patch_size, magnification, max_background, step, rect):
@@ -279,7 +282,9 @@ def slide_patches(
     if not keep.any():
         where = "in the view" if rect is not None else "on the slide"
         raise ModelError(f"No tissue patch ({rule}) {where} of {Path(path).name} to grade.")
-    return SlidePatches(patches[keep], grid.coords[index][keep], grid.patch_size_level0, rule)
+    size0 = grid.patch_size_level0
+    step0 = max(1, int(round((step or patch_size) * size0 / patch_size)))
+    return SlidePatches(patches[keep], grid.coords[index][keep], size0, rule, step0)
 
 
 @dataclass
