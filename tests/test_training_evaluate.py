@@ -51,6 +51,10 @@ def test_multiclass_macro_auc_matches_sklearn():
     expected = skm.roc_auc_score(codes, probs, multi_class="ovr", average="macro")
     assert result["macro_auc"]["value"] == pytest.approx(expected)
     assert result["metrics"]["accuracy"]["value"] == pytest.approx(skm.accuracy_score(truth, pred))
+    rounded = evaluate_predictions(truth, pred, labels, np.round(probs, 2))  # rows off 1
+    assert rounded["macro_auc"]["value"] == pytest.approx(expected, abs=0.02)
+    with pytest.raises(EvaluationError, match="positive sum"):
+        evaluate_predictions(truth, pred, labels, np.zeros_like(probs))
 
 
 def test_unknown_label_is_a_user_error():

@@ -21,7 +21,6 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QAction, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QDockWidget,
     QFileDialog,
     QGridLayout,
     QGroupBox,
@@ -31,7 +30,6 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
-    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -39,7 +37,6 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from her2viewer.errors import EvaluationError
 from her2viewer.gui.job_panel import JobPanel
-from her2viewer.gui.radiology_panel import _file_menu
 from her2viewer.overlay.colormaps import colormap_lut
 from her2viewer.study.plots import PALETTE
 from her2viewer.training.evaluate import evaluate_predictions, read_evaluation, read_predictions
@@ -272,7 +269,6 @@ class EvaluationPanel(QWidget):
         self.result: dict | None = None
         self.source: Path | None = None
         self.tabs: QTabWidget | None = None
-        self.hidden_docks: list[QWidget] = []
         self.open_action: QAction | None = None
         self.roc_items: dict[str, pg.PlotDataItem] = {}
         self.pr_items: dict[str, pg.PlotDataItem] = {}
@@ -315,28 +311,6 @@ class EvaluationPanel(QWidget):
     def open_path(self, path: str | Path, positive: str | None = None) -> None:
         """Show a predictions CSV (evaluated in the background) or an evaluation JSON."""
         self.side.open_path(path, positive)
-
-    def place_in(self, tabs: QTabWidget) -> None:
-        """Live in ``tabs``: the slide docks and toolbars hide while this tab is shown."""
-        self.tabs = tabs
-        tabs.currentChanged.connect(self._on_tab)
-
-    def _on_tab(self, _index: int) -> None:
-        current = self.tabs.currentWidget()
-        if current is self:
-            bars = self.window.findChildren(QDockWidget) + self.window.findChildren(QToolBar)
-            self.hidden_docks = [bar for bar in bars if bar.isVisible()]
-            for bar in self.hidden_docks:
-                bar.hide()
-            return
-        # another tab that hides the slide docks (Radiology) keeps them hidden until it is left
-        others = getattr(current, "hidden_docks", None)
-        if isinstance(others, list):
-            others.extend(self.hidden_docks)
-        else:
-            for bar in self.hidden_docks:
-                bar.show()
-        self.hidden_docks = []
 
     def show_evaluation(self, result: dict | None) -> None:
         """Draw an evaluation (or empty plots for None)."""
@@ -552,33 +526,13 @@ def _metrics_table() -> QTableWidget:
     return table
 
 
-def _central_tabs(window) -> QTabWidget:
-    """The tab widget in the window's centre, made around the slide panes if there is none."""
-    tabs = window.centralWidget()
-    if isinstance(tabs, QTabWidget):
-        return tabs
-    tabs = QTabWidget()
-    tabs.setDocumentMode(True)
-    tabs.addTab(window.takeCentralWidget(), "Slides")
-    window.setCentralWidget(tabs)
-    return tabs
-
-
 def attach_evaluation_panel(window) -> EvaluationPanel:
     """Add the Evaluation tab and *File > Open evaluation…* to ``window``; return the panel."""
     panel = EvaluationPanel(window)
-    tabs = _central_tabs(window)
-    tabs.addTab(panel, "Evaluation")
-    panel.place_in(tabs)
-    action = QAction("Open &evaluation…", window)
-    action.triggered.connect(lambda checked=False: open_evaluation_dialog(panel))
-    menu = _file_menu(window)
-    recent = getattr(window, "recent_menu", None)
-    if recent is not None:
-        menu.insertAction(recent.menuAction(), action)
-    else:
-        menu.addAction(action)
-    panel.open_action = action
+    panel.tabs = window.add_page(panel, "Evaluation")
+    panel.open_action = window.add_file_action(
+        "Open &evaluation…", lambda: open_evaluation_dialog(panel)
+    )
     return panel
 
 

@@ -17,7 +17,9 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QSplitter,
+    QTabWidget,
     QToolBar,
+    QWidget,
 )
 
 from her2viewer.errors import Her2ViewerError
@@ -64,6 +66,8 @@ class MainWindow(QMainWindow):
         self.layers_panel = LayersPanel()
         self.properties = PropertiesPanel(self.loader)
         self.active: SlideView | None = None
+        self.pages: QTabWidget | None = None  # made when a second page (Radiology, ...) joins
+        self._slide_bars: list[QWidget] = []
         self._status = {"pos": QLabel(), "mag": QLabel(), "value": QLabel()}
         for label in self._status.values():
             self.statusBar().addPermanentWidget(label)
@@ -94,8 +98,40 @@ class MainWindow(QMainWindow):
             [self.findChild(QDockWidget, "Overview")], [300], Qt.Orientation.Horizontal
         )
 
+    def add_page(self, widget: QWidget, title: str) -> QTabWidget:
+        """Add a full-window page in a tab beside the slide panes ("Slides").
+
+        The slide docks and toolbars show only on the Slides page. Returns the tabs.
+        """
+        if self.pages is None:
+            self.pages = QTabWidget()
+            self.pages.setDocumentMode(True)
+            self.pages.addTab(self.takeCentralWidget(), "Slides")
+            self.setCentralWidget(self.pages)
+            self.pages.currentChanged.connect(self._on_page)
+        self.pages.addTab(widget, title)
+        return self.pages
+
+    def _on_page(self, index: int) -> None:
+        if index == 0:
+            for bar in self._slide_bars:
+                bar.show()
+            self._slide_bars = []
+        elif not self._slide_bars:
+            bars = self.findChildren(QDockWidget) + self.findChildren(QToolBar)
+            self._slide_bars = [bar for bar in bars if bar.isVisible()]
+            for bar in self._slide_bars:
+                bar.hide()
+
+    def add_file_action(self, text: str, slot) -> QAction:
+        """Add an *Open …* action to the File menu, above *Recent files*."""
+        action = QAction(text, self)
+        action.triggered.connect(lambda checked=False: slot())
+        self.file_menu.insertAction(self.recent_menu.menuAction(), action)
+        return action
+
     def _menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
+        self.file_menu = file_menu = self.menuBar().addMenu("&File")
         self._action(file_menu, "&Open slide…", self.open_dialog, QKeySequence.StandardKey.Open)
         self._action(file_menu, "Open &paired slide…", lambda: self.open_dialog(paired=True))
         self._action(file_menu, "Add &GeoJSON layer…", self.geojson_dialog)

@@ -21,7 +21,6 @@ from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QAction, QFont
 from PySide6.QtWidgets import (
     QComboBox,
-    QDockWidget,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -31,7 +30,6 @@ from PySide6.QtWidgets import (
     QSlider,
     QSplitter,
     QTabWidget,
-    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -292,7 +290,6 @@ class RadiologyPanel(QWidget):
         self.roi: np.ndarray | None = None
         self.index = 0
         self.tabs: QTabWidget | None = None
-        self.hidden_docks: list[QWidget] = []
         self.open_action: QAction | None = None
         self.view_box = SliceViewBox()
         self.image_view = pg.ImageView(view=self.view_box)
@@ -340,22 +337,6 @@ class RadiologyPanel(QWidget):
             return super().eventFilter(watched, event)
         self.set_slice(self.index + step)
         return True
-
-    def place_in(self, tabs: QTabWidget) -> None:
-        """Live in ``tabs``: the slide docks and toolbars hide while this tab is shown."""
-        self.tabs = tabs
-        tabs.currentChanged.connect(self._on_tab)
-
-    def _on_tab(self, _index: int) -> None:
-        if self.tabs.currentWidget() is self:
-            bars = self.window.findChildren(QDockWidget) + self.window.findChildren(QToolBar)
-            self.hidden_docks = [bar for bar in bars if bar.isVisible()]
-            for dock in self.hidden_docks:
-                dock.hide()
-        else:
-            for dock in self.hidden_docks:
-                dock.show()
-            self.hidden_docks = []
 
     @property
     def job(self):
@@ -499,31 +480,13 @@ class RadiologyPanel(QWidget):
         return "\n".join(lines)
 
 
-def _file_menu(window):
-    for action in window.menuBar().actions():
-        if action.menu() is not None and action.text().replace("&", "") == "File":
-            return action.menu()
-    return window.menuBar().addMenu("&File")
-
-
 def attach_radiology_panel(window, model: str | Path | None = None) -> RadiologyPanel:
     """Add the Radiology tab and *File > Open CT/MR volume…* to ``window``; return the panel."""
     panel = RadiologyPanel(window, model)
-    tabs = QTabWidget()
-    tabs.setDocumentMode(True)
-    tabs.addTab(window.takeCentralWidget(), "Slides")
-    tabs.addTab(panel, "Radiology")
-    window.setCentralWidget(tabs)
-    panel.place_in(tabs)
-    action = QAction("Open CT/MR &volume…", window)
-    action.triggered.connect(lambda checked=False: open_volume_dialog(window, panel))
-    menu = _file_menu(window)
-    recent = getattr(window, "recent_menu", None)
-    if recent is not None:
-        menu.insertAction(recent.menuAction(), action)
-    else:
-        menu.addAction(action)
-    panel.open_action = action
+    panel.tabs = window.add_page(panel, "Radiology")
+    panel.open_action = window.add_file_action(
+        "Open CT/MR &volume…", lambda: open_volume_dialog(window, panel)
+    )
     return panel
 
 

@@ -44,6 +44,10 @@ def _auc_with_bootstrap(truth: np.ndarray, score: np.ndarray, seed: int) -> dict
 
 def _macro_auc(truth_codes: np.ndarray, probabilities: np.ndarray, seed: int) -> dict:
     classes = np.arange(probabilities.shape[1])
+    totals = probabilities.sum(axis=1, keepdims=True)
+    if np.any(totals <= 0):
+        raise EvaluationError("every row of class probabilities needs a positive sum.")
+    probabilities = probabilities / totals  # rounded CSV values need not sum to exactly 1
 
     def macro(t, p):
         if len(np.unique(t)) < len(classes):
