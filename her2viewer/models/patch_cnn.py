@@ -30,8 +30,6 @@ import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file as load_safetensors_file
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torchvision import models as tvm
 
@@ -44,7 +42,7 @@ from her2viewer.stain import (
     estimate_stain_matrix,
     separate_stains,
 )
-from her2viewer.stain.macenko import MACENKO_BETA
+from her2viewer.stain.macenko import MACENKO_BETA, MAX_PERCENTILE
 from her2viewer.stain.macenko import MIN_PIXELS as MIN_STAINED_PIXELS
 from her2viewer.tissue.patching import WHITE_SATURATION, WHITE_VALUE
 
@@ -186,7 +184,9 @@ def keep_dab_macenko(normalizer: MacenkoNormalizer) -> Callable[[np.ndarray], np
         hematoxylin = stains[..., 0]
         stained = hematoxylin[hematoxylin > MACENKO_BETA]
         if stained.size >= MIN_STAINED_PIXELS:
-            hematoxylin *= normalizer.max_amounts[0] / max(np.percentile(stained, 99.0), 1e-3)
+            hematoxylin *= normalizer.max_amounts[0] / max(
+                np.percentile(stained, MAX_PERCENTILE), 1e-3
+            )
         stains[..., 2] = 0.0
         return combine_stains(stains, normalizer.matrix)
 
@@ -322,6 +322,9 @@ def fit_linear_head(
     ModelError
         When the training labels hold fewer than two classes.
     """
+    from sklearn.linear_model import LogisticRegression  # training only: keeps imports light
+    from sklearn.preprocessing import StandardScaler
+
     y = np.asarray(y, dtype=int)
     head = head_layer(model, arch)
     if len(np.unique(y)) < 2:
