@@ -116,6 +116,21 @@ def test_open_zoom_pan_keys_and_no_gui_thread_reads(window, case, qtbot):
     assert 10.0 in view.available_presets() and 40.0 not in view.available_presets()
 
 
+def test_zooming_ahead_of_the_loader_draws_coarser_stand_ins(window, case, qtbot):
+    case_dir, _ = case
+    assert window.open_in_pane(case_dir / "he.svs")
+    view = window.views[0]
+    qtbot.waitUntil(view.fully_loaded, timeout=15000)
+    fitted = _pink_fraction(view.grab())
+    with view.loader.painting():  # holds back every new tile job, like a slow disk
+        view.zoom_at(4.0)
+        view.repaint()
+        assert view.stats.missing == view.stats.tiles > 0  # nothing of this level yet
+        ahead = _pink_fraction(view.grab())
+    assert fitted > 0.05 and ahead > 0.5 * fitted  # tissue drawn from coarser tiles, not blank
+    qtbot.waitUntil(view.fully_loaded, timeout=15000)
+
+
 def test_wheel_zooms_smoothly_about_the_cursor(window, case, qtbot):
     from PySide6.QtCore import QPoint
     from PySide6.QtGui import QWheelEvent

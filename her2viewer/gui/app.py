@@ -39,6 +39,9 @@ def make_app(offscreen: bool = False) -> QApplication:
     if offscreen and QApplication.instance() is None:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     qInstallMessageHandler(_message_handler)
+    # Qt would split large fills and blits over its own pool threads; the tile workers
+    # already use the cores, so the GUI thread waited for those threads every frame
+    os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
     # hand the GIL back to the GUI thread sooner when tile workers run Python code
     sys.setswitchinterval(GUI_SWITCH_INTERVAL)
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -16,10 +16,11 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPen, QRegion, QTransform
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QWidget
 
 from her2viewer.gui.tiles import (
@@ -79,6 +80,34 @@ class PaintStats:
     missing: int = 0
     right_level_fraction: float = 1.0
     level: int = 0
+
+
+def produce_tile(
+    cache, slide, source: int, layers: dict, signature: tuple, level: int, col: int, row: int
+) -> CachedTile:
+    """Make the tile drawn at a place, on a worker thread: read the slide tile (unless
+    cached) and blend each shown layer's tile over it, rendering and caching layer tiles
+    as needed. Without shown layers the slide tile itself is returned."""
+    slide_key = TileKey("slide", source, 0, level, col, row)
+    base = cache.peek(slide_key)
+    if base is None:
+        base = rgb_to_image(read_virtual_tile(slide, level, col, row))
+        if signature:
+            cache.put(slide_key, base)
+    if not signature:
+        return base
+    info = slide.info
+    region = tile_region(level, col, row, info.width, info.height)
+    size = tile_pixels(level, region)
+    parts = []
+    for uid, version, opacity in signature:
+        key = TileKey("layer", uid, version, level, col, row)
+        tile = cache.peek(key)
+        if tile is None:
+            tile = layer_tile(layers[uid].render(region, size))
+            cache.put(key, tile)
+        parts.append((tile, opacity))
+    return compose_tile(base, parts)
 
 
 class SlideView(QWidget):
@@ -359,20 +388,6 @@ class SlideView(QWidget):
         r1 = min(int(math.ceil(bounds[3] / span)) + margin, math.ceil(info.height / span))
         return [(c, r) for r in range(r0, r1) for c in range(c0, c1)]
 
-    def _slide_producer(self, level, col, row):
-        slide, cache = self.slide, self.cache
-        key = TileKey("slide", self._source, 0, level, col, row)
-
-        def produce():
-            tile = cache.peek(key)
-            return (
-                tile
-                if tile is not None
-                else rgb_to_image(read_virtual_tile(slide, level, col, row))
-            )
-
-        return produce
-
     def overlay_signature(self) -> tuple:
         """What the composed tiles depend on: shown layers, versions, opacities."""
         return tuple(
@@ -387,32 +402,13 @@ class SlideView(QWidget):
             return TileKey("slide", self._source, 0, level, col, row)
         return TileKey("composed", self._source, hash(signature), level, col, row)
 
-    def _tile_producer(self, signature, level, col, row):
-        """Read the slide tile (unless cached) and blend each shown layer's tile over it,
-        rendering and caching layer tiles as needed, on a worker thread."""
-        read_slide = self._slide_producer(level, col, row)
-        if not signature:
-            return read_slide
-        info = self.slide.info
-        region = tile_region(level, col, row, info.width, info.height)
-        size = tile_pixels(level, region)
-        layers = {layer.uid: layer for layer in self.layers}
-        cache, slide_key = self.cache, TileKey("slide", self._source, 0, level, col, row)
-
-        def produce():
-            base = read_slide()
-            cache.put(slide_key, base)
-            parts = []
-            for uid, version, opacity in signature:
-                key = TileKey("layer", uid, version, level, col, row)
-                tile = cache.peek(key)
-                if tile is None:
-                    tile = layer_tile(layers[uid].render(region, size))
-                    cache.put(key, tile)
-                parts.append((tile, opacity))
-            return compose_tile(base, parts)
-
-        return produce
+    def _tile_producer(self, signature, level, col, row, layers: dict | None = None):
+        """The job making the tile of a place (see :func:`produce_tile`)."""
+        if layers is None:
+            layers = {layer.uid: layer for layer in self.layers}
+        return partial(
+            produce_tile, self.cache, self.slide, self._source, layers, signature, level, col, row
+        )
 
     def _schedule(self) -> None:
         if not self._schedule_pending:
@@ -447,6 +443,7 @@ class SlideView(QWidget):
         if level > 0:
             centre = (mid[0] - half[0], mid[1] - half[1], mid[0] + half[0], mid[1] + half[1])
             plan.append((3, level - 1, set(self._tiles_in(level - 1, centre))))
+        layers = {layer.uid: layer for layer in self.layers}
         for rank, lv, tiles in plan:
             span = TILE_SIZE << lv
             wanted = signature if rank < 3 else ()  # the finer-level prefetch: slide only
@@ -456,7 +453,7 @@ class SlideView(QWidget):
                     (
                         (rank, dist),
                         self._tile_key(wanted, lv, col, row),
-                        self._tile_producer(wanted, lv, col, row),
+                        self._tile_producer(wanted, lv, col, row, layers),
                     )
                 )
         return requests
@@ -495,6 +492,10 @@ class SlideView(QWidget):
 
     # -- painting ------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        with self.loader.painting():
+            self._paint(event)
+
+    def _paint(self, event) -> None:
         start = time.perf_counter()
         painter = QPainter(self)
         painter.fillRect(self.rect(), BACKGROUND)
@@ -530,7 +531,7 @@ class SlideView(QWidget):
         found = [self._drawable(signature, level, c, r) for c, r in tiles]
         missing = [t for t, tile in zip(tiles, found, strict=True) if tile is None]
         if missing:
-            self._paint_placeholders(painter, bounds, signature, level, missing)
+            self._paint_placeholders(painter, signature, level, missing)
         for (col, row), tile in zip(tiles, found, strict=True):
             if tile is not None:
                 self._draw_tile(painter, tile, level, col, row)
@@ -555,46 +556,68 @@ class SlideView(QWidget):
         previous = self._last_composed.get((level, col, row))
         return self.cache.peek(previous) if previous is not None else None
 
-    def _paint_placeholders(self, painter, bounds, signature, level, missing) -> None:
-        """Fill places whose tile is still loading, clipped to them: overview, coarser (or
-        finer) cached slide tiles, the bare slide tile at this level, then coarser composed
-        tiles."""
-        painter.setClipRegion(self._region_of(level, missing))
-        self._paint_overview(painter, bounds)
-        self._draw_fallbacks(painter, "slide", 0, level, missing)
-        if signature:
-            for col, row in missing:
-                tile = self.cache.peek(TileKey("slide", self._source, 0, level, col, row))
-                if tile is not None:
-                    self._draw_tile(painter, tile, level, col, row)
-            self._draw_fallbacks(painter, "composed", hash(signature), level, missing)
-        painter.setClipping(False)
-
-    def _region_of(self, level: int, tiles) -> QRegion:
-        """The drawing-space region covered by ``tiles`` of ``level``."""
+    def _paint_placeholders(self, painter, signature, level, missing) -> None:
+        """Fill each place whose tile is still loading with one draw of the best cached
+        stand-in: a coarser tile with the layers, the bare slide tile, a coarser slide
+        tile, the finer tiles (zooming out), else the overview (white until it loads)."""
         info = self.slide.info
-        region = QRegion()
-        for col, row in tiles:
-            rect = self._place(*tile_region(level, col, row, info.width, info.height))
-            region = region.united(
-                QRegion(rect.toAlignedRect() if isinstance(rect, QRectF) else rect)
-            )
-        return region
+        kinds = [("composed", hash(signature)), ("slide", 0)] if signature else [("slide", 0)]
+        for col, row in missing:
+            region = tile_region(level, col, row, info.width, info.height)
+            dest = self._place(*region)
+            stand_in = self._stand_in(kinds, level, col, row, region)
+            if stand_in is not None:
+                painter.drawImage(QRectF(dest), *stand_in)
+            elif not self._draw_children(painter, kinds, level, col, row):
+                self._draw_from_overview(painter, dest, region)
 
-    def _paint_overview(self, painter: QPainter, bounds) -> None:
-        """Draw the overview image (white glass until it loads) under the visible area."""
-        x0, y0, x1, y1 = bounds
-        if x1 <= x0 or y1 <= y0:
-            return
-        dest = QRectF(self._place(x0, y0, x1 - x0, y1 - y0))
+    def _stand_in(self, kinds, level, col, row, region):
+        """``(image, source rect)`` of the finest cached tile covering a place, or None."""
+        ups = list(range(1, MAX_FALLBACK_LEVELS))
+        ancestors = [(kinds[0], up) for up in ups]
+        if len(kinds) > 1:  # then the bare slide tile of this place, then coarser slide tiles
+            ancestors += [(kinds[1], up) for up in [0, *ups]]
+        for (kind, version), up in ancestors:
+            if level + up >= self._levels:
+                continue
+            key = TileKey(kind, self._source, version, level + up, col >> up, row >> up)
+            tile = self.cache.peek(key)
+            if tile is not None and tile.image is not None:
+                scale = 1 << (level + up)
+                span = TILE_SIZE << (level + up)
+                x, y, w, h = region
+                source = QRectF(
+                    (x - key.col * span) / scale, (y - key.row * span) / scale, w / scale, h / scale
+                )
+                return tile.image, source
+        return None
+
+    def _draw_children(self, painter, kinds, level, col, row) -> bool:
+        """Draw the four finer cached tiles of a place (zooming out); whether all were."""
+        if level == 0:
+            return False
+        for kind, version in kinds:
+            keys = [
+                TileKey(kind, self._source, version, level - 1, col * 2 + dc, row * 2 + dr)
+                for dr in (0, 1)
+                for dc in (0, 1)
+            ]
+            tiles = [self.cache.peek(key) for key in keys]
+            if all(tile is not None for tile in tiles):
+                for key, tile in zip(keys, tiles, strict=True):
+                    self._draw_tile(painter, tile, key.level, key.col, key.row)
+                return True
+        return False
+
+    def _draw_from_overview(self, painter, dest, region) -> None:
         overview = self.overview
         if overview is None:
             painter.fillRect(dest, Qt.GlobalColor.white)
-        else:
-            sx = overview.image.width() / self.slide.info.width
-            sy = overview.image.height() / self.slide.info.height
-            src = QRectF(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy)
-            painter.drawImage(dest, overview.image, src)
+            return
+        sx = overview.image.width() / self.slide.info.width
+        sy = overview.image.height() / self.slide.info.height
+        x, y, w, h = region
+        painter.drawImage(QRectF(dest), overview.image, QRectF(x * sx, y * sy, w * sx, h * sy))
 
     def _placer(self, rotated: bool):
         """Return a function mapping a level-0 rect to the rect to draw into."""
@@ -619,41 +642,6 @@ class SlideView(QWidget):
             painter.drawImage(
                 self._place(*tile_region(level, col, row, info.width, info.height)), tile.image
             )
-
-    def _draw_fallbacks(self, painter, kind, version, level, missing) -> None:
-        """Fill missing tiles from the finest cached coarser tiles (each drawn once), and
-        from finer cached children when zooming out."""
-        ancestors: dict[TileKey, CachedTile] = {}
-        absent: set[TileKey] = set()
-        children = []
-        for col, row in missing:
-            for up in range(level + 1, min(level + MAX_FALLBACK_LEVELS, self._levels)):
-                shift = up - level
-                key = TileKey(kind, self._source, version, up, col >> shift, row >> shift)
-                if key in ancestors:
-                    break
-                if key in absent:
-                    continue
-                tile = self.cache.peek(key)
-                if tile is not None:
-                    ancestors[key] = tile
-                    break
-                absent.add(key)
-            if (
-                level > 0
-                and TileKey(kind, self._source, version, level + 1, col >> 1, row >> 1)
-                not in ancestors
-            ):
-                children.append((col, row))
-        for key, tile in ancestors.items():  # the caller clips to the missing places
-            self._draw_tile(painter, tile, key.level, key.col, key.row)
-        for col, row in children:
-            for dr in (0, 1):
-                for dc in (0, 1):
-                    c, r = col * 2 + dc, row * 2 + dr
-                    child = self.cache.peek(TileKey(kind, self._source, version, level - 1, c, r))
-                    if child is not None:
-                        self._draw_tile(painter, child, level - 1, c, r)
 
     def _paint_hud(self, painter: QPainter) -> None:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)

@@ -24,6 +24,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -203,6 +204,7 @@ class TileLoader(QObject):
         self._in_flight: set[TileKey] = set()
         self._seq = itertools.count()
         self._stopping = False
+        self._painters = 0
         count = workers or max(2, min(4, os.cpu_count() or 2))
         self._threads = [
             threading.Thread(target=self._work, name=f"tile-worker-{i}", daemon=True)
@@ -250,9 +252,25 @@ class TileLoader(QObject):
             queued = sum(1 for r in self._heap if owner is None or r.owner == owner)
             return queued + len(self._in_flight)
 
+    @contextmanager
+    def painting(self):
+        """Hold back new tile jobs while the GUI thread draws a frame.
+
+        Workers run Python between their C calls; each time they take the GIL from the
+        GUI thread mid-frame, the frame waits. Jobs already running finish.
+        """
+        with self._cond:
+            self._painters += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._painters -= 1
+                self._cond.notify_all()
+
     def _next(self) -> TileRequest | None:
         with self._cond:
-            while not self._heap and not self._stopping:
+            while (not self._heap or self._painters) and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return None
