@@ -65,27 +65,39 @@ def _size(text: str) -> tuple[int, int]:
 
 def run_view(args) -> int:
     """Open the viewer; without a display (or with ``--screenshot``) save a PNG instead."""
-    from her2viewer.gui.app import demo_window, has_display, make_app, screenshot
-    from her2viewer.gui.clam_panel import attach_clam_panel
-    from her2viewer.gui.evaluation_panel import attach_evaluation_panel, show_evaluation_tab
-    from her2viewer.gui.grading_panel import attach_grading_panel
-    from her2viewer.gui.her2net_panel import attach_her2net_panel
-    from her2viewer.gui.ihc_panel import attach_ihc_panel
+    from her2viewer.gui.app import has_display, make_app
     from her2viewer.gui.mainwindow import MainWindow
-    from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
     from her2viewer.gui.tiles import shared_loader
-    from her2viewer.slide.pairing import find_pair
 
     if not args.demo and not args.slide and not args.volume and not args.evaluation:
         raise ViewerError(
             "give a SLIDE, --volume or --evaluation, or --demo for the synthetic demo case."
         )
     offscreen = bool(args.screenshot) or not has_display()
-    width, height = _size(args.size)
+    _size(args.size)  # checked before any window opens
     transform = Registration.load(args.transform).matrix if args.transform else None
     start = time.perf_counter()
     app = make_app(offscreen)
     window = MainWindow(shared_loader(args.cache_mb))
+    try:
+        return _show(app, window, args, offscreen, transform, start)
+    finally:  # also on errors: a window left open would catch later windows' input
+        window.close()
+        window.deleteLater()
+
+
+def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
+    """Attach the panels, open what ``args`` ask for, then run or render offscreen."""
+    from her2viewer.gui.app import demo_window, screenshot
+    from her2viewer.gui.clam_panel import attach_clam_panel
+    from her2viewer.gui.evaluation_panel import attach_evaluation_panel, show_evaluation_tab
+    from her2viewer.gui.grading_panel import attach_grading_panel
+    from her2viewer.gui.her2net_panel import attach_her2net_panel
+    from her2viewer.gui.ihc_panel import attach_ihc_panel
+    from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
+    from her2viewer.slide.pairing import find_pair
+
+    width, height = _size(args.size)
     her2net = attach_her2net_panel(window)
     ihc = attach_ihc_panel(window)
     attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
@@ -138,7 +150,6 @@ def run_view(args) -> int:
     summary += f"\n  Radiology: {radiology.summary()}" if args.volume else ""
     summary += f"\n  Evaluation: {evaluation.summary()}" if args.evaluation else ""
     _print_summary(window, summary, out, time.perf_counter() - start)
-    window.close()
     return 0
 
 
