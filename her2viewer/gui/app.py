@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -39,6 +40,9 @@ def make_app(offscreen: bool = False) -> QApplication:
     if offscreen and QApplication.instance() is None:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     qInstallMessageHandler(_message_handler)
+    # what is alive now (modules, torch, Qt) leaves the collector's view: a full collection
+    # walking it stalled the GUI thread ~30 ms in the middle of panning
+    gc.freeze()
     # Qt would split large fills and blits over its own pool threads; the tile workers
     # already use the cores, so the GUI thread waited for those threads every frame
     os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
