@@ -57,6 +57,30 @@ class Bundle:
         return self.tensors[name]
 
 
+def shipped_bundle(path: Path, name: str, rebuild: str) -> Path:
+    """A demo bundle shipped in ``resources/`` (synthetic, no clinical claim).
+
+    Parameters
+    ----------
+    path : Path
+        Its folder.
+    name : str
+        What it is, for the error (e.g. ``"CLAM demo bundle"``).
+    rebuild : str
+        The command that rebuilds it.
+
+    Raises
+    ------
+    ModelError
+        When the bundle is missing from this installation.
+    """
+    if not (path / "bundle.json").is_file():
+        raise ModelError(
+            f"The {name} is missing ({path}); rebuild it with `{rebuild}` or choose a model."
+        )
+    return path
+
+
 def is_bundle(path: str | Path) -> bool:
     """Return True when ``path`` is a bundle folder or a zip holding ``bundle.json``."""
     path = Path(path)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from her2viewer.errors import ModelError
-from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle
+from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle, shipped_bundle
 from her2viewer.paths import RESOURCES_DIR
 
 #: Reference sizes ``[embed_dim, hidden, attention]`` by name (CLAM's ``size_dict``).
@@ -489,16 +489,7 @@ DEMO_CLAM_BUNDLE = RESOURCES_DIR / "models" / "clam_synthetic_demo"
 
 
 def demo_clam_bundle_path() -> Path:
-    """The CLAM demo bundle shipped in ``resources/`` (synthetic, no clinical claim).
-
-    Raises
-    ------
-    ModelError
-        When the bundle is missing from this installation.
-    """
-    if not (DEMO_CLAM_BUNDLE / "bundle.json").is_file():
-        raise ModelError(
-            f"The CLAM demo bundle is missing ({DEMO_CLAM_BUNDLE}); rebuild it with "
-            "`python -m her2viewer.training.demo_clam` or choose a model."
-        )
-    return DEMO_CLAM_BUNDLE
+    """The CLAM demo bundle shipped in ``resources/`` (synthetic, no clinical claim)."""
+    return shipped_bundle(
+        DEMO_CLAM_BUNDLE, "CLAM demo bundle", "python -m her2viewer.training.demo_clam"
+    )

@@ -34,7 +34,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from her2viewer.errors import ModelError, StainError
-from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle
+from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle, shipped_bundle
 from her2viewer.paths import RESOURCES_DIR
 from her2viewer.stain import (
     MacenkoNormalizer,
@@ -428,19 +428,10 @@ def _from_seeded_backbone(bundle, meta: dict, source: str) -> nn.Module:
 
 
 def default_grading_bundle() -> Path:
-    """The demo grading bundle shipped in ``resources/`` (synthetic, no clinical claim).
-
-    Raises
-    ------
-    ModelError
-        When the bundle is missing from this installation.
-    """
-    if not (DEMO_GRADING_BUNDLE / "bundle.json").is_file():
-        raise ModelError(
-            f"The patch-grading demo bundle is missing ({DEMO_GRADING_BUNDLE}); rebuild it with "
-            "`python scripts/train_grading_demo.py` or give a model."
-        )
-    return DEMO_GRADING_BUNDLE
+    """The demo grading bundle shipped in ``resources/`` (synthetic, no clinical claim)."""
+    return shipped_bundle(
+        DEMO_GRADING_BUNDLE, "patch-grading demo bundle", "python scripts/train_grading_demo.py"
+    )
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:

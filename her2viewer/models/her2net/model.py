@@ -18,7 +18,7 @@ from torch import nn
 
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
-from her2viewer.models.bundle import load_bundle, save_bundle
+from her2viewer.models.bundle import load_bundle, save_bundle, shipped_bundle
 from her2viewer.models.her2net.ensemble import N_INPUTS, IntegratedClassifier
 from her2viewer.models.her2net.networks import build_segmenter, build_tile_classifier
 from her2viewer.models.patch_cnn import load_weights, to_tensor
@@ -29,13 +29,10 @@ DEMO_BUNDLE = RESOURCES_DIR / "her2net_demo"
 
 
 def demo_bundle_path() -> Path:
-    """The demo bundle shipped in ``resources/her2net_demo`` (synthetic, no clinical claim)."""
-    if not (DEMO_BUNDLE / "bundle.json").is_file():
-        raise ModelError(
-            f"The HER2Net demo bundle is missing ({DEMO_BUNDLE}); rebuild it with "
-            "`python -m her2viewer.models.her2net.demo_bundle` or give --model."
-        )
-    return DEMO_BUNDLE
+    """The HER2Net demo bundle shipped in ``resources/her2net_demo``."""
+    return shipped_bundle(
+        DEMO_BUNDLE, "HER2Net demo bundle", "python -m her2viewer.models.her2net.demo_bundle"
+    )
 
 
 @dataclass
