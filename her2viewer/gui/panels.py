@@ -341,7 +341,9 @@ class PropertiesPanel(QWidget):
             self.table.setItem(i, 0, QTableWidgetItem(str(key)))
             self.table.setItem(i, 1, QTableWidgetItem(str(value)))
         while self.images.count():
-            self.images.takeAt(0).widget().deleteLater()
+            old = self.images.takeAt(0).widget()
+            old.hide()  # at once: deletion waits for the event loop
+            old.deleteLater()
         self._keys.clear()
         requests = []
         for index, name in enumerate(n for n in self.SHOWN if n in info.associated_images):
