@@ -3,7 +3,8 @@
 The view's state is a centre in level-0 pixels, a downsample (level-0 pixels per
 screen pixel) and a rotation angle. All conversions between level-0 and screen
 coordinates go through :meth:`SlideView.level0_to_screen_matrix`; nothing else in
-the GUI knows the arithmetic. Pixels come only from the shared :class:`TileCache`;
+the GUI knows the arithmetic. Pixels come only from the shared :class:`TileCache`
+(slide tiles, or slide tiles with the shown layers blended in on a worker);
 missing tiles are requested from the :class:`TileLoader` (centre outward, stale
 requests replaced) and drawn meanwhile from the finest cached coarser or finer
 tiles, over an always-present overview image, so the view is never blank.

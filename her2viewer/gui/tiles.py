@@ -36,7 +36,7 @@ TILE_SIZE = 256
 #: How much nicer (lower priority) tile workers are than the GUI thread.
 WORKER_NICENESS = 5
 DEFAULT_CACHE_MB = 512
-#: Bytes charged for a cached "nothing here" overlay tile.
+#: Bytes charged for a cached "nothing here" layer tile.
 EMPTY_TILE_BYTES = 64
 
 
@@ -56,7 +56,7 @@ class TileKey:
 
 
 class CachedTile:
-    """A decoded tile ready to draw; ``image`` is ``None`` for an empty overlay tile."""
+    """A decoded tile; ``image`` is ``None`` for layer pixels kept only for blending."""
 
     __slots__ = ("image", "array", "nbytes")
 
