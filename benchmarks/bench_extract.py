@@ -1,15 +1,17 @@
 """Feature-extraction throughput: whole pipeline from the slide file vs encoder compute only.
 
-Usage: .venv/bin/python benchmarks/bench_extract.py [--device auto] [--batch-size 32]
-       [--patches 96] [--workers 4] [--encoder resnet50_trunc] [--slide-size 20000x16000]
+Usage: .venv/bin/python benchmarks/bench_extract.py [--device auto] [--batch-size N]
+       [--patches 96] [--workers N] [--encoder resnet50_trunc] [--slide-size 20000x16000]
 
 A synthetic Aperio slide is written into a temporary folder; its tissue is
 segmented and patched at 20x / 256 px (1361 patches on the default 20000x16000 slide,
 5439 on 40000x32000). ``patches_per_s`` is
 ``extract_features`` end to end (tile reads + decoding + resize by the thread pool,
 device copy, encoder, h5 writes); ``compute_only_patches_per_s`` runs the same
-encoder on the same batches already decoded in memory, measured just before and
-just after the pipeline (their mean; the machine's load changes between runs).
+encoder on the same batches already decoded (and resized to 224) in memory, measured
+just before and just after the pipeline (their mean; the machine's load changes between
+runs). On CUDA the pipeline's tiles are resized on the GPU, inside its time.
+Batch size and decoding threads default to the engine's for the device.
 The encoder has seeded random weights (speed does not depend on their values).
 Also times CLAM inference (CLAM_SB small, gated) on 50000 patches' 1024-d features, and
 the same three matrix products alone (``clam_matmul_floor_50000_ms``, with their GFLOP):
@@ -31,8 +33,9 @@ import numpy as np
 import torch
 from large_slide import write_large_slide
 
+from her2viewer.devices import choose_device
 from her2viewer.features.encoders import build_encoder
-from her2viewer.features.engine import DeviceRunner, extract_features
+from her2viewer.features.engine import DeviceRunner, default_batching, extract_features
 from her2viewer.models.clam import CLAM, ClamConfig, predict
 from her2viewer.slide import open_slide
 from her2viewer.tissue import make_patch_grid, segment_tissue
@@ -86,14 +89,17 @@ def clam_matmul_floor_ms(n: int = 50000, repeats: int = 5) -> tuple[float, float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help="default: the device's (engine)")
     parser.add_argument("--patches", type=int, default=96)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, help="default: the device's (engine)")
     parser.add_argument("--encoder", default="resnet50_trunc")
     parser.add_argument("--slide-size", default="20000x16000", help="WIDTHxHEIGHT, level 0")
     args = parser.parse_args()
     width, height = (int(side) for side in args.slide_size.split("x"))
     encoder = build_encoder(args.encoder, random_seed=0)
+    batch_size, workers = default_batching(choose_device(args.device))
+    args.batch_size = args.batch_size or batch_size
+    args.workers = args.workers or workers
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.svs"
         write_large_slide(path, width, height)

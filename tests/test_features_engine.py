@@ -16,7 +16,7 @@ from torch import nn
 
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder, torchscript_encoder
-from her2viewer.features.engine import extract_features
+from her2viewer.features.engine import default_batching, extract_features
 from her2viewer.features.store import read_features
 from her2viewer.jobs import Cancelled, CancelToken
 from her2viewer.slide import open_slide
@@ -182,3 +182,23 @@ def test_empty_grid_and_bad_arguments(tmp_path, slide_and_grid, tiny_script):
     with pytest.raises(ModelError, match="at least 1"):
         extract_features(slide, grid, tiny(tiny_script), tmp_path / "e.h5", batch_size=0)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("workers", [3, 8])
+def test_decoding_threads_do_not_change_the_rows(tmp_path, slide_and_grid, tiny_script, workers):
+    slide, grid = slide_and_grid
+    files = {}
+    for n in (1, workers):  # 8 patches per decoding job with one thread, 2 or 1 with more
+        files[n] = tmp_path / f"w{n}.h5"
+        extract_features(
+            slide, grid, tiny(tiny_script), files[n], device="cpu", batch_size=16, workers=n
+        )
+    np.testing.assert_array_equal(
+        read_features(files[workers]).features, read_features(files[1]).features
+    )
+
+
+def test_default_batching_follows_the_device():
+    assert default_batching(torch.device("cpu")) == (32, 4)
+    batch, workers = default_batching(torch.device("cuda"))
+    assert batch == 128 and 2 <= workers <= 12

@@ -191,8 +191,8 @@ class ClamAnalysisOptions:
     binarize_threshold: float | None = None
     map_downsample: float | None = None
     device: str = "auto"
-    batch_size: int = 32
-    workers: int = 4
+    batch_size: int | None = None  # None: the device's default (features.engine.default_batching)
+    workers: int | None = None
 
 
 def analyze_slide(

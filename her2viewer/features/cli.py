@@ -58,8 +58,12 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (h5_files/, pt_files/)")
     add_encoder_options(p)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=4, help="tile-decoding threads")
+    p.add_argument(
+        "--batch-size", type=int, help="patches per batch (default: 32 on CPU, 128 on CUDA)"
+    )
+    p.add_argument(
+        "--workers", type=int, help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)"
+    )
     p.add_argument("--mag", type=float, default=20.0, help="patch magnification (default 20)")
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")

@@ -1,9 +1,13 @@
 """The extraction engine: patches of a slide -> encoder features in a CLAM-compatible h5.
 
-Tiles are decoded (read + resized) by a thread pool into a ring of (pinned) uint8
-batch buffers, several batches ahead; one device worker (the calling thread)
+Tiles are decoded by a thread pool, a few patches per job, into a ring of (pinned)
+uint8 batch buffers, several batches ahead; one device worker (the calling thread)
 copies each batch non-blocking to the device, normalises it there and runs the
-encoder (channels-last + autocast on CUDA). Results go batch by batch into
+encoder (channels-last + autocast on CUDA). On the CPU the decoding threads also
+resize tiles to the encoder's input (PIL bilinear, as CLAM); on CUDA the GPU does it
+(antialiased bilinear on the whole batch), because PIL's conversions hold Python's
+GIL and capped 16 decoding threads at ~1500 tiles/s against the H100's ~10000
+patches/s. Results go batch by batch into
 ``<out>.partial`` with a ``n_done`` counter, so a killed run resumes where it
 stopped; the finished file is renamed into place. Cancelling removes the partial.
 """
@@ -70,13 +74,27 @@ class DeviceRunner:
             self.dtype = torch.bfloat16 if bf16 else torch.float16
         self.module = module
 
+    @property
+    def resizes_on_device(self) -> bool:
+        """True when tiles reach :meth:`__call__` at their read size (CUDA)."""
+        return self.cuda and self.encoder.input_size is not None
+
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        """Encode a uint8 (B, S, S, 3) batch; returns float32 (B, D) on the CPU."""
+        """Encode a uint8 (B, S, S, 3) batch; returns float32 (B, D) on the CPU.
+
+        ``S`` is the encoder's input size, or any tile size when
+        :attr:`resizes_on_device`.
+        """
         x = self.encoder.normalise(batch.to(self.device, non_blocking=True))
         if not self.cuda:
             return self.module(x.contiguous()).float().cpu().numpy()
         x = x.contiguous(memory_format=torch.channels_last)
+        size = self.encoder.input_size
+        if self.resizes_on_device and x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(
+                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
         with torch.autocast("cuda", dtype=self.dtype):
             return self.module(x).float().cpu().numpy()
 
@@ -88,8 +106,8 @@ def extract_features(
     out_path: str | Path,
     *,
     device: str | torch.device = "auto",
-    batch_size: int = 32,
-    workers: int = 4,
+    batch_size: int | None = None,
+    workers: int | None = None,
     prefetch: int = 3,
     progress: ProgressFn | None = None,
     on_batch: BatchFn | None = None,
@@ -109,8 +127,10 @@ def extract_features(
         CLAM's attributes). A ``<out_path>.partial`` from a killed run is resumed.
     device : str or torch.device
         ``"auto"`` (CUDA, MPS, CPU), or a named device.
-    batch_size, workers, prefetch : int
-        Batch size, tile-decoding threads, batches decoded ahead.
+    batch_size, workers : int, optional
+        Batch size and tile-decoding threads; by default :func:`default_batching`'s.
+    prefetch : int
+        Batches decoded ahead.
     progress : callable, optional
         ``progress(done, total)`` after each batch (may raise :class:`Cancelled`).
     on_batch : callable, optional
@@ -127,13 +147,16 @@ def extract_features(
     ModelError
         Bad arguments or an empty grid.
     """
+    runner = DeviceRunner(encoder, choose_device(device))
+    default_batch, default_workers = default_batching(runner.device)
+    batch_size = default_batch if batch_size is None else batch_size
+    workers = default_workers if workers is None else workers
     if batch_size < 1 or workers < 1:
         raise ModelError("Batch size and worker count must be at least 1.")
     if len(grid) == 0:
         raise ModelError(f"Slide {grid.name} has no patches to encode; check its tissue mask.")
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
-    runner = DeviceRunner(encoder, choose_device(device))
     start_time = time.perf_counter()
     resumed = _open_partial(partial, grid, encoder, slide)
     try:
@@ -167,6 +190,18 @@ def extract_features(
         resumed,
         str(runner.device),
     )
+
+
+def default_batching(device: torch.device) -> tuple[int, int]:
+    """Batch size and tile-decoding threads for ``device`` when the caller names none.
+
+    On the CPU 32 patches and 4 threads (the encoder needs the cores). On CUDA 128
+    patches and up to 12 threads: the fastest of batch 64-256 x 8-16 threads on an
+    H100 with 16 cores (``benchmarks/bench_extract.py``).
+    """
+    if device.type == "cuda":
+        return 128, max(2, min(12, os.cpu_count() or 1))
+    return 32, 4
 
 
 def _open_partial(partial: Path, grid: PatchGrid, encoder: Encoder, slide: Slide) -> int:
@@ -207,7 +242,9 @@ def _run_batches(
     starts = list(range(first, total, batch_size))
     if not starts:
         return
-    side = runner.encoder.input_size or grid.target_size
+    resize = not runner.resizes_on_device
+    side = (resize and runner.encoder.input_size) or grid.target_size
+    per_job = max(1, batch_size // (2 * workers))
     n_buffers = min(prefetch + 1, len(starts))
     pin = runner.device.type == "cuda"
     buffers = [
@@ -220,12 +257,20 @@ def _run_batches(
 
         def submit(b: int) -> None:
             buffer = buffers[b % n_buffers].numpy()
-            rows = range(starts[b], min(starts[b] + batch_size, total))
+            first, end = starts[b], min(starts[b] + batch_size, total)
             jobs = [
-                pool.submit(_decode_into, slide, grid, runner.encoder, i, buffer, j)
-                for j, i in enumerate(rows)
+                pool.submit(
+                    _decode_into,
+                    slide,
+                    grid,
+                    runner.encoder,
+                    resize,
+                    range(i, min(i + per_job, end)),
+                    buffer[i - first :],
+                )
+                for i in range(first, end, per_job)
             ]
-            pending.append((b, len(rows), jobs))
+            pending.append((b, end - first, jobs))
 
         for b in range(n_buffers):
             submit(b)
@@ -253,5 +298,9 @@ def _run_batches(
                     job.cancel()
 
 
-def _decode_into(slide, grid, encoder, index: int, buffer: np.ndarray, slot: int) -> None:
-    buffer[slot] = encoder.prepare_tile(grid.read_patch(slide, index))
+def _decode_into(slide, grid, encoder, resize: bool, rows: range, out: np.ndarray) -> None:
+    """Decode patches ``rows`` into ``out[0], out[1], ...``, resized to the encoder's input
+    when ``resize``."""
+    for slot, index in enumerate(rows):
+        tile = grid.read_patch(slide, index)
+        out[slot] = encoder.prepare_tile(tile) if resize else tile
