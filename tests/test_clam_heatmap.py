@@ -55,12 +55,22 @@ def test_blur_and_tissue_mask():
     assert np.isfinite(masked[:, :8]).all() and np.isnan(masked[:, 8:]).all()
 
 
+@pytest.mark.parametrize("standardize", [False, True])
 @pytest.mark.parametrize("model_type", ["clam_sb", "clam_mb"])
-def test_overlap_scores_against_block_map(model_type):
+def test_overlap_scores_against_block_map(model_type, standardize):
     torch.manual_seed(0)
-    model = CLAM(
-        ClamConfig(model_type=model_type, n_classes=3, embed_dim=6, hidden_dim=8, attention_dim=4)
-    ).eval()
+    config = ClamConfig(
+        model_type=model_type,
+        n_classes=3,
+        embed_dim=6,
+        hidden_dim=8,
+        attention_dim=4,
+        standardize=standardize,
+    )
+    model = CLAM(config).eval()
+    if standardize:  # stored statistics far from 0 / 1, as an untrained encoder's are
+        model.feature_mean.fill_(3.0)
+        model.feature_std.fill_(0.2)
     block = np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
     over = np.random.default_rng(1).normal(size=(25, 6)).astype(np.float32)
     pred = predict(model, block)

@@ -175,9 +175,9 @@ def attention_scores(
 def predict_attention(model: CLAM, features: np.ndarray, branch: int) -> np.ndarray:
     """Raw attention of ``features`` for one branch (CLAM's ``attention_only``)."""
     model.eval()
-    attention, _ = model.attention_net(torch.as_tensor(features, dtype=torch.float32))
-    column = branch if attention.shape[1] > 1 else 0
-    return attention[:, column].numpy()
+    attention = model.attention_only(torch.as_tensor(features, dtype=torch.float32))
+    row = branch if attention.shape[0] > 1 else 0
+    return attention[row].numpy()
 
 
 @dataclass

@@ -220,6 +220,16 @@ class CLAM(nn.Module):
             total = total / len(self.instance_classifiers)
         return total, torch.cat(preds), torch.cat(targets)
 
+    def _attend(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.standardize:
+            h = (h - self.feature_mean) / self.feature_std
+        return self.attention_net(h)
+
+    def attention_only(self, h: torch.Tensor) -> torch.Tensor:
+        """Raw attention ``K x N`` of patch features ``h`` (N x E), as CLAM's
+        ``attention_only=True``: what :meth:`forward` returns as ``A_raw``."""
+        return self._attend(h)[0].transpose(1, 0)
+
     def forward(
         self,
         h: torch.Tensor,
@@ -235,9 +245,7 @@ class CLAM(nn.Module):
             ``results`` holds ``instance_loss``, ``inst_preds`` and ``inst_labels``
             when ``instance_eval`` is true.
         """
-        if self.config.standardize:
-            h = (h - self.feature_mean) / self.feature_std
-        attention, h = self.attention_net(h)
+        attention, h = self._attend(h)
         attention_raw = attention.transpose(1, 0)
         attention = F.softmax(attention_raw, dim=1)
         results = {}
