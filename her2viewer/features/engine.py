@@ -243,7 +243,7 @@ def _run_batches(
     if not starts:
         return
     resize = not runner.resizes_on_device
-    side = (resize and runner.encoder.input_size) or grid.target_size
+    side = runner.encoder.input_size if resize and runner.encoder.input_size else grid.target_size
     per_job = max(1, batch_size // (2 * workers))
     n_buffers = min(prefetch + 1, len(starts))
     pin = runner.device.type == "cuda"
