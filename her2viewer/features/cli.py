@@ -39,6 +39,16 @@ def add_encoder_options(parser) -> None:
     )
 
 
+def add_batching_options(parser) -> None:
+    """Add ``--batch-size`` and ``--workers``; left out, the engine picks them by device."""
+    parser.add_argument(
+        "--batch-size", type=int, help="patches per batch (default: 32 on CPU, 128 on CUDA)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)"
+    )
+
+
 def encoder_from_args(args) -> Encoder:
     """Build the encoder the command line asked for."""
     from her2viewer.features.encoders import build_encoder  # torch only when a verb runs
@@ -58,12 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (h5_files/, pt_files/)")
     add_encoder_options(p)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument(
-        "--batch-size", type=int, help="patches per batch (default: 32 on CPU, 128 on CUDA)"
-    )
-    p.add_argument(
-        "--workers", type=int, help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)"
-    )
+    add_batching_options(p)
     p.add_argument("--mag", type=float, default=20.0, help="patch magnification (default 20)")
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")

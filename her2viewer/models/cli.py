@@ -10,6 +10,7 @@ import numpy as np
 
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError
+from her2viewer.features.cli import add_batching_options
 from her2viewer.overlay.colormaps import COLORMAPS
 from her2viewer.training.clam_config import TrainConfig
 
@@ -49,12 +50,7 @@ def register(subparsers) -> None:
     heat.add_argument("--mag", type=float, default=20.0)
     heat.add_argument("--patch-size", type=int, default=256)
     heat.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    heat.add_argument(
-        "--batch-size", type=int, help="patches per batch (default: 32 on CPU, 128 on CUDA)"
-    )
-    heat.add_argument(
-        "--workers", type=int, help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)"
-    )
+    add_batching_options(heat)
     heat.add_argument("--encoder", help="encoder for a plain checkpoint (default: the bundle's)")
     heat.add_argument("--encoder-weights", help="weights file for --encoder")
     heat.set_defaults(func=run_heatmap)
