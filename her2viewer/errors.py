@@ -45,3 +45,7 @@ class StudyError(Her2ViewerError):
 
 class EvaluationError(Her2ViewerError):
     """Predictions cannot be evaluated as given (missing columns, unknown labels)."""
+
+
+class OutputError(Her2ViewerError):
+    """An output file or folder cannot be written (full disk, no permission, a folder)."""

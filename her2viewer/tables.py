@@ -1,12 +1,18 @@
-"""CSV tables given by users (cohort labels, tile labels), read with one set of checks."""
+"""CSV tables: those given by users read with one set of checks, and every CSV the project
+writes, escaped against formula injection and written atomically."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from her2viewer.errors import Her2ViewerError
+from her2viewer.outputs import write_text_atomic
+
+#: First characters a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def read_csv_rows(
@@ -50,3 +56,37 @@ def read_csv_rows(
             f"'{missing[0]}' is missing (or the file has no rows)."
         )
     return rows
+
+
+def safe_cell(value: object) -> object:
+    """Return ``value`` made inert for spreadsheets.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    gets a leading apostrophe, as OWASP's "CSV Injection" page recommends, so
+    that Excel or LibreOffice shows it as text instead of running it as a
+    formula. Numbers (including negative ones) are left as numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Return a CSV document with every cell passed through :func:`safe_cell`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([safe_cell(name) for name in header])
+    for row in rows:
+        writer.writerow([safe_cell(cell) for cell in row])
+    return buffer.getvalue()
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
+    """Write a CSV file atomically with formula-injection escaping and return its path.
+
+    Raises
+    ------
+    OutputError
+        One sentence when the file cannot be written (full disk, no permission).
+    """
+    return write_text_atomic(path, csv_text(header, rows))
