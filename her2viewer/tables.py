@@ -74,7 +74,7 @@ def safe_cell(value: object) -> object:
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Return a CSV document with every cell passed through :func:`safe_cell`."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer)  # RFC 4180 line ends, so a CR inside a cell is quoted
     writer.writerow([safe_cell(name) for name in header])
     for row in rows:
         writer.writerow([safe_cell(cell) for cell in row])
