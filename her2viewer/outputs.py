@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,21 @@ def describe_os_error(exc: OSError) -> str:
 def output_error(path: str | os.PathLike, exc: OSError, what: str = "write") -> OutputError:
     """Return the one-sentence :class:`OutputError` for ``exc`` raised while writing ``path``."""
     return OutputError(f"cannot {what} {Path(path)}: {describe_os_error(exc)}.")
+
+
+def hdf5_output_error(path: str | os.PathLike, exc: Exception) -> OutputError:
+    """Return the one-sentence :class:`OutputError` for an h5py failure while writing ``path``.
+
+    HDF5 reports the operating-system cause inside its message (``errno = 28``)
+    rather than in ``exc.errno``; both are understood.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return output_error(path, exc)
+    found = re.search(r"errno = (\d+)", str(exc))
+    if found is None:
+        return OutputError(f"cannot write {Path(path)}: the HDF5 library failed ({exc}).")
+    code = int(found.group(1))
+    return OutputError(f"cannot write {Path(path)}: {_CAUSES.get(code, os.strerror(code))}.")
 
 
 def _fsync_dir(folder: Path) -> None:
