@@ -61,13 +61,22 @@ class ClamPanel(JobPanel):
             with open_slide(path) as slide:
                 return analyze_slide(
                     slide, bundle, progress=context.report, cancel=context.token,
-                    on_partial=self._keep_partial,
+                    on_partial=lambda heatmap: self._keep_partial(context, heatmap),
                 )  # fmt: skip
 
-        self.start(work, "clam", "Analysing: segment, patch, extract features, CLAM…")
+        self.start(work, "clam", "Analysing: segment, patch, extract features, CLAM…", (0,))
 
-    def _keep_partial(self, heatmap: ClamHeatmap) -> None:
-        self._partial = heatmap  # set by the worker, shown by the GUI thread's next poll
+    def _keep_partial(self, context, heatmap: ClamHeatmap) -> None:
+        """Keep a partial heatmap of the running job (set by the worker, shown by the next
+        poll); one of a job dropped with its slide is ignored."""
+        if self.job is not None and self.job.context is context:
+            self._partial = heatmap
+
+    def clear_result(self) -> None:
+        """Forget the result: heatmap, prediction and gallery."""
+        self.result = self._partial = None
+        self.gallery.clear()
+        super().clear_result()
 
     def on_tick(self) -> None:
         """Show the latest partial heatmap, if a new one arrived."""

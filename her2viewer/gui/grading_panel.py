@@ -28,6 +28,8 @@ from her2viewer.slide.pairing import IHC_TOKENS
 
 #: Level-0 pixels per Grad-CAM map pixel.
 CAM_DOWNSAMPLE = 8.0
+#: The counted phase of grading (the model's pass over the patches follows it).
+PHASE = "reading patches"
 
 
 class GradingPanel(JobPanel):
@@ -76,9 +78,11 @@ class GradingPanel(JobPanel):
         self.pane, path, bundle = prepared
 
         def work(context):
-            return grade_slide(path, bundle, progress=context.report)
+            return grade_slide(
+                path, bundle, progress=lambda done, total: context.report(done, total, PHASE)
+            )
 
-        self.start(work, "grading", "Grading the IHC slide's tumor patches…")
+        self.start(work, "grading", "Grading the IHC slide's tumor patches…", (self.pane,))
 
     def run_gradcam(self) -> None:
         """Grad-CAM over the tissue patches of the region the IHC pane shows."""
@@ -94,7 +98,14 @@ class GradingPanel(JobPanel):
                 tumor="none", rect=rect,
             )  # fmt: skip
 
-        self.start(work, "gradcam", "Grad-CAM of the region in view…")
+        self.start(work, "gradcam", "Grad-CAM of the region in view…", (self.pane,))
+
+    def clear_result(self) -> None:
+        """Forget the grading and the Grad-CAM with their layers."""
+        self.result = self.cam = None
+        self._entries.clear()
+        self.probabilities.setText("")
+        super().clear_result()
 
     def show_result(self, result: PatchGrading | GradCamMap) -> None:
         """Show a grading (grade, probabilities, patch layer) or a Grad-CAM (heatmap layer)."""

@@ -81,7 +81,14 @@ class Her2NetPanel(JobPanel):
             with open_slide(path) as slide:
                 return analyse_slide(slide, bundle, context=context)
 
-        self.start(work, "her2net", "Running HER2Net…")
+        self.start(work, "her2net", "Running HER2Net…", panes=(0,))
+
+    def clear_result(self) -> None:
+        """Forget the result: layers, status, P bar and tile table."""
+        self.result = None
+        self.bar.set_value(None, self.bar.threshold)
+        self.table.setRowCount(0)
+        super().clear_result()
 
     def show_result(self, result: Her2NetResult) -> None:
         """Show a result: layers on the first pane, status, P bar and the tile table."""

@@ -65,7 +65,14 @@ class IhcPanel(JobPanel):
             with open_slide(he_path) as he, open_slide(ihc_path) as ihc:
                 return analyse_pair(he, ihc, context)
 
-        self.start(work, "ihc-pair", "Registering and scoring the IHC…")
+        self.start(work, "ihc-pair", "Registering and scoring the IHC…", (0, 1))
+
+    def clear_result(self) -> None:
+        """Forget the registration (the panes sync relatively again), the score and layers."""
+        if self.registration is not None and len(self.window.views) > 1:
+            self.window.set_pane_transform(1, None)
+        self.result = self.registration = None
+        super().clear_result()
 
     def show_result(self, result: IhcPairResult) -> None:
         """Link the panes by the registration and show the IHC layers and score."""

@@ -42,10 +42,12 @@ class JobPanel(QWidget):
         self.window = window
         self.job: Job | None = None
         self.layers: list = []
+        self.panes: tuple[int, ...] = ()  # the panes whose slides the job and result belong to
         self.run_button = QPushButton(run_text)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
+        self.progress.setValue(0)
         self.status = QLabel("No result yet.")
         self.status.setWordWrap(True)
         buttons = QHBoxLayout()
@@ -60,6 +62,8 @@ class JobPanel(QWidget):
         self.timer.timeout.connect(self._poll)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        if hasattr(window, "slide_changed"):
+            window.slide_changed.connect(self._on_slide_changed)
 
     def run(self) -> None:  # pragma: no cover - overridden
         """Start the analysis (subclasses call :meth:`start`)."""
@@ -88,11 +92,21 @@ class JobPanel(QWidget):
     def on_tick(self) -> None:
         """Called on every poll while a job runs (e.g. to show partial results)."""
 
-    def start(self, work: Callable, name: str, running_text: str) -> None:
-        """Run ``work(context)`` in a background job and poll it from the GUI thread."""
+    def start(
+        self, work: Callable, name: str, running_text: str, panes: tuple[int, ...] = ()
+    ) -> None:
+        """Run ``work(context)`` in a background job and poll it from the GUI thread.
+
+        ``panes`` are the panes whose slides the work reads: when one of them gets
+        another slide, the job is cancelled and its result never shown.
+        """
+        self.panes = tuple(panes)
         self.job = Job(work, name).start()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)  # a new run starts at 0, not at the last run's 100%
+        self.progress.setFormat("%p%")
         self.status.setText(running_text)
         self.timer.start()
 
@@ -103,18 +117,56 @@ class JobPanel(QWidget):
 
     def replace_layers(self, layers: list[tuple[object, int]]) -> None:
         """Remove this panel's previous layers and add ``(layer, pane index)`` pairs."""
-        for layer, index in self.layers:
-            self.window.views[index].remove_layer(layer)
+        self._remove_layers()
         self.layers = list(layers)
         for layer, index in self.layers:
             self.window.add_layer(layer, index)
+
+    def _remove_layers(self) -> None:
+        """Take this panel's layers off their panes (a pane's new slide already dropped them)."""
+        for layer, index in self.layers:
+            view = self.window.views[index]
+            if layer in view.layers:
+                view.remove_layer(layer)
+        self.layers = []
+
+    def clear_result(self) -> None:
+        """Forget the shown result (subclasses clear their own widgets, then call this)."""
+        self._remove_layers()
+        self.status.setText("No result yet.")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("%p%")
+
+    def _on_slide_changed(self, index: int) -> None:
+        """A pane got another slide: a job or result of its old slide goes with it."""
+        if index not in self.panes:
+            return
+        if self.job is not None:
+            self.job.cancel()  # its result, if it still comes, is never shown
+            self.job = None
+            self.timer.stop()
+            self.run_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+        self.clear_result()
+
+    def _show_progress(self, job: Job) -> None:
+        """Fraction done; once every counted step is done, a busy bar naming the last phase."""
+        done, total = job.progress.done, job.progress.total
+        if total and done >= total:
+            self.progress.setRange(0, 0)  # counted work done, the rest (model, saving) runs
+            message = job.progress.message
+            self.progress.setFormat(f"{message}: done, finishing…" if message else "finishing…")
+            return
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"%p% {job.progress.message}".rstrip())
 
     def _poll(self) -> None:
         job = self.job
         if job is None:
             return
-        self.progress.setMaximum(max(1, job.progress.total))
-        self.progress.setValue(job.progress.done)
+        self._show_progress(job)
         self.on_tick()
         if job.state in ("pending", "running"):
             return
@@ -122,8 +174,10 @@ class JobPanel(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.job = None
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("%p%")
         if job.state == "done":
-            self.progress.setValue(self.progress.maximum())
+            self.progress.setValue(1)
             self.show_result(job.result)
         elif job.state == "cancelled":
             self.status.setText("Cancelled.")

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from her2viewer.errors import Her2ViewerError
+from her2viewer.gui.about import AboutDialog
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
 from her2viewer.gui.slideview import MAG_PRESETS, SlideView
 from her2viewer.gui.sync import SyncGroup
@@ -47,6 +48,8 @@ class MainWindow(QMainWindow):
 
     #: Emitted when an H&E slide was opened together with the IHC slide found beside it.
     pair_opened = Signal()
+    #: Emitted with a pane's index when it shows another slide (results of the old one go).
+    slide_changed = Signal(int)
 
     def __init__(self, loader: TileLoader | None = None, settings: QSettings | None = None):
         super().__init__()
@@ -160,6 +163,12 @@ class MainWindow(QMainWindow):
         self.sync_box.setChecked(True)
         self.sync_box.toggled.connect(self._on_sync_toggled)
         toolbar.addWidget(self.sync_box)
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
+
+    def show_about(self) -> None:
+        """Open Help > About (version, shipped models, licences) over this window."""
+        AboutDialog(self).open()
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -242,6 +251,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(
             " | ".join(Path(s.info.path).name for s in self.slides if s) + " — her2viewer"
         )
+        self.slide_changed.emit(index)
         return True
 
     def set_pane_transform(self, index: int, to_first: np.ndarray | None) -> None:
