@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.about import AboutDialog
-from her2viewer.gui.about import AboutDialog
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
 from her2viewer.gui.slideview import MAG_PRESETS, SlideView
 from her2viewer.gui.sync import SyncGroup
@@ -164,12 +163,6 @@ class MainWindow(QMainWindow):
         self.sync_box.setChecked(True)
         self.sync_box.toggled.connect(self._on_sync_toggled)
         toolbar.addWidget(self.sync_box)
-        help_menu = self.menuBar().addMenu("&Help")
-        self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
-
-    def show_about(self) -> None:
-        """Open Help > About (version, shipped models, licences) over this window."""
-        AboutDialog(self).open()
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
 
