@@ -25,6 +25,7 @@ import numpy as np
 
 from her2viewer.analysis.patch_grading import grade_slide
 from her2viewer.demo import ensure_demo_case, load_truth
+from her2viewer.models.checks import demo_manifest
 from her2viewer.models.patch_data import SCORE_NAMES, grading_metrics, read_cohort
 from her2viewer.models.patchcnn_cli import train_cohort
 from her2viewer.paths import RESOURCES_DIR
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     meta = train_cohort(
         labels, args.out, scores=SCORES, input_size=128, seed=0, limit=48, step=128,
         device="cpu", log=lambda line: print(line, flush=True),
-        extra={"note": NOTE, "demo": provenance},
+        extra={"note": NOTE, "demo": provenance, **demo_manifest("HER2 IHC")},
     )  # fmt: skip
     report = {
         "bundle": args.out.name,

@@ -179,7 +179,7 @@ def test_truncated_checkpoint_names_missing_keys(tmp_path):
 def test_pickled_object_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"a": object}, path)
-    with pytest.raises(ModelError, match="Cannot read evil.pt"):
+    with pytest.raises(ModelError, match="evil.pt is refused for safety"):
         load_clam_checkpoint(path)
 
 

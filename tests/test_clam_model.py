@@ -118,7 +118,7 @@ def test_bundle_errors(tmp_path):
     with pytest.raises(ModelError, match="Update her2viewer"):
         load_bundle(path)
     other = save_bundle(tmp_path / "other", {"model_kind": "her2net"}, {"model": {}})
-    with pytest.raises(ModelError, match="not a CLAM model"):
+    with pytest.raises(ModelError, match="this needs a 'clam' bundle"):
         load_clam(other)
 
 

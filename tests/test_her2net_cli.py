@@ -65,7 +65,7 @@ def test_bad_inputs_are_one_line_errors(synthetic_case, tmp_path, capsys):
     assert "not found" in _error_line(capsys)
     other = save_bundle(tmp_path / "clam", {"model_kind": "clam"}, {})
     assert main(["her2net", "predict", slide, "--model", str(other)]) == 2
-    assert "not a HER2Net bundle" in _error_line(capsys)
+    assert "this needs a 'her2net' bundle" in _error_line(capsys)
     png = tmp_path / "plain.png"
     cv2.imwrite(str(png), np.full((600, 600, 3), 128, np.uint8))
     assert main(["her2net", "predict", str(png)]) == 2

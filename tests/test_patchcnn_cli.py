@@ -106,7 +106,7 @@ def test_user_errors_exit_2(bundle, synthetic_cohort, tmp_path, capsys, monkeypa
     slide = synthetic_cohort.parent / "case000" / "ihc.svs"
     cases = [
         (["--model", str(bundle), "--grade", "4+"], "Grade '4+' is not one of"),
-        (["--model", str(DEMO_CLAM_BUNDLE)], "'clam' bundle, not a patch CNN"),
+        (["--model", str(DEMO_CLAM_BUNDLE)], "'clam' bundle; this needs a 'patch_cnn' bundle"),
         (["--model", str(tmp_path / "none.pt")], "Model file not found"),
         (["--rect", "1,2,3"], "--rect must look like"),
     ]

@@ -133,7 +133,7 @@ def test_bad_weight_files(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_patch_cnn(tmp_path / "missing.pt", arch="resnet34")
     other = save_bundle(tmp_path / "clam", {"model_kind": "clam"}, {"model": {"w": torch.zeros(1)}})
-    with pytest.raises(ModelError, match="'clam' bundle, not a patch CNN"):
+    with pytest.raises(ModelError, match="'clam' bundle; this needs a 'patch_cnn' bundle"):
         load_patch_cnn(other)
 
 

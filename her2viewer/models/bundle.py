@@ -21,10 +21,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from her2viewer.errors import ModelError
+from her2viewer.models.checks import require_finite
+from her2viewer.models.manifest import SCHEMA_VERSION, validate_manifest
 
-SCHEMA_VERSION = 1
 MANIFEST = "bundle.json"
-REQUIRED_KEYS = ("schema_version", "model_kind")
 
 
 @dataclass
@@ -149,13 +149,18 @@ def _write_folder(path: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle folder or zip.
+def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
+    """Load a bundle folder or zip; with ``kind``, only a bundle of that model kind.
+
+    The manifest is checked against its kind's schema
+    (:func:`~her2viewer.models.manifest.validate_manifest`) and every weight must be
+    finite.
 
     Raises
     ------
     ModelError
-        When the path is missing, is not a bundle, or its manifest is invalid.
+        When the path is missing, is not a bundle, its manifest is invalid, or a
+        weights file is unreadable or holds NaN or infinite values.
     """
     path = Path(path)
     if not path.exists():
@@ -165,22 +170,18 @@ def load_bundle(path: str | Path) -> Bundle:
     files = _read_files(path)
     try:
         meta = json.loads(files.pop(MANIFEST))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: {MANIFEST} is not valid JSON ({exc.msg}).") from exc
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ModelError(f"{path}: {MANIFEST} lacks {', '.join(missing)}.")
-    if int(meta["schema_version"]) > SCHEMA_VERSION:
-        raise ModelError(
-            f"{path} uses bundle schema {meta['schema_version']}; this version of "
-            f"her2viewer reads up to {SCHEMA_VERSION}. Update her2viewer."
-        )
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "msg", "not UTF-8 text")
+        raise ModelError(f"{path}: {MANIFEST} is not valid JSON ({reason}).") from exc
+    meta = validate_manifest(meta, path, kind)
     tensors = {}
     for name, data in files.items():
         try:
             tensors[name.removesuffix(".safetensors")] = load_safetensors(data)
         except Exception as exc:  # safetensors raises its own error types
             raise ModelError(f"{path}: {name} is not a valid safetensors file.") from exc
+        for tensor in tensors[name.removesuffix(".safetensors")].values():
+            require_finite(tensor, f"{path}: {name}")
     return Bundle(meta=meta, tensors=tensors, path=path)
 
 

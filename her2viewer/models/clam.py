@@ -21,6 +21,7 @@ from torch import nn
 
 from her2viewer.errors import ModelError
 from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle, shipped_bundle
+from her2viewer.models.checks import refuse_pickle, require_finite
 from her2viewer.paths import RESOURCES_DIR
 
 #: Reference sizes ``[embed_dim, hidden, attention]`` by name (CLAM's ``size_dict``).
@@ -288,24 +289,32 @@ class ClamPrediction:
 
 
 @torch.inference_mode()
-def predict(model: CLAM, features: np.ndarray | torch.Tensor) -> ClamPrediction:
+def predict(
+    model: CLAM, features: np.ndarray | torch.Tensor, source: str = "The features"
+) -> ClamPrediction:
     """Run a CLAM model on one slide's features.
 
     Parameters
     ----------
     model : CLAM
     features : array (N, E)
+    source : str
+        What the features come from, naming the file (e.g. ``"Features file a.h5"``).
 
     Raises
     ------
     ModelError
-        When the feature size does not match the model's embedding size.
+        When the feature size does not match the model's embedding size, or the
+        features (after float32 conversion) or the outputs are not finite.
     """
     h = torch.as_tensor(np.asarray(features, dtype=np.float32))
     check_features(model.config, h)
+    require_finite(h, source)
     model.eval()
     device = next(model.parameters()).device
     _, prob, y_hat, attention_raw, _ = model(h.to(device))
+    require_finite(prob, f"The CLAM output on {source[0].lower()}{source[1:]}")
+    require_finite(attention_raw, f"The CLAM attention on {source[0].lower()}{source[1:]}")
     return ClamPrediction(
         probabilities=prob[0].float().cpu().numpy(),
         prediction=int(y_hat.item()),
@@ -430,12 +439,14 @@ def load_clam_checkpoint(path: str | Path, **overrides) -> CLAM:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is a user error here
-        raise ModelError(f"Cannot read {path.name} as a PyTorch checkpoint ({exc}).") from exc
+        raise refuse_pickle(path, exc) from exc
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path.name} does not hold a state dict of tensors.")
+    for tensor in state.values():
+        require_finite(tensor, f"Checkpoint {path.name}")
     return clam_from_state_dict(state, **overrides)
 
 
@@ -477,10 +488,10 @@ def load_clam(path: str | Path) -> tuple[CLAM, dict]:
         model = load_clam_checkpoint(path)
         names = [f"class_{i}" for i in range(model.config.n_classes)]
         return model, {"model_kind": BUNDLE_KIND, "class_names": names, "source": path.name}
-    bundle = load_bundle(path)
-    if bundle.kind != BUNDLE_KIND or "config" not in bundle.meta:
-        raise ModelError(f"{path} holds a '{bundle.kind}' model, not a CLAM model.")
-    model = CLAM(ClamConfig.from_dict(bundle.meta["config"]))
+    bundle = load_bundle(path, BUNDLE_KIND)
+    config = ClamConfig.from_dict(bundle.meta["config"])
+    _check_weight_shapes(config, bundle.state_dict("model"), path)
+    model = CLAM(config)
     message = f"{path}: the weights do not fit the CLAM architecture in bundle.json."
     try:
         result = model.load_state_dict(bundle.state_dict("model"), strict=False)
@@ -490,6 +501,24 @@ def load_clam(path: str | Path) -> tuple[CLAM, dict]:
     if missing or result.unexpected_keys:
         raise ModelError(message)
     return model.eval(), bundle.meta
+
+
+def _check_weight_shapes(config: ClamConfig, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Compare the architecture ``bundle.json`` declares with the weights, before building it.
+
+    Raises
+    ------
+    ModelError
+        Naming the first ``config`` field the weights contradict.
+    """
+    found = infer_config(normalise_state_dict(state))
+    for name in ("model_type", "n_classes", "embed_dim", "hidden_dim", "attention_dim", "gated"):
+        declared, actual = getattr(config, name), getattr(found, name)
+        if declared != actual:
+            raise ModelError(
+                f"{path}: the weights do not fit bundle.json, whose config.{name} is "
+                f"{declared} while model.safetensors holds {actual}."
+            )
 
 
 #: CLAM demo bundle trained on the synthetic cohort (``her2viewer.training.demo_clam``).

@@ -83,24 +83,26 @@ def register(subparsers) -> None:
 def run_infer(args) -> int:
     """Print the class probabilities, prediction and per-patch raw attention."""
     from her2viewer.features.store import read_features
+    from her2viewer.models.checks import demo_notice, with_notice
     from her2viewer.models.clam import load_clam, predict
 
     model, meta = load_clam(args.model)
     feats = read_features(args.features)
-    result = predict(model, feats.features)
+    result = predict(model, feats.features, f"Features file {args.features}")
     names = meta.get("class_names") or [str(i) for i in range(len(result.probabilities))]
     if args.json:
         out = {
             "probabilities": [float(p) for p in result.probabilities],
             "prediction": result.prediction,
             "class_names": names,
+            "notice": demo_notice(meta),
             "attention": result.attention.tolist(),
         }
         print(json.dumps(out))
         return 0
     for name, prob in zip(names, result.probabilities, strict=True):
         print(f"P({name}) = {prob:.4f}")
-    print(f"prediction: {names[result.prediction]} ({result.prediction})")
+    print(with_notice(f"prediction: {names[result.prediction]} ({result.prediction})", meta))
     branch = result.branch_attention()
     top = np.argsort(branch)[::-1][:TOP_K]
     print(f"attention over {len(branch)} patches; highest:")

@@ -35,6 +35,7 @@ from torchvision import models as tvm
 
 from her2viewer.errors import ModelError, StainError
 from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle, shipped_bundle
+from her2viewer.models.checks import refuse_pickle, require_finite
 from her2viewer.paths import RESOURCES_DIR
 from her2viewer.stain import (
     MacenkoNormalizer,
@@ -435,18 +436,19 @@ def default_grading_bundle() -> Path:
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_safetensors_file(str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            state = load_safetensors_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
-        raise ModelError(
-            f"Cannot read weights from {path.name}: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise refuse_pickle(path, exc) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelError(f"{path.name} holds no state dict.")
+    for tensor in state.values():
+        require_finite(tensor, f"Weights file {path.name}")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -487,9 +489,7 @@ def load_patch_cnn(
     """
     path = Path(path)
     if is_bundle(path):
-        bundle = load_bundle(path)
-        if bundle.kind != MODEL_KIND:
-            raise ModelError(f"{path.name} is a '{bundle.kind}' bundle, not a patch CNN.")
+        bundle = load_bundle(path, MODEL_KIND)
         meta = dict(bundle.meta)
         if meta.get("backbone", {}).get("weights") == "random":
             return _from_seeded_backbone(bundle, meta, path.name), meta

@@ -27,6 +27,7 @@ from her2viewer.errors import ModelError
 from her2viewer.features.encoders import build_encoder, torchvision_cache_file
 from her2viewer.features.engine import extract_features
 from her2viewer.features.store import h5_path
+from her2viewer.models.checks import demo_manifest
 from her2viewer.models.clam import load_clam, predict, save_clam_bundle
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
@@ -121,7 +122,7 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
         }
     )
     meta.pop("config", None)
-    meta["note"] = NOTE
+    meta |= {"note": NOTE, **demo_manifest("H&E")}
     save_clam_bundle(out, model, meta)
     report = {
         "shipped_fold": best,

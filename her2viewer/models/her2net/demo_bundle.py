@@ -26,6 +26,7 @@ import torch
 from her2viewer.analysis.her2net import is_background, read_tile, tile_layout
 from her2viewer.jobs import run_inline
 from her2viewer.models.bundle import load_bundle, save_bundle
+from her2viewer.models.checks import demo_manifest
 from her2viewer.models.her2net.data import (
     crop_mask,
     read_training_cohort,
@@ -119,7 +120,7 @@ def build_demo(
     if labels == "truth":
         config.tile_labels = str(truth_tile_labels(train_csv, config, work / "tile_labels.csv"))
     provenance = {
-        "synthetic": True,
+        **demo_manifest("H&E"),
         "notice": NOTICE,
         "reduced": "tiles of 512 px at 20x read at 32 px (1/16); U-Net width 8, ResNet-18 width 8",
         "cohorts": {"train": [n_train, 2, list(size)], "heldout": [n_test, 3, list(size)]},

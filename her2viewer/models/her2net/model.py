@@ -150,15 +150,8 @@ def load_her2net(path: str | Path | None = None, device: str = "auto") -> Her2Ne
         Missing or wrong bundle, or weights that do not fit the recorded architectures.
     """
     path = demo_bundle_path() if path is None else Path(path)
-    bundle = load_bundle(path)
-    if bundle.kind != MODEL_KIND:
-        raise ModelError(f"{path.name} is a '{bundle.kind}' bundle, not a HER2Net bundle.")
+    bundle = load_bundle(path, MODEL_KIND)
     meta = bundle.meta
-    missing = [
-        k for k in ("magnification", "tile_size", "input_size", "integrated") if k not in meta
-    ]
-    if missing:
-        raise ModelError(f"{path.name}: bundle.json lacks {', '.join(missing)}.")
     target = choose_device(device)
     segmenter = load_weights(
         build_segmenter(meta["segmenter"]), bundle.state_dict("segmenter"), f"{path.name} segmenter"
