@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 
 def _describe(low: float | None, high: float | None, high_open: bool) -> str:
+    if low is None and high is None:
+        return "a finite number"
     if high is None:
         return f"at least {low:g}"
     if low is None:
