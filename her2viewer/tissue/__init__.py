@@ -6,7 +6,15 @@ from her2viewer.tissue.geojson import (
     segmentation_to_geojson,
     write_geojson,
 )
-from her2viewer.tissue.patching import PatchGrid, make_patch_grid, read_coords_h5, write_coords_h5
+from her2viewer.tissue.patching import (
+    MAX_PATCH_SIZE,
+    PatchGrid,
+    add_coords_dataset,
+    check_grid_fits,
+    make_patch_grid,
+    read_coords_h5,
+    write_coords_h5,
+)
 from her2viewer.tissue.segmentation import (
     PRESETS,
     SegmentationParams,
@@ -16,10 +24,13 @@ from her2viewer.tissue.segmentation import (
 )
 
 __all__ = [
+    "MAX_PATCH_SIZE",
     "PRESETS",
     "PatchGrid",
     "SegmentationParams",
     "TissueSegmentation",
+    "add_coords_dataset",
+    "check_grid_fits",
     "make_patch_grid",
     "polygons_to_geojson",
     "read_coords_h5",

@@ -9,18 +9,34 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from her2viewer.argtypes import bounded
 from her2viewer.errors import TissueError
+from her2viewer.outputs import check_output_file, prepare_output_dir, write_bytes_atomic
 from her2viewer.slide import open_slide
 from her2viewer.tissue.geojson import segmentation_to_geojson, write_geojson
-from her2viewer.tissue.patching import CONTOUR_FUNCTIONS, make_patch_grid, write_coords_h5
+from her2viewer.tissue.patching import (
+    CONTOUR_FUNCTIONS,
+    MAX_PATCH_SIZE,
+    make_patch_grid,
+    write_coords_h5,
+)
 from her2viewer.tissue.segmentation import PRESETS, resolve_params, segment_tissue
+
+#: Magnifications a patch grid may ask for (objective powers).
+MAGNIFICATION = bounded(float, 0.1, 400.0)
+#: Delivered patch sides a grid may ask for.
+PATCH_SIZE = bounded(int, 8, MAX_PATCH_SIZE)
 
 
 def _add_segmentation_options(parser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    parser.add_argument("--sthresh", type=int, help="saturation threshold (overrides preset)")
+    parser.add_argument(
+        "--sthresh", type=bounded(int, 0, 255), help="saturation threshold (overrides preset)"
+    )
     parser.add_argument("--otsu", action="store_true", default=None, help="Otsu threshold")
-    parser.add_argument("--seg-level", type=int, help="level to segment (-1: downsample ~64)")
+    parser.add_argument(
+        "--seg-level", type=bounded(int, -1, 64), help="level to segment (-1: downsample ~64)"
+    )
 
 
 def register(subparsers) -> None:
@@ -35,12 +51,19 @@ def register(subparsers) -> None:
     patch = subparsers.add_parser("patch", help="patch grid over tissue -> CLAM coords h5")
     patch.add_argument("slide")
     patch.add_argument("-o", "--out", required=True, help="coords .h5 file")
-    patch.add_argument("--mag", type=float, default=20.0, help="magnification (default 20)")
-    patch.add_argument("--size", type=int, default=256, help="patch side in px (default 256)")
-    patch.add_argument("--step", type=int, help="grid step in px (default: --size)")
+    patch.add_argument("--mag", type=MAGNIFICATION, default=20.0, help="magnification (default 20)")
+    patch.add_argument(
+        "--size", type=PATCH_SIZE, default=256, help="patch side in px (default 256)"
+    )
+    patch.add_argument(
+        "--step", type=bounded(int, 1, MAX_PATCH_SIZE), help="grid step in px (default: --size)"
+    )
     patch.add_argument("--contour-fn", choices=CONTOUR_FUNCTIONS, default="four_pt")
     patch.add_argument(
-        "--max-background", type=float, default=0.6, help="drop patches whiter than this (0.6)"
+        "--max-background",
+        type=bounded(float, 0.0, 1.0),
+        default=0.6,
+        help="drop patches whiter than this (0.6)",
     )
     patch.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_segmentation_options(patch)
@@ -63,15 +86,12 @@ def _print(summary: dict, as_json: bool) -> None:
 
 def run_segment(args) -> int:
     """Segment a slide and write ``<stem>_tissue_mask.png`` and ``<stem>_tissue.geojson``."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(args.out)
     start = time.perf_counter()
     with open_slide(args.slide) as slide:
         seg = segment_tissue(slide, _params(args))
         stem = Path(slide.info.path).stem
-        mask_path = out / f"{stem}_tissue_mask.png"
-        if not cv2.imwrite(str(mask_path), seg.mask.astype(np.uint8) * 255):
-            raise TissueError(f"Could not write {mask_path}; check the disk and permissions.")
+        mask_path = write_bytes_atomic(out / f"{stem}_tissue_mask.png", _png(seg.mask))
         geojson_path = write_geojson(out / f"{stem}_tissue.geojson", segmentation_to_geojson(seg))
         summary = {
             "slide": slide.info.path,
@@ -88,8 +108,17 @@ def run_segment(args) -> int:
     return 0
 
 
+def _png(mask: np.ndarray) -> bytes:
+    """Encode a boolean mask as an 8-bit PNG (255 = tissue)."""
+    ok, data = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+    if not ok:
+        raise TissueError("The tissue mask could not be encoded as PNG.")
+    return data.tobytes()
+
+
 def run_patch(args) -> int:
     """Segment a slide, lay the patch grid and write the coords h5."""
+    check_output_file(args.out)
     start = time.perf_counter()
     with open_slide(args.slide) as slide:
         seg = segment_tissue(slide, _params(args))

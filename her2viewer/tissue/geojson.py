@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from her2viewer.outputs import write_text_atomic
 from her2viewer.tissue.segmentation import TissueSegmentation
 
 TISSUE_COLOUR = (0, 160, 0)
@@ -68,12 +69,14 @@ def segmentation_to_geojson(segmentation: TissueSegmentation) -> dict:
 
 
 def write_geojson(path: str | os.PathLike, collection: dict) -> Path:
-    """Write a FeatureCollection to ``path`` atomically and return the path."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(collection))
-    os.replace(partial, path)
-    return path
+    """Write a FeatureCollection to ``path`` atomically and return the path.
+
+    Raises
+    ------
+    OutputError
+        One sentence when the file cannot be written (full disk, no permission).
+    """
+    return write_text_atomic(path, json.dumps(collection))
 
 
 def read_geojson_polygons(path: str | os.PathLike) -> list[tuple[str, list[np.ndarray]]]:

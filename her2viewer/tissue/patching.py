@@ -9,6 +9,7 @@ filter then drops patches that are more than ``max_background`` white.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import h5py
 import numpy as np
 
 from her2viewer.errors import SlideError, TissueError
+from her2viewer.outputs import prepare_output_dir, write_bytes_atomic
 from her2viewer.slide.base import Slide
 from her2viewer.tissue.segmentation import TissueSegmentation
 
@@ -28,6 +30,8 @@ CONTOUR_FUNCTIONS = ("four_pt", "four_pt_hard", "center", "basic")
 #: coloured tissue, such as IHC stroma, is not white.
 WHITE_VALUE = 200
 WHITE_SATURATION = 12
+#: Largest patch side (pixels, at the read level or delivered) a grid may ask for.
+MAX_PATCH_SIZE = 4096
 #: Rasterised-contour margin (mask pixels) beyond which the exact polygon test is skipped.
 _SURE_MARGIN = 2
 
@@ -60,6 +64,8 @@ class PatchGrid:
         Slide name (file stem).
     warnings : list of str
         Things the user should know, e.g. a fallback to level 0.
+    fingerprint : str
+        Fingerprint of the slide the grid was laid on ("" when unknown, as in CLAM's files).
     """
 
     coords: np.ndarray
@@ -73,6 +79,7 @@ class PatchGrid:
     downsample: float
     name: str
     warnings: list[str] = field(default_factory=list)
+    fingerprint: str = ""
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -250,8 +257,10 @@ def make_patch_grid(
         raise TissueError(
             f"Unknown contour check '{contour_fn}'; use one of {', '.join(CONTOUR_FUNCTIONS)}."
         )
-    if patch_size < 8:
-        raise TissueError(f"Patch size {patch_size} is too small; use at least 8 pixels.")
+    if not 8 <= patch_size <= MAX_PATCH_SIZE:
+        raise TissueError(
+            f"Patch size {patch_size} is out of range; use 8 to {MAX_PATCH_SIZE} pixels."
+        )
     size0, warnings, delivered_mag = _scale(slide, magnification, patch_size)
     step0 = max(1, int(round((step_size or patch_size) * size0 / patch_size)))
     level = slide.best_level_for_downsample(size0 / patch_size)
@@ -283,20 +292,17 @@ def make_patch_grid(
         downsample=level_info.downsample,
         name=Path(slide.info.path).stem,
         warnings=segmentation.warnings + warnings,
+        fingerprint=slide.info.fingerprint,
     )
 
 
 def write_coords_h5(path: str | os.PathLike, grid: PatchGrid) -> Path:
     """Write a CLAM-compatible coordinates file, atomically.
 
-    The ``coords`` dataset carries CLAM's attributes (``patch_size``, ``patch_level``,
-    ``downsample``, ``downsampled_level_dim``, ``level_dim``, ``name``, ``save_path``)
-    plus ``magnification``, ``mpp``, ``patch_size_level0`` and ``target_patch_size``.
-
     Parameters
     ----------
     path : str or PathLike
-        Destination ``.h5`` file.
+        Destination ``.h5`` file; its folder is created if needed.
     grid : PatchGrid
         Patches to write.
 
@@ -304,43 +310,55 @@ def write_coords_h5(path: str | os.PathLike, grid: PatchGrid) -> Path:
     -------
     Path
         The written file.
+
+    Raises
+    ------
+    OutputError
+        One sentence when the file cannot be written (full disk, no permission).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with h5py.File(partial, "w") as h5:
-            data = h5.create_dataset(
-                "coords", data=grid.coords.astype(np.int64), maxshape=(None, 2)
-            )
-            level_dim = np.asarray(grid.level_dim, np.int64)
-            data.attrs.update(
-                {
-                    "patch_size": np.int64(grid.patch_size),
-                    "patch_level": np.int64(grid.patch_level),
-                    "downsample": np.array([grid.downsample, grid.downsample], np.float64),
-                    "downsampled_level_dim": level_dim,
-                    "level_dim": level_dim,
-                    "name": grid.name,
-                    "save_path": str(path.parent),
-                    "magnification": np.float64(grid.magnification or np.nan),
-                    "mpp": np.float64(grid.mpp or np.nan),
-                    "patch_size_level0": np.int64(grid.patch_size_level0),
-                    "target_patch_size": np.int64(grid.target_size),
-                }
-            )
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise TissueError(f"Could not write {path}: {exc.strerror or exc}.") from exc
-    return path
+    prepare_output_dir(path.parent)
+    buffer = io.BytesIO()  # HDF5 meeting a full disk itself does not survive; Python does
+    with h5py.File(buffer, "w") as h5:
+        add_coords_dataset(h5, grid, path.parent)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def add_coords_dataset(h5: h5py.File, grid: PatchGrid, save_path: str | os.PathLike) -> None:
+    """Add the ``coords`` dataset to an open h5 file.
+
+    It carries CLAM's attributes (``patch_size``, ``patch_level``, ``downsample``,
+    ``downsampled_level_dim``, ``level_dim``, ``name``, ``save_path``) plus
+    ``magnification``, ``mpp``, ``patch_size_level0``, ``target_patch_size`` and the
+    ``slide_fingerprint`` the grid was laid on.
+    """
+    data = h5.create_dataset("coords", data=grid.coords.astype(np.int64), maxshape=(None, 2))
+    level_dim = np.asarray(grid.level_dim, np.int64)
+    data.attrs.update(
+        {
+            "patch_size": np.int64(grid.patch_size),
+            "patch_level": np.int64(grid.patch_level),
+            "downsample": np.array([grid.downsample, grid.downsample], np.float64),
+            "downsampled_level_dim": level_dim,
+            "level_dim": level_dim,
+            "name": grid.name,
+            "save_path": str(save_path),
+            "magnification": np.float64(grid.magnification or np.nan),
+            "mpp": np.float64(grid.mpp or np.nan),
+            "patch_size_level0": np.int64(grid.patch_size_level0),
+            "target_patch_size": np.int64(grid.target_size),
+            "slide_fingerprint": grid.fingerprint,
+        }
+    )
 
 
 def _optional_float(attrs, key: str) -> float | None:
-    value = attrs.get(key)
-    if value is None or not np.isfinite(float(value)):
+    """Return a positive finite attribute as a float; None when absent or unusable."""
+    try:
+        value = float(np.ravel(attrs.get(key, np.nan))[0])
+    except (TypeError, ValueError, IndexError):
         return None
-    return float(value)
+    return value if 0 < value < np.inf else None
 
 
 def read_coords_h5(path: str | os.PathLike) -> PatchGrid:
@@ -349,7 +367,9 @@ def read_coords_h5(path: str | os.PathLike) -> PatchGrid:
     Raises
     ------
     TissueError
-        When the file is missing, not HDF5, or has no ``coords`` dataset with CLAM's attributes.
+        When the file is missing or not HDF5, has no ``coords`` dataset with CLAM's
+        attributes, or holds an attribute or a row no slide can have (one sentence
+        naming the file and the attribute or row).
     """
     path = Path(path)
     try:
@@ -357,29 +377,100 @@ def read_coords_h5(path: str | os.PathLike) -> PatchGrid:
             if "coords" not in h5:
                 raise TissueError(f"{path.name} has no 'coords' dataset; it is not a patch file.")
             data = h5["coords"]
-            coords = data[:].astype(np.int64)
+            raw = data[:]
             attrs = dict(data.attrs)
     except OSError as exc:
         raise TissueError(f"{path.name} cannot be read as an HDF5 patch file: {exc}.") from exc
     missing = [k for k in ("patch_size", "patch_level") if k not in attrs]
-    if missing or coords.ndim != 2 or coords.shape[1] != 2:
+    if missing or raw.ndim != 2 or raw.shape[1] != 2:
         raise TissueError(
             f"{path.name} is not a CLAM coordinates file "
             f"(missing {', '.join(missing) or 'N x 2 coords'})."
         )
-    patch_size = int(attrs["patch_size"])
-    downsample = float(np.ravel(attrs.get("downsample", [1.0]))[0])
-    level_dim = tuple(int(v) for v in np.ravel(attrs.get("level_dim", [0, 0]))[:2])
+    coords = _checked_coords(raw, path)
+    patch_size = _whole(attrs, "patch_size", path, 1, MAX_PATCH_SIZE)
+    downsample = _number(attrs, "downsample", path, 1.0)
+    if not 0 < downsample < np.inf:
+        raise TissueError(f"{path.name}: attribute 'downsample' is {downsample:g}, not positive.")
+    level0_default = max(1, math.floor(patch_size * downsample))
+    try:
+        level_dim = tuple(int(v) for v in np.ravel(attrs.get("level_dim", [0, 0]))[:2])
+    except (TypeError, ValueError):
+        raise TissueError(f"{path.name}: attribute 'level_dim' is not two numbers.") from None
     name = attrs.get("name", path.stem)
     return PatchGrid(
         coords=coords,
-        patch_level=int(attrs["patch_level"]),
+        patch_level=_whole(attrs, "patch_level", path, 0, 64),
         patch_size=patch_size,
-        patch_size_level0=int(attrs.get("patch_size_level0", math.floor(patch_size * downsample))),
-        target_size=int(attrs.get("target_patch_size", patch_size)),
+        patch_size_level0=_whole(
+            attrs, "patch_size_level0", path, 1, 64 * MAX_PATCH_SIZE, level0_default
+        ),
+        target_size=_whole(attrs, "target_patch_size", path, 1, MAX_PATCH_SIZE, patch_size),
         magnification=_optional_float(attrs, "magnification"),
         mpp=_optional_float(attrs, "mpp"),
         level_dim=level_dim,
         downsample=downsample,
-        name=name.decode() if isinstance(name, bytes) else str(name),
+        name=_text(name),
+        fingerprint=_text(attrs.get("slide_fingerprint", "")),
     )
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(attrs: dict, key: str, path: Path, default: float) -> float:
+    """Return attribute ``key`` (its first element) as a float, or ``default`` if absent."""
+    try:
+        return float(np.ravel(attrs.get(key, default))[0])
+    except (TypeError, ValueError, IndexError):
+        raise TissueError(f"{path.name}: attribute '{key}' is not a number.") from None
+
+
+def _whole(attrs: dict, key: str, path: Path, low: int, high: int, default: int = 0) -> int:
+    """Return attribute ``key`` as an int in ``[low, high]``, or raise naming the file."""
+    value = _number(attrs, key, path, default)
+    if not (value.is_integer() and low <= value <= high):
+        raise TissueError(
+            f"{path.name}: attribute '{key}' is {value:g}; use a whole number from {low} to {high}."
+        )
+    return int(value)
+
+
+def _checked_coords(raw: np.ndarray, path: Path) -> np.ndarray:
+    """Return N x 2 int64 coordinates, refusing non-numeric, non-finite or negative rows."""
+    if raw.dtype.kind not in "iuf":
+        raise TissueError(f"{path.name}: 'coords' holds {raw.dtype} values, not numbers.")
+    bad = np.flatnonzero(~np.isfinite(raw).all(axis=1) | (raw < 0).any(axis=1))
+    if bad.size:
+        row = bad[0]
+        raise TissueError(
+            f"{path.name}: coords row {row} is {tuple(raw[row].tolist())}; "
+            "coordinates must be finite and not negative."
+        )
+    return raw.astype(np.int64)
+
+
+def check_grid_fits(grid: PatchGrid, slide: Slide, source: str | os.PathLike) -> None:
+    """Check that every patch of ``grid`` can be read from ``slide``.
+
+    Raises
+    ------
+    TissueError
+        When the grid's level does not exist in the slide or a patch starts outside
+        it; the sentence names ``source`` (the coordinates file).
+    """
+    name = Path(source).name
+    levels = len(slide.info.levels)
+    if grid.patch_level >= levels:
+        raise TissueError(
+            f"{name}: patch_level {grid.patch_level} does not exist; the slide has {levels}."
+        )
+    width, height = slide.info.width, slide.info.height
+    outside = np.flatnonzero((grid.coords[:, 0] >= width) | (grid.coords[:, 1] >= height))
+    if outside.size:
+        row = outside[0]
+        raise TissueError(
+            f"{name}: coords row {row} {tuple(grid.coords[row].tolist())} lies outside "
+            f"the {width} x {height} slide."
+        )
