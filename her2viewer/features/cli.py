@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from her2viewer.argtypes import bounded
 from her2viewer.devices import DEVICE_CHOICES
-from her2viewer.errors import ModelError
+from her2viewer.errors import ModelError, OutputError
+from her2viewer.outputs import output_error, prepare_output_dir
 from her2viewer.tissue import PRESETS
+from her2viewer.tissue.cli import MAGNIFICATION, PATCH_SIZE
 
 if TYPE_CHECKING:
     from her2viewer.features.encoders import Encoder
 
 PATH_COLUMNS = ("slide_path", "path", "he_path")
+#: The lock file that keeps two extractions out of one output folder.
+LOCK_NAME = ".extract.lock"
 NAME_COLUMNS = ("slide_id", "case_id")
 
 
@@ -30,7 +38,7 @@ def add_encoder_options(parser) -> None:
     parser.add_argument("--encoder-weights", help="weights file (.pth/.safetensors)")
     parser.add_argument(
         "--random-weights",
-        type=int,
+        type=bounded(int, 0, 2**32 - 1),
         metavar="SEED",
         help="seeded random encoder weights (tests and demos only)",
     )
@@ -42,10 +50,14 @@ def add_encoder_options(parser) -> None:
 def add_batching_options(parser) -> None:
     """Add ``--batch-size`` and ``--workers``; left out, the engine picks them by device."""
     parser.add_argument(
-        "--batch-size", type=int, help="patches per batch (default: 32 on CPU, 128 on CUDA)"
+        "--batch-size",
+        type=bounded(int, 1, 4096),
+        help="patches per batch (default: 32 on CPU, 128 on CUDA)",
     )
     parser.add_argument(
-        "--workers", type=int, help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)"
+        "--workers",
+        type=bounded(int, 1, 64),
+        help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)",
     )
 
 
@@ -69,8 +81,10 @@ def register(subparsers) -> None:
     add_encoder_options(p)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     add_batching_options(p)
-    p.add_argument("--mag", type=float, default=20.0, help="patch magnification (default 20)")
-    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument(
+        "--mag", type=MAGNIFICATION, default=20.0, help="patch magnification (default 20)"
+    )
+    p.add_argument("--patch-size", type=PATCH_SIZE, default=256)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--pt", action="store_true", help="also write CLAM's pt_files/<slide>.pt")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
@@ -84,7 +98,8 @@ def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
     Raises
     ------
     ModelError
-        A CSV without a slide path column, or two slides with the same name.
+        A CSV without a slide path column, two slides with the same name, or a name
+        that is not a plain file name (``../x``, ``/abs``), since files are named after it.
     """
     pairs = []
     for item in inputs:
@@ -96,6 +111,8 @@ def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
             pairs.extend(_list_slides(path))
         else:
             pairs.append((path.stem, path))
+    for name, path in pairs:
+        _check_name(name, path)
     names = [name for name, _ in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -104,6 +121,16 @@ def slide_list(inputs: list[str]) -> list[tuple[str, Path]]:
             "slide_id column to name them."
         )
     return pairs
+
+
+def _check_name(name: str, slide: Path) -> None:
+    """Refuse a slide name that would put its output files outside the output folder."""
+    plain = name == Path(name).name and not name.startswith(".") and "\\" not in name
+    if not plain or not name.isprintable():
+        raise ModelError(
+            f"The name '{name}' given to {slide} is not a plain file name; name each slide "
+            "without folders, a leading dot or control characters."
+        )
 
 
 def _list_slides(path: Path) -> list[tuple[str, Path]]:
@@ -147,34 +174,22 @@ def _progress_bar(name: str):
 
 
 def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
-    """Segment, patch (or reuse the coords file) and extract one slide; return its summary."""
+    """Segment, patch (or reuse the coords file) and extract one slide; return its summary.
+
+    Features and coordinates already in the output folder are reused only when
+    they were made from this very slide (its fingerprint) with the same patch
+    settings; features from another encoder are refused.
+    """
     from her2viewer.features.engine import extract_features
-    from her2viewer.features.store import h5_path, pt_path, read_features
+    from her2viewer.features.store import h5_path, pt_path
     from her2viewer.slide import open_slide
-    from her2viewer.tissue import (
-        make_patch_grid,
-        read_coords_h5,
-        resolve_params,
-        segment_tissue,
-        write_coords_h5,
-    )
 
     out = Path(args.out)
     target = h5_path(out, name)
-    if target.exists():
-        if read_features(target).encoder.get("encoder_identity") != encoder.identity:
-            raise ModelError(
-                f"{target} holds features from another encoder; choose another output folder."
-            )
-        return {"slide": name, "status": "exists", "features": str(target)}
-    coords_file = out / "patches" / f"{name}.h5"
     with open_slide(path) as slide:
-        grid = read_coords_h5(coords_file) if coords_file.exists() else None
-        if grid is None or (grid.target_size, grid.magnification) != (args.patch_size, args.mag):
-            seg = segment_tissue(slide, resolve_params(args.preset))
-            grid = make_patch_grid(slide, seg, magnification=args.mag, patch_size=args.patch_size)
-            grid.name = name
-            write_coords_h5(coords_file, grid)
+        if _reusable_features(target, slide, encoder, args):
+            return {"slide": name, "status": "exists", "features": str(target)}
+        grid = _patch_grid(out / "patches" / f"{name}.h5", name, slide, args)
         result = extract_features(
             slide,
             grid,
@@ -198,22 +213,109 @@ def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
     }
 
 
+def _same_settings(fingerprint: str, target_size: int, magnification, slide, args) -> bool:
+    """True when stored slide fingerprint and patch settings are those of this run."""
+    return (fingerprint, target_size, magnification) == (
+        slide.info.fingerprint,
+        args.patch_size,
+        args.mag,
+    )
+
+
+def _reusable_features(target: Path, slide, encoder: Encoder, args) -> bool:
+    """True when ``target`` already holds this slide's features with these settings.
+
+    Raises
+    ------
+    ModelError
+        When ``target`` holds features from another encoder.
+    """
+    from her2viewer.features.store import read_features
+
+    if not target.exists():
+        return False
+    stored = read_features(target)
+    if stored.encoder.get("encoder_identity") != encoder.identity:
+        raise ModelError(
+            f"{target} holds features from another encoder; choose another output folder."
+        )
+    return _same_settings(
+        stored.encoder.get("slide_fingerprint"),
+        int(stored.attrs.get("target_patch_size", -1)),
+        float(stored.attrs.get("magnification", "nan")),
+        slide,
+        args,
+    )
+
+
+def _patch_grid(coords_file: Path, name: str, slide, args):
+    """Reuse the coords file when it was laid on this slide with these settings; else patch."""
+    from her2viewer.tissue import (
+        check_grid_fits,
+        make_patch_grid,
+        read_coords_h5,
+        resolve_params,
+        segment_tissue,
+        write_coords_h5,
+    )
+
+    if coords_file.exists():
+        grid = read_coords_h5(coords_file)
+        if _same_settings(grid.fingerprint, grid.target_size, grid.magnification, slide, args):
+            check_grid_fits(grid, slide, coords_file)
+            return grid
+    seg = segment_tissue(slide, resolve_params(args.preset))
+    grid = make_patch_grid(slide, seg, magnification=args.mag, patch_size=args.patch_size)
+    grid.name = name
+    write_coords_h5(coords_file, grid)
+    return grid
+
+
+@contextlib.contextmanager
+def extraction_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out/.extract.lock`` while extracting into ``out``.
+
+    Raises
+    ------
+    OutputError
+        When another extraction holds the lock, or the lock file cannot be written.
+    """
+    lock = out / LOCK_NAME
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 - closed below, which releases the lock
+    except OSError as exc:
+        raise output_error(lock, exc) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"Another extraction is writing to {out}; wait for it to finish or "
+                "choose another output folder."
+            ) from None
+        yield
+
+
 def run_extract(args) -> int:
     """Extract features for every slide given; one summary line per slide."""
     slides = slide_list(args.slides)
     encoder = encoder_from_args(args)
     summaries = []
-    for name, path in slides:
-        summary = extract_slide(name, path, encoder, args)
-        summaries.append(summary)
-        if not args.json:
-            extra = (
-                f" {summary['patches']} patches, {summary['patches_per_s']}/s on "
-                f"{summary['device']}"
-                if summary["status"] == "done"
-                else ""
-            )
-            print(f"{name}: {summary['status']}{extra} -> {summary['features']}")
+    with extraction_lock(prepare_output_dir(args.out)):
+        for name, path in slides:
+            summary = extract_slide(name, path, encoder, args)
+            summaries.append(summary)
+            if not args.json:
+                print(_summary_line(summary))
     if args.json:
         print(json.dumps(summaries, indent=2))
     return 0
+
+
+def _summary_line(summary: dict) -> str:
+    extra = (
+        f" {summary['patches']} patches, {summary['patches_per_s']}/s on {summary['device']}"
+        if summary["status"] == "done"
+        else ""
+    )
+    return f"{summary['slide']}: {summary['status']}{extra} -> {summary['features']}"

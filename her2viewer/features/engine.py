@@ -8,18 +8,23 @@ resize tiles to the encoder's input (PIL bilinear, as CLAM); on CUDA the GPU doe
 (antialiased bilinear on the whole batch), because PIL's conversions hold Python's
 GIL and capped 16 decoding threads at ~1500 tiles/s against the H100's ~10000
 patches/s. Results go batch by batch into
-``<out>.partial`` with a ``n_done`` counter, so a killed run resumes where it
-stopped; the finished file is renamed into place. Cancelling removes the partial.
+``<out>.partial`` with a check per row and a ``n_done`` counter that counts a batch
+only once it is flushed to the disk; a killed run (or one that met a full disk)
+resumes after the rows that read back intact, and the finished file is renamed into
+place. Cancelling removes the partial.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +38,23 @@ from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder
 from her2viewer.features.store import save_pt_atomic
 from her2viewer.jobs import Cancelled, CancelToken
+from her2viewer.outputs import fsync_path, hdf5_output_error, output_error, prepare_output_dir
 from her2viewer.slide import Slide
-from her2viewer.tissue import PatchGrid, write_coords_h5
+from her2viewer.tissue import PatchGrid, add_coords_dataset
 
 ProgressFn = Callable[[int, int], None]
+#: Per-row checks of a partial file, dropped when it is complete.
+ROW_CHECK = "row_check"
+#: Disk space kept free beyond the features, for HDF5's own bookkeeping (bytes).
+HEADROOM = 1 << 16
+#: Rows read at a time when verifying a partial file before resuming it.
+VERIFY_ROWS = 4096
+
+
+class NonFiniteFeatures(ModelError):
+    """The encoder gave NaN or Inf for a slide; such features are never written."""
+
+
 BatchFn = Callable[[int, np.ndarray], None]
 
 
@@ -145,7 +163,11 @@ def extract_features(
     Cancelled
         When cancelled; nothing is left behind.
     ModelError
-        Bad arguments or an empty grid.
+        Bad arguments, an empty grid, or an encoder giving non-finite features
+        (then nothing is left behind).
+    OutputError
+        When the file cannot be written (a full disk): rows written and flushed
+        so far stay in the partial file and a later run resumes after them.
     """
     runner = DeviceRunner(encoder, choose_device(device))
     default_batch, default_workers = default_batching(runner.device)
@@ -156,11 +178,12 @@ def extract_features(
     if len(grid) == 0:
         raise ModelError(f"Slide {grid.name} has no patches to encode; check its tissue mask.")
     out_path = Path(out_path)
+    prepare_output_dir(out_path.parent)
     partial = out_path.with_name(out_path.name + ".partial")
     start_time = time.perf_counter()
     resumed = _open_partial(partial, grid, encoder, slide)
     try:
-        with h5py.File(partial, "a") as h5:
+        with _writable_h5(partial) as h5:
             _run_batches(
                 slide,
                 grid,
@@ -174,12 +197,11 @@ def extract_features(
                 on_batch,
                 cancel,
             )
-            del h5.attrs["n_done"]
-        if pt_path is not None:
-            with h5py.File(partial, "r") as h5:
+            if pt_path is not None:
                 save_pt_atomic(pt_path, h5["features"][:])
-        os.replace(partial, out_path)
-    except Cancelled:
+            _finish_partial(h5, partial)
+        _publish(partial, out_path)
+    except (Cancelled, NonFiniteFeatures):
         partial.unlink(missing_ok=True)
         raise
     return ExtractionResult(
@@ -205,34 +227,180 @@ def default_batching(device: torch.device) -> tuple[int, int]:
 
 
 def _open_partial(partial: Path, grid: PatchGrid, encoder: Encoder, slide: Slide) -> int:
-    """Return rows already done in a matching partial file; start a fresh one otherwise."""
-    with contextlib.suppress(OSError, KeyError), h5py.File(partial, "r") as h5:
-        same = (
-            h5.attrs["encoder_identity"] == encoder.identity
-            and np.array_equal(h5["coords"][:], grid.coords)
-            and h5["features"].shape == (len(grid), encoder.dim)
-        )
-        if same:
-            return int(h5.attrs["n_done"])
-    partial.unlink(missing_ok=True)
-    write_coords_h5(partial, grid)
-    with h5py.File(partial, "a") as h5:
-        h5.create_dataset(
-            "features",
-            shape=(len(grid), encoder.dim),
-            dtype=np.float32,
-            chunks=(min(len(grid), 256), encoder.dim),
-        )
-        h5.attrs.update(
-            {
-                "encoder": encoder.name,
-                "encoder_identity": encoder.identity,
-                "encoder_description": json.dumps(encoder.describe(), sort_keys=True),
-                "slide_fingerprint": slide.info.fingerprint,
-                "n_done": 0,
-            }
-        )
-    return 0
+    """Return the rows a partial file holds intact for this very job; start afresh otherwise.
+
+    The file's disk space is reserved before any row is written, so a full disk
+    is met here, as one sentence, and never by the HDF5 library in the middle of a
+    write (which it does not survive).
+    """
+    done = _verified_rows(partial, grid, encoder, slide)
+    if done is None:
+        partial.unlink(missing_ok=True)
+        _check_free_space(partial, len(grid) * (encoder.dim * 4 + 8 + 16) + HEADROOM)
+        _create_partial(partial, grid, encoder, slide)
+        done = 0
+    try:
+        _reserve_blocks(partial)
+    except OSError as exc:
+        if done == 0:
+            partial.unlink(missing_ok=True)
+        raise output_error(partial, exc) from exc
+    return done
+
+
+def _create_partial(partial: Path, grid: PatchGrid, encoder: Encoder, slide: Slide) -> None:
+    """Write an empty partial file: coords, and features and checks allocated in full."""
+    try:
+        with h5py.File(partial, "w") as h5:
+            add_coords_dataset(h5, grid, partial.parent)
+            shape = (len(grid), encoder.dim)
+            h5.create_dataset("features", shape=shape, dtype=np.float32, dcpl=_allocated())
+            h5.create_dataset(ROW_CHECK, shape=shape[:1], dtype=np.int64, dcpl=_allocated())
+            h5.attrs.update(
+                {
+                    "encoder": encoder.name,
+                    "encoder_identity": encoder.identity,
+                    "encoder_description": json.dumps(encoder.describe(), sort_keys=True),
+                    "slide_fingerprint": slide.info.fingerprint,
+                    "n_done": 0,
+                }
+            )
+    except (OSError, RuntimeError) as exc:
+        partial.unlink(missing_ok=True)
+        raise hdf5_output_error(partial, exc) from exc
+
+
+def _allocated() -> h5py.h5p.PropDCID:
+    """Dataset creation properties: contiguous, allocated in the file when created."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+def _check_free_space(path: Path, needed: int) -> None:
+    """Raise the full-disk :class:`OutputError` when ``path``'s disk has less than ``needed``."""
+    if shutil.disk_usage(path.parent).free < needed:
+        raise output_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+
+def _reserve_blocks(path: Path) -> None:
+    """Give every byte of ``path`` real disk blocks, so overwriting it cannot meet ENOSPC."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: the free-space check has to do
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _verified_rows(partial: Path, grid: PatchGrid, encoder: Encoder, slide: Slide) -> int | None:
+    """Count the leading rows of a partial file that belong to this job and read back intact.
+
+    A row counts when it is finite and its stored check (:func:`row_checks`) matches,
+    so rows lost to a full disk or a crash (read back as zeros) are computed again.
+    Returns None when there is no usable partial file for this slide, encoder and grid.
+    """
+    if not partial.is_file():
+        return None
+    try:
+        with h5py.File(partial, "r") as h5:
+            if not _same_job(h5, grid, encoder, slide):
+                return None
+            n_done = min(int(h5.attrs["n_done"]), len(grid))
+            for start in range(0, n_done, VERIFY_ROWS):
+                end = min(start + VERIFY_ROWS, n_done)
+                rows = h5["features"][start:end]
+                good = np.isfinite(rows).all(axis=1) & (
+                    row_checks(rows) == h5[ROW_CHECK][start:end]
+                )
+                if not good.all():
+                    return start + int(np.argmin(good))
+            return n_done
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _same_job(h5: h5py.File, grid: PatchGrid, encoder: Encoder, slide: Slide) -> bool:
+    """True when a partial file was started for this slide, encoder and patch grid."""
+    attrs = h5["coords"].attrs
+    return (
+        h5["features"].chunks is None  # allocated in full (older partial files were not)
+        and h5.attrs["encoder_identity"] == encoder.identity
+        and h5.attrs["slide_fingerprint"] == slide.info.fingerprint
+        and h5["features"].shape == (len(grid), encoder.dim)
+        and int(attrs["patch_level"]) == grid.patch_level
+        and int(attrs["patch_size"]) == grid.patch_size
+        and int(attrs["target_patch_size"]) == grid.target_size
+        and np.array_equal(h5["coords"][:], grid.coords)
+    )
+
+
+def row_checks(rows: np.ndarray) -> np.ndarray:
+    """Return a check of each float32 row: its CRC-32 plus one, never 0.
+
+    Rows that never reached the disk read back as zeros with a zero check, so
+    they never match.
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return np.array([zlib.crc32(row.tobytes()) + 1 for row in rows], dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _writable_h5(path: Path) -> Iterator[h5py.File]:
+    """Open an h5 file for appending; a failure to open or close it is an OutputError."""
+    try:
+        h5 = h5py.File(path, "a")
+    except OSError as exc:
+        raise hdf5_output_error(path, exc) from exc
+    try:
+        yield h5
+    except BaseException:
+        with contextlib.suppress(OSError, RuntimeError):
+            h5.close()
+        raise
+    try:
+        h5.close()
+    except (OSError, RuntimeError) as exc:
+        raise hdf5_output_error(path, exc) from exc
+
+
+def _sync(h5: h5py.File) -> None:
+    """Flush an h5 file's buffers and then the operating system's to the disk."""
+    h5.flush()
+    os.fsync(h5.id.get_vfd_handle())
+
+
+def _store_rows(h5: h5py.File, start: int, rows: np.ndarray) -> None:
+    """Write rows and their checks, flush them, and only then count them as done."""
+    try:
+        h5["features"][start : start + len(rows)] = rows
+        h5[ROW_CHECK][start : start + len(rows)] = row_checks(rows)
+        _sync(h5)
+        h5.attrs["n_done"] = start + len(rows)
+        _sync(h5)
+    except (OSError, RuntimeError) as exc:
+        raise hdf5_output_error(h5.filename, exc) from exc
+
+
+def _finish_partial(h5: h5py.File, partial: Path) -> None:
+    """Drop the resume bookkeeping from a complete partial file."""
+    try:
+        del h5.attrs["n_done"]
+        del h5[ROW_CHECK]
+        _sync(h5)
+    except (OSError, RuntimeError) as exc:
+        raise hdf5_output_error(partial, exc) from exc
+
+
+def _publish(partial: Path, out_path: Path) -> None:
+    """Flush a finished partial file to disk and rename it into place."""
+    fsync_path(partial)
+    try:
+        os.replace(partial, out_path)
+    except OSError as exc:
+        raise output_error(out_path, exc) from exc
 
 
 def _run_batches(
@@ -251,7 +419,6 @@ def _run_batches(
         torch.empty((batch_size, side, side, 3), dtype=torch.uint8, pin_memory=pin)
         for _ in range(n_buffers)
     ]
-    features = h5["features"]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending = deque()
 
@@ -281,9 +448,12 @@ def _run_batches(
                     job.result()
                 out = runner(buffers[b % n_buffers][:n])
                 start = starts[b]
-                features[start : start + n] = out
-                h5.attrs["n_done"] = start + n
-                h5.flush()
+                if not np.isfinite(out).all():
+                    raise NonFiniteFeatures(
+                        f"The encoder gave non-finite features (NaN or Inf) for slide {grid.name}; "
+                        "check the encoder weights."
+                    )
+                _store_rows(h5, start, out)
                 if b + n_buffers < len(starts):
                     submit(b + n_buffers)
                 if on_batch is not None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from her2viewer.errors import ModelError
+from her2viewer.outputs import atomic_output, prepare_output_dir
 
 
 @dataclass
@@ -97,7 +97,18 @@ def read_features(path: str | Path) -> FeatureFile:
         raise ModelError(f"{path.name} cannot be read as an HDF5 features file ({exc}).") from exc
     if features.ndim != 2 or (coords is not None and len(coords) != len(features)):
         raise ModelError(f"{path.name}: features must be N x D with one coordinate per row.")
-    return FeatureFile(features, coords, attrs, encoder)
+    return FeatureFile(_finite(features, path), coords, attrs, encoder)
+
+
+def _finite(features: np.ndarray, path: Path) -> np.ndarray:
+    """Return ``features``, refusing a file with NaN or Inf in it (issue 13, item 2)."""
+    if not np.isfinite(features).all():
+        row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
+        raise ModelError(
+            f"{path.name} holds non-finite feature values (NaN or Inf, first in row {row}); "
+            "extract its features again."
+        )
+    return features
 
 
 def _text(value):
@@ -111,17 +122,19 @@ def _read_pt(path: Path) -> FeatureFile:
         raise ModelError(f"Cannot read {path.name} as a features tensor ({exc}).") from exc
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2:
         raise ModelError(f"{path.name} must hold one N x D features tensor.")
-    return FeatureFile(tensor.float().numpy(), None)
+    return FeatureFile(_finite(tensor.float().numpy(), path), None)
 
 
 def save_pt_atomic(path: str | Path, features: np.ndarray) -> Path:
-    """Write CLAM's ``.pt`` features tensor via a temporary file and a rename."""
+    """Write CLAM's ``.pt`` features tensor atomically (its folder is created if needed).
+
+    Raises
+    ------
+    OutputError
+        One sentence when the file cannot be written (full disk, no permission).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    prepare_output_dir(path.parent)
+    with atomic_output(path) as tmp:
         torch.save(torch.from_numpy(np.ascontiguousarray(features)), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
