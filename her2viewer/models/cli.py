@@ -8,16 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
+from her2viewer.argtypes import bounded
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError
 from her2viewer.features.cli import add_batching_options
+from her2viewer.outputs import (
+    atomic_output,
+    check_output_file,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from her2viewer.overlay.colormaps import COLORMAPS
+from her2viewer.tissue.cli import MAGNIFICATION, PATCH_SIZE
 from her2viewer.training.clam_config import TrainConfig
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
 # command line (every verb's start-up) does not load torch.
 
 TOP_K = 5
+#: Largest --overlap: beyond it the patch step shrinks towards one pixel (a hang).
+MAX_OVERLAP = 0.9
+#: Image formats the heatmap PNG (``-o``) may be written as.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: CLAM's create_heatmaps.py draws attention with a diverging map.
 CLAM_COLORMAP = "coolwarm"
 
@@ -38,17 +50,28 @@ def register(subparsers) -> None:
     heat.add_argument("slide")
     heat.add_argument("--model", required=True, help="CLAM bundle (or checkpoint + --encoder)")
     heat.add_argument("-o", "--out", required=True, help="PNG to write (plus .json summary)")
-    heat.add_argument("--level", type=int, help="pyramid level of the PNG (default: smallest)")
-    heat.add_argument("--overlap", type=float, default=0.0, help="patch overlap, 0 or 0.5")
+    heat.add_argument(
+        "--level", type=bounded(int, 0, 64), help="pyramid level of the PNG (default: smallest)"
+    )
+    heat.add_argument(
+        "--overlap",
+        type=bounded(float, 0.0, MAX_OVERLAP),
+        default=0.0,
+        help=f"patch overlap, 0 to {MAX_OVERLAP} (CLAM uses 0 or 0.5)",
+    )
     heat.add_argument("--blur", action="store_true", help="Gaussian blur as CLAM")
-    heat.add_argument("--binarize", type=float, metavar="T", help="scores >= T -> 1, else 0")
+    heat.add_argument(
+        "--binarize", type=bounded(float), metavar="T", help="scores >= T -> 1, else 0"
+    )
     heat.add_argument(
         "--colormap", choices=sorted(COLORMAPS), default=CLAM_COLORMAP, help="default: coolwarm"
     )
-    heat.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (0.5)")
+    heat.add_argument(
+        "--alpha", type=bounded(float, 0.0, 1.0), default=0.5, help="heatmap opacity (0.5)"
+    )
     heat.add_argument("--tiff", help="also write the coloured overlay as a pyramidal RGBA TIFF")
-    heat.add_argument("--mag", type=float, default=20.0)
-    heat.add_argument("--patch-size", type=int, default=256)
+    heat.add_argument("--mag", type=MAGNIFICATION, default=20.0)
+    heat.add_argument("--patch-size", type=PATCH_SIZE, default=256)
     heat.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     add_batching_options(heat)
     heat.add_argument("--encoder", help="encoder for a plain checkpoint (default: the bundle's)")
@@ -102,7 +125,8 @@ def run_infer(args) -> int:
         return 0
     for name, prob in zip(names, result.probabilities, strict=True):
         print(f"P({name}) = {prob:.4f}")
-    print(with_notice(f"prediction: {names[result.prediction]} ({result.prediction})", meta))
+    prediction = f"prediction: {names[result.prediction]} ({result.prediction})"
+    print(with_notice(prediction, demo_notice(meta)))
     branch = result.branch_attention()
     top = np.argsort(branch)[::-1][:TOP_K]
     print(f"attention over {len(branch)} patches; highest:")
@@ -131,8 +155,8 @@ def run_heatmap(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
     )
+    out, summary_path = _heatmap_outputs(args)
     encoder = build_encoder(args.encoder, weights=args.encoder_weights) if args.encoder else None
-    out = Path(args.out)
     with open_slide(args.slide) as slide:
         level = len(slide.info.levels) - 1 if args.level is None else args.level
         if not 0 <= level < len(slide.info.levels):
@@ -148,9 +172,10 @@ def run_heatmap(args) -> int:
     rgba = render_level(layer, info.downsample, (info.width, info.height)).astype(np.float32)
     alpha = args.alpha * rgba[..., 3:] / 255.0
     blended = (base * (1 - alpha) + rgba[..., :3] * alpha).round().astype(np.uint8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)):
-        raise ModelError(f"Could not write {out}; check the folder and the .png suffix.")
+    ok, encoded = cv2.imencode(out.suffix, cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ModelError(f"The heatmap could not be encoded as {out.suffix} for {out}.")
+    write_bytes_atomic(out, encoded.tobytes())
     names = result.class_names or [str(i) for i in range(len(result.prediction.probabilities))]
     summary = {
         "slide": str(args.slide),
@@ -165,9 +190,28 @@ def run_heatmap(args) -> int:
     if args.tiff:
         size = (slide.info.width, slide.info.height)
         write_overlay_tiff(args.tiff, layer, size, result.downsample, slide.info.mpp_x)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(summary_path, json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _heatmap_outputs(args) -> tuple[Path, Path]:
+    """Check, before the analysis runs, that the PNG, its JSON and any TIFF can be written.
+
+    Returns
+    -------
+    (Path, Path)
+        The heatmap image and its JSON summary.
+    """
+    out = Path(args.out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ModelError(
+            f"Cannot write the heatmap as {out.name}; name it with one of "
+            f"{', '.join(IMAGE_SUFFIXES)}."
+        )
+    for path in (out, out.with_suffix(".json"), *([args.tiff] if args.tiff else [])):
+        check_output_file(path)
+    return out, out.with_suffix(".json")
 
 
 def write_overlay_tiff(
@@ -183,6 +227,11 @@ def write_overlay_tiff(
     The full-resolution page covers the whole slide at ``downsample`` level-0 pixels
     per pixel (recorded in the ImageDescription and, with ``mpp``, as the TIFF
     resolution), followed by SubIFDs halving down to one tile. Written atomically.
+
+    Raises
+    ------
+    OutputError
+        One sentence when the file cannot be written (full disk, no permission).
     """
     import cv2
     import tifffile
@@ -195,8 +244,6 @@ def write_overlay_tiff(
         h, w = levels[-1].shape[:2]
         size = (max(1, w // 2), max(1, h // 2))
         levels.append(cv2.resize(levels[-1], size, interpolation=cv2.INTER_AREA))
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
     description = json.dumps({"level0_downsample": downsample, "slide_size": list(slide_size)})
     options = dict(
         tile=(tile, tile), photometric="rgb", extrasamples=["unassalpha"], compression="zlib"
@@ -204,18 +251,14 @@ def write_overlay_tiff(
     if mpp:
         per_cm = 1e4 / (mpp * downsample)
         options.update(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
-    try:
-        with tifffile.TiffWriter(partial, bigtiff=True) as tif:
-            tif.write(levels[0], subifds=len(levels) - 1, description=description, **options)
-            for i, level in enumerate(levels[1:], start=1):
-                if mpp:
-                    per_cm = 1e4 / (mpp * downsample * 2**i)
-                    options["resolution"] = (per_cm, per_cm)
-                tif.write(level, subfiletype=1, **options)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        tif.write(levels[0], subifds=len(levels) - 1, description=description, **options)
+        for i, level in enumerate(levels[1:], start=1):
+            if mpp:
+                per_cm = 1e4 / (mpp * downsample * 2**i)
+                options["resolution"] = (per_cm, per_cm)
+            tif.write(level, subfiletype=1, **options)
+    return Path(path)
 
 
 def run_train(args) -> int:
