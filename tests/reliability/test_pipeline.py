@@ -188,9 +188,9 @@ def test_case_ids_that_are_not_file_names_are_refused(
         ["extract", "s.svs", "-o", "o", "--workers", "-2"],
         ["extract", "s.svs", "-o", "o", "--patch-size", "100000"],
         ["extract", "s.svs", "-o", "o", "--mag", "inf"],
-        ["patch", "s.svs", "-o", "c.h5", "--size", "x"],
+        ["patch", "s.svs", "-o", "c.h5", "--size", "0"],
         ["patch", "s.svs", "-o", "c.h5", "--max-background", "2"],
-        ["segment", "s.svs", "-o", "o", "--sthresh", "nan"],
+        ["segment", "s.svs", "-o", "o", "--seg-level", "-5"],
     ],
 )
 def test_numeric_options_are_checked_at_parse_time(args, capsys):
