@@ -26,6 +26,18 @@ def has_display() -> bool:
 
 
 GUI_SWITCH_INTERVAL = 0.001
+#: Text of controls that cannot act now (the dark theme drew them like enabled ones).
+DISABLED_TEXT = QColor(115, 117, 122)
+#: Check boxes (the toolbar's, the layer list's) drawn with a visible box when unticked.
+INDICATORS = """
+QCheckBox::indicator, QAbstractItemView::indicator {
+    width: 12px; height: 12px; border: 1px solid rgb(170, 172, 178); border-radius: 2px;
+    background: rgb(32, 34, 37);
+}
+QCheckBox::indicator:checked, QAbstractItemView::indicator:checked {
+    background: rgb(42, 130, 218); border-color: rgb(225, 225, 225);
+}
+"""
 #: Warnings of Qt's offscreen platform that say nothing to a user.
 _QUIET = ("This plugin does not support propagateSizeHints()",)
 
@@ -67,7 +79,14 @@ def make_app(offscreen: bool = False) -> QApplication:
     }
     for role, color in roles.items():
         palette.setColor(role, color)
+    for role in (
+        QPalette.ColorRole.ButtonText,
+        QPalette.ColorRole.WindowText,
+        QPalette.ColorRole.Text,
+    ):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, DISABLED_TEXT)
     app.setPalette(palette)
+    app.setStyleSheet(INDICATORS)
     return app
 
 

@@ -193,13 +193,16 @@ ANALYSIS_DOCK = "analysis_dock"
 def dock_panel(window, panel: QWidget, title: str) -> QWidget:
     """Dock ``panel`` on the right of ``window`` under ``title`` and return it.
 
-    Analysis panels share one tabbed dock (the first one attached stays in front), so
-    the window keeps its size however many analyses are available.
+    Analysis panels share one tabbed dock (the first one attached stays in front), in a
+    scroll area, so the window keeps its size however many analyses are available and
+    whatever they show.
     """
+    from her2viewer.gui.mainwindow import scrolled
+
     dock = QDockWidget(title, window)
     dock.setObjectName(f"{title.lower().replace(' ', '_')}_dock")
     dock.setProperty(ANALYSIS_DOCK, True)
-    dock.setWidget(panel)
+    dock.setWidget(scrolled(panel))
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
     others = [d for d in window.findChildren(QDockWidget) if d.property(ANALYSIS_DOCK)]
     if others[0] is not dock:

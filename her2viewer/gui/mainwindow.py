@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QCursor, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMenu,
     QMessageBox,
+    QScrollArea,
     QSplitter,
     QTabWidget,
     QToolBar,
@@ -33,6 +35,22 @@ from her2viewer.slide import SUPPORTED_SUFFIXES, open_slide
 from her2viewer.slide.pairing import find_pair
 
 MAX_RECENT = 10
+#: Width of the right-hand dock column (px); slides and results never change it.
+DOCK_WIDTH = 330
+
+
+def scrolled(widget: QWidget) -> QScrollArea:
+    """``widget`` in a frameless scroll area, so a dock's content never sizes the window."""
+    area = QScrollArea()
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidgetResizable(True)
+    area.setWidget(widget)
+    return area
+
+
+def _hover_text(name: str, value: str) -> str:
+    """A layer's value under the cursor, without repeating what its name already says."""
+    return name if value.lower() in name.lower() else f"{name}: {value}"
 
 
 class MainWindow(QMainWindow):
@@ -84,6 +102,9 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------
     def _docks(self) -> None:
+        """Overview on top, then Layers with Properties in a tab behind it (the label and
+        macro images no longer crowd the analysis docks below on a small screen)."""
+        docks = []
         for title, widget in (
             ("Overview", self.minimap),
             ("Layers", self.layers_panel),
@@ -91,15 +112,16 @@ class MainWindow(QMainWindow):
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
-            dock.setWidget(widget)
+            dock.setWidget(widget if widget is self.minimap else scrolled(widget))
             dock.setFeatures(
                 QDockWidget.DockWidgetFeature.DockWidgetMovable
                 | QDockWidget.DockWidgetFeature.DockWidgetFloatable
             )
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        self.resizeDocks(
-            [self.findChild(QDockWidget, "Overview")], [300], Qt.Orientation.Horizontal
-        )
+            docks.append(dock)
+        self.tabifyDockWidget(docks[1], docks[2])
+        docks[1].raise_()
+        self.resizeDocks([docks[0]], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
     def add_page(self, widget: QWidget, title: str) -> QTabWidget:
         """Add a full-window page in a tab beside the slide panes ("Slides").
@@ -116,6 +138,8 @@ class MainWindow(QMainWindow):
         return self.pages
 
     def _on_page(self, index: int) -> None:
+        for label in self._status.values():  # slide readouts only beside the slides
+            label.setVisible(index == 0)
         if index == 0:
             for bar in self._slide_bars:
                 bar.show()
@@ -357,9 +381,11 @@ class MainWindow(QMainWindow):
                 self.show_error(str(exc))
 
     def _update_presets(self) -> None:
-        available = self.active.available_presets() if self.active else []
+        """Enable the presets the active slide can show; a disabled one's tooltip says why."""
         for mag, action in self.preset_actions.items():
-            action.setEnabled(mag in available)
+            refusal = self.active.preset_refusal(mag) if self.active else "Open a slide first."
+            action.setEnabled(refusal is None)
+            action.setToolTip(f"{mag:g}x: {refusal}" if refusal else f"Zoom to {mag:g}x")
 
     def _on_sync_toggled(self, on: bool) -> None:
         for view in self.views[1:]:
@@ -372,6 +398,12 @@ class MainWindow(QMainWindow):
         self._status["mag"].setText(
             f"{mag:.2f}x" if mag else f"downsample {view.state.downsample:.2f} (no mpp)"
         )
+        # the point under a still mouse moved with the view (Home, keys, presets)
+        pos = view.mapFromGlobal(QCursor.pos())
+        if view.underMouse() and view.rect().contains(pos):
+            self._on_cursor(view, *view.screen_to_level0(pos.x(), pos.y()))
+        else:
+            self._on_cursor(view, math.nan, math.nan)
 
     def _on_cursor(self, view: SlideView, x: float, y: float) -> None:
         if math.isnan(x):
@@ -380,7 +412,7 @@ class MainWindow(QMainWindow):
             return
         self._status["pos"].setText(f"x {x:,.0f}  y {y:,.0f} px (level 0)")
         values = [
-            f"{layer.name}: {value}"
+            _hover_text(layer.name, value)
             for layer in reversed(view.layers)
             if layer.visible and (value := layer.value_at(x, y)) is not None
         ]

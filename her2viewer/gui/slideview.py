@@ -45,7 +45,8 @@ from her2viewer.overlay.scalebar import scale_bar
 MAG_PRESETS = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0)
 OVERVIEW_SIZE = 1024
 OVERVIEW_LEVEL = -1
-MIN_DOWNSAMPLE = 0.125
+#: The one zoom limit of every input (wheel, keys, presets, options): the scan's own pixels.
+MIN_DOWNSAMPLE = 1.0
 BACKGROUND = QColor(38, 40, 44)
 ZOOM_STEP = 1.5
 WHEEL_ZOOM_PER_NOTCH = 1.25
@@ -109,6 +110,12 @@ def produce_tile(
             cache.put(key, tile)
         parts.append((tile, opacity))
     return compose_tile(base, parts)
+
+
+def _finite(state: ViewState) -> bool:
+    """Whether a state can be shown (finite numbers, a positive downsample)."""
+    values = (state.cx, state.cy, state.downsample, state.angle)
+    return all(math.isfinite(v) for v in values) and state.downsample > 0
 
 
 class SlideView(QWidget):
@@ -267,28 +274,33 @@ class SlideView(QWidget):
         """Move the view to ``state`` and request its tiles.
 
         ``keep_fit`` says the state is a fitted one, to be refitted on resize; ``clamp``
-        keeps the zoom in range and the slide in sight (synced panes follow unclamped).
+        keeps the zoom in range (synced panes follow the zoom unclamped). The slide always
+        stays in sight; a state that is not finite is ignored.
         """
-        if self.slide is None:
+        if self.slide is None or not _finite(state):
             return
         self._keep_fit = keep_fit
-        if clamp:
-            info = self.slide.info
-            ds = min(max(state.downsample, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
-            mx, my = self.width() / 2 * ds, self.height() / 2 * ds
-            state = ViewState(
-                min(max(state.cx, -mx / 2), info.width + mx / 2),
-                min(max(state.cy, -my / 2), info.height + my / 2),
-                ds,
-                state.angle,
-            )
-        self.state = state
+        self.state = self._in_sight(state, clamp)
         self._moving = True  # draw with fast scaling until the view rests
         self._settled.start()
         self._schedule()
         self.update()
         if notify:
             self.view_changed.emit()
+
+    def _in_sight(self, state: ViewState, clamp_zoom: bool) -> ViewState:
+        """``state`` with the centre kept where a quarter of the view or more shows slide."""
+        ds = state.downsample
+        if clamp_zoom:
+            ds = min(max(ds, MIN_DOWNSAMPLE), max(self.fit_downsample() * 4, MIN_DOWNSAMPLE))
+        info = self.slide.info
+        mx, my = self.width() / 4 * ds, self.height() / 4 * ds
+        return ViewState(
+            min(max(state.cx, -mx), info.width + mx),
+            min(max(state.cy, -my), info.height + my),
+            ds,
+            state.angle,
+        )
 
     def fit(self) -> None:
         """Show the whole slide (Home)."""
@@ -308,7 +320,7 @@ class SlideView(QWidget):
         pos = pos if pos is not None else QPointF(self.width() / 2, self.height() / 2)
         anchor = self.screen_to_level0(pos.x(), pos.y())
         s = self.state
-        ds = min(max(s.downsample / factor, MIN_DOWNSAMPLE), self.fit_downsample() * 4)
+        ds = self._in_sight(ViewState(s.cx, s.cy, s.downsample / factor), True).downsample
         c, n = math.cos(s.angle), math.sin(s.angle)
         dx, dy = (pos.x() - self.width() / 2) * ds, (pos.y() - self.height() / 2) * ds
         cx = anchor[0] - (c * dx - n * dy)
@@ -339,6 +351,17 @@ class SlideView(QWidget):
         power = self.slide.info.magnification if self.slide else None
         return [m for m in MAG_PRESETS if power and m <= power * 1.001]
 
+    def preset_refusal(self, magnification: float) -> str | None:
+        """Why preset ``magnification`` cannot apply to this slide; None when it can."""
+        if self.slide is None:
+            return "Open a slide first."
+        power = self.slide.info.magnification
+        if not power:
+            return "This slide records neither objective power nor pixel size."
+        if magnification not in self.available_presets():
+            return f"Finer than this slide's {power:g}x scan."
+        return None
+
     def set_magnification(self, magnification: float) -> None:
         """Zoom about the centre to ``magnification`` (e.g. 10 for 10x)."""
         ds = self.slide.downsample_for_magnification(magnification)
@@ -347,8 +370,9 @@ class SlideView(QWidget):
 
     def smooth_zoom(self, factor: float, pos: QPointF) -> None:
         """Start or extend an animated zoom about ``pos``."""
-        base = self._zoom_target if self._zoom_target is not None else self.state.downsample
-        self._zoom_target = base / factor
+        s = self.state
+        base = self._zoom_target if self._zoom_target is not None else s.downsample
+        self._zoom_target = self._in_sight(ViewState(s.cx, s.cy, base / factor), True).downsample
         self._zoom_anchor = QPointF(pos)
         self._velocity = QPointF()
         self._animator.start()
@@ -656,7 +680,8 @@ class SlideView(QWidget):
         self._label(painter, QPointF(10, 10), text)
         length, label = scale_bar(self.state.downsample, self.slide.info.mpp_x)
         x0, y0 = 16.0, self.height() - 22.0
-        box = QRectF(x0 - 8, y0 - 22, max(length, 80) + 16, 34)
+        width = max(length, painter.fontMetrics().horizontalAdvance(label) + 4)
+        box = QRectF(x0 - 8, y0 - 22, width + 16, 34)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(20, 20, 24, 170))
         painter.drawRoundedRect(box, 5, 5)
@@ -664,9 +689,7 @@ class SlideView(QWidget):
         painter.drawLine(QPointF(x0, y0), QPointF(x0 + length, y0))
         painter.drawLine(QPointF(x0, y0 - 5), QPointF(x0, y0 + 3))
         painter.drawLine(QPointF(x0 + length, y0 - 5), QPointF(x0 + length, y0 + 3))
-        painter.drawText(
-            QRectF(x0, y0 - 21, max(length, 80), 16), Qt.AlignmentFlag.AlignLeft, label
-        )
+        painter.drawText(QRectF(x0, y0 - 21, width, 16), Qt.AlignmentFlag.AlignLeft, label)
         if self.crosshair is not None:
             sx, sy = self.level0_to_screen(*self.crosshair)
             painter.setPen(QPen(QColor(0, 230, 255), 1.5))

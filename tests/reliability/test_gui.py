@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PySide6.QtCore import QRect
+from PySide6.QtWidgets import QDockWidget, QToolBar
 
 from her2viewer.gui.her2net_panel import attach_her2net_panel
 from her2viewer.gui.ihc_panel import attach_ihc_panel
+from her2viewer.overlay.layers import HeatmapLayer
+from her2viewer.overlay.scalebar import scale_bar
 
 
 @pytest.fixture()
@@ -73,3 +78,192 @@ def test_ihc_registration_goes_with_the_he_slide(window, synthetic_cohort, qtbot
     assert window.views[1].layers == [] and panel.layers == []
     assert panel.result is None and panel.registration is None
     assert panel.status.text() == "No result yet."
+
+
+# -- item 24: the window lays out cleanly from 1280x720 up -----------------------------------
+def _attach_everything(window) -> None:
+    from her2viewer.gui.clam_panel import attach_clam_panel
+    from her2viewer.gui.evaluation_panel import attach_evaluation_panel
+    from her2viewer.gui.grading_panel import attach_grading_panel
+    from her2viewer.gui.radiology_panel import attach_radiology_panel
+
+    attach_her2net_panel(window)
+    attach_ihc_panel(window)
+    attach_clam_panel(window)
+    attach_grading_panel(window)
+    attach_radiology_panel(window)
+    attach_evaluation_panel(window)
+
+
+def _shown(widget) -> bool:
+    """Shown on screen (Qt keeps the docks behind a tab "visible", moved out of the window)."""
+    return widget.isVisible() and not widget.visibleRegion().isEmpty()
+
+
+def _parts(window) -> dict[str, QRect]:
+    """Window-coordinate rectangles of what is shown: docks, bars, the central area."""
+    parts = {"central": window.centralWidget().geometry(), "status": window.statusBar().geometry()}
+    parts["menu"] = window.menuBar().geometry()
+    for bar in window.findChildren(QToolBar) + window.findChildren(QDockWidget):
+        if _shown(bar):
+            parts[bar.objectName()] = bar.geometry()
+    return parts
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768), (1920, 1080)])
+def test_window_lays_out_cleanly(window, synthetic_case, cmu_svs, qtbot, tmp_path, size):
+    _attach_everything(window)
+    window.resize(*size)
+    assert window.open_in_pane(str(cmu_svs), 0)  # label, macro and thumbnail images
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1)
+    heat = HeatmapLayer("scores", values=np.random.default_rng(0).random((24, 30)), downsample=100)
+    window.add_layer(heat, 1)
+    window.set_active(window.views[1])
+    window.layers_panel.list.setCurrentRow(0)  # a heatmap shows colormap, range and legend
+    qtbot.waitUntil(lambda: window.properties.images.count() == 3, timeout=10_000)
+    qtbot.wait(200)
+    assert window.size().toTuple() == size  # used to grow 75 px, or to 841 px high
+    parts = _parts(window)
+    frame = QRect(0, 0, *size)
+    for name, rect in parts.items():
+        assert frame.contains(rect), (name, rect, size)
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not parts[a].intersects(parts[b]), (a, parts[a], b, parts[b])
+    docks = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)  # another slide
+    qtbot.wait(100)
+    after = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
+    assert after == docks and window.size().toTuple() == size  # the dock width stays
+    window.grab().save(str(tmp_path / f"window_{size[0]}x{size[1]}.png"))
+
+
+# -- item 25: controls that say what they can do ---------------------------------------------
+@pytest.fixture()
+def no_mpp_png(tmp_path):
+    """A wide flat image that records neither pixel size nor objective power."""
+    from PIL import Image
+
+    image = np.full((300, 2000, 3), 235, np.uint8)
+    image[100:200, 200:1800] = (200, 120, 170)
+    path = tmp_path / "flat.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_presets_that_cannot_apply_are_disabled_and_say_why(window, cmu_svs, no_mpp_png):
+    from her2viewer.gui.app import make_app
+
+    palette = make_app().palette()
+    button_text = palette.ColorRole.ButtonText
+    disabled = palette.color(palette.ColorGroup.Disabled, button_text)
+    assert disabled != palette.color(palette.ColorGroup.Active, button_text)  # looks disabled
+    assert window.open_in_pane(str(cmu_svs), 0)  # a 20x scan
+    assert not window.preset_actions[40.0].isEnabled()
+    assert "20x" in window.preset_actions[40.0].toolTip()
+    assert window.preset_actions[20.0].isEnabled()
+    assert window.open_in_pane(str(no_mpp_png), 0)
+    assert not any(action.isEnabled() for action in window.preset_actions.values())
+    assert all("pixel size" in action.toolTip() for action in window.preset_actions.values())
+
+
+def test_one_zoom_limit_for_wheel_keys_and_presets(window, cmu_svs, qtbot):
+    from PySide6.QtCore import QPointF, Qt
+
+    assert window.open_in_pane(str(cmu_svs), 0)
+    view = window.views[0]
+    power = view.slide.info.magnification
+    view.set_magnification(40.0)
+    assert view.magnification() <= power + 1e-6
+    for _ in range(40):
+        view.smooth_zoom(1.25, QPointF(100, 100))
+    qtbot.waitUntil(lambda: not view._animator.isActive(), timeout=10_000)  # it ends
+    assert view.magnification() == pytest.approx(power)  # the wheel went to 61x
+    for _ in range(10):
+        qtbot.keyClick(view, Qt.Key.Key_Plus)
+    view.zoom_at(8.0)
+    assert view.magnification() == pytest.approx(power)
+
+
+def test_unticked_layers_show_their_checkbox(window, synthetic_case, qtbot):
+    from PySide6.QtCore import Qt
+
+    from her2viewer.gui.app import make_app
+
+    make_app()
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    hidden = HeatmapLayer("hidden", values=np.ones((4, 4)), downsample=500, visible=False)
+    window.add_layer(hidden, 0)
+    window.layers_panel.list.clearSelection()
+    qtbot.wait(50)
+    lst = window.layers_panel.list
+    item = lst.item(0)
+    assert item.checkState() == Qt.CheckState.Unchecked
+    image = lst.viewport().grab().toImage()
+    rect = lst.visualItemRect(item)
+    brightest = max(
+        image.pixelColor(x, y).lightness()
+        for x in range(rect.left(), rect.left() + 20)
+        for y in range(rect.top(), rect.bottom())
+    )
+    assert brightest > 120  # the box's frame; it was dark on dark
+
+
+def test_scale_bar_label_is_not_truncated(window, no_mpp_png, qtbot):
+    assert window.open_in_pane(str(no_mpp_png), 0)
+    view = window.views[0]
+    qtbot.wait(100)
+    image = view.grab().toImage()
+    _, label = scale_bar(view.state.downsample, None)
+    assert "(no mpp)" in label
+    text_width = view.fontMetrics().horizontalAdvance(label)
+    rows = range(view.height() - 44, view.height() - 22)  # the label row of the scale bar
+    bright = [
+        x
+        for x in range(0, min(view.width(), 400))
+        for y in rows
+        if image.pixelColor(x, y).lightness() > 180
+    ]
+    assert max(bright) >= 16 + 0.8 * text_width  # drawn out to its end, not cut at 80 px
+
+
+def test_status_bar_is_current_and_says_things_once(window, synthetic_cohort, qtbot):
+    from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
+    from her2viewer.overlay.layers import MaskLayer
+
+    radiology = attach_radiology_panel(window)
+    assert window.open_in_pane(str(synthetic_cohort.parent / "case000" / "he.svs"), 0)
+    view = window.views[0]
+    tumor = MaskLayer("HER2Net tumor", labels=np.ones((8, 8), np.uint8), downsample=500)
+    tumor.class_names = {1: "tumor"}
+    window.add_layer(tumor, 0)
+    view.cursor_moved.emit(100.0, 200.0)
+    status = window._status
+    assert status["pos"].text().startswith("x 100")
+    assert status["value"].text() == "HER2Net tumor"  # not "HER2Net tumor: tumor"
+    view.zoom_at(2.0)
+    view.fit()  # Home: the point under the cursor changed; the old one is not shown
+    assert status["pos"].text() == "" and status["value"].text() == ""
+    view.cursor_moved.emit(100.0, 200.0)
+    show_radiology(radiology)  # slide readouts stay with the slides
+    assert not any(label.isVisible() for label in status.values())
+    window.pages.setCurrentIndex(0)
+    assert status["mag"].isVisible()
+
+
+def test_panning_keeps_the_slide_in_sight_in_every_pane(window, synthetic_cohort, qtbot):
+    case = synthetic_cohort.parent / "case000"
+    assert window.open_in_pane(str(case / "he.svs"), 0)
+    assert window.open_in_pane(str(cmu := case.parent / "case001" / "ihc.svs"), 1)
+    assert cmu.exists()
+    he, other = window.views
+    he.zoom_at(4.0)
+    for _ in range(60):  # drag far to the right and down
+        he.pan_by(-400, -400)
+    for view in (he, other):
+        x0, y0, x1, y1 = view.visible_bounds()
+        assert x1 > x0 and y1 > y0, view.title  # some of the slide is still in view
+    state = he.state
+    he.center_on(float("nan"), float("nan"))  # ignored, never a NaN view
+    assert he.state == state
