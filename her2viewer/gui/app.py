@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import qInstallMessageHandler
+from PySide6.QtCore import Qt, qInstallMessageHandler
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QProgressDialog
 
 from her2viewer.gui.mainwindow import MainWindow
+from her2viewer.jobs import Job
 
 
 def has_display() -> bool:
@@ -26,6 +27,8 @@ def has_display() -> bool:
 
 
 GUI_SWITCH_INTERVAL = 0.001
+#: A background task longer than this (s) shows a progress dialog over the window.
+SPLASH_AFTER_S = 0.3
 #: Text of controls that cannot act now (the dark theme drew them like enabled ones).
 DISABLED_TEXT = QColor(115, 117, 122)
 #: Check boxes (the toolbar's, the layer list's) drawn with a visible box when unticked.
@@ -113,6 +116,44 @@ def screenshot(window: MainWindow, path: str | Path, timeout: float = 20.0) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     window.grab().save(str(path))
     return path
+
+
+def prepare_demo_case(window: MainWindow | None = None) -> Path:
+    """The demo case folder, generated on a worker on the first run (about 25 s) while the
+    window stays drawn under a progress dialog that counts the seconds.
+
+    Raises what the generation raised.
+    """
+    from her2viewer.demo import ensure_demo_case
+
+    return run_with_progress(
+        lambda _context: ensure_demo_case(),
+        "Generating the synthetic demo case (first run only, about half a minute)",
+        window,
+    )
+
+
+def run_with_progress(work, text: str, parent=None):
+    """Run ``work(context)`` on a worker, keep the GUI drawing, and show a busy dialog with
+    the elapsed seconds when it takes longer than :data:`SPLASH_AFTER_S`; return its result."""
+    job = Job(work, "startup").start()
+    app, dialog, start = QApplication.instance(), None, time.monotonic()
+    while job.state == "running":
+        elapsed = time.monotonic() - start
+        if dialog is None and elapsed > SPLASH_AFTER_S:
+            dialog = QProgressDialog(text, None, 0, 0, parent)  # busy: no fake percentage
+            dialog.setWindowTitle("her2viewer")
+            dialog.setWindowModality(Qt.WindowModality.WindowModal)
+            dialog.setMinimumDuration(0)
+            dialog.show()
+        if dialog is not None:
+            dialog.setLabelText(f"{text}… {elapsed:.0f} s")
+        app.processEvents()
+        time.sleep(0.03)
+    if dialog is not None:
+        dialog.close()
+        dialog.deleteLater()
+    return job.wait()
 
 
 def demo_window(window: MainWindow, case_dir: Path) -> None:

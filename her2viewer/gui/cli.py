@@ -88,7 +88,7 @@ def run_view(args) -> int:
 
 def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
     """Attach the panels, open what ``args`` ask for, then run or render offscreen."""
-    from her2viewer.gui.app import demo_window, screenshot
+    from her2viewer.gui.app import demo_window, prepare_demo_case, screenshot
     from her2viewer.gui.clam_panel import attach_clam_panel
     from her2viewer.gui.evaluation_panel import attach_evaluation_panel, show_evaluation_tab
     from her2viewer.gui.grading_panel import attach_grading_panel
@@ -108,9 +108,9 @@ def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
     window.show()
     summary = ""
     if args.demo:
-        from her2viewer.demo import analyse_demo_case, ensure_demo_case, format_summary
+        from her2viewer.demo import analyse_demo_case, format_summary
 
-        case_dir = ensure_demo_case()
+        case_dir = prepare_demo_case(window)  # a progress dialog, not a black window
         demo_window(window, case_dir)
         her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
         ihc.run()  # registers the IHC automatically (replacing the known transform), scores it

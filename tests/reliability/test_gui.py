@@ -267,3 +267,74 @@ def test_panning_keeps_the_slide_in_sight_in_every_pane(window, synthetic_cohort
     state = he.state
     he.center_on(float("nan"), float("nan"))  # ignored, never a NaN view
     assert he.state == state
+
+
+# -- item 23: progress means progress ------------------------------------------------------
+def test_first_demo_start_shows_a_progress_dialog_and_keeps_drawing(window, qtbot, monkeypatch):
+    import time
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QProgressDialog
+
+    import her2viewer.demo
+    from her2viewer.gui.app import prepare_demo_case
+
+    seen, ticks = [], []
+
+    def slow_generation():
+        time.sleep(1.0)
+        return "the case folder"
+
+    def look():
+        dialogs = [d for d in window.findChildren(QProgressDialog) if d.isVisible()]
+        seen.extend(d.labelText() for d in dialogs)
+        ticks.append(1)
+
+    monkeypatch.setattr(her2viewer.demo, "ensure_demo_case", slow_generation)
+    timer = QTimer(window, interval=50, timeout=look)
+    timer.start()
+    assert prepare_demo_case(window) == "the case folder"
+    timer.stop()
+    assert len(ticks) >= 10  # the event loop ran: the window was drawn, not black
+    assert seen and "demo case" in seen[-1] and seen[-1].endswith(" s")
+    assert not [d for d in window.findChildren(QProgressDialog) if d.isVisible()]
+
+
+def test_startup_work_errors_reach_the_caller(window):
+    from her2viewer.errors import Her2ViewerError
+    from her2viewer.gui.app import run_with_progress
+
+    def fail(_context):
+        raise Her2ViewerError("the cache folder is not writable.")
+
+    with pytest.raises(Her2ViewerError, match="not writable"):
+        run_with_progress(fail, "Working", window)
+
+
+def test_a_bar_at_100_percent_means_done(window, qtbot):
+    import threading
+
+    from her2viewer.gui.job_panel import JobPanel
+
+    class Slow(JobPanel):
+        def run(self):
+            self.start(work, "slow", "Working…")
+
+        def show_result(self, result):
+            self.status.setText(result)
+
+    release = threading.Event()
+
+    def work(context):
+        context.report(5, 5, "reading patches")  # counted steps done, the model still runs
+        release.wait(10)
+        return "finished"
+
+    panel = Slow(window, "Run")
+    panel.run()
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 0, timeout=5000)  # busy, not 100%
+    assert "reading patches" in panel.progress.format()
+    release.set()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=5000)
+    assert panel.progress.value() == panel.progress.maximum() == 1
+    assert panel.status.text() == "finished"
