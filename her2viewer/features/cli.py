@@ -213,13 +213,13 @@ def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
     }
 
 
-def _same_settings(fingerprint: str, target_size: int, magnification, slide, args) -> bool:
-    """True when stored slide fingerprint and patch settings are those of this run."""
-    return (fingerprint, target_size, magnification) == (
-        slide.info.fingerprint,
-        args.patch_size,
-        args.mag,
-    )
+def _same_settings(fingerprint: str, target_size: int, size0: int, slide, args) -> bool:
+    """True when a stored slide fingerprint and patch geometry (delivered side, level-0
+    side) are those this run would use."""
+    from her2viewer.tissue import patch_scale
+
+    expected0 = patch_scale(slide, args.mag, args.patch_size)[0]
+    return (fingerprint, target_size, size0) == (slide.info.fingerprint, args.patch_size, expected0)
 
 
 def _reusable_features(target: Path, slide, encoder: Encoder, args) -> bool:
@@ -242,7 +242,7 @@ def _reusable_features(target: Path, slide, encoder: Encoder, args) -> bool:
     return _same_settings(
         stored.encoder.get("slide_fingerprint"),
         int(stored.attrs.get("target_patch_size", -1)),
-        float(stored.attrs.get("magnification", "nan")),
+        int(stored.attrs.get("patch_size_level0", -1)),
         slide,
         args,
     )
@@ -261,7 +261,7 @@ def _patch_grid(coords_file: Path, name: str, slide, args):
 
     if coords_file.exists():
         grid = read_coords_h5(coords_file)
-        if _same_settings(grid.fingerprint, grid.target_size, grid.magnification, slide, args):
+        if _same_settings(grid.fingerprint, grid.target_size, grid.patch_size_level0, slide, args):
             check_grid_fits(grid, slide, coords_file)
             return grid
     seg = segment_tissue(slide, resolve_params(args.preset))

@@ -12,6 +12,7 @@ from her2viewer.tissue.patching import (
     add_coords_dataset,
     check_grid_fits,
     make_patch_grid,
+    patch_scale,
     read_coords_h5,
     write_coords_h5,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "add_coords_dataset",
     "check_grid_fits",
     "make_patch_grid",
+    "patch_scale",
     "polygons_to_geojson",
     "read_coords_h5",
     "read_geojson_polygons",

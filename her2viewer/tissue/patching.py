@@ -199,8 +199,8 @@ def _white_fraction(seg: TissueSegmentation, coords: np.ndarray, size0: int) -> 
     return (white_inside + footprint - clipped) / footprint
 
 
-def _scale(slide: Slide, magnification: float | None, patch_size: int):
-    """Return (level-0 patch side, warnings, delivered magnification)."""
+def patch_scale(slide: Slide, magnification: float | None, patch_size: int):
+    """Return (level-0 patch side, warnings, delivered magnification) of patches of a slide."""
     if magnification is None:
         return patch_size, [], slide.info.magnification
     try:
@@ -261,7 +261,7 @@ def make_patch_grid(
         raise TissueError(
             f"Patch size {patch_size} is out of range; use 8 to {MAX_PATCH_SIZE} pixels."
         )
-    size0, warnings, delivered_mag = _scale(slide, magnification, patch_size)
+    size0, warnings, delivered_mag = patch_scale(slide, magnification, patch_size)
     step0 = max(1, int(round((step_size or patch_size) * size0 / patch_size)))
     level = slide.best_level_for_downsample(size0 / patch_size)
     level_info = slide.info.levels[level]
