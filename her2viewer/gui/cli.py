@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
-from her2viewer.errors import Her2ViewerError
+from her2viewer.argtypes import bounded
+from her2viewer.errors import Her2ViewerError, OutputError
+from her2viewer.outputs import check_output_file, write_bytes_atomic
 from her2viewer.registration.transform import Registration
 
 #: Longest wait for a background analysis before the offscreen screenshot.
 DEMO_ANALYSIS_TIMEOUT_S = 300
+#: Longest wait for the visible tiles before the screenshot is taken as it is.
+RENDER_TIMEOUT_S = 20.0
+#: Smallest and largest window side (px): larger windows crash the offscreen renderer.
+WINDOW_SIDES = (320, 16384)
+#: Image formats of ``--screenshot``, by file suffix.
+SCREENSHOT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
 
 
 class ViewerError(Her2ViewerError):
@@ -31,11 +40,25 @@ def register(subparsers) -> None:
         "without it the panes sync relatively",
     )
     view.add_argument("--geojson", action="append", default=[], help="GeoJSON layer (repeat)")
-    view.add_argument("--screenshot", help="render offscreen to this PNG and exit")
-    view.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
-    view.add_argument("--magnification", type=float, help="zoom to this magnification")
+    view.add_argument("--screenshot", help="render offscreen to this PNG (or .jpg, .bmp) and exit")
+    view.add_argument(
+        "--size",
+        type=_size,
+        default=(1600, 1000),
+        help=f"window size WxH, each side {WINDOW_SIDES[0]}-{WINDOW_SIDES[1]} (default 1600x1000)",
+    )
+    view.add_argument(
+        "--magnification",
+        type=bounded(float, 0.01, 400),
+        help="zoom to this magnification (0.01-400)",
+    )
     view.add_argument("--center", type=_point, help="centre the left pane on level-0 X,Y")
-    view.add_argument("--cache-mb", type=float, default=512, help="tile cache size (MB)")
+    view.add_argument(
+        "--cache-mb",
+        type=bounded(float, 16, 65536),
+        default=512,
+        help="tile cache size (MB, 16-65536; default 512)",
+    )
     view.add_argument("--volume", help="CT/MR volume (NRRD, NIfTI or DICOM folder): Radiology tab")
     view.add_argument("--mask", help="ROI mask of --volume (outlined; needed to predict)")
     view.add_argument("--radiomics-model", help="model JSON from 'radiomics train' for --volume")
@@ -49,9 +72,9 @@ def _point(text: str) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"--center must look like 5000,4000, got {text!r}"
-        ) from exc
+        raise argparse.ArgumentTypeError(f"must look like 5000,4000, got {text!r}") from exc
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"must be two finite numbers, got {text!r}")
     return x, y
 
 
@@ -59,8 +82,48 @@ def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError as exc:
-        raise ViewerError(f"--size must look like 1600x1000, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"must look like 1600x1000, got {text!r}") from exc
+    low, high = WINDOW_SIDES
+    if not (low <= width <= high and low <= height <= high):
+        raise argparse.ArgumentTypeError(f"each side must be {low}-{high} px, got {text!r}")
     return width, height
+
+
+def _screenshot_path(args) -> Path:
+    """Where the offscreen render goes, checked writable before anything is rendered."""
+    out = check_output_file(args.screenshot or ("demo.png" if args.demo else "view.png"))
+    if out.suffix.lower() not in SCREENSHOT_FORMATS:
+        raise ViewerError(
+            f"--screenshot {out} must end in {', '.join(SCREENSHOT_FORMATS)} to choose a format."
+        )
+    return out
+
+
+def _check_slides(paths: list[str], center) -> None:
+    """Open each slide and decode its thumbnail, so a damaged one is refused in one sentence.
+
+    Raises
+    ------
+    SlideError
+        When a slide cannot be opened or decoded.
+    ViewerError
+        When ``center`` lies outside the first slide.
+    """
+    from her2viewer.slide import open_slide
+
+    infos = []
+    for path in paths:
+        with open_slide(path) as slide:
+            slide.thumbnail(256)
+            infos.append(slide.info)
+    if center and infos:
+        x, y = center
+        first = infos[0]
+        if not (0 <= x <= first.width and 0 <= y <= first.height):
+            raise ViewerError(
+                f"--center {x:g},{y:g} lies outside {Path(first.path).name} "
+                f"({first.width} x {first.height} level-0 px)."
+            )
 
 
 def run_view(args) -> int:
@@ -74,30 +137,47 @@ def run_view(args) -> int:
             "give a SLIDE, --volume or --evaluation, or --demo for the synthetic demo case."
         )
     offscreen = bool(args.screenshot) or not has_display()
-    _size(args.size)  # checked before any window opens
+    out = _screenshot_path(args) if offscreen else None
     transform = Registration.load(args.transform).matrix if args.transform else None
+    slides = _slide_paths(args)
+    _check_slides(slides, args.center)
     start = time.perf_counter()
     app = make_app(offscreen)
     window = MainWindow(shared_loader(args.cache_mb))
+    failures = _Failures()  # from the first tile on: a tile may fail before the screenshot
+    window.loader.failed.connect(failures.record)
     try:
-        return _show(app, window, args, offscreen, transform, start)
+        return _show(app, window, args, slides, out, transform, start, failures)
     finally:  # also on errors: a window left open would catch later windows' input
+        window.loader.failed.disconnect(failures.record)
         window.close()
         window.deleteLater()
 
 
-def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
-    """Attach the panels, open what ``args`` ask for, then run or render offscreen."""
-    from her2viewer.gui.app import demo_window, prepare_demo_case, screenshot
+def _slide_paths(args) -> list[str]:
+    """The slides to open: SLIDE and PAIRED, or SLIDE and the pair found beside it."""
+    from her2viewer.slide.pairing import find_pair
+
+    if args.demo or not args.slide:
+        return []
+    paired = args.paired or find_pair(args.slide)
+    return [str(p) for p in (args.slide, paired) if p]
+
+
+def _show(app, window, args, slides, out, transform, start, failures) -> int:
+    """Attach the panels, open what ``args`` ask for, then run or render offscreen to ``out``.
+
+    ``failures`` collects the tile reads that failed; any makes the screenshot an error.
+    """
+    from her2viewer.gui.app import demo_window, prepare_demo_case
     from her2viewer.gui.clam_panel import attach_clam_panel
     from her2viewer.gui.evaluation_panel import attach_evaluation_panel, show_evaluation_tab
     from her2viewer.gui.grading_panel import attach_grading_panel
     from her2viewer.gui.her2net_panel import attach_her2net_panel
     from her2viewer.gui.ihc_panel import attach_ihc_panel
     from her2viewer.gui.radiology_panel import attach_radiology_panel, show_radiology
-    from her2viewer.slide.pairing import find_pair
 
-    width, height = _size(args.size)
+    width, height = args.size
     her2net = attach_her2net_panel(window)
     ihc = attach_ihc_panel(window)
     attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
@@ -114,11 +194,10 @@ def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
         demo_window(window, case_dir)
         her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
         ihc.run()  # registers the IHC automatically (replacing the known transform), scores it
-    elif args.slide:
-        paired = args.paired or find_pair(args.slide)
-        if not window.open_slides([p for p in (args.slide, paired) if p], transform):
+    elif slides:
+        if not window.open_slides(slides, transform):
             raise ViewerError(window.errors[-1])
-        if paired and transform is None:
+        if len(slides) > 1 and transform is None:
             ihc.run()  # a pair without a saved transform is registered in the background
     if args.volume:
         show_radiology(radiology)
@@ -133,16 +212,15 @@ def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
         window.views[0].set_magnification(args.magnification)
     if args.center:
         window.views[0].center_on(*args.center)
-    if not offscreen:
+    if out is None:
         return app.exec()
-    out = Path(args.screenshot or ("demo.png" if args.demo else "view.png"))
     for panel in (her2net, ihc, radiology, evaluation):
         _wait_for(app, panel, DEMO_ANALYSIS_TIMEOUT_S)
     if args.volume and radiology.case is None:
         raise ViewerError(window.errors[-1])
     if args.evaluation and evaluation.result is None:
         raise ViewerError(window.errors[-1])
-    screenshot(window, out)
+    _save_screenshot(window, out, failures)
     if args.demo:
         summary = format_summary(analyse_demo_case(case_dir))
         summary += f"\n  HER2Net (demo bundle): {her2net.status.text()}"
@@ -151,6 +229,45 @@ def _show(app, window, args, offscreen: bool, transform, start: float) -> int:
     summary += f"\n  Evaluation: {evaluation.summary()}" if args.evaluation else ""
     _print_summary(window, summary, out, time.perf_counter() - start)
     return 0
+
+
+class _Failures(list):
+    """Messages of the tile reads that failed, collected from the loader's ``failed`` signal."""
+
+    def record(self, _owner, message: str) -> None:
+        """Slot of the loader's ``failed`` signal."""
+        self.append(message)
+
+
+def _save_screenshot(window, out: Path, failures: list[str]) -> None:
+    """Render the window once its tiles are drawn, encode it, and write it atomically to ``out``.
+
+    Raises
+    ------
+    ViewerError
+        When a tile of a slide could not be decoded (``failures``: the image would be
+        partly blank).
+    OutputError
+        When the image cannot be written (full disk, no permission).
+    """
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+
+    from her2viewer.gui.app import settle
+
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    settled = False
+    while not (settled or failures) and time.monotonic() < deadline:
+        settled = settle(window, timeout=0.25)
+    if failures:
+        raise ViewerError(
+            f"Part of the slide could not be read, so nothing was saved: {failures[0]}"
+        )
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not window.grab().save(buffer, SCREENSHOT_FORMATS[out.suffix.lower()]):
+        raise OutputError(f"cannot write {out}: the image could not be encoded.")
+    write_bytes_atomic(out, data.data())
 
 
 def _wait_for(app, panel, timeout_s: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import cv2
@@ -27,7 +26,45 @@ TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 SMALLEST_LEVEL_SIDE = 512
 #: A recorded resolution coarser than this (um/px) is a screen default, not a scanner's.
 MAX_PLAUSIBLE_MPP = 10.0
-_MAX_PIXELS = 2**31
+#: Most pixels a plain image may have: it is decoded whole into memory (about 4 bytes a
+#: pixel for the pyramid, up to 12 at the peak of decoding a 16-bit RGBA file), so one
+#: gigapixel fits a 24 GB machine. Larger images must be tiled pyramidal TIFFs.
+MAX_IMAGE_PIXELS = 2**30
+#: Pixels converted to 8 bits at a time, so that the conversion needs little extra memory.
+CONVERT_CHUNK_PIXELS = 2**22
+
+
+def _check_pixel_count(path: Path, width: int, height: int) -> None:
+    """Refuse, before decoding, an image too large to hold in memory."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise SlideError(
+            f"{path.name} declares {width} x {height} pixels ({width * height / 1e9:.1f} "
+            f"gigapixels), more than the {MAX_IMAGE_PIXELS / 1e9:.2f} gigapixels a plain image "
+            "may have; convert it to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)."
+        )
+
+
+def _scaled_chunk(chunk: np.ndarray) -> np.ndarray:
+    """Scale integer (full range) or float (0..1) samples to uint8, in float32."""
+    if np.issubdtype(chunk.dtype, np.integer):
+        values = chunk.astype(np.float32) * np.float32(255.0 / np.iinfo(chunk.dtype).max)
+        values = values.round()
+    else:
+        values = np.nan_to_num(chunk.astype(np.float32, copy=False), nan=0.0) * np.float32(255)
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Convert samples of any depth to uint8 a band of rows at a time (1-bit: 0 or 255)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.view(np.uint8) * np.uint8(255)
+    out = np.empty(array.shape, np.uint8)
+    rows = max(1, CONVERT_CHUNK_PIXELS // max(1, array[0].size))
+    for start in range(0, array.shape[0], rows):
+        out[start : start + rows] = _scaled_chunk(array[start : start + rows])
+    return out
 
 
 def _to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
@@ -36,12 +73,7 @@ def _to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
         array = np.moveaxis(array, 0, -1)
     if array.ndim not in (2, 3) or array.size == 0 or min(array.shape[:2]) == 0:
         raise SlideError(f"{name} has a zero-size or unsupported image of shape {array.shape}.")
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.integer):
-            array = (array.astype(np.float64) / np.iinfo(array.dtype).max * 255.0).round()
-        else:
-            array = np.clip(array, 0.0, 1.0) * 255.0
-        array = array.astype(np.uint8)
+    array = _to_uint8(array)
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2)
     channels = array.shape[2]
@@ -62,19 +94,17 @@ def _mpp_from_resolution(pixels_per_unit: float | None, unit_cm: float) -> float
 
 
 def _load_pil(path: Path) -> tuple[np.ndarray, float | None]:
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked here instead
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, _MAX_PIXELS
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    dpi = image.info.get("dpi")
-                    array = np.asarray(image.convert("RGBA") if image.mode == "P" else image)
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
+        with Image.open(path) as image:
+            _check_pixel_count(path, *image.size)
+            image.load()
+            dpi = image.info.get("dpi")
+            array = np.asarray(image.convert("RGBA") if image.mode == "P" else image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SlideError(f"{path.name} is not a readable image: {exc}.") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
     mpp = _mpp_from_resolution(float(dpi[0]), 2.54) if dpi else None
     return array, mpp
 
@@ -83,6 +113,7 @@ def _load_tiff(path: Path) -> tuple[np.ndarray, float | None]:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
+            _check_pixel_count(path, int(page.imagewidth), int(page.imagelength))
             array = page.asarray()
             tags = page.tags
             unit = tags.get("ResolutionUnit")
