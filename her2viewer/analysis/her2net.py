@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,10 +31,13 @@ import numpy as np
 
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
+from her2viewer.models.checks import check_slide_scope, demo_notice, require_finite
 from her2viewer.models.her2net.model import Her2NetModel, load_her2net
+from her2viewer.outputs import prepare_output_dir, write_bytes_atomic, write_text_atomic
 from her2viewer.overlay import MaskLayer
 from her2viewer.paths import cache_dir
 from her2viewer.slide import Slide
+from her2viewer.tables import write_csv
 
 TILE_SIZE = 512
 BACKGROUND_SATURATION = 10.0
@@ -210,6 +213,11 @@ class Her2NetResult:
         Every tissue (non-background) tile.
     tile_size_px : float
         Tile side in level-0 pixels.
+    notice : str or None
+        :data:`~her2viewer.models.checks.DEMO_NOTICE` for a synthetic demo bundle.
+    warning : str or None
+        The sentence of :func:`~her2viewer.models.checks.check_slide_scope` when the
+        slide is outside what the bundle accepts.
     """
 
     her2_status: str
@@ -225,6 +233,8 @@ class Her2NetResult:
     slide: str = ""
     bundle: str = ""
     files: dict = field(default_factory=dict)
+    notice: str | None = None
+    warning: str | None = None
 
     def layers(self) -> list[MaskLayer]:
         """The tumor and strong (brown) overlay layers, level-0 geometry."""
@@ -262,6 +272,8 @@ class Her2NetResult:
             "slide": self.slide,
             "bundle": self.bundle,
             "overlays": dict(self.files),
+            "notice": self.notice,
+            "warning": self.warning,
         }
 
 
@@ -269,25 +281,27 @@ def save_result(result: Her2NetResult, out_dir: str | Path) -> Her2NetResult:
     """Write ``tumor_mask.png``, ``strong_mask.png``, ``tiles.csv`` and ``her2net.json``.
 
     The masks load back with ``MaskLayer.from_png(name, path, result.mask_downsample)``.
+    Every file is written atomically; the summary last.
+
+    Raises
+    ------
+    OutputError
+        One sentence when the folder or a file cannot be written.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     files = {
         "tumor_mask": str(out / "tumor_mask.png"),
         "strong_mask": str(out / "strong_mask.png"),
         "tiles": str(out / "tiles.csv"),
         "result": str(out / "her2net.json"),
     }
-    cv2.imwrite(files["tumor_mask"], result.tumor_mask.astype(np.uint8) * 255)
-    cv2.imwrite(files["strong_mask"], result.strong_mask.astype(np.uint8) * 255)
-    with open(files["tiles"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(TileRecord.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(asdict(t) for t in result.tiles)
+    for name in ("tumor_mask", "strong_mask"):
+        mask = getattr(result, name).astype(np.uint8) * 255
+        write_bytes_atomic(files[name], cv2.imencode(".png", mask)[1].tobytes())
+    header = list(TileRecord.__dataclass_fields__)
+    write_csv(files["tiles"], header, (astuple(t) for t in result.tiles))
     result.files = files
-    tmp = Path(files["result"] + ".tmp")
-    tmp.write_text(json.dumps(result.summary(), indent=2))
-    tmp.replace(files["result"])
+    write_text_atomic(files["result"], json.dumps(result.summary(), indent=2))
     return result
 
 
@@ -317,6 +331,8 @@ def load_result(out_dir: str | Path) -> Her2NetResult:
         slide=summary["slide"],
         bundle=summary["bundle"],
         files=summary["overlays"],
+        notice=summary.get("notice"),
+        warning=summary.get("warning"),
     )
 
 
@@ -384,6 +400,7 @@ def predict_slide(
     Her2NetResult
     """
     options = options or Her2NetOptions()
+    warning = check_slide_scope(model.meta, slide.info, _model_name(model))
     layout = tile_layout(slide, model.magnification, model.tile_size, model.input_size)
     ds = layout.mask_downsample
     w, h = layout.slide_size
@@ -416,15 +433,26 @@ def predict_slide(
         tile_size_px=float(layout.tile_size0),
         slide=str(slide.info.path),
         bundle=str(model.meta.get("name", "")),
+        notice=demo_notice(model.meta),
+        warning=warning,
     )
+
+
+def _model_name(model: Her2NetModel) -> str:
+    """How sentences name a HER2Net model: its bundle name."""
+    return f"the HER2Net model '{model.meta.get('name', 'her2net')}'"
 
 
 def _classify(model, options, layout, batch, tiles, tissue, masks) -> list[TileRecord]:
     """Tumor masks and strong calls for the tissue tiles of one batch."""
     tumor_mask, strong_mask = masks
-    tumor = model.tumor_probability(tiles[tissue]) > 0.5
+    source = f"The output of {_model_name(model)}"
+    tumor_probability = model.tumor_probability(tiles[tissue])
+    require_finite(tumor_probability, source)
+    tumor = tumor_probability > 0.5
     keep = [k for k in range(len(tissue)) if is_tumor_tile(tumor[k], options.tumor_min_fraction)]
     probs = model.strong_probability(tiles[[tissue[k] for k in keep]]) if keep else []
+    require_finite(probs, source)
     strong_prob = dict(zip(keep, probs, strict=True))
     out = []
     for k, index in enumerate(tissue):
@@ -455,7 +483,13 @@ def result_cache_dir(slide: Slide, bundle_path: str | Path, options: Her2NetOpti
     bundle_path = Path(bundle_path).resolve()
     stamp = (bundle_path / "bundle.json") if bundle_path.is_dir() else bundle_path
     key = json.dumps(
-        [str(slide.info.fingerprint), str(bundle_path), stamp.stat().st_mtime_ns, asdict(options)],
+        [
+            str(slide.info.fingerprint),
+            slide.info.mpp_x,
+            str(bundle_path),
+            stamp.stat().st_mtime_ns,
+            asdict(options),
+        ],
         sort_keys=True,
     )
     return cache_dir() / "her2net" / hashlib.sha256(key.encode()).hexdigest()[:20]

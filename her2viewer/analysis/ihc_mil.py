@@ -34,6 +34,7 @@ from her2viewer.features.encoders import (
 from her2viewer.features.engine import extract_features
 from her2viewer.features.store import read_features
 from her2viewer.models.bundle import load_bundle, save_bundle
+from her2viewer.models.checks import require_finite
 from her2viewer.models.clam import AttnNet
 from her2viewer.slide import Slide
 from her2viewer.tissue import make_patch_grid, segment_tissue
@@ -191,13 +192,23 @@ def _fit(model, optimiser, loss_fn, sampler, tensors, scores, status, epochs: in
 
 
 @torch.inference_mode()
-def predict_mil(model: IhcAttentionMIL, features: np.ndarray) -> MilPrediction:
-    """Predict one slide from its tile features."""
+def predict_mil(
+    model: IhcAttentionMIL, features: np.ndarray, source: str = "the slide"
+) -> MilPrediction:
+    """Predict one slide from its tile features; ``source`` names the slide in errors.
+
+    Raises
+    ------
+    ModelError
+        When there are no features, or the features or outputs are not finite.
+    """
     if len(features) == 0:
         raise ModelError("The slide has no tile features to predict from.")
+    require_finite(features, f"The tile features of {source}")
     score_logits, status_logits, attention = model(torch.as_tensor(features, dtype=torch.float32))
     score_probs = torch.softmax(score_logits, 0).numpy()
     status_probs = torch.softmax(status_logits, 0).numpy()
+    require_finite(np.r_[score_probs, status_probs], f"The IHC MIL output on {source}")
     return MilPrediction(
         int(score_probs.argmax()),
         STATUS_NAMES[int(status_probs.argmax())],

@@ -21,6 +21,12 @@ import numpy as np
 from her2viewer.analysis.gradcam import GradCamMap, slide_gradcam
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
+from her2viewer.models.checks import (
+    apply_pixel_size,
+    check_slide_scope,
+    demo_notice,
+    require_finite,
+)
 from her2viewer.models.patch_cnn import (
     PATCH_SIZE,
     default_grading_bundle,
@@ -31,6 +37,7 @@ from her2viewer.models.patch_cnn import (
     target_layer,
 )
 from her2viewer.models.patch_data import slide_patches
+from her2viewer.outputs import write_text_atomic
 from her2viewer.overlay.layers import HeatmapLayer, MaskLayer
 from her2viewer.slide import open_slide
 
@@ -65,6 +72,11 @@ class PatchGrading:
         How the patches were chosen (``"tumor mask"``, ``"stain density"``, ...).
     step_level0 : int
         Grid step in level-0 pixels.
+    notice : str or None
+        :data:`~her2viewer.models.checks.DEMO_NOTICE` for a synthetic demo bundle.
+    warning : str or None
+        The sentence of :func:`~her2viewer.models.checks.check_slide_scope` when the
+        slide is outside what the bundle accepts.
     """
 
     coords: np.ndarray
@@ -76,6 +88,8 @@ class PatchGrading:
     slide_size: tuple[int, int]
     rule: str
     step_level0: int
+    notice: str | None = None
+    warning: str | None = None
 
     def layer(self) -> MaskLayer:
         """Per-patch grade layer: the grid cell around each patch centre in its grade's colour.
@@ -102,13 +116,15 @@ class PatchGrading:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write the result as JSON."""
-        path = Path(path)
-        path.write_text(
+        """Write the result as JSON, atomically (an :class:`OutputError` when it cannot)."""
+        return write_text_atomic(
+            path,
             json.dumps(
                 {
                     "classes": self.classes,
                     "grade": self.grade,
+                    "notice": self.notice,
+                    "warning": self.warning,
                     "mean_probability": self.mean_probability.tolist(),
                     "aggregation": "mean patch probability, argmax",
                     "patch_choice": self.rule,
@@ -118,9 +134,8 @@ class PatchGrading:
                     "coords": self.coords.tolist(),
                     "probs": np.round(self.probs, 6).tolist(),
                 }
-            )
+            ),
         )
-        return path
 
 
 def _slide_size(slide_path: str | Path) -> tuple[int, int]:
@@ -132,6 +147,13 @@ def _model(model_path, arch):
     return load_patch_cnn(model_path or default_grading_bundle(), arch=arch)
 
 
+def _scope(slide_path, meta: dict, model_path, mpp: float | None) -> str | None:
+    """Check the slide against the bundle's ``accepts``; return the warning, if any."""
+    name = f"the grading model {Path(model_path or default_grading_bundle()).name}"
+    with open_slide(slide_path) as slide:
+        return check_slide_scope(meta, apply_pixel_size(slide, mpp).info, name)
+
+
 def grade_slide(
     slide_path: str | Path,
     model_path: str | Path | None = None,
@@ -141,6 +163,7 @@ def grade_slide(
     tumor: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     step: int = GRADING_STEP,
+    mpp: float | None = None,
 ) -> PatchGrading:
     """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% white) of a slide.
 
@@ -162,17 +185,29 @@ def grade_slide(
         ``progress(done, total)`` while patches are read (may raise to cancel).
     step : int
         Grid step (px at 20x); half the patch by default.
+    mpp : float, optional
+        Pixel size (um/px) for a slide that records none.
+
+    Raises
+    ------
+    ModelError
+        When the bundle needs a pixel size the slide lacks, or the model's output is
+        not finite.
     """
     model, meta = _model(model_path, arch)
-    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, step=step, progress=progress)
+    warning = _scope(slide_path, meta, model_path, mpp)
+    chosen = slide_patches(
+        slide_path, limit=limit, tumor=tumor, step=step, progress=progress, mpp=mpp
+    )
     probs = predict_proba(
         model, input_transform(meta)(chosen.patches), device=choose_device(device)
     )
+    require_finite(probs, f"The grading output on {Path(slide_path).name}")
     index, mean = slide_grade(probs)
     classes = list(meta["classes"])
     return PatchGrading(
         chosen.coords, probs, classes, classes[index], mean, chosen.patch_size_level0,
-        _slide_size(slide_path), chosen.rule, chosen.step_level0,
+        _slide_size(slide_path), chosen.rule, chosen.step_level0, demo_notice(meta), warning,
     )  # fmt: skip
 
 
@@ -187,6 +222,7 @@ def gradcam_slide(
     progress: Callable[[int, int], None] | None = None,
     tumor: str = "auto",
     rect: tuple[float, float, float, float] | None = None,
+    mpp: float | None = None,
 ) -> GradCamMap:
     """Grad-CAM of a grade (each patch's predicted one by default) over a slide's patches.
 
@@ -197,6 +233,8 @@ def gradcam_slide(
         overlapping it, at most :data:`MAX_VIEW_PATCHES`.
     tumor : str
         Patch rule (``"none"``: every tissue patch).
+    mpp : float, optional
+        Pixel size (um/px) for a slide that records none.
 
     Returns a level-0-aligned :class:`~her2viewer.analysis.gradcam.GradCamMap`.
 
@@ -210,7 +248,8 @@ def gradcam_slide(
     if grade is not None and grade not in classes:
         raise ModelError(f"Grade '{grade}' is not one of the model's {', '.join(classes)}.")
     most = MAX_VIEW_PATCHES if rect is not None else None
-    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, rect=rect, most=most)
+    _scope(slide_path, meta, model_path, mpp)
+    chosen = slide_patches(slide_path, limit=limit, tumor=tumor, rect=rect, most=most, mpp=mpp)
     torch_device = choose_device(device)
     layer, channels_last = target_layer(model.to(torch_device), meta["arch"])
     transform = input_transform(meta)

@@ -23,6 +23,7 @@ from safetensors.torch import save as save_safetensors
 from her2viewer.errors import ModelError
 from her2viewer.models.checks import require_finite
 from her2viewer.models.manifest import SCHEMA_VERSION, validate_manifest
+from her2viewer.outputs import output_error
 
 MANIFEST = "bundle.json"
 
@@ -108,6 +109,12 @@ def save_bundle(path: str | Path, meta: dict, tensors: dict[str, dict[str, torch
     Returns
     -------
     Path
+
+    Raises
+    ------
+    OutputError
+        One sentence when the bundle cannot be written (full disk, no permission);
+        nothing is left behind.
     """
     path = Path(path)
     meta = {"schema_version": SCHEMA_VERSION, **meta}
@@ -117,11 +124,14 @@ def save_bundle(path: str | Path, meta: dict, tensors: dict[str, dict[str, torch
     for stem, state in tensors.items():
         contiguous = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         files[f"{stem}.safetensors"] = save_safetensors(contiguous)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".zip":
-        _write_zip(path, files)
-    else:
-        _write_folder(path, files)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".zip":
+            _write_zip(path, files)
+        else:
+            _write_folder(path, files)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     return path
 
 

@@ -54,14 +54,25 @@ def demo_notice(meta: dict) -> str | None:
     return DEMO_NOTICE if meta.get("synthetic") is True else None
 
 
-def with_notice(text: str, meta: dict) -> str:
-    """``text`` with the demo notice appended on the same line when the bundle is a demo."""
-    notice = demo_notice(meta)
+def with_notice(text: str, notice: str | None) -> str:
+    """``text`` with a demo notice (from :func:`demo_notice`) appended on the same line."""
     return f"{text} ({notice})" if notice else text
+
+
+def add_mpp_option(parser) -> None:
+    """Add ``--mpp``: the pixel size of a slide that records none."""
+    parser.add_argument(
+        "--mpp",
+        type=float,
+        help="pixel size in micrometres per pixel, for a slide that records none (e.g. 0.25)",
+    )
 
 
 def apply_pixel_size(slide, mpp: float | None):
     """Give an open slide the pixel size ``mpp`` (um/px) a user stated; return the slide.
+
+    The stated size wins over what the file records: the magnification becomes the
+    estimate from it.
 
     Raises
     ------
@@ -75,7 +86,11 @@ def apply_pixel_size(slide, mpp: float | None):
     from her2viewer.slide.base import estimate_objective_power
 
     slide.info = dataclasses.replace(
-        slide.info, mpp_x=mpp, mpp_y=mpp, objective_power_estimate=estimate_objective_power(mpp)
+        slide.info,
+        mpp_x=mpp,
+        mpp_y=mpp,
+        objective_power=None,
+        objective_power_estimate=estimate_objective_power(mpp),
     )
     return slide
 
@@ -109,7 +124,8 @@ def check_slide_scope(meta: dict, info, model_name: str) -> str | None:
     name = Path(str(info.path)).name
     if accepts.get("pixel_size_required") and not info.mpp_x:
         raise ModelError(
-            f"{name} records no pixel size and {model_name} needs one; "
+            f"{name} records no pixel size, so its magnification is unknown, and {model_name} "
+            "needs it; "
             "give it with --mpp (micrometres per pixel, e.g. 0.25 at 40x)."
         )
     low, high = accepts.get("magnification") or (0.0, float("inf"))

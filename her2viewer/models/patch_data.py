@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from her2viewer.errors import ModelError
+from her2viewer.models.checks import apply_pixel_size
 from her2viewer.models.patch_cnn import MAX_BACKGROUND, PATCH_SIZE, keep_patches
 from her2viewer.slide import open_slide
 from her2viewer.stain import HDAB, separate_stains
@@ -223,6 +224,7 @@ def slide_patches(
     rect: tuple[float, float, float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
     most: int | None = None,
+    mpp: float | None = None,
 ) -> SlidePatches:
     """Read the tumor-enriched tissue patches of one slide.
 
@@ -247,6 +249,8 @@ def slide_patches(
         ``progress(done, total)`` after each patch read (may raise to cancel).
     most : int, optional
         Refuse (before reading) more than this many candidate patches.
+    mpp : float, optional
+        Pixel size (um/px) for a slide that records none (``--mpp``).
 
     Raises
     ------
@@ -260,6 +264,7 @@ def slide_patches(
     if tumor == "mask" and region is None:
         raise ModelError(f"{Path(path).name} has no tumor mask (truth.json) beside it.")
     with open_slide(path) as slide:
+        apply_pixel_size(slide, mpp)
         grid, index = _grid(slide, patch_size, magnification, max_background, step, rect)
         if region is not None:
             fraction = region_fraction(region, grid.coords[index], grid.patch_size_level0)

@@ -13,6 +13,7 @@ into the bundle.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from her2viewer.analysis.patch_grading import gradcam_slide, grade_slide
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError, StainError
+from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.patch_cnn import (
     ARCHITECTURES,
     MAX_BACKGROUND,
@@ -45,6 +47,7 @@ from her2viewer.models.patch_data import (
     read_cohort,
     slide_patches,
 )
+from her2viewer.outputs import atomic_output, check_output_file
 from her2viewer.stain import MacenkoNormalizer
 
 RECIPES = ("linear-head", "full")
@@ -70,6 +73,7 @@ def _model_option(parser) -> None:
         "--model", default=None, help="bundle, or weights file with --arch (default: demo bundle)"
     )
     parser.add_argument("--arch", default=None, choices=ARCHITECTURES)
+    add_mpp_option(parser)
 
 
 def register(subparsers) -> None:
@@ -304,17 +308,26 @@ def run_train(args) -> int:
 
 
 def run_predict(args) -> int:
-    """Grade a slide with a trained patch CNN (the demo bundle by default)."""
+    """Grade a slide with a trained patch CNN (the demo bundle by default).
+
+    A demo bundle's notice is on the grade line (text) or in ``notice`` (JSON); a slide
+    outside what the bundle accepts gets a one-sentence warning on stderr.
+    """
+    if args.out:
+        check_output_file(args.out)
     result = grade_slide(
-        args.slide, args.model, args.arch, args.limit, args.device, tumor=args.tumor
-    )
+        args.slide, args.model, args.arch, args.limit, args.device, tumor=args.tumor,
+        mpp=args.mpp,
+    )  # fmt: skip
+    if result.warning:
+        print(result.warning, file=sys.stderr)
     classes = result.classes
     if args.out:
         result.save(args.out)
     counts = np.bincount(result.probs.argmax(1), minlength=len(classes))
     summary = {
         "slide": str(args.slide),
-        "grade": result.grade,
+        "grade": result.grade if args.json else with_notice(result.grade, result.notice),
         "patches": len(result.probs),
         "patch_choice": result.rule,
         "mean_probability": dict(
@@ -322,6 +335,8 @@ def run_predict(args) -> int:
         ),
         "patch_grades": dict(zip(classes, counts.tolist(), strict=True)),
     }
+    if args.json:
+        summary |= {"notice": result.notice, "warning": result.warning}
     _emit(summary, args.json)
     return 0
 
@@ -338,11 +353,13 @@ def _rect(text: str | None) -> tuple[float, float, float, float] | None:
 
 def run_gradcam(args) -> int:
     """Write a slide-level Grad-CAM score map (``.npy``, level-0 aligned)."""
+    check_output_file(args.out)
     result = gradcam_slide(
         args.slide, args.model, args.grade, args.arch, args.limit, args.downsample, args.device,
-        tumor=args.tumor, rect=_rect(args.rect),
+        tumor=args.tumor, rect=_rect(args.rect), mpp=args.mpp,
     )  # fmt: skip
-    np.save(args.out, result.values)
+    with atomic_output(args.out) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, result.values)
     summary = {
         "slide": str(args.slide),
         "out": str(args.out),

@@ -177,7 +177,7 @@ def run_predict_mil(args) -> int:
         features = slide_features(
             slide, encoder, args.features or Path(tmp) / "features.h5", args.device
         )
-        prediction = predict_mil(model, features.features)
+        prediction = predict_mil(model, features.features, Path(args.slide).name)
         if args.heatmap:
             tile0 = int(features.attrs.get("patch_size_level0", 224))
             heat, _ = attention_map(

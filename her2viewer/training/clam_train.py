@@ -25,6 +25,7 @@ from her2viewer import __version__
 from her2viewer.errors import ModelError
 from her2viewer.jobs import CancelToken
 from her2viewer.models.clam import CLAM, make_loss, save_clam_bundle
+from her2viewer.outputs import write_text_atomic
 from her2viewer.training.clam_config import TrainConfig
 from her2viewer.training.datasets import Bag, Cohort, patient_folds
 from her2viewer.training.metrics import auc_delong, binary_metrics
@@ -206,7 +207,7 @@ def cross_validate(
         "pooled_test": _pooled(test_rows),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

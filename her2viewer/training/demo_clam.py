@@ -29,6 +29,7 @@ from her2viewer.features.engine import extract_features
 from her2viewer.features.store import h5_path
 from her2viewer.models.checks import demo_manifest
 from her2viewer.models.clam import load_clam, predict, save_clam_bundle
+from her2viewer.outputs import write_text_atomic
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
 from her2viewer.tissue import make_patch_grid, segment_tissue
@@ -136,7 +137,7 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
         "cv_pooled_test": summary["pooled_test"],
         "encoder": encoder.describe(),
     }
-    (work / "demo_report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(work / "demo_report.json", json.dumps(report, indent=2))
     return report
 
 

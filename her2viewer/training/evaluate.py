@@ -16,6 +16,8 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from her2viewer.errors import EvaluationError
+from her2viewer.models.checks import require_finite
+from her2viewer.outputs import prepare_output_dir, write_text_atomic
 from her2viewer.study.plots import confusion_figure, roc_figure, write_png
 from her2viewer.tables import read_csv_rows
 from her2viewer.training.metrics import (
@@ -153,15 +155,16 @@ def read_predictions(path: str | os.PathLike, labels: Sequence[str] | None = Non
         raise EvaluationError(
             f"{Path(path).name} has a probability that is not a number: {exc}."
         ) from exc
+    if probabilities is not None:
+        require_finite(probabilities, f"Predictions file {Path(path).name}", EvaluationError)
     return truth, prediction, labels, probabilities
 
 
 def write_evaluation(result: dict, out_dir: str | os.PathLike) -> list[Path]:
     """Write ``metrics.json``, ``confusion.png`` and (with scores) ``roc.png``; return the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     written = [out / "metrics.json"]
-    written[0].write_text(json.dumps(result, indent=2))
+    write_text_atomic(written[0], json.dumps(result, indent=2))
     confusion = confusion_figure(result["labels"], result["confusion_matrix"], "Confusion matrix")
     write_png(confusion, out / "confusion.png")
     written.append(out / "confusion.png")

@@ -273,3 +273,131 @@ def test_a_real_bundle_has_no_notice(clam_bundle, tmp_path, capsys):
     path = str(_features(tmp_path / "f.h5", np.ones((3, 12), np.float32)))
     assert main(["clam", "infer", "--model", str(clam_bundle), "--features", path, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["notice"] is None
+
+
+# ------------------------------------------------------------------ items 6, 14, 20, 22 on slides
+def _gray_png(path: Path, side: int = 600) -> Path:
+    import cv2
+
+    cv2.imwrite(str(path), np.full((side, side, 3), 128, np.uint8))
+    return path
+
+
+def test_her2net_demo_result_carries_the_notice(synthetic_case, tmp_path, capsys):
+    slide = str(synthetic_case / "he.svs")
+    assert main(["her2net", "predict", slide, "--json", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads(capsys.readouterr().out)["notice"] == DEMO_NOTICE
+    assert json.loads((tmp_path / "o" / "her2net.json").read_text())["notice"] == DEMO_NOTICE
+    assert main(["her2net", "predict", slide, "--out", str(tmp_path / "o")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("HER2 ") and DEMO_NOTICE in first
+
+
+def test_her2net_needs_a_pixel_size_and_takes_mpp(tmp_path, capsys):
+    png = str(_gray_png(tmp_path / "plain.png"))
+    assert main(["her2net", "predict", png]) == 2
+    line = _error(capsys)
+    assert "plain.png records no pixel size" in line and "--mpp" in line
+    out = str(tmp_path / "o")
+    assert main(["her2net", "predict", png, "--mpp", "0.5", "--json", "--out", out]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["notice"] == DEMO_NOTICE and captured.err == ""
+    assert main(["her2net", "predict", png, "--mpp", "2", "--out", out]) == 0
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("Warning: plain.png is at 5x") and "\n" not in warning
+    assert main(["her2net", "predict", png, "--mpp", "nan"]) == 2
+    assert "--mpp" in _error(capsys)
+
+
+def test_her2net_out_on_a_file_is_one_sentence(tmp_path, capsys):
+    png = str(_gray_png(tmp_path / "plain.png"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        assert main(["her2net", "predict", png, "--mpp", "0.5", "--out", str(out)]) == 2
+        assert str(out) in _error(capsys)
+    assert blocker.read_text() == "x"
+
+
+def test_her2net_out_on_a_full_disk_leaves_nothing_half_written(tiny_disk, tmp_path, capsys):
+    from tests.reliability.conftest import fill_disk, leftovers
+
+    png = str(_gray_png(tmp_path / "plain.png"))
+    disk = tiny_disk(256)
+    out = disk / "o"
+    out.mkdir()
+    fill_disk(disk, 0)
+    assert main(["her2net", "predict", png, "--mpp", "0.5", "--out", str(out)]) == 2
+    assert "disk is full" in _error(capsys)
+    assert leftovers(disk) == [] and not (out / "her2net.json").exists()
+
+
+def test_grade_refuses_a_slide_without_pixel_size(tmp_path, capsys):
+    png = str(_gray_png(tmp_path / "ki67.png"))
+    assert main(["grade", "predict", png]) == 2
+    line = _error(capsys)
+    assert "ki67.png records no pixel size" in line and "--mpp" in line
+
+
+def test_grade_out_checked_before_the_work(tmp_path, capsys):
+    png = str(_gray_png(tmp_path / "x.png"))
+    assert main(["grade", "predict", png, "--mpp", "0.5", "--out", str(tmp_path)]) == 2
+    assert "it is a folder" in _error(capsys)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["grade", "predict", png, "--out", str(blocker / "g.json")]) == 2
+    assert "it is a file" in _error(capsys)
+
+
+def test_grade_demo_says_so_on_the_grade_line(synthetic_cohort, tmp_path, capsys):
+    slide = str(synthetic_cohort.parent / "case000" / "ihc.svs")
+    out = tmp_path / "g.json"
+    assert main(["grade", "predict", slide, "--limit", "3", "--out", str(out)]) == 0
+    grade = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("grade:")]
+    assert DEMO_NOTICE in grade[0]
+    saved = json.loads(out.read_text())
+    assert saved["notice"] == DEMO_NOTICE and saved["warning"] is None
+
+
+def test_nan_grading_head_is_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "grading"
+    shutil.copytree(default_grading_bundle(), folder)
+    state = load_file(str(folder / "head.safetensors"))
+    state["weight"][:] = float("nan")
+    save_file(state, str(folder / "head.safetensors"))
+    with pytest.raises(ModelError, match="head.safetensors holds NaN or infinite"):
+        load_patch_cnn(folder)
+
+
+def test_evaluate_refuses_non_finite_probabilities(tmp_path):
+    from her2viewer.errors import EvaluationError
+    from her2viewer.training.evaluate import read_predictions
+
+    path = tmp_path / "p.csv"
+    path.write_text("case_id,truth,prediction,probability\na,pos,pos,0.9\nb,neg,neg,nan\n")
+    with pytest.raises(EvaluationError, match="Predictions file p.csv holds NaN"):
+        read_predictions(path)
+
+
+def test_ihc_mil_refuses_non_finite_features():
+    from her2viewer.analysis.ihc_mil import IhcAttentionMIL, predict_mil
+
+    features = np.ones((3, 512), np.float32)
+    features[0, 0] = np.inf
+    with pytest.raises(ModelError, match="tile features of s.svs holds NaN"):
+        predict_mil(IhcAttentionMIL(), features, "s.svs")
+
+
+def test_save_bundle_on_a_full_disk_is_one_sentence(tiny_disk):
+    from her2viewer.errors import OutputError
+    from her2viewer.models.bundle import save_bundle
+    from tests.reliability.conftest import fill_disk
+
+    disk = tiny_disk(128)
+    fill_disk(disk, 0)
+    for name in ("b", "b.zip"):
+        with pytest.raises(OutputError, match="disk is full"):
+            save_bundle(disk / name, {"model_kind": "x"}, {"model": {"w": torch.ones(50000)}})
+    assert sorted(p.name for p in disk.iterdir()) == [".filler"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Progress, run_inline
+from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, SEGMENTERS
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
     predict.add_argument("--model", help="HER2Net bundle (default: the synthetic demo bundle)")
     predict.add_argument("--out", help="folder for the overlay files (default: the cache)")
     predict.add_argument("--threshold", type=float, default=10.0, help="positive when P >= this %%")
+    add_mpp_option(predict)
     predict.add_argument("--batch-size", type=int, default=32)
     _device_options(predict)
     predict.add_argument("--json", action="store_true", help="print JSON")
@@ -110,27 +112,37 @@ def run_train(args) -> int:
 def run_predict(args) -> int:
     """``her2net predict``: status, P, areas and overlay paths."""
     from her2viewer.analysis.her2net import Her2NetOptions, analyse_slide
+    from her2viewer.models.checks import apply_pixel_size
     from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
+    from her2viewer.outputs import prepare_output_dir
     from her2viewer.slide import open_slide
 
     _set_threads(args)
+    if args.out:
+        prepare_output_dir(args.out)
     bundle = Path(args.model) if args.model else demo_bundle_path()
     model = load_her2net(bundle, args.device)
     options = Her2NetOptions(positive_percent=args.threshold, batch_size=args.batch_size)
     with open_slide(args.slide) as slide:
+        apply_pixel_size(slide, args.mpp)
         result = run_inline(
             lambda ctx: analyse_slide(slide, bundle, model, options, ctx, args.out), None
         )
+    if result.warning:
+        print(result.warning, file=sys.stderr)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         s = summary
-        print(
+        status = with_notice(
             f"HER2 {s['her2_status']}: high-expression {s['high_expression_percent']:.1f}% "
-            f"(positive at >= {s['positive_percent']:g}%), tumor {s['tumor_area_px']:.0f} px, "
-            f"strong {s['strong_area_px']:.0f} px; overlays in "
-            f"{Path(s['overlays']['result']).parent}"
+            f"(positive at >= {s['positive_percent']:g}%)",
+            result.notice,
+        )
+        print(
+            f"{status}, tumor {s['tumor_area_px']:.0f} px, strong {s['strong_area_px']:.0f} px; "
+            f"overlays in {Path(s['overlays']['result']).parent}"
         )
     return 0
 
@@ -139,12 +151,15 @@ def run_evaluate(args) -> int:
     """``her2net evaluate``: JSON report on stdout."""
     from her2viewer.models.her2net.evaluation import evaluate_cohort
     from her2viewer.models.her2net.model import load_her2net
+    from her2viewer.outputs import check_output_file, write_text_atomic
 
     _set_threads(args)
+    if args.output:
+        check_output_file(args.output)
     model = load_her2net(args.model, args.device)
     report = run_inline(lambda ctx: evaluate_cohort(args.cohort, model, None, ctx), _progress)
     text = json.dumps(report, indent=2)
     if args.output:
-        Path(args.output).write_text(text)
+        write_text_atomic(args.output, text)
     print(text)
     return 0

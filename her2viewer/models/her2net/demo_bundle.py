@@ -15,7 +15,6 @@ bundle demonstrates the machinery and makes no clinical claim.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from dataclasses import asdict
@@ -38,6 +37,7 @@ from her2viewer.models.her2net.training import TrainConfig, train_her2net
 from her2viewer.paths import cache_dir
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
+from her2viewer.tables import write_csv
 from her2viewer.tissue.masks import read_mask
 
 NOTICE = (
@@ -82,11 +82,7 @@ def truth_tile_labels(labels_csv: Path, config: TrainConfig, out_csv: Path) -> P
                 )
                 if label >= 0:
                     rows.append((case.case_id, x, y, "strong" if label else "weak"))
-    with out_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case_id", "x", "y", "label"])
-        writer.writerows(rows)
-    return out_csv
+    return write_csv(out_csv, ["case_id", "x", "y", "label"], rows)
 
 
 def _cohort(path: Path, n: int, seed: int, size: tuple[int, int]) -> Path:

@@ -41,6 +41,7 @@ from her2viewer.models.her2net.ensemble import (
 from her2viewer.models.her2net.model import save_her2net
 from her2viewer.models.her2net.networks import build_segmenter, build_tile_classifier
 from her2viewer.models.patch_cnn import to_tensor
+from her2viewer.outputs import write_text_atomic
 from her2viewer.tissue.masks import mask_iou
 
 N_FOLDS = N_INPUTS
@@ -255,7 +256,7 @@ def _stage_model(path: Path, build, train):
     model, info = train()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path) + ".tmp")
     Path(str(path) + ".tmp").replace(path)
-    path.with_suffix(".json").write_text(json.dumps(info))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(info))
     return model, info
 
 
@@ -275,7 +276,7 @@ def _stage_integrated(classifiers, tiles: TileSet, config: TrainConfig, work: Pa
         outputs, tiles.strong[labelled], config.integrated, config.seed, config.integrated_grid
     )
     np.savez(path, **integrated.arrays)
-    info_path.write_text(json.dumps(integrated.meta()))
+    write_text_atomic(info_path, json.dumps(integrated.meta()))
     return integrated
 
 
@@ -316,7 +317,7 @@ def train_her2net(
     folds = slide_folds(positive, patients, seed=config.seed)
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_text_atomic(work / "config.json", json.dumps(asdict(config), indent=2))
     stages = 3 + N_FOLDS
 
     def reporter(stage: int, name: str):
