@@ -97,18 +97,7 @@ def read_features(path: str | Path) -> FeatureFile:
         raise ModelError(f"{path.name} cannot be read as an HDF5 features file ({exc}).") from exc
     if features.ndim != 2 or (coords is not None and len(coords) != len(features)):
         raise ModelError(f"{path.name}: features must be N x D with one coordinate per row.")
-    return FeatureFile(_finite(features, path), coords, attrs, encoder)
-
-
-def _finite(features: np.ndarray, path: Path) -> np.ndarray:
-    """Return ``features``, refusing a file with NaN or Inf in it (issue 13, item 2)."""
-    if not np.isfinite(features).all():
-        row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-        raise ModelError(
-            f"{path.name} holds non-finite feature values (NaN or Inf, first in row {row}); "
-            "extract its features again."
-        )
-    return features
+    return FeatureFile(features, coords, attrs, encoder)
 
 
 def _text(value):
@@ -122,7 +111,7 @@ def _read_pt(path: Path) -> FeatureFile:
         raise ModelError(f"Cannot read {path.name} as a features tensor ({exc}).") from exc
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2:
         raise ModelError(f"{path.name} must hold one N x D features tensor.")
-    return FeatureFile(_finite(tensor.float().numpy(), path), None)
+    return FeatureFile(tensor.float().numpy(), None)
 
 
 def save_pt_atomic(path: str | Path, features: np.ndarray) -> Path:
