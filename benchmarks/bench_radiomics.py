@@ -21,7 +21,7 @@ import numpy as np
 from her2viewer.radiomics.features import RadiomicsSettings, extract_features
 from her2viewer.radiomics.volume import Volume, load_volume
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "radiomics"  # pyradiomics, BSD-3
 FILTERED = {"original": {}, "log": {"sigma": (1.0, 3.0)}, "wavelet": {}}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import CaseSpec, write_case
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "cmu-1-small-region.svs"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "cmu-1-small-region.svs"
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -4,7 +4,7 @@ Needs PyRadiomics in the environment (only for this script; the project does not
 depend on it): ``pip install pyradiomics-bhklab``.
 
 Usage: .venv/bin/python benchmarks/check_radiomics_filters.py
-Extracts breast1 (shared real data) with every image type both ways (bin width 25,
+Extracts breast1 (tests/data/radiomics) with every image type both ways (bin width 25,
 voxelArrayShift 2000, LoG sigma 1 and 3 mm, wavelet coif1 level 1) and prints one
 JSON object: per image type the number of features, the largest relative feature
 difference (and which feature), how many features agree within 1e-4 and 1e-2, and
@@ -26,7 +26,7 @@ from her2viewer.radiomics.features import RadiomicsSettings, extract_features
 from her2viewer.radiomics.filters import PYRADIOMICS_NAMES, filtered_images
 from her2viewer.radiomics.volume import load_volume
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "radiomics"  # pyradiomics, BSD-3
 IMAGE_TYPES = {
     "original": {},
     "log": {"sigma": [1.0, 3.0]},

@@ -1,4 +1,8 @@
-"""Shared fixtures: a small synthetic cohort, the real SVS, an isolated cache."""
+"""Shared fixtures: a small synthetic cohort, the real SVS, an isolated cache.
+
+Real files the tests read live in ``tests/data/`` (sources and licences in its README); no test
+reads a folder outside the project.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+#: Real test files committed with the project (see tests/data/README.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,7 +31,7 @@ def isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cmu_svs() -> Path:
     """The real Aperio SVS from OpenSlide's test data (CC0)."""
-    path = SHARED_REAL / "cmu-1-small-region.svs"
+    path = TEST_DATA / "cmu-1-small-region.svs"
     assert path.exists(), f"real test slide missing: {path}"
     return path
 
