@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import platformdirs
 
 APP_NAME = "her2viewer"
-#: Demo model bundles and other files shipped with the source tree.
-RESOURCES_DIR = Path(__file__).resolve().parents[1] / "resources"
+
+
+def _resources_dir() -> Path:
+    """Return the folder of the shipped resources (demo model bundles).
+
+    An installed wheel carries them inside the package (``her2viewer/resources``, mapped there
+    from the checkout's top-level ``resources/`` at build time); a checkout, editable install
+    included, reads the top-level folder itself.
+
+    Returns
+    -------
+    Path
+        The resources folder.
+    """
+    packaged = Path(str(files("her2viewer") / "resources"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "resources"
+
+
+#: Demo model bundles and other files shipped with the application.
+RESOURCES_DIR = _resources_dir()
 
 
 def cache_dir() -> Path:
