@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import json
 import sys
 import time
@@ -286,14 +285,31 @@ def extraction_lock(out: Path) -> Iterator[None]:
     except OSError as exc:
         raise output_error(lock, exc) from exc
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle):
             raise OutputError(
                 f"Another extraction is writing to {out}; wait for it to finish or "
                 "choose another output folder."
-            ) from None
+            )
         yield
+
+
+def _try_lock(handle) -> bool:
+    """Take an exclusive lock on an open file without waiting; False when another holds it.
+
+    The operating system releases the lock when the file is closed, or the process ends.
+    """
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError on POSIX, PermissionError on Windows
+        return False
+    return True
 
 
 def run_extract(args) -> int:

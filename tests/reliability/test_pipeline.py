@@ -3,8 +3,6 @@ names from CSVs, numeric options, unwritable outputs, a lock, and hostile coordi
 
 from __future__ import annotations
 
-import fcntl
-
 import h5py
 import numpy as np
 import pytest
@@ -241,10 +239,11 @@ def test_overlay_tiff_on_a_full_disk_leaves_nothing(tiny_disk):
 
 
 def test_second_extraction_into_a_folder_is_refused(tmp_path, synthetic_case, encoder_file, capsys):
+    from her2viewer.features.cli import extraction_lock
+
     out = tmp_path / "out"
     out.mkdir()
-    with open(out / ".extract.lock", "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with extraction_lock(out):  # as a first extraction holds it
         assert main(_extract(synthetic_case / "he.svs", out, encoder_file)) == 2
     _one_line(capsys, "Another extraction is writing to", str(out))
     assert not (out / "h5_files").exists()
