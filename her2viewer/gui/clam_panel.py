@@ -17,7 +17,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
 from her2viewer.analysis.clam import ClamHeatmap, analyze_slide
-from her2viewer.gui.job_panel import JobPanel, dock_panel
+from her2viewer.gui.job_panel import JobPanel, bundle_notice, dock_panel
+from her2viewer.models.checks import with_notice
 from her2viewer.models.clam import demo_clam_bundle_path
 from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.slide import open_slide
@@ -59,10 +60,11 @@ class ClamPanel(JobPanel):
 
         def work(context):
             with open_slide(path) as slide:
-                return analyze_slide(
+                heatmap = analyze_slide(
                     slide, bundle, progress=context.report, cancel=context.token,
                     on_partial=lambda heatmap: self._keep_partial(context, heatmap),
                 )  # fmt: skip
+            return heatmap, bundle_notice(bundle)
 
         self.start(work, "clam", "Analysing: segment, patch, extract features, CLAM…", (0,))
 
@@ -84,9 +86,11 @@ class ClamPanel(JobPanel):
         if partial is not None:
             self.replace_layers([(attention_layer(partial, partial=True), 0)])
 
-    def show_result(self, result: ClamHeatmap) -> None:
-        """Final heatmap layer, prediction with probabilities, and the top-k gallery."""
-        self.result = result
+    def show_result(self, result: tuple[ClamHeatmap, str | None]) -> None:
+        """Final heatmap layer, prediction with probabilities (and the model's demo notice),
+        and the top-k gallery."""
+        self.result, notice = result
+        result = self.result
         self.replace_layers([(attention_layer(result), 0)])
         names = result.class_names or [str(i) for i in range(len(result.prediction.probabilities))]
         probabilities = ", ".join(
@@ -94,8 +98,11 @@ class ClamPanel(JobPanel):
             for name, p in zip(names, result.prediction.probabilities, strict=True)
         )
         self.status.setText(
-            f"CLAM prediction: {names[result.prediction.prediction]} ({probabilities}); "
-            f"{len(result.coords)} patches."
+            with_notice(
+                f"CLAM prediction: {names[result.prediction.prediction]} ({probabilities}); "
+                f"{len(result.coords)} patches",
+                notice,
+            )
         )
         self.gallery.clear()
         half = _grid_step(result.coords) / 2

@@ -22,7 +22,8 @@ from her2viewer.analysis.patch_grading import (
     gradcam_slide,
     grade_slide,
 )
-from her2viewer.gui.job_panel import JobPanel, dock_panel
+from her2viewer.gui.job_panel import JobPanel, bundle_notice, dock_panel, result_text
+from her2viewer.models.checks import with_notice
 from her2viewer.models.patch_cnn import default_grading_bundle
 from her2viewer.slide.pairing import IHC_TOKENS
 
@@ -93,10 +94,11 @@ class GradingPanel(JobPanel):
         rect = self.window.views[self.pane].visible_bounds()
 
         def work(context):
-            return gradcam_slide(
+            cam = gradcam_slide(
                 path, bundle, downsample=CAM_DOWNSAMPLE, progress=context.report,
                 tumor="none", rect=rect,
             )  # fmt: skip
+            return cam, bundle_notice(bundle)
 
         self.start(work, "gradcam", "Grad-CAM of the region in view…", (self.pane,))
 
@@ -107,8 +109,9 @@ class GradingPanel(JobPanel):
         self.probabilities.setText("")
         super().clear_result()
 
-    def show_result(self, result: PatchGrading | GradCamMap) -> None:
-        """Show a grading (grade, probabilities, patch layer) or a Grad-CAM (heatmap layer)."""
+    def show_result(self, result: PatchGrading | tuple[GradCamMap, str | None]) -> None:
+        """Show a grading (grade, probabilities, patch layer) or a Grad-CAM with its model's
+        notice (heatmap layer)."""
         if isinstance(result, PatchGrading):
             self.result = result
             self._entries["grades"] = (result.layer(), self.pane)
@@ -117,19 +120,25 @@ class GradingPanel(JobPanel):
                 for name, p in zip(result.classes, result.mean_probability, strict=True)
             )
             self.status.setText(
-                f"IHC grade {result.grade} from {len(result.probs)} patches "
-                f"({result.rule}; mean patch probability)."
+                result_text(
+                    f"IHC grade {result.grade} from {len(result.probs)} patches "
+                    f"({result.rule}; mean patch probability)",
+                    result,
+                )
             )
-            self.probabilities.setText(f"Class probabilities: {probabilities}")
+            self.probabilities.setText(
+                with_notice(f"Class probabilities: {probabilities}", result.notice)
+            )
         else:
-            self.cam = result
-            self._entries["cam"] = (gradcam_layer(result, "Grad-CAM (view)"), self.pane)
+            self.cam, notice = result
+            self._entries["cam"] = (gradcam_layer(self.cam, "Grad-CAM (view)"), self.pane)
             self.status.setText(
-                f"Grad-CAM of {len(result.patch_probs)} patches in view "
-                "(each patch's predicted grade)."
+                with_notice(
+                    f"Grad-CAM of {len(self.cam.patch_probs)} patches in view "
+                    "(each patch's predicted grade)",
+                    notice,
+                )
             )
-        if self.bundle is None:
-            self.status.setText(self.status.text() + " Synthetic demo bundle: no clinical claim.")
         self.replace_layers(list(self._entries.values()))
 
 

@@ -18,7 +18,7 @@ from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QWidget
 
 from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_slide
-from her2viewer.gui.job_panel import JobPanel, dock_panel
+from her2viewer.gui.job_panel import JobPanel, dock_panel, result_text
 from her2viewer.models.her2net.model import demo_bundle_path
 from her2viewer.slide import open_slide
 
@@ -97,11 +97,9 @@ class Her2NetPanel(JobPanel):
         p = result.high_expression_percent
         text = (
             f"HER2 {result.her2_status}: high-expression P = {p:.1f}% "
-            f"(positive at >= {result.positive_percent:g}%)."
+            f"(positive at >= {result.positive_percent:g}%)"
         )
-        if "her2net_demo" in str(result.bundle):
-            text += " Synthetic demo bundle: no clinical claim."
-        self.status.setText(text)
+        self.status.setText(result_text(text, result))
         self.bar.set_value(p, result.positive_percent)
         self.table.setRowCount(len(result.tiles))
         for row, tile in enumerate(result.tiles):

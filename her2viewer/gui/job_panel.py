@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.jobs import Job
+from her2viewer.models.bundle import is_bundle, load_bundle
+from her2viewer.models.checks import demo_notice, with_notice
 
 POLL_MS = 100
 
@@ -183,8 +185,22 @@ class JobPanel(QWidget):
             self.status.setText("Cancelled.")
         else:
             message = str(job.error) if isinstance(job.error, Her2ViewerError) else repr(job.error)
-            self.status.setText("Failed.")
+            self.status.setText(message)  # e.g. the slide is outside what the model accepts
             self.window.show_error(message)
+
+
+def bundle_notice(path) -> str | None:
+    """The demo notice of the model bundle at ``path`` (None for a real model or a plain
+    checkpoint); it reads the bundle, so call it in the job's work, off the GUI thread."""
+    return demo_notice(load_bundle(path).meta) if is_bundle(path) else None
+
+
+def result_text(text: str, result) -> str:
+    """A result line as shown: the slide-scope warning sentence of the result first (it is
+    outside what the model accepts), and a demo model's notice on the same line."""
+    line = with_notice(text, getattr(result, "notice", None))
+    warning = getattr(result, "warning", None)
+    return f"{warning} {line}" if warning else line
 
 
 ANALYSIS_DOCK = "analysis_dock"

@@ -338,3 +338,40 @@ def test_a_bar_at_100_percent_means_done(window, qtbot):
     qtbot.waitUntil(lambda: panel.job is None, timeout=5000)
     assert panel.progress.value() == panel.progress.maximum() == 1
     assert panel.status.text() == "finished"
+
+
+# -- item 22: demo models say so; slides outside a model's scope are named ------------------
+def test_demo_results_say_so_on_the_line_and_scope_is_stated(
+    window, synthetic_case, no_mpp_png, qtbot
+):
+    from dataclasses import replace
+
+    from her2viewer.models.checks import DEMO_NOTICE
+
+    panel = attach_her2net_panel(window)
+    assert window.open_in_pane(str(no_mpp_png), 0)  # the demo bundle needs a pixel size
+    panel.run()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=60_000)
+    assert "pixel size" in panel.status.text() and panel.status.text() == window.errors[-1]
+    assert "\n" not in panel.status.text()  # the sentence itself, not "Failed."
+
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    panel.run()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
+    line = panel.status.text()
+    assert line.startswith("HER2 ") and "\n" not in line and DEMO_NOTICE in line
+    warning = "Warning: x.svs is at 10x but the model accepts H&E slides at 20x to 40x only."
+    panel.show_result(replace(panel.result, warning=warning))
+    assert panel.status.text().startswith(warning) and DEMO_NOTICE in panel.status.text()
+
+
+def test_grading_demo_says_so_on_every_line(window, synthetic_case, qtbot):
+    from her2viewer.gui.grading_panel import attach_grading_panel
+    from her2viewer.models.checks import DEMO_NOTICE
+
+    panel = attach_grading_panel(window)
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0)
+    panel.run()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=180_000)
+    assert panel.result is not None, window.errors
+    assert DEMO_NOTICE in panel.status.text() and DEMO_NOTICE in panel.probabilities.text()
