@@ -14,7 +14,7 @@ from her2viewer.study.definition import (
     make_question,
     missing_slides,
 )
-from her2viewer.study.store import StudyStore
+from her2viewer.study.store import StudyStore, is_study_file
 from her2viewer.training.metrics import mcnemar_splits
 
 
@@ -49,20 +49,47 @@ def register(subparsers) -> None:
 
     imp = verbs.add_parser("import", help="import answers collected elsewhere")
     imp.add_argument("study")
-    imp.add_argument("answers", help="CSV: reader, case_id, answer[, confidence, arm, seconds]")
+    imp.add_argument(
+        "answers",
+        help="CSV: reader, case_id, answer[, confidence, arm, seconds], or a reader package "
+        "(.h2study) a reader has answered in",
+    )
     imp.set_defaults(func=run_import)
 
-    exp = verbs.add_parser("export", help="write every answer revision to a CSV")
+    exp = verbs.add_parser(
+        "export", help="write every answer revision to a CSV (the owner's study file only)"
+    )
     exp.add_argument("study")
     exp.add_argument("-o", "--output", required=True, help="CSV to write")
     exp.set_defaults(func=run_export)
+
+    package = verbs.add_parser(
+        "export-for-reader",
+        help="write the blinded copy of a study to give to readers",
+        description="Write a reader package: a copy of the study without the truth table and "
+        "without other readers' answers (and, unless --with-model, without the model's "
+        "predictions and score maps). Give readers the package, never the study file itself: "
+        "'study report', 'export' and 'results' refuse a package, and the owner brings the "
+        "answers back with 'study import STUDY PACKAGE'.",
+    )
+    package.add_argument("study", help="the owner's study file")
+    package.add_argument("-o", "--output", required=True, help="package to write (.h2study)")
+    package.add_argument(
+        "--with-model",
+        action="store_true",
+        help="keep the model's outputs, which an assisted arm shows (give this package only "
+        "once the unassisted reading is done)",
+    )
+    package.set_defaults(func=run_export_for_reader)
 
     status = verbs.add_parser("status", help="progress per reader, missing slides, file health")
     status.add_argument("study")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=run_status)
 
-    report = verbs.add_parser("report", help="statistics, figures and an HTML summary")
+    report = verbs.add_parser(
+        "report", help="statistics, figures and an HTML summary (the owner's study file only)"
+    )
     report.add_argument("study")
     report.add_argument("-o", "--output", required=True, help="report folder")
     report.add_argument("--bootstrap", type=int, default=2000, help="resamples (default 2000)")
@@ -142,9 +169,13 @@ def _run_model(cases, question, bundle: Path):
 
 
 def run_import(args) -> int:
-    """Import an answers CSV."""
+    """Import an answers CSV or a reader package."""
+    answers = Path(args.answers)
     with StudyStore(Path(args.study)) as store:
-        count = store.import_csv(Path(args.answers))
+        if is_study_file(answers):
+            count = store.import_package(answers)
+        else:
+            count = store.import_csv(answers)
     print(f"imported {count} answers into {args.study}")
     return 0
 
@@ -154,6 +185,15 @@ def run_export(args) -> int:
     with StudyStore(Path(args.study), readonly=True) as store:
         count = store.export_csv(Path(args.output))
     print(f"wrote {count} answer rows to {args.output}")
+    return 0
+
+
+def run_export_for_reader(args) -> int:
+    """Write a reader package (no truth, no other readers' answers)."""
+    with StudyStore(Path(args.study), readonly=True) as store:
+        store.export_for_reader(Path(args.output), args.with_model)
+    model = "with" if args.with_model else "without"
+    print(f"wrote reader package {args.output} ({model} the model's outputs, without the truth)")
     return 0
 
 

@@ -17,6 +17,7 @@ relative to the CSV; truth ``case_id, truth``; model predictions
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,9 @@ QUESTION_TYPES = {
 
 #: Confidence scales: name -> (low, high); ``0-100`` is the probability of positive in percent.
 CONFIDENCE_SCALES = {"none": None, "1-5": (1, 5), "0-100": (0, 100)}
+
+#: Longest reading time of one case accepted (a day); more is a clock or typing error.
+MAX_READING_SECONDS = 86400.0
 
 _ALIASES = {"pos": "positive", "neg": "negative", "1": "1+", "2": "2+", "3": "3+"}
 
@@ -196,6 +200,11 @@ def read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = 
                 )
             rows = []
             for line, raw in enumerate(reader, start=2):
+                if None in raw:
+                    raise StudyError(
+                        f"{path.name} line {line} has more cells than its header; "
+                        "quote cells that hold commas."
+                    )
                 row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
                 if not any(row.values()):
                     continue
@@ -279,13 +288,33 @@ def load_truth(path: Path, question: Question, case_ids: set[str]) -> dict[str, 
 
 
 def parse_float(text: str, what: str, where: str) -> float | None:
-    """Parse an optional number from a CSV cell; blank gives ``None``."""
+    """Parse an optional finite number from a CSV cell; blank gives ``None``."""
     if text == "":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError as exc:
         raise StudyError(f"{where}: {what} {text!r} is not a number.") from exc
+    if not math.isfinite(value):
+        raise StudyError(f"{where}: {what} {text!r} is not a finite number.")
+    return value
+
+
+def check_seconds(value: float | None, where: str = "") -> float | None:
+    """Return a reading time in seconds, or raise :class:`StudyError` when it is impossible.
+
+    A reading time is a finite number from 0 to :data:`MAX_READING_SECONDS`;
+    ``None`` (not recorded) passes.
+    """
+    if value is None:
+        return None
+    if not (math.isfinite(value) and 0 <= value <= MAX_READING_SECONDS):
+        prefix = f"{where}: " if where else ""
+        raise StudyError(
+            f"{prefix}seconds {value:g} is not a reading time from 0 to "
+            f"{MAX_READING_SECONDS:g} seconds."
+        )
+    return float(value)
 
 
 def load_predictions(

@@ -76,6 +76,11 @@ def predict_cases(
             heat = analyze_slide(slide, bundle, options, encoder)
         labels = _labels(list(heat.class_names), question)
         probs = np.asarray(heat.prediction.probabilities, dtype=float)
+        if not np.isfinite(probs).all() or np.isinf(heat.values).any():
+            raise StudyError(
+                f"the model gave non-finite outputs on case {case.case_id} ({case.he_path}); "
+                "check the model bundle and the slide."
+            )
         positive = None
         if question.binary:
             positive = float(sum(p for p, lab in zip(probs, labels, strict=True)

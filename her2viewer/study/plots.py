@@ -12,6 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from her2viewer.errors import OutputError
+from her2viewer.outputs import write_bytes_atomic
+
 WIDTH, HEIGHT = 640, 520
 MARGIN = 70
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -137,6 +140,8 @@ def bar_figure(
 
 
 def write_png(image: np.ndarray, path: Path) -> None:
-    """Write an RGB image as PNG."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    """Write an RGB image as PNG, atomically (see :func:`her2viewer.outputs.write_bytes_atomic`)."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputError(f"cannot write {path}: the figure could not be encoded as PNG.")
+    write_bytes_atomic(path, data.tobytes())

@@ -103,8 +103,14 @@ class ReadingSession:
         try:
             arms = probe.arms()
             self.arm = probe.arm(arm) if arm else arms[0]
+            without_model = probe.meta("model_included", "1") == "0"
         finally:
             probe.close()
+        if self.arm.shows_model and without_model:
+            raise StudyError(
+                f"this reader package holds no model output, so its {self.arm.name} arm cannot "
+                "be read; ask the study coordinator for the package of that arm."
+            )
         if not arm_is_open(self.arm, today):
             raise StudyError(
                 f"the {self.arm.name} arm opens on {self.arm.opens_at} (washout); come back then."

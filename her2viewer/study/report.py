@@ -8,37 +8,30 @@ draws. The HTML embeds its figures, so it is one self-contained file.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from her2viewer.errors import StudyError
+from her2viewer.errors import OutputError, StudyError
+from her2viewer.outputs import (
+    describe_os_error,
+    output_error,
+    prepare_output_dir,
+    write_text_atomic,
+)
 from her2viewer.study import plots
 from her2viewer.study.stats import MODEL, analyse
 from her2viewer.study.store import StudyStore
+from her2viewer.tables import write_csv
 from her2viewer.training.metrics import EXACT_MCNEMAR_BELOW
 
 METRIC_ORDER = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "ppv", "npv")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _slug(text: str) -> str:
@@ -72,6 +65,32 @@ def metric_rows(summary: dict) -> list[list]:
     return rows
 
 
+#: Columns of ``mcnemar.csv``, one row per reader and arm (see :func:`mcnemar_rows`).
+MCNEMAR_HEADER = [
+    "reader",
+    "arm",
+    "n",
+    "both_correct",
+    "model_only",
+    "reader_only",
+    "both_wrong",
+    "method",
+    "p_value",
+    "p_exact",
+    "p_chi2",
+    "p_chi2_cc",
+]
+
+
+def mcnemar_rows(summary: dict) -> list[list]:
+    """Flatten a summary's reader-vs-model McNemar tests to rows of :data:`MCNEMAR_HEADER`."""
+    return [
+        [r["reader"], r["arm"], r["n"], *r["table"][0], *r["table"][1], r["method"]]
+        + [r["p_value"], r["p_exact"], r["p_chi2"], r["p_chi2_cc"]]
+        for r in summary["reader_vs_model"]
+    ]
+
+
 def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
     """Write PNG + CSV for each figure; return (title, png name) pairs."""
     figures = []
@@ -91,7 +110,7 @@ def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
         plots.write_png(plots.roc_figure(fpr, tpr, points, auc), out / "roc.png")
         rows = [[MODEL, f, t, th] for f, t, th in zip(*roc.values(), strict=True)] if roc else []
         rows += [[name, f, t, ""] for name, f, t in points]
-        _write_csv(out / "roc.csv", ["series", "fpr", "tpr", "threshold"], rows)
+        write_csv(out / "roc.csv", ["series", "fpr", "tpr", "threshold"], rows)
         figures.append(("ROC curve of the model with each reader's operating point", "roc.png"))
     for name, arm, block in _raters(summary):
         confusion = block.get("confusion") or block.get("multiclass", {}).get("confusion")
@@ -102,7 +121,7 @@ def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
         image = plots.confusion_figure(confusion["labels"], confusion["matrix"], title)
         plots.write_png(image, out / f"{stem}.png")
         labels = confusion["labels"]
-        _write_csv(
+        write_csv(
             out / f"{stem}.csv",
             ["truth", *labels],
             [[lab, *row] for lab, row in zip(labels, confusion["matrix"], strict=True)],
@@ -123,7 +142,7 @@ def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
         rows = [
             [t["reader"], t["arm"], t["case_id"], t["seconds"]] for t in summary["reading_times"]
         ]
-        _write_csv(out / "reading_time.csv", ["reader", "arm", "case_id", "seconds"], rows)
+        write_csv(out / "reading_time.csv", ["reader", "arm", "case_id", "seconds"], rows)
         figures.append(("Reading time per case", "reading_time.png"))
     return figures
 
@@ -283,14 +302,18 @@ def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
 
 
 def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Analyse a study and write its report folder.
+    """Analyse a study and write its report folder, complete or not at all.
+
+    The report is written into a hidden temporary folder beside ``out_dir``
+    and renamed into place only when every file is written, so a failure (a
+    full disk, an error in the analysis) leaves no half report behind.
 
     Parameters
     ----------
     study_path : Path
-        The study file.
+        The owner's study file (a reader package is refused).
     out_dir : Path
-        Report folder (created; existing report files are replaced).
+        Report folder: new, empty, or an earlier report, which is replaced as a whole.
     n_boot, seed : int
         Bootstrap resamples and seed (see :func:`her2viewer.study.stats.analyse`).
 
@@ -300,50 +323,65 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
         The summary written to ``summary.json``.
     """
     out = Path(out_dir)
+    _check_report_folder(out)
+    with StudyStore(study_path, readonly=True) as store:
+        store.require_owner("report")
+        summary = analyse(store, n_boot=n_boot, seed=seed)
+        prepare_output_dir(out.parent)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        except OSError as exc:
+            raise output_error(out, exc) from exc
+        try:
+            _write_files(store, summary, staging, out)
+            _put_in_place(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _check_report_folder(out: Path) -> None:
+    """Refuse a report folder that is a file, or a folder holding something else than a report."""
     if out.exists() and not out.is_dir():
         raise StudyError(f"{out} exists and is not a folder.")
-    with StudyStore(study_path, readonly=True) as store:
-        summary = analyse(store, n_boot=n_boot, seed=seed)
-        out.mkdir(parents=True, exist_ok=True)
-        store.export_csv(out / "answers.csv")
-    _write_csv(
-        out / "metrics.csv",
-        ["rater", "arm", "metric", "value", "low", "high", "ci_method", "n"],
-        metric_rows(summary),
-    )
-    _write_csv(
-        out / "mcnemar.csv",
-        [
-            "reader",
-            "arm",
-            "n",
-            "both_correct",
-            "model_only",
-            "reader_only",
-            "both_wrong",
-            "method",
-            "p_value",
-            "p_exact",
-            "p_chi2",
-            "p_chi2_cc",
-        ],
-        [
-            [
-                r["reader"],
-                r["arm"],
-                r["n"],
-                *r["table"][0],
-                *r["table"][1],
-                r["method"],
-                r["p_value"],
-                r["p_exact"],
-                r["p_chi2"],
-                r["p_chi2_cc"],
-            ]
-            for r in summary["reader_vs_model"]
-        ],
-    )
-    figures = _figures(summary, out)
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
-    _atomic_write(out / "report.html", _html(summary, out, figures))
-    return summary
+    if out.is_dir() and any(out.iterdir()) and not (out / "summary.json").is_file():
+        raise StudyError(
+            f"{out} is a folder holding other files than a study report; choose a new folder."
+        )
+
+
+def _write_files(store: StudyStore, summary: dict, folder: Path, out: Path) -> None:
+    """Write every report file into ``folder``; name ``out`` in the error of a failed write."""
+    try:
+        store.export_csv(folder / "answers.csv")
+        write_csv(
+            folder / "metrics.csv",
+            ["rater", "arm", "metric", "value", "low", "high", "ci_method", "n"],
+            metric_rows(summary),
+        )
+        write_csv(folder / "mcnemar.csv", MCNEMAR_HEADER, mcnemar_rows(summary))
+        figures = _figures(summary, folder)
+        write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
+        write_text_atomic(folder / "report.html", _html(summary, folder, figures))
+    except OutputError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        raise OutputError(
+            f"cannot write the report {out}: {describe_os_error(cause)}; nothing was written."
+        ) from exc
+
+
+def _put_in_place(staging: Path, out: Path) -> None:
+    """Rename a complete report folder to ``out``, replacing an earlier report as a whole."""
+    old = out.with_name(f".{out.name}.old.tmp")
+    try:
+        if out.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(out, old)
+        os.rename(staging, out)
+    except OSError as exc:
+        if old.is_dir() and not out.exists():
+            os.rename(old, out)
+        raise output_error(out, exc) from exc
+    shutil.rmtree(old, ignore_errors=True)

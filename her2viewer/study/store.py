@@ -10,24 +10,25 @@ is the highest revision.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import os
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from her2viewer.errors import StudyError
+from her2viewer.outputs import atomic_output
 from her2viewer.study.definition import (
     CaseRow,
     Question,
+    check_seconds,
     parse_float,
     read_csv,
 )
+from her2viewer.tables import write_csv
 
 #: Version of the table layout below; a file with another version is refused.
 SCHEMA_VERSION = 1
@@ -135,18 +136,111 @@ class Answer:
     answered_at: str
 
 
+#: Errors SQLite raises on a damaged file: its own, and text that is no longer UTF-8.
+DATABASE_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
+#: SQLite's (stable) messages for failures that are not damage -> what the user is told.
+_SQLITE_CAUSES = {
+    "disk is full": "the disk is full",
+    "readonly database": "the file or its folder is read-only",
+    "unable to open": "the file or its folder is read-only",
+    "disk i/o error": "a disk input/output error occurred (is the disk full?)",
+    "locked": "another program is using it",
+}
+
+
+def database_error(path: Path, exc: Exception) -> StudyError:
+    """Return the one-sentence :class:`StudyError` for a SQLite failure on a study file.
+
+    A full disk, a read-only or immutable file and a locked file are named as
+    such (SQLite has then rolled back, so nothing was changed); a file that is
+    not SQLite is "not a study file"; any other failure means it is damaged.
+    """
+    text = str(exc).lower()
+    for fragment, cause in _SQLITE_CAUSES.items():
+        if fragment in text:
+            return StudyError(f"cannot write {path}: {cause}; nothing was changed.")
+    if "not a database" in text:
+        return StudyError(f"{path.name} is not a study file.")
+    if isinstance(exc, UnicodeDecodeError) or "decode" in text:
+        text = "a text value is not valid UTF-8"
+    return StudyError(f"{path.name} is damaged ({text}); restore it from a backup.")
+
+
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    """Open a study file with the pragmas every connection uses (autocommit, WAL, FULL sync)."""
-    uri = f"file:{Path(path).resolve()}?mode={'ro' if readonly else 'rw'}"
+    """Open a study file with the pragmas every connection uses (autocommit, WAL, FULL sync).
+
+    SQLite's ``PRAGMA quick_check`` runs first, so a damaged file is refused
+    in one sentence before anything is read from it or written to it.
+    """
+    uri = f"{Path(path).resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise StudyError(f"{Path(path).name} is not a study file ({exc}).") from exc
+    except DATABASE_ERRORS as exc:
+        raise database_error(Path(path), exc) from exc
+    try:
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except DATABASE_ERRORS as exc:
+        conn.close()
+        raise database_error(Path(path), exc) from exc
+    if verdict != "ok":
+        conn.close()
+        problem = verdict.replace("*** in database main ***", "").strip().splitlines()[0]
+        raise StudyError(
+            f"{Path(path).name} is damaged (SQLite finds: {problem[:120]}); "
+            "restore it from a backup."
+        )
     return conn
+
+
+def is_study_file(path: Path) -> bool:
+    """Whether ``path`` is a SQLite file (a study or a reader package), by its header."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _write_study_file(
+    path: Path, fill: Callable[[sqlite3.Connection], None], source: str | None = None
+) -> None:
+    """Write a new study file atomically: the schema, then ``fill(conn)`` in one transaction.
+
+    ``source``, a SQLite URI, is attached as the schema ``source`` for ``fill`` to copy from.
+
+    The file is built under a temporary name in rollback-journal mode, switched
+    to WAL once complete, flushed and renamed into place; a full disk or an
+    unwritable folder raises one sentence and leaves nothing behind.
+    """
+    if path.exists():
+        raise StudyError(f"{path} already exists; choose another name or remove it.")
+    if not path.parent.is_dir():
+        raise StudyError(f"{path.parent}: no such folder.")
+    with atomic_output(path, overwrite=False) as tmp:
+        conn = sqlite3.connect(tmp.resolve().as_uri(), uri=True, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(SCHEMA)
+            if source is not None:
+                conn.execute("ATTACH DATABASE ? AS source", (source,))
+            conn.execute("BEGIN")
+            fill(conn)
+            conn.execute("COMMIT")
+            if source is not None:
+                conn.execute("DETACH DATABASE source")
+            conn.execute("PRAGMA journal_mode = WAL")
+        except DATABASE_ERRORS as exc:
+            raise database_error(path, exc) from exc
+        finally:
+            conn.close()
+            for suffix in ("-journal", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
 
 def _parse_arms(arms: Iterable[str], second_arm_opens: str | None) -> list[Arm]:
@@ -197,15 +291,19 @@ class StudyStore:
             self.conn.set_authorizer(self._authorize)
         try:
             version = self.meta("schema_version")
-        except (sqlite3.DatabaseError, StudyError) as exc:
+        except (*DATABASE_ERRORS, StudyError) as exc:
             self.conn.close()
             raise StudyError(f"{self.path.name} is not a study file.") from exc
-        if int(version) != SCHEMA_VERSION:
+        if version != str(SCHEMA_VERSION):
             self.conn.close()
             raise StudyError(
                 f"{self.path.name} has study schema {version}; this version reads {SCHEMA_VERSION}."
             )
-        self.question = Question.from_dict(json.loads(self.meta("question")))
+        try:
+            self.question = Question.from_dict(json.loads(self.meta("question")))
+        except (*DATABASE_ERRORS, ValueError, KeyError, TypeError) as exc:
+            self.conn.close()
+            raise database_error(self.path, exc) from exc
 
     def _authorize(self, action, table, column, database, source) -> int:
         if action == sqlite3.SQLITE_READ and table in self.hidden_tables:
@@ -252,19 +350,10 @@ class StudyStore:
             Model score maps by case id, shown as layers in an assisted arm.
         """
         path = Path(path)
-        if path.exists():
-            raise StudyError(f"{path} already exists; choose another name or remove it.")
-        if not path.parent.is_dir():
-            raise StudyError(f"{path.parent}: no such folder.")
         arm_list = _parse_arms(arms, second_arm_opens)
         seed = secrets.randbits(31) if seed is None else int(seed)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.unlink(missing_ok=True)
-        conn = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(SCHEMA)
-            conn.execute("BEGIN")
+
+        def fill(conn: sqlite3.Connection) -> None:
             meta = {
                 "schema_version": str(SCHEMA_VERSION),
                 "question": json.dumps(question.to_dict()),
@@ -292,23 +381,33 @@ class StudyStore:
             )
             for reader in readers:
                 _insert_reader(conn, reader, seed)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        conn.close()
-        os.replace(tmp, path)
+
+        _write_study_file(path, fill)
         return cls(path)
 
     # -- definition -----------------------------------------------------------------------
 
-    def meta(self, key: str) -> str:
-        """Return one value of the ``meta`` table."""
+    def meta(self, key: str, default: str | None = None) -> str:
+        """Return one value of the ``meta`` table (``default`` when absent and given)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        if row is not None:
+            return row[0]
+        if default is None:
             raise StudyError(f"{self.path.name} lacks the study setting {key!r}.")
-        return row[0]
+        return default
+
+    @property
+    def is_reader_package(self) -> bool:
+        """Whether this file is a reader package (no truth) made by :meth:`export_for_reader`."""
+        return self.meta("reader_package", "0") == "1"
+
+    def require_owner(self, verb: str) -> None:
+        """Raise :class:`StudyError` when this file is a reader package (``verb`` needs truth)."""
+        if self.is_reader_package:
+            raise StudyError(
+                f"{self.path.name} is a reader package without the truth; "
+                f"'study {verb}' needs the study owner's file."
+            )
 
     @property
     def seed(self) -> int:
@@ -387,6 +486,7 @@ class StudyStore:
         """
         label = self.question.normalise(answer)
         confidence = self.question.check_confidence(confidence)
+        seconds = check_seconds(seconds)
         self._check_keys(reader, arm, case_id)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -407,7 +507,9 @@ class StudyStore:
         if found is None:
             raise StudyError(f"case {case_id!r} is not in this study.")
 
-    def _insert_answer(self, reader, arm, case_id, label, confidence, seconds, comment, source):
+    def _insert_answer(
+        self, reader, arm, case_id, label, confidence, seconds, comment, source, answered_at=None
+    ):
         (revision,) = self.conn.execute(
             "SELECT COALESCE(MAX(revision), 0) + 1 FROM answers "
             "WHERE reader = ? AND arm = ? AND case_id = ?",
@@ -426,7 +528,7 @@ class StudyStore:
                 seconds,
                 comment,
                 source,
-                utc_now(),
+                answered_at or utc_now(),
             ),
         )
         return cursor.lastrowid
@@ -444,21 +546,22 @@ class StudyStore:
 
         Columns: reader, arm, case_id, answer, confidence, seconds, comment,
         revision, current (1 for the latest revision), source, answered_at.
+        Cells are escaped against formula injection; a reader package is refused.
         """
+        self.require_owner("export")
         current = {a.id for a in self.answers()}
         rows = self.answers(current_only=False)
         columns = ["reader", "arm", "case_id", "answer", "confidence", "seconds", "comment"]
         columns += ["revision", "current", "source", "answered_at"]
-        tmp = Path(path).with_name(Path(path).name + ".partial")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for a in rows:
-                writer.writerow(
-                    [a.reader, a.arm, a.case_id, a.answer, _blank(a.confidence), _blank(a.seconds)]
-                    + [a.comment, a.revision, int(a.id in current), a.source, a.answered_at]
-                )
-        os.replace(tmp, path)
+        write_csv(
+            path,
+            columns,
+            (
+                [a.reader, a.arm, a.case_id, a.answer, _blank(a.confidence), _blank(a.seconds)]
+                + [a.comment, a.revision, int(a.id in current), a.source, a.answered_at]
+                for a in rows
+            ),
+        )
         return len(rows)
 
     def import_csv(self, path: Path) -> int:
@@ -472,37 +575,105 @@ class StudyStore:
         rows = read_csv(
             path, ("reader", "case_id", "answer"), ("confidence", "arm", "seconds", "comment")
         )
-        first_arm = self.arms()[0].name
-        case_ids = {c.case_id for c in self.cases()}
         parsed = []
         for r in rows:
             where = f"{path.name} line {r['_line']}"
-            reader = check_reader_name(r["reader"], where)
-            if r["case_id"] not in case_ids:
-                raise StudyError(f"{where}: case_id {r['case_id']!r} is not in this study.")
-            arm = r["arm"] or first_arm
-            try:
-                self.arm(arm)
-            except StudyError as exc:
-                raise StudyError(f"{where}: {exc}") from exc
-            label = self.question.normalise(r["answer"], where)
-            confidence = self.question.check_confidence(
-                parse_float(r["confidence"], "confidence", where), where
-            )
+            confidence = parse_float(r["confidence"], "confidence", where)
             seconds = parse_float(r["seconds"], "seconds", where)
-            parsed.append((reader, arm, r["case_id"], label, confidence, seconds, r["comment"]))
+            parsed.append(
+                self._checked_row(
+                    r["reader"], r["arm"], r["case_id"], r["answer"], confidence, seconds, where
+                )
+                + (r["comment"], None)
+            )
+        return self._append(parsed, "import")
+
+    def import_package(self, path: Path) -> int:
+        """Import the answers a reader gave in a reader package; return the number imported.
+
+        The package must come from this study (:meth:`export_for_reader`). Every
+        revision is appended with its original time, all or nothing; answers
+        imported before (same reader, arm, case and time) are skipped, so
+        importing a package again adds only what is new.
+        """
+        path = Path(path)
+        with StudyStore(path, readonly=True) as package:
+            if not package.is_reader_package:
+                raise StudyError(
+                    f"{path.name} is not a reader package; import answers from a CSV file "
+                    "or a package made by 'study export-for-reader'."
+                )
+            if package.meta("study_created_at", "") != self.meta("created_at"):
+                raise StudyError(f"{path.name} is a reader package of another study.")
+            answers = package.answers(current_only=False)
+        seen = {(a.reader, a.arm, a.case_id, a.answered_at) for a in self.answers(False)}
+        parsed = [
+            self._checked_row(
+                a.reader, a.arm, a.case_id, a.answer, a.confidence, a.seconds, path.name
+            )
+            + (a.comment, a.answered_at)
+            for a in answers
+            if (a.reader, a.arm, a.case_id, a.answered_at) not in seen
+        ]
+        return self._append(parsed, "package")
+
+    def _checked_row(self, reader, arm, case_id, answer, confidence, seconds, where) -> tuple:
+        """Return (reader, arm, case_id, label, confidence, seconds) of an answer to import."""
+        reader = check_reader_name(reader, where)
+        if case_id not in {c.case_id for c in self.cases()}:
+            raise StudyError(f"{where}: case_id {case_id!r} is not in this study.")
+        arm = arm or self.arms()[0].name
+        try:
+            self.arm(arm)
+        except StudyError as exc:
+            raise StudyError(f"{where}: {exc}") from exc
+        label = self.question.normalise(answer, where)
+        confidence = self.question.check_confidence(confidence, where)
+        return reader, arm, case_id, label, confidence, check_seconds(seconds, where)
+
+    def _append(self, parsed: list[tuple], source: str) -> int:
+        """Append checked answers (enrolling unknown readers) in one transaction."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             known = self.readers()
             for reader in sorted({p[0] for p in parsed} - set(known)):
                 _insert_reader(self.conn, reader, self.seed)
-            for p in parsed:
-                self._insert_answer(*p, "import")
+            for *row, answered_at in parsed:
+                self._insert_answer(*row, source, answered_at)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         return len(parsed)
+
+    def export_for_reader(self, path: Path, with_model: bool = False) -> None:
+        """Write a reader package: a copy of the study without truth and other readers' answers.
+
+        Parameters
+        ----------
+        path : Path
+            The package to write; must not exist.
+        with_model : bool
+            Keep the model's predictions and score maps, which an assisted arm
+            shows. Without them the package can only read arms that hide the
+            model, and nothing in the file reveals the model's answers.
+        """
+        self.require_owner("export-for-reader")
+        tables = ["meta", "cases", "arms", "readers"]
+        tables += ["model_predictions", "model_overlays"] if with_model else []
+        source = f"{self.path.resolve().as_uri()}?mode=ro"
+        marks = {
+            "reader_package": "1",
+            "model_included": str(int(with_model)),
+            "study_created_at": self.meta("created_at"),
+        }
+
+        def fill(conn: sqlite3.Connection) -> None:
+            for table in tables:
+                conn.execute(f"INSERT INTO {table} SELECT * FROM source.{table}")
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", marks.items())
+
+        _write_study_file(Path(path), fill, source)
 
     def integrity_check(self) -> str:
         """Return SQLite's ``PRAGMA integrity_check`` verdict (``"ok"`` when healthy)."""
@@ -515,8 +686,11 @@ class StudyStore:
     def __enter__(self) -> StudyStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        """Close the file; a SQLite error inside the block becomes one :class:`StudyError`."""
         self.close()
+        if isinstance(exc, DATABASE_ERRORS):
+            raise database_error(self.path, exc) from exc
 
 
 def check_reader_name(reader: str, where: str = "") -> str:

@@ -14,8 +14,10 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QApplication, QMainWindow, QTableWidget, QTableWidgetItem, QTabWidget
 
 from her2viewer.errors import StudyError
+from her2viewer.gui.app import has_display
 from her2viewer.study.plots import PALETTE
 from her2viewer.study.report import metric_rows
+from her2viewer.study.store import is_study_file
 
 
 def _table(header: list[str], rows: list[list]) -> QTableWidget:
@@ -112,6 +114,11 @@ def load_summary(path: Path) -> dict:
     """Read a report's summary.json (or the one inside a report folder)."""
     path = Path(path)
     path = path / "summary.json" if path.is_dir() else path
+    if is_study_file(path):
+        raise StudyError(
+            f"{path.name} is a study file, not a report; 'study results' shows the folder "
+            "that 'study report' writes from the study owner's file."
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -121,6 +128,13 @@ def load_summary(path: Path) -> dict:
 def run_results_app(path: Path) -> int:
     """Show a report's results window and run the event loop."""
     summary = load_summary(path)
+    if QApplication.instance() is None and not has_display():
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        page = folder / "report.html"
+        raise StudyError(
+            f"the results window needs a display and none was found; open {page} "
+            "in a web browser instead."
+        )
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = ResultsWindow(summary)
     window.show()

@@ -38,7 +38,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from her2viewer.errors import Her2ViewerError
+from her2viewer.errors import Her2ViewerError, StudyError
+from her2viewer.gui.app import has_display
 from her2viewer.gui.slideview import SlideView
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
@@ -438,6 +439,12 @@ class ReadingWindow(QMainWindow):
 def run_reading_app(study: Path, reader: str, arm: str | None = None) -> int:
     """Open the reading window full-screen and run the event loop; return the exit status."""
     session = ReadingSession(study, reader, arm)
+    if QApplication.instance() is None and not has_display():
+        session.close()
+        raise StudyError(
+            "the reading window needs a display and none was found (DISPLAY is not set); "
+            "read on a computer with a screen or over a remote desktop."
+        )
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = ReadingWindow(session)
     window.showMaximized()
