@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from her2viewer.argtypes import bounded
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError, OutputError
-from her2viewer.outputs import output_error, prepare_output_dir
+from her2viewer.outputs import check_output_file, output_error, prepare_output_dir
 from her2viewer.tissue import PRESETS
 from her2viewer.tissue.cli import MAGNIFICATION, PATCH_SIZE
 
@@ -185,6 +185,8 @@ def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
 
     out = Path(args.out)
     target = h5_path(out, name)
+    for output in (target, *([pt_path(out, name)] if args.pt else [])):
+        check_output_file(output)  # a folder in the way is said before the work, not after
     with open_slide(path) as slide:
         if _reusable_features(target, slide, encoder, args):
             return {"slide": name, "status": "exists", "features": str(target)}

@@ -210,6 +210,9 @@ def test_outputs_that_cannot_be_written_are_one_sentence(
     _one_line(capsys, "it is a folder")
     assert main(_extract(slide, blocker, encoder_file)) == 2
     _one_line(capsys, "it is a file")
+    (tmp_path / "out" / "h5_files" / "he.h5").mkdir(parents=True)
+    assert main(_extract(slide, tmp_path / "out", encoder_file)) == 2
+    _one_line(capsys, "he.h5: it is a folder")
     heatmap = ["clam", "heatmap", slide, "--model", "m", "-o", str(tmp_path / "h.png")]
     assert main([*heatmap, "--tiff", str(tmp_path)]) == 2
     _one_line(capsys, "it is a folder")
