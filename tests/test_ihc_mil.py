@@ -138,7 +138,9 @@ def test_cli_trains_and_predicts_on_plain_images(tmp_path, capsys):
 def test_cli_unwritable_map_is_one_line(tmp_path, capsys):
     image = tmp_path / "ihc.png"
     cv2.imwrite(str(image), skimage.data.immunohistochemistry()[..., ::-1])
-    missing = tmp_path / "no" / "such" / "map.png"
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    missing = blocker / "map.png"
     assert main(["ihc", "score", str(image), "--map", str(missing)]) == 2
     err = capsys.readouterr().err.strip()
     assert "map" in err and "\n" not in err

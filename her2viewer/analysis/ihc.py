@@ -17,11 +17,15 @@ with >=10% and lateral/basolateral (U-shaped) staining counted as complete.
 Gastric biopsy: the highest category found in a cluster of >=5 tumor cells,
 whatever its percentage. 2+ and 3+ are HER2 positive as in the seed studies;
 2+ is flagged equivocal and ISH is recommended.
+
+A slide with no tissue, or no tumor-cell region in its tissue, is *not evaluable*
+(status ``not_evaluable``, with the reason): it never gets a negative call.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 
 import cv2
@@ -41,7 +45,7 @@ from her2viewer.stain import (
     stain_matrix,
     tissue_pixels,
 )
-from her2viewer.tissue import SegmentationParams, segment_tissue
+from her2viewer.tissue import PatchGrid, SegmentationParams, make_patch_grid, segment_tissue
 
 CATEGORIES = ("negative", "faint_incomplete", "weak_moderate_complete", "strong_complete")
 #: Category-map value for pixels that are not tumor-cell regions.
@@ -58,6 +62,12 @@ ESTIMATION_DOWNSAMPLE = 4
 #: Tissue detection on IHC: a low saturation threshold, because the hematoxylin
 #: counterstain of IHC can be much paler than H&E.
 IHC_TISSUE = SegmentationParams(sthresh=4)
+#: Status of a slide with nothing to score (no tissue, or no tumor-cell region).
+NOT_EVALUABLE = "not_evaluable"
+
+
+class NotEvaluableError(StainError):
+    """A slide has nothing to score (no tissue or no tumor); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -123,10 +133,10 @@ class IhcScore:
 
     Attributes
     ----------
-    score : int
-        0..3.
+    score : int or None
+        0..3; None when the slide is not evaluable.
     status : str
-        ``positive`` (2+/3+) or ``negative``.
+        ``positive`` (2+/3+), ``negative``, or :data:`NOT_EVALUABLE`.
     equivocal : bool
         True for 2+ (ISH recommended).
     percentages : dict
@@ -139,9 +149,11 @@ class IhcScore:
         Level-0 pixels per category-map pixel.
     stain_matrix : numpy.ndarray
         The stain matrix used.
+    reason : str
+        Why the slide is not evaluable; empty when it is.
     """
 
-    score: int
+    score: int | None
     status: str
     equivocal: bool
     guideline: str
@@ -151,10 +163,25 @@ class IhcScore:
     map_downsample: float
     stain_matrix: np.ndarray = field(repr=False)
     n_tumor_regions: int
+    reason: str = ""
+
+    @property
+    def evaluable(self) -> bool:
+        """Whether the slide had tumor to score."""
+        return self.status != NOT_EVALUABLE
+
+    @property
+    def label(self) -> str:
+        """``0``, ``1+``, ``2+``, ``3+`` or ``not evaluable``."""
+        if not self.evaluable:
+            return "not evaluable"
+        return f"{self.score}+" if self.score else "0"
 
     @property
     def recommendation(self) -> str:
         """What to do next, in words."""
+        if not self.evaluable:
+            return f"not evaluable, no HER2 status given: {self.reason}"
         if self.equivocal:
             return "equivocal (IHC 2+): reflex ISH recommended"
         return f"HER2 {self.status} by IHC {self.score}+" if self.score else "HER2 negative (0)"
@@ -163,8 +190,9 @@ class IhcScore:
         """Return the result without the map, as JSON-serialisable data."""
         return {
             "score": self.score,
-            "score_label": f"{self.score}+" if self.score else "0",
+            "score_label": self.label,
             "status": self.status,
+            "reason": self.reason or None,
             "equivocal": self.equivocal,
             "recommendation": self.recommendation,
             "guideline": self.guideline,
@@ -286,6 +314,22 @@ def slide_stain_matrix(slide: Slide) -> np.ndarray:
     return stain_matrix(estimate[0], HDAB[1])
 
 
+def tissue_tile_grid(slide: Slide, magnification: float, tile: int) -> PatchGrid:
+    """The non-overlapping ``tile`` px tiles at ``magnification`` that touch IHC tissue.
+
+    Raises
+    ------
+    NotEvaluableError
+        When no tile touches tissue: there is nothing to score.
+    """
+    tissue = segment_tissue(slide, IHC_TISSUE)
+    grid = make_patch_grid(slide, tissue, magnification, tile, max_background=None)
+    if len(grid.coords) == 0:
+        name = os.path.basename(slide.info.path)
+        raise NotEvaluableError(f"no tissue tile was found in {name}")
+    return grid
+
+
 def _read_scaled(slide: Slide, x: int, y: int, size0: int, out: int) -> np.ndarray:
     level = slide.best_level_for_downsample(size0 / out)
     ds = slide.info.levels[level].downsample
@@ -361,11 +405,12 @@ def score_ihc(
     map_rows = math.ceil(slide.info.height / (side * ds))
     map_cols = math.ceil(slide.info.width / (side * ds))
     category = category[:map_rows, :map_cols]
-    cells_per_region = side * side / cell_px
-    score = apply_rules(category, rules, cells_per_region)
-    return IhcScore(
+    reason = _not_evaluable_reason(slide, measures, category)
+    score = None if reason else apply_rules(category, rules, side * side / cell_px)
+    status = NOT_EVALUABLE if reason else "positive" if score >= 2 else "negative"
+    result = IhcScore(
         score=score,
-        status="positive" if score >= 2 else "negative",
+        status=status,
         equivocal=score == 2,
         guideline=rules.guideline,
         percentages=category_percentages(category),
@@ -374,4 +419,27 @@ def score_ihc(
         map_downsample=float(side * ds),
         stain_matrix=np.asarray(matrix),
         n_tumor_regions=int((category != NOT_TUMOR).sum()),
+        reason=reason,
     )
+    _require_finite(result, slide)
+    return result
+
+
+def _not_evaluable_reason(slide: Slide, measures: list, category: np.ndarray) -> str:
+    """Why there is nothing to score (no tissue, no tumor-cell region), or ``""``."""
+    name = os.path.basename(slide.info.path)
+    if not measures:
+        return f"no tissue was found in {name}"
+    if not (category != NOT_TUMOR).any():
+        return f"no tumor-cell regions were found in the tissue of {name}"
+    return ""
+
+
+def _require_finite(result: IhcScore, slide: Slide) -> None:
+    """Refuse a result whose numbers are NaN or infinite: an error, never a class."""
+    numbers = [*result.percentages.values(), *asdict(result.dab).values()]
+    if not (np.all(np.isfinite(numbers)) and np.all(np.isfinite(result.stain_matrix))):
+        raise StainError(
+            f"Scoring {os.path.basename(slide.info.path)} gave NaN or infinite values "
+            "(a damaged image or an unusable stain matrix), so no score can be given."
+        )

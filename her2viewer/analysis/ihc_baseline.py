@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from her2viewer.analysis.ihc import IHC_TISSUE
+from her2viewer.analysis.ihc import tissue_tile_grid
 from her2viewer.errors import StainError
+from her2viewer.outputs import write_text_atomic
 from her2viewer.slide import Slide, open_slide
 from her2viewer.stain import separate_stains
-from her2viewer.tissue import make_patch_grid, segment_tissue
 
 TILE = 224
 MODEL_KIND = "her2viewer.ihc_stain_intensity_baseline"
@@ -32,13 +32,10 @@ def max_tile_dab(slide: Slide, tile: int = TILE) -> float:
 
     Raises
     ------
-    StainError
+    NotEvaluableError
         When the slide has no tissue tile.
     """
-    tissue = segment_tissue(slide, IHC_TISSUE)
-    grid = make_patch_grid(slide, tissue, 20.0, tile, max_background=None)
-    if len(grid.coords) == 0:
-        raise StainError(f"{slide.info.path}: no tissue tile found for the DAB descriptor.")
+    grid = tissue_tile_grid(slide, 20.0, tile)
     means = [
         float(np.maximum(separate_stains(grid.read_patch(slide, i))[..., 1], 0).mean())
         for i in range(len(grid.coords))
@@ -116,21 +113,44 @@ class StainIntensityBaseline:
             "score": _dump(self.score_model),
             "status": _dump(self.status_model),
         }
-        path = Path(path)
-        path.write_text(json.dumps(data, indent=2))
-        return path
+        return write_text_atomic(path, json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> StainIntensityBaseline:
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save`.
+
+        Raises
+        ------
+        StainError
+            When the file is not such a model, or any of its numbers is NaN or
+            infinite, or its scale is not positive.
+        """
         try:
             data = json.loads(Path(path).read_text())
             if data.get("kind") != MODEL_KIND:
                 raise KeyError("kind")
             norm = data["standardise"]
-            return cls(_load(data["score"]), _load(data["status"]), norm["mean"], norm["scale"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            model = cls(
+                _load(data["score"]),
+                _load(data["status"]),
+                float(norm["mean"]),
+                float(norm["scale"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StainError(f"{path} is not a stain-intensity baseline model: {exc}.") from exc
+        if not model.is_finite():
+            raise StainError(
+                f"{path} holds NaN, infinite or zero-scale numbers, so no result can be given "
+                "from it."
+            )
+        return model
+
+    def is_finite(self) -> bool:
+        """Whether every number of the model is finite and the scale is positive."""
+        numbers = [self.mean, self.scale]
+        for part in (self.score_model, self.status_model):
+            numbers += [*np.ravel(part.coef_), *np.ravel(part.intercept_)]
+        return bool(np.all(np.isfinite(numbers))) and self.scale > 0
 
 
 def cohort_descriptors(rows: list[dict]) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
-from her2viewer.analysis.ihc import IHC_TISSUE
+from her2viewer.analysis.ihc import tissue_tile_grid
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import (
     Encoder,
@@ -37,7 +37,6 @@ from her2viewer.models.bundle import load_bundle, save_bundle
 from her2viewer.models.checks import require_finite
 from her2viewer.models.clam import AttnNet
 from her2viewer.slide import Slide
-from her2viewer.tissue import make_patch_grid, segment_tissue
 
 TILE = 224
 MAGNIFICATION = 20.0
@@ -236,12 +235,16 @@ def attention_map(
 
 
 def slide_features(slide: Slide, encoder: Encoder, out_path: str | Path, device="auto"):
-    """Extract (or reuse) the slide's 224 px 20x tile features into ``out_path`` (h5)."""
+    """Extract (or reuse) the slide's 224 px 20x tile features into ``out_path`` (h5).
+
+    Raises
+    ------
+    NotEvaluableError
+        When the slide has no tissue tile.
+    """
     out_path = Path(out_path)
     if not out_path.exists():
-        grid = make_patch_grid(
-            slide, segment_tissue(slide, IHC_TISSUE), MAGNIFICATION, TILE, max_background=None
-        )
+        grid = tissue_tile_grid(slide, MAGNIFICATION, TILE)
         extract_features(slide, grid, encoder, out_path, device=device, workers=1)
     return read_features(out_path)
 

@@ -3,38 +3,41 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 from her2viewer.errors import RegistrationError
+from her2viewer.outputs import check_output_file
 from her2viewer.registration.core import register_slides
 from her2viewer.slide import open_slide
-
-#: Exit status when two slides cannot be registered.
-EXIT_NOT_REGISTERED = 3
 
 
 def register(subparsers) -> None:
     """Add the ``register`` verb."""
     parser = subparsers.add_parser(
-        "register", help="register an IHC slide onto its H&E slide (level-0 affine)"
+        "register",
+        help="register an IHC slide onto its H&E slide (level-0 affine)",
+        description="Register an IHC slide onto its H&E slide. Exit status 0 when the "
+        "transform was written, 2 (with one line on stderr, nothing written) when the "
+        "slides, the output or the registration itself fail.",
     )
     parser.add_argument("fixed", help="fixed slide (H&E)")
     parser.add_argument("moving", help="moving slide (IHC)")
-    parser.add_argument("-o", "--out", required=True, help="transform JSON to write")
+    parser.add_argument(
+        "-o", "--out", required=True, help="transform JSON to write (replaced if it exists)"
+    )
     parser.add_argument("--json", action="store_true", help="print the transform JSON")
     parser.set_defaults(func=run_register)
 
 
 def run_register(args) -> int:
-    """Register, write the JSON and print a summary; exit 3 when registration fails."""
+    """Register, write the JSON and print a summary; exit 2 when registration fails."""
     start = time.perf_counter()
+    check_output_file(args.out)  # before minutes of work
     with open_slide(args.fixed) as fixed, open_slide(args.moving) as moving:
         try:
             result = register_slides(fixed, moving)
         except RegistrationError as exc:
-            print(f"her2viewer: registration failed: {exc}", file=sys.stderr)
-            return EXIT_NOT_REGISTERED
+            raise RegistrationError(f"registration failed: {exc}") from exc
     result.save(args.out)
     if args.json:
         print(json.dumps(result.to_json_dict(), indent=2))

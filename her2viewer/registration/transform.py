@@ -11,18 +11,48 @@ import cv2
 import numpy as np
 
 from her2viewer.errors import RegistrationError
+from her2viewer.outputs import describe_os_error, write_text_atomic
 
 SCHEMA_VERSION = 1
+#: Plausible scales of a moving -> fixed map: paired slides differ by a scanner's
+#: magnification (40x against 20x is 2), never by a factor of a thousand.
+SCALE_RANGE = (1e-3, 1e3)
+#: Largest plausible translation in level-0 pixels (far beyond any slide's size).
+MAX_TRANSLATION = 1e7
 
 
-def _check_matrix(matrix) -> np.ndarray:
+def matrix_problem(matrix) -> str | None:
+    """Say what makes ``matrix`` unusable as a level-0 affine registration, or None.
+
+    The whole 3x3 matrix is checked: numbers, finite, an affine bottom row
+    ``[0, 0, 1]``, both scales (singular values of the 2x2 block) within
+    :data:`SCALE_RANGE`, which also makes it invertible, and a translation within
+    :data:`MAX_TRANSLATION`.
+    """
     try:
         m = np.asarray(matrix, float).reshape(3, 3)
-    except (TypeError, ValueError) as exc:
-        raise RegistrationError(f"A registration matrix must be 3x3 numbers: {exc}.") from exc
-    if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:2, :2])) < 1e-9:
-        raise RegistrationError("The registration matrix is not finite or not invertible.")
-    return m
+    except (TypeError, ValueError):
+        return "it must be 3x3 numbers"
+    if not np.all(np.isfinite(m)):
+        return "it holds NaN or infinite values"
+    if not np.allclose(m[2], [0.0, 0.0, 1.0], rtol=0.0, atol=1e-9):
+        return f"its bottom row is {m[2].tolist()}, not [0, 0, 1] (an affine transform)"
+    scales = np.linalg.svd(m[:2, :2], compute_uv=False)
+    if scales.min() < SCALE_RANGE[0] or scales.max() > SCALE_RANGE[1]:
+        return (
+            f"its scales {scales.max():.3g} and {scales.min():.3g} are outside "
+            f"{SCALE_RANGE[0]:g}-{SCALE_RANGE[1]:g} (a flat or exploding map)"
+        )
+    if np.abs(m[:2, 2]).max() > MAX_TRANSLATION:
+        return f"its translation {m[:2, 2].tolist()} is beyond {MAX_TRANSLATION:g} px"
+    return None
+
+
+def _check_matrix(matrix, source: str = "The registration matrix") -> np.ndarray:
+    problem = matrix_problem(matrix)
+    if problem is not None:
+        raise RegistrationError(f"{source} is unusable: {problem}.")
+    return np.asarray(matrix, float).reshape(3, 3)
 
 
 @dataclass
@@ -87,12 +117,14 @@ class Registration:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON file atomically and return its path."""
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_json_dict(), indent=2))
-        partial.replace(path)
-        return path
+        """Write the JSON file atomically and return its path.
+
+        Raises
+        ------
+        OutputError
+            When the file cannot be written (nothing is left behind).
+        """
+        return write_text_atomic(path, json.dumps(self.to_json_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Registration:
@@ -101,13 +133,14 @@ class Registration:
         Raises
         ------
         RegistrationError
-            When the file is missing or is not a registration.
+            When the file is missing, unreadable, not a registration, or its matrix
+            is unusable (see :func:`matrix_problem`).
         """
         path = Path(path)
         try:
             data = json.loads(path.read_text())
             return cls(
-                data["matrix"],
+                _check_matrix(data["matrix"], f"The matrix of {path.name}"),
                 str(data.get("method", "unknown")),
                 float(data.get("error_px", float("nan"))),
                 dict(data.get("quality", {})),
@@ -116,6 +149,10 @@ class Registration:
             )
         except FileNotFoundError as exc:
             raise RegistrationError(f"{path}: no such registration file.") from exc
+        except OSError as exc:
+            raise RegistrationError(
+                f"cannot read the registration file {path}: {describe_os_error(exc)}."
+            ) from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RegistrationError(
                 f"{path.name} is not a registration JSON (needs a 3x3 'matrix'): {exc}."

@@ -16,8 +16,10 @@ import numpy as np
 from her2viewer.analysis.ihc import (
     CATEGORIES,
     GUIDELINES,
+    NOT_EVALUABLE,
     NOT_TUMOR,
     IhcRules,
+    NotEvaluableError,
     score_ihc,
     slide_stain_matrix,
 )
@@ -28,6 +30,7 @@ from her2viewer.analysis.ihc_baseline import (
     read_labels,
 )
 from her2viewer.errors import StainError
+from her2viewer.outputs import check_output_file, write_bytes_atomic
 from her2viewer.slide import open_slide
 
 #: Colours of the category map PNG (RGB), per category; not-tumor is white.
@@ -41,7 +44,13 @@ def register(subparsers) -> None:
     ihc = subparsers.add_parser("ihc", help="HER2 IHC: rule-based score, stain baseline")
     verbs = ihc.add_subparsers(dest="ihc_verb", metavar="ACTION")
     verbs.required = True
-    score = verbs.add_parser("score", help="score a HER2 IHC slide or image (ASCO/CAP rules)")
+    score = verbs.add_parser(
+        "score",
+        help="score a HER2 IHC slide or image (ASCO/CAP rules)",
+        description="Score a HER2 IHC slide by the guideline rules. A slide without tissue "
+        "or without tumor-cell regions is 'not evaluable' (JSON status not_evaluable, with "
+        "the reason), never negative.",
+    )
     score.add_argument("slide", help="IHC slide or plain image (PNG/JPEG/TIFF)")
     score.add_argument("--guideline", choices=GUIDELINES, default="breast")
     score.add_argument("--json", action="store_true", help="print JSON")
@@ -88,18 +97,36 @@ def _category_png(category_map: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _write_png(path: str, image: np.ndarray) -> None:
+    """Encode an RGB or grey image as PNG and write it atomically."""
+    pixels = image[..., ::-1] if image.ndim == 3 else image
+    ok, data = cv2.imencode(".png", pixels)
+    if not ok:
+        raise StainError(f"Could not encode the image for {path}.")
+    write_bytes_atomic(path, data.tobytes())
+
+
+def _check_png_output(path: str | None) -> None:
+    """Check an optional PNG output before the analysis runs."""
+    if path is not None:
+        check_output_file(path)
+
+
 def run_score(args) -> int:
-    """Print the rule-based score of one IHC slide or image."""
+    """Print the rule-based score of one IHC slide or image ("not evaluable" without tumor)."""
+    _check_png_output(args.map)
     with open_slide(args.slide) as slide:
         matrix = slide_stain_matrix(slide) if args.estimate_stains else None
         result = score_ihc(slide, IhcRules.for_guideline(args.guideline), matrix=matrix)
-    if args.map and not cv2.imwrite(args.map, _category_png(result.category_map)[..., ::-1]):
-        raise StainError(f"Could not write the category map to {args.map}.")
+    if args.map:
+        _write_png(args.map, _category_png(result.category_map))
     if args.json:
         print(json.dumps(result.to_json_dict(), indent=2))
         return 0
-    label = f"{result.score}+" if result.score else "0"
-    print(f"HER2 IHC score {label} ({result.guideline}): {result.recommendation}")
+    if not result.evaluable:
+        print(f"HER2 IHC {result.label} ({result.guideline}): {result.reason}.")
+        return 0
+    print(f"HER2 IHC score {result.label} ({result.guideline}): {result.recommendation}")
     for name in CATEGORIES:
         print(f"  {name:24s} {result.percentages[name]:5.1f} % of tumor-cell regions")
     dab = result.dab
@@ -112,6 +139,7 @@ def run_score(args) -> int:
 
 def run_train_baseline(args) -> int:
     """Fit the two logistic regressions on a cohort and save them."""
+    check_output_file(args.out)
     rows = read_labels(args.labels)
     descriptors = cohort_descriptors(rows)
     model = StainIntensityBaseline.fit(
@@ -125,7 +153,10 @@ def run_predict_baseline(args) -> int:
     """Print the baseline's IHC score and status for one slide."""
     model = StainIntensityBaseline.load(args.model)
     with open_slide(args.slide) as slide:
-        descriptor = max_tile_dab(slide)
+        try:
+            descriptor = max_tile_dab(slide)
+        except NotEvaluableError as exc:
+            return _print_not_evaluable(exc)
     scores, statuses = model.predict([descriptor])
     print(
         json.dumps(
@@ -134,6 +165,16 @@ def run_predict_baseline(args) -> int:
                 "her2_status": str(statuses[0]),
                 "max_tile_dab": descriptor,
             }
+        )
+    )
+    return 0
+
+
+def _print_not_evaluable(exc: NotEvaluableError) -> int:
+    """Print the JSON of a slide with nothing to score: no score, no status, the reason."""
+    print(
+        json.dumps(
+            {"status": NOT_EVALUABLE, "reason": str(exc), "ihc_score": None, "her2_status": None}
         )
     )
     return 0
@@ -172,11 +213,15 @@ def run_predict_mil(args) -> int:
     """Print the MIL's IHC score and status for one slide (and its attention heatmap)."""
     from her2viewer.analysis.ihc_mil import attention_map, load_mil, predict_mil, slide_features
 
+    _check_png_output(args.heatmap)
     model, encoder = load_mil(args.bundle)
     with tempfile.TemporaryDirectory() as tmp, open_slide(args.slide) as slide:
-        features = slide_features(
-            slide, encoder, args.features or Path(tmp) / "features.h5", args.device
-        )
+        try:
+            features = slide_features(
+                slide, encoder, args.features or Path(tmp) / "features.h5", args.device
+            )
+        except NotEvaluableError as exc:
+            return _print_not_evaluable(exc)
         prediction = predict_mil(model, features.features, Path(args.slide).name)
         if args.heatmap:
             tile0 = int(features.attrs.get("patch_size_level0", 224))
@@ -184,8 +229,7 @@ def run_predict_mil(args) -> int:
                 features.coords, prediction.attention, tile0, slide.info.width, slide.info.height
             )
             image = np.where(np.isnan(heat), 0, 55 + 200 * np.nan_to_num(heat)).astype(np.uint8)
-            if not cv2.imwrite(args.heatmap, image):
-                raise StainError(f"Could not write the heatmap to {args.heatmap}.")
+            _write_png(args.heatmap, image)
     print(
         json.dumps(
             {
