@@ -29,6 +29,7 @@ from her2viewer.features.engine import BatchFn, extract_features
 from her2viewer.features.store import read_features
 from her2viewer.jobs import CancelToken
 from her2viewer.models.bundle import is_bundle, load_bundle
+from her2viewer.models.checks import demo_notice
 from her2viewer.models.clam import CLAM, ClamPrediction, load_clam, predict
 from her2viewer.paths import cache_dir
 from her2viewer.slide import Slide
@@ -137,6 +138,8 @@ class ClamHeatmap:
     prediction : ClamPrediction
         Probabilities, predicted class and raw attention of the block map.
     class_names : list of str
+    notice : str or None
+        :data:`~her2viewer.models.checks.DEMO_NOTICE` for a synthetic demo bundle.
     """
 
     values: np.ndarray
@@ -145,6 +148,7 @@ class ClamHeatmap:
     patch_scores: np.ndarray
     prediction: ClamPrediction
     class_names: list[str] = field(default_factory=list)
+    notice: str | None = None
 
     def top_patches(self, k: int = 8, high: bool = True) -> np.ndarray:
         """Level-0 corners of the ``k`` highest (or lowest) attention patches."""
@@ -256,9 +260,9 @@ def analyze_slide(
             overlap,
             options.binarize_threshold,
         )
-        return ClamHeatmap(
-            values, float(downsample), coords, scores.astype(np.float32), prediction, names
-        )
+        scores = scores.astype(np.float32)
+        notice = demo_notice(meta)
+        return ClamHeatmap(values, float(downsample), coords, scores, prediction, names, notice)
 
     def watch(grid: PatchGrid) -> BatchFn:
         return _PartialMaps(model, grid, heatmap, on_partial)
@@ -267,7 +271,7 @@ def analyze_slide(
     block = _features_for(
         slide, seg, encoder, folder, options, 0.0, on_batch_for=watch if on_partial else None, **run
     )
-    prediction = predict(model, block.features)
+    prediction = predict(model, block.features, f"The features of {Path(slide.info.path).name}")
     size0 = int(block.attrs["patch_size_level0"])
     if options.overlap <= 0:
         return heatmap(block.coords, attention_scores(model, prediction), prediction, 0.0, size0)

@@ -36,6 +36,7 @@ from her2viewer.features.store import read_features
 from her2viewer.models.bundle import load_bundle, save_bundle
 from her2viewer.models.checks import require_finite
 from her2viewer.models.clam import AttnNet
+from her2viewer.models.patch_cnn import load_weights
 from her2viewer.slide import Slide
 
 TILE = 224
@@ -265,9 +266,7 @@ def save_mil(path: str | Path, model: IhcAttentionMIL, encoder: Encoder, provena
 
 def load_mil(path: str | Path) -> tuple[IhcAttentionMIL, Encoder]:
     """Load a bundle written by :func:`save_mil`: the model and its encoder."""
-    bundle = load_bundle(path)
-    if bundle.kind != MODEL_KIND:
-        raise ModelError(f"{path} holds a '{bundle.kind}' model, not an IHC attention MIL.")
+    bundle = load_bundle(path, MODEL_KIND)
     model = IhcAttentionMIL(**bundle.meta["architecture"])
-    model.load_state_dict(bundle.state_dict("model"))
-    return model.eval(), encoder_for_bundle(bundle.meta, bundle.tensors)
+    load_weights(model, bundle.state_dict("model"), str(path))
+    return model, encoder_for_bundle(bundle.meta, bundle.tensors)

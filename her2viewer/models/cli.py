@@ -180,6 +180,7 @@ def run_heatmap(args) -> int:
     summary = {
         "slide": str(args.slide),
         "prediction": names[result.prediction.prediction],
+        "notice": result.notice,
         "probabilities": dict(zip(names, map(float, result.prediction.probabilities), strict=True)),
         "patches": len(result.coords),
         "top_patches": result.top_patches(8).tolist(),

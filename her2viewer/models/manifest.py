@@ -4,7 +4,8 @@
 the checked fields in their proper types; anything wrong is one :class:`ModelError`
 sentence naming the file and the field. Fields a kind does not check are kept as
 they are (provenance, metrics, notes). Optional fields that are absent stay absent,
-so the model's own defaults apply; an explicit ``null`` is refused.
+so the model's own defaults apply; an explicit ``null`` is refused except where it
+means "not known".
 """
 
 from __future__ import annotations
@@ -56,6 +57,22 @@ class Accepts(_Checked):
         return self
 
 
+class EncoderProvenance(_Checked):
+    """Where an encoder's weights come from (``"random"`` ones from ``seed``)."""
+
+    weights: str = None
+    seed: StrictInt = None
+
+
+class Encoder(_Checked):
+    """The encoder that made a model's features."""
+
+    name: Annotated[str, Field(min_length=1)]
+    dim: Dim = None
+    input_size: Side | None = None  # null: the legacy 256 px resnet50_trunc input
+    provenance: EncoderProvenance = None
+
+
 class Common(_Checked):
     """Fields every bundle has or may have."""
 
@@ -63,8 +80,9 @@ class Common(_Checked):
     model_kind: Annotated[str, Field(min_length=1)]
     synthetic: StrictBool = False
     accepts: Accepts = None  # absent: no scope check
-    magnification: Power = None
-    patch_size: Side = None
+    magnification: Power | None = None  # null: not known (e.g. features of any slide)
+    patch_size: Side | None = None
+    encoder: Encoder = None
 
 
 class ClamArchitecture(_Checked):
@@ -100,7 +118,7 @@ class PatchCnn(Common):
 
     arch: Annotated[str, Field(min_length=1)]
     classes: Annotated[list[str], Field(min_length=2, max_length=100)]
-    input_size: Side = None
+    input_size: Side | None = None  # null: patches go in at their own size
 
 
 class Network(_Checked):
@@ -130,8 +148,27 @@ class Her2Net(Common):
     thresholds: dict[str, float] = None
 
 
+class MilArchitecture(_Checked):
+    """``architecture`` of an IHC attention-MIL bundle."""
+
+    in_dim: Dim
+    hidden: Dim
+    attention: Dim
+
+
+class IhcMil(Common):
+    """An IHC attention-MIL bundle."""
+
+    architecture: MilArchitecture
+
+
 #: The schema of each model kind; other kinds get the common checks only.
-KINDS: dict[str, type[Common]] = {"clam": Clam, "patch_cnn": PatchCnn, "her2net": Her2Net}
+KINDS: dict[str, type[Common]] = {
+    "clam": Clam,
+    "patch_cnn": PatchCnn,
+    "her2net": Her2Net,
+    "ihc_attention_mil": IhcMil,
+}
 
 
 def validate_manifest(meta: object, path: str | Path, kind: str | None = None) -> dict:

@@ -401,3 +401,39 @@ def test_save_bundle_on_a_full_disk_is_one_sentence(tiny_disk):
         with pytest.raises(OutputError, match="disk is full"):
             save_bundle(disk / name, {"model_kind": "x"}, {"model": {"w": torch.ones(50000)}})
     assert sorted(p.name for p in disk.iterdir()) == [".filler"]
+
+
+def test_clam_heatmap_of_a_demo_bundle_carries_the_notice(synthetic_case, tmp_path):
+    from torch import nn
+
+    from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
+    from her2viewer.features.encoders import torchscript_encoder
+    from her2viewer.slide import open_slide
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    torch.jit.script(net.eval()).save(str(tmp_path / "enc.pt"))
+    model = CLAM(ClamConfig(embed_dim=8, hidden_dim=16, attention_dim=8))
+    bundle = save_clam_bundle(tmp_path / "b", model, {"synthetic": True})
+    options = ClamAnalysisOptions(magnification=5.0, patch_size=32, device="cpu", workers=1)
+    encoder = torchscript_encoder(tmp_path / "enc.pt", input_size=16)
+    with open_slide(synthetic_case / "he.svs") as slide:
+        result = analyze_slide(slide, bundle, options, encoder, cache=tmp_path / "cache")
+    assert result.notice == DEMO_NOTICE
+
+
+def _write_manifest(folder: Path, manifest: dict) -> Path:
+    folder.mkdir()
+    (folder / "bundle.json").write_text(json.dumps({"schema_version": 1, **manifest}))
+    return folder
+
+
+def test_mil_and_encoder_records_are_checked(tmp_path):
+    from her2viewer.analysis.ihc_mil import load_mil
+
+    mil = {"model_kind": "ihc_attention_mil", "architecture": {"in_dim": 0, "hidden": 8}}
+    with pytest.raises(ModelError, match="'architecture.in_dim'"):
+        load_mil(_write_manifest(tmp_path / "mil", mil))
+    clam = {"model_kind": "x", "encoder": {"name": "resnet50_trunc", "provenance": {"seed": "x"}}}
+    with pytest.raises(ModelError, match="'encoder.provenance.seed'"):
+        load_bundle(_write_manifest(tmp_path / "enc", clam))
