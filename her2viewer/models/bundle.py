@@ -26,6 +26,12 @@ from her2viewer.models.manifest import SCHEMA_VERSION, validate_manifest
 from her2viewer.outputs import output_error
 
 MANIFEST = "bundle.json"
+#: Caps of a bundle zip, checked before anything is inflated: files listed, the ratio of
+#: a member's size to its compressed size (weights barely compress; a zip bomb does), and
+#: the total size of the files read.
+MAX_ZIP_MEMBERS = 1000
+MAX_COMPRESSION_RATIO = 100
+MAX_BUNDLE_BYTES = 16 * 2**30
 
 
 @dataclass
@@ -199,10 +205,36 @@ def _read_files(path: Path) -> dict[str, bytes]:
     if path.is_dir():
         names = [MANIFEST] + [p.name for p in sorted(path.glob("*.safetensors"))]
         return {name: (path / name).read_bytes() for name in names}
-    with zipfile.ZipFile(path) as archive:
-        names = [
-            n
-            for n in archive.namelist()
-            if n == MANIFEST or (n.endswith(".safetensors") and "/" not in n)
-        ]
-        return {name: archive.read(name) for name in names}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [
+                m
+                for m in archive.infolist()
+                if m.filename == MANIFEST
+                or (m.filename.endswith(".safetensors") and "/" not in m.filename)
+            ]
+            _check_zip_members(path, len(archive.infolist()), members)
+            return {m.filename: archive.read(m) for m in members}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as exc:
+        raise ModelError(f"{path} is a damaged bundle zip: {exc}.") from exc
+
+
+def _check_zip_members(path: Path, count: int, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip bomb before inflating it: too many files, too large, or too compressible."""
+    if count > MAX_ZIP_MEMBERS:
+        raise ModelError(
+            f"{path} lists {count} files; a bundle zip holds at most {MAX_ZIP_MEMBERS}."
+        )
+    for member in members:
+        if member.file_size > MAX_COMPRESSION_RATIO * member.compress_size + 2**20:
+            raise ModelError(
+                f"{path}: {member.filename} would inflate {member.compress_size} bytes to "
+                f"{member.file_size}, more than {MAX_COMPRESSION_RATIO} times; it is refused as "
+                "a zip bomb (model weights barely compress)."
+            )
+    total = sum(m.file_size for m in members)
+    if total > MAX_BUNDLE_BYTES:
+        raise ModelError(
+            f"{path} would inflate to {total / 2**30:.1f} GiB, more than the "
+            f"{MAX_BUNDLE_BYTES / 2**30:.0f} GiB a bundle may hold."
+        )

@@ -1,4 +1,4 @@
-"""Issue 13, slides and the ``view`` verb: memory caps of plain images (item 9), the
+"""Issue 13, slides and the ``view`` verb: memory caps of plain images and bundle zips (item 9), the
 screenshot that must be written or refused (item 5), and ``view`` options checked at
 parse time (items 12 and 19)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
+import zipfile
 import zlib
 
 import cv2
@@ -14,7 +15,8 @@ import pytest
 import tifffile
 
 from her2viewer.cli import build_parser, main
-from her2viewer.errors import SlideError
+from her2viewer.errors import ModelError, SlideError
+from her2viewer.models.bundle import load_bundle
 from her2viewer.slide import open_slide
 from her2viewer.slide.image_backend import MAX_IMAGE_PIXELS, _to_rgb8
 from tests.reliability.conftest import fill_disk, leftovers
@@ -90,6 +92,37 @@ def test_signed_and_float_samples_are_clipped_not_wrapped():
     assert _to_rgb8(signed, "s.tif")[0, :, 0].tolist() == [0, 0, 255]
     floats = np.array([[-0.5, np.nan, 0.5, 2.0]], np.float32)
     assert _to_rgb8(floats, "f.tif")[0, :, 0].tolist() == [0, 0, 127, 255]
+
+
+def _bundle_zip(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bundle.json", '{"schema_version": 1, "model_kind": "clam"}')
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_bundle_zip_that_inflates_far_beyond_its_size_is_refused(tmp_path):
+    bomb = _bundle_zip(tmp_path / "bomb.zip", {"model.safetensors": bytes(4 * 2**20)})
+    assert bomb.stat().st_size < 50_000
+    with pytest.raises(ModelError, match="bomb.zip: model.safetensors would inflate"):
+        load_bundle(bomb)
+
+
+def test_a_bundle_zip_listing_thousands_of_files_is_refused(tmp_path):
+    crowd = _bundle_zip(tmp_path / "crowd.zip", {f"x{i}.txt": b"" for i in range(1500)})
+    with pytest.raises(ModelError, match="lists 1501 files"):
+        load_bundle(crowd)
+
+
+def test_a_damaged_bundle_zip_is_one_sentence(tmp_path):
+    weights = np.random.default_rng(0).bytes(200_000)
+    path = _bundle_zip(tmp_path / "damaged.zip", {"model.safetensors": weights})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the compressed weights: a CRC error on reading
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="damaged.zip is a damaged bundle zip"):
+        load_bundle(path)
 
 
 # -- items 12 and 19: options checked at parse time ------------------------------------
