@@ -437,3 +437,12 @@ def test_mil_and_encoder_records_are_checked(tmp_path):
     clam = {"model_kind": "x", "encoder": {"name": "resnet50_trunc", "provenance": {"seed": "x"}}}
     with pytest.raises(ModelError, match="'encoder.provenance.seed'"):
         load_bundle(_write_manifest(tmp_path / "enc", clam))
+
+
+def test_evaluate_and_gradcam_outputs_checked_first(tmp_path, capsys):
+    png = str(_gray_png(tmp_path / "x.png"))
+    cohort = str(tmp_path / "labels.csv")
+    assert main(["her2net", "evaluate", "--cohort", cohort, "-o", str(tmp_path)]) == 2
+    assert "it is a folder" in _error(capsys)
+    assert main(["grade", "gradcam", png, "--mpp", "0.5", "--out", str(tmp_path)]) == 2
+    assert "it is a folder" in _error(capsys)
