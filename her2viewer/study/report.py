@@ -26,6 +26,7 @@ from her2viewer.outputs import (
     write_text_atomic,
 )
 from her2viewer.study import plots
+from her2viewer.study.definition import check_seconds
 from her2viewer.study.stats import MODEL, analyse
 from her2viewer.study.store import StudyStore
 from her2viewer.tables import write_csv
@@ -326,6 +327,7 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
     _check_report_folder(out)
     with StudyStore(study_path, readonly=True) as store:
         store.require_owner("report")
+        _check_stored_answers(store)
         summary = analyse(store, n_boot=n_boot, seed=seed)
         prepare_output_dir(out.parent)
         try:
@@ -338,6 +340,14 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def _check_stored_answers(store: StudyStore) -> None:
+    """Refuse answers no report can use (impossible times stored by older versions)."""
+    for a in store.answers():
+        where = f"{store.path.name}: the answer of {a.reader!r} to case {a.case_id!r}"
+        check_seconds(a.seconds, where)
+        store.question.check_confidence(a.confidence, where)
 
 
 def _check_report_folder(out: Path) -> None:

@@ -339,3 +339,39 @@ def test_report_is_complete_or_absent(tmp_path, capsys, tiny_disk):
 def _case_ids(study: Path) -> list[str]:
     with StudyStore(study, readonly=True) as store:
         return [c.case_id for c in store.cases()]
+
+
+def test_report_refuses_impossible_times_stored_by_older_versions(tmp_path, capsys):
+    study = make_study(tmp_path)
+    with StudyStore(study) as store:  # what 'study import' let through before issue 13
+        store.ensure_reader("ann")
+        store.conn.execute(
+            "INSERT INTO answers (reader, arm, case_id, revision, answer, seconds, source, "
+            "answered_at) VALUES ('ann', 'unassisted', 'HER2POS_case00', 1, 'positive', "
+            "9e999, 'import', '2026-01-01')"
+        )
+    code, _, err = _cli(capsys, "study", "report", study, "-o", tmp_path / "rep")
+    _one_line(code, err, "'ann' to case 'HER2POS_case00'", "seconds inf")
+    assert not (tmp_path / "rep").exists() and not leftovers(tmp_path)
+
+
+def test_reading_window_stores_at_most_a_day_for_a_case_left_open(qtbot, tmp_path):
+    from her2viewer.gui.study.window import ReadingWindow
+    from her2viewer.gui.tiles import TileCache, TileLoader
+    from her2viewer.study.definition import MAX_READING_SECONDS
+
+    study = make_study(tmp_path, n=2)
+    now = [100.0]
+    loader = TileLoader(TileCache(16), workers=1)
+    window = ReadingWindow(
+        ReadingSession(study, "ann"), loader, confirm_leave=lambda w: False, clock=lambda: now[0]
+    )
+    qtbot.addWidget(window)
+    window.show()
+    now[0] += 2 * 86400  # the reader went home for the weekend
+    window.give_answer("positive", advance=False)
+    window.close()
+    loader.shutdown()
+    with StudyStore(study) as store:
+        (answer,) = store.answers()
+    assert answer.seconds == MAX_READING_SECONDS

@@ -45,7 +45,7 @@ from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
 from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.slide import open_slide
-from her2viewer.study.definition import CONFIDENCE_SCALES
+from her2viewer.study.definition import CONFIDENCE_SCALES, MAX_READING_SECONDS
 from her2viewer.study.reading import ReadingSession
 
 #: Answer keys: status questions use P/N, others the digits 1.. in label order.
@@ -407,7 +407,8 @@ class ReadingWindow(QMainWindow):
         confidence = None
         if self.confidence is not None and self.confidence.value() >= self.confidence.minimum() + 1:
             confidence = float(self.confidence.value())
-        seconds = self._base_seconds + self.visit_seconds()
+        # a case left open for days is not read for days: the store takes at most a day
+        seconds = min(self._base_seconds + self.visit_seconds(), MAX_READING_SECONDS)
         try:
             self.session.answer(
                 self.case.position, label, confidence, round(seconds, 3), self.comment.text()
