@@ -19,7 +19,6 @@ optical densities, so colour deconvolution sees realistic stains.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterator
@@ -35,6 +34,13 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from her2viewer.errors import SlideError
+from her2viewer.outputs import (
+    atomic_output,
+    prepare_output_dir,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+from her2viewer.tables import write_csv
 
 #: Level-0 pixels per ground-truth mask pixel.
 MASK_DOWNSAMPLE = 16
@@ -527,18 +533,15 @@ def write_slide(path: Path, spec: CaseSpec, layout: _Layout, stain: str) -> None
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), mask.astype(np.uint8) * 255):
-        raise SlideError(f"Could not write {path}; check the disk and permissions.")
+    ok, data = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+    if not ok:
+        raise SlideError(f"Could not encode the mask {path.name}.")
+    write_bytes_atomic(path, data.tobytes())
 
 
 def _write_atomically(case_dir: Path, spec: CaseSpec, layout: _Layout, stain: str) -> None:
-    partial = case_dir / f"{stain}.svs.partial"
-    try:
-        write_slide(partial, spec, layout, stain)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(case_dir / f"{stain}.svs")
+    with atomic_output(case_dir / f"{stain}.svs") as tmp:
+        write_slide(tmp, spec, layout, stain)
 
 
 def write_case(spec: CaseSpec, out_dir: str | Path) -> dict:
@@ -599,7 +602,7 @@ def write_case(spec: CaseSpec, out_dir: str | Path) -> dict:
         "ihc_path": "ihc.svs",
         "seed": spec.seed,
     }
-    (case_dir / "truth.json").write_text(json.dumps(truth, indent=2))
+    write_text_atomic(case_dir / "truth.json", json.dumps(truth, indent=2))
     return truth
 
 
@@ -645,29 +648,23 @@ def write_cohort(
     Path
         The path of ``labels.csv``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     specs = cohort_specs(n_cases, seed, *size)
     if workers > 1 and len(specs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             truths = list(pool.map(write_case, specs, [out] * len(specs)))
     else:
         truths = [write_case(spec, out) for spec in specs]
-    labels = out / "labels.csv"
-    with labels.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["case_id", "he_path", "ihc_path", "ihc_score", "her2_status", "patient_id"]
-        )
-        for spec, truth in zip(specs, truths, strict=True):
-            writer.writerow(
-                [
-                    spec.case_id,
-                    f"{spec.case_id}/{truth['he_path']}",
-                    f"{spec.case_id}/{truth['ihc_path']}",
-                    spec.ihc_score,
-                    spec.her2_status,
-                    f"P{spec.index:03d}",
-                ]
-            )
-    return labels
+    rows = [
+        [
+            spec.case_id,
+            f"{spec.case_id}/{truth['he_path']}",
+            f"{spec.case_id}/{truth['ihc_path']}",
+            spec.ihc_score,
+            spec.her2_status,
+            f"P{spec.index:03d}",
+        ]
+        for spec, truth in zip(specs, truths, strict=True)
+    ]
+    header = ["case_id", "he_path", "ihc_path", "ihc_score", "her2_status", "patient_id"]
+    return write_csv(out / "labels.csv", header, rows)

@@ -216,3 +216,13 @@ def test_tiles_that_fail_while_rendering_refuse_the_screenshot(synthetic_case, t
     assert main([*args, "--magnification", "20"]) == 2
     _one_line_error(capsys, "could not be read", "garbled.svs")
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+# -- item 1/14 in the slide room: demo-data writes all or nothing ----------------------
+def test_demo_data_on_a_full_disk_is_one_sentence_and_leaves_nothing(tiny_disk, capsys):
+    disk = tiny_disk(256)
+    fill_disk(disk, leave_bytes=60_000)
+    out = disk / "cohort"
+    assert main(["demo-data", str(out), "--cases", "1", "--size", "1024x1024"]) == 2
+    _one_line_error(capsys, "disk is full")
+    assert leftovers(disk) == [] and not list(out.rglob("*.svs"))
