@@ -88,7 +88,7 @@ class IhcPanel(JobPanel):
         score = result.score
         shares = ", ".join(f"{k.replace('_', ' ')} {v:.0f}%" for k, v in score.percentages.items())
         self.status.setText(
-            f"IHC {score.score}+ ({score.guideline}): {score.recommendation}. "
+            f"IHC {score.label} ({score.guideline}): {score.recommendation}. "
             f"Tumor regions: {shares}. Registered by {result.registration.method}, "
             f"residual {result.registration.error_px:.1f} px."
         )
