@@ -6,8 +6,9 @@ One place for the rules that keep a model from answering when it should not:
   naming the file, never a class;
 - :func:`demo_notice`: a synthetic demo bundle (``"synthetic": true`` in its
   ``bundle.json``) says so on every result line;
-- :func:`check_slide_scope`: a bundle's ``accepts`` (stain, magnification range, whether
-  a pixel size is required) against a slide -- the CLI and the GUI both call it;
+- :func:`check_slide_scope`: a bundle's ``accepts`` (its stain, magnification range and
+  whether a pixel size is required) against a slide -- the CLI and the GUI both call it
+  (a stain cannot be measured, so it is stated in the warning, not checked);
 - :func:`apply_pixel_size`: the pixel size a user gives (``--mpp``) for a slide that
   records none;
 - :func:`refuse_pickle`: a checkpoint that needs unpickling is refused for safety, with
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from her2viewer.errors import Her2ViewerError, ModelError
+from her2viewer.slide.base import estimate_objective_power
 
 #: Appended to every result of a bundle whose ``bundle.json`` says ``"synthetic": true``.
 DEMO_NOTICE = "synthetic demo model, no clinical meaning"
@@ -83,8 +85,6 @@ def apply_pixel_size(slide, mpp: float | None):
         return slide
     if not np.isfinite(mpp) or not 0 < mpp < 1000:
         raise ModelError(f"--mpp must be a pixel size in micrometres (e.g. 0.25), got {mpp}.")
-    from her2viewer.slide.base import estimate_objective_power
-
     slide.info = dataclasses.replace(
         slide.info,
         mpp_x=mpp,
