@@ -130,16 +130,11 @@ class ReadingSession:
         if order:
             return order
         order = case_order([c.case_id for c in self._store.cases()], seed, arm_index)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._store.transaction():
             conn.executemany(
                 "INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?)",
                 [(self.reader, self.arm.name, i, c) for i, c in enumerate(order)],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return [row[0] for row in conn.execute(query, (self.reader, self.arm.name))]
 
     @property

@@ -10,11 +10,12 @@ is the highest revision.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -457,14 +458,29 @@ class StudyStore:
             raise StudyError(
                 f"reader {reader!r} is not enrolled in this study; ask the study coordinator."
             )
-        self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
+            return _insert_reader(self.conn, reader, self.seed)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one ``BEGIN IMMEDIATE ... COMMIT``, all or nothing.
+
+        Raises
+        ------
+        StudyError
+            One sentence when SQLite fails (full disk, read-only file, damage);
+            the transaction is then rolled back and the file is as it was.
+        """
         try:
-            seed = _insert_reader(self.conn, reader, self.seed)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return seed
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+        except DATABASE_ERRORS as exc:
+            raise database_error(self.path, exc) from exc
 
     # -- answers --------------------------------------------------------------------------
 
@@ -488,16 +504,10 @@ class StudyStore:
         confidence = self.question.check_confidence(confidence)
         seconds = check_seconds(seconds)
         self._check_keys(reader, arm, case_id)
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            row_id = self._insert_answer(
+        with self.transaction():
+            return self._insert_answer(
                 reader, arm, case_id, label, confidence, seconds, comment, source
             )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return row_id
 
     def _check_keys(self, reader: str, arm: str, case_id: str) -> None:
         if reader not in self.readers():
@@ -633,17 +643,12 @@ class StudyStore:
 
     def _append(self, parsed: list[tuple], source: str) -> int:
         """Append checked answers (enrolling unknown readers) in one transaction."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             known = self.readers()
             for reader in sorted({p[0] for p in parsed} - set(known)):
                 _insert_reader(self.conn, reader, self.seed)
             for *row, answered_at in parsed:
                 self._insert_answer(*row, source, answered_at)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return len(parsed)
 
     def export_for_reader(self, path: Path, with_model: bool = False) -> None:

@@ -375,3 +375,17 @@ def test_reading_window_stores_at_most_a_day_for_a_case_left_open(qtbot, tmp_pat
     with StudyStore(study) as store:
         (answer,) = store.answers()
     assert answer.seconds == MAX_READING_SECONDS
+
+
+def test_reading_an_immutable_study_says_so_and_keeps_the_file(tmp_path):
+    study = make_study(tmp_path)
+    ReadingSession(study, "ann").close()  # enrolled, order fixed
+    before = study.read_bytes()
+    with _immutable(study):
+        session = ReadingSession(study, "ann")
+        with pytest.raises(StudyError, match="read-only; nothing was changed"):
+            session.answer(0, "positive", seconds=3.0)
+        session.close()
+        with pytest.raises(StudyError, match="read-only; nothing was changed"):
+            ReadingSession(study, "ben")
+    assert study.read_bytes() == before
