@@ -78,3 +78,12 @@ def test_changelog_starts_at_the_current_version_with_an_unreleased_section():
     versions = re.findall(r"^## \[([^\]]+)\]", text, flags=re.MULTILINE)
     assert versions[0] == "Unreleased"
     assert her2viewer.__version__ in versions
+
+
+def test_the_version_is_written_once_and_the_wheel_reads_it(dist):
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    (wheel,) = dist.glob("her2viewer-*.whl")
+    info = f"her2viewer-{her2viewer.__version__}.dist-info/METADATA"
+    assert f"Version: {her2viewer.__version__}\n" in zipfile.ZipFile(wheel).read(info).decode()
