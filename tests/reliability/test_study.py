@@ -161,7 +161,8 @@ def test_read_and_results_without_display_refuse_in_one_sentence(tmp_path):
     study = make_study(tmp_path)
     report = tmp_path / "rep"
     report.mkdir()
-    (report / "summary.json").write_text("{}", encoding="utf-8")
+    summary = '{"study": {"file": "s"}, "readers": [], "reader_vs_model": []}'
+    (report / "summary.json").write_text(summary, encoding="utf-8")
     env = {k: v for k, v in os.environ.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}  # fmt: skip
     for argv in (("read", study, "--reader", "ann"), ("results", report)):
@@ -389,3 +390,13 @@ def test_reading_an_immutable_study_says_so_and_keeps_the_file(tmp_path):
         with pytest.raises(StudyError, match="read-only; nothing was changed"):
             ReadingSession(study, "ben")
     assert study.read_bytes() == before
+
+
+@pytest.mark.parametrize("text", ["{}", "[1, 2]", '{"study": 3, "readers": []}'])
+def test_results_refuse_a_summary_not_written_by_report(tmp_path, text):
+    pytest.importorskip("pyqtgraph")
+    from her2viewer.gui.study.results import load_summary
+
+    (tmp_path / "summary.json").write_text(text, encoding="utf-8")
+    with pytest.raises(StudyError, match="not a summary written by 'study report'"):
+        load_summary(tmp_path)

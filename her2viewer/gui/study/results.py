@@ -120,9 +120,16 @@ def load_summary(path: Path) -> dict:
             "that 'study report' writes from the study owner's file."
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StudyError(f"{path} is not a readable study summary ({exc}).") from exc
+    shapes = {"study": dict, "readers": list, "reader_vs_model": list}
+    for key, kind in shapes.items():
+        if not isinstance(summary, dict) or not isinstance(summary.get(key), kind):
+            raise StudyError(
+                f"{path} is not a summary written by 'study report' (no {key!r} {kind.__name__})."
+            )
+    return summary
 
 
 def run_results_app(path: Path) -> int:
