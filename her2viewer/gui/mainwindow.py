@@ -129,10 +129,16 @@ class MainWindow(QMainWindow):
         The slide docks and toolbars show only on the Slides page. Returns the tabs.
         """
         if self.pages is None:
+            overview = self.findChild(QDockWidget, "Overview")
+            width = overview.width()
             self.pages = QTabWidget()
             self.pages.setDocumentMode(True)
             self.pages.addTab(self.takeCentralWidget(), "Slides")
             self.setCentralWidget(self.pages)
+            # a new central widget re-spreads the window (once laid out): the docks keep width
+            QTimer.singleShot(
+                0, self, lambda: self.resizeDocks([overview], [width], Qt.Orientation.Horizontal)
+            )
             self.pages.currentChanged.connect(self._on_page)
         self.pages.addTab(widget, title)
         return self.pages

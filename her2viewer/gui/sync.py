@@ -102,11 +102,14 @@ class SyncGroup(QObject):
             for view in self.views:
                 if view is source or not view.sync_enabled or view.slide is None:
                     continue
-                if source.keep_fit and not self.has_transform(view):
+                if source.keep_fit and not (
+                    self.has_transform(source) and self.has_transform(view)
+                ):
                     # relative sync: fitted panes stay fitted and are re-linked as they are
+                    # (the reference pane too, when the other pane was resized and refitted)
                     if not view.keep_fit:
                         view.fit()
-                    self.set_transform(view, None)
+                    self.set_transform(source if view is self.views[0] else view, None)
                 else:
                     mapped = map_state(source.state, self.matrix(source, view))
                     view.set_state(mapped, keep_fit=source.keep_fit, clamp=False)

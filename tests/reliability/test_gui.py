@@ -7,8 +7,10 @@ import pytest
 from PySide6.QtCore import QRect
 from PySide6.QtWidgets import QDockWidget, QToolBar
 
+from her2viewer.gui.app import screenshot
 from her2viewer.gui.her2net_panel import attach_her2net_panel
 from her2viewer.gui.ihc_panel import attach_ihc_panel
+from her2viewer.gui.mainwindow import DOCK_WIDTH
 from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.overlay.scalebar import scale_bar
 
@@ -110,10 +112,8 @@ def _parts(window) -> dict[str, QRect]:
     return parts
 
 
-@pytest.mark.parametrize("size", [(1280, 720), (1366, 768), (1920, 1080)])
-def test_window_lays_out_cleanly(window, synthetic_case, cmu_svs, qtbot, tmp_path, size):
+def test_window_lays_out_cleanly_from_1280x720_up(window, synthetic_case, cmu_svs, qtbot, tmp_path):
     _attach_everything(window)
-    window.resize(*size)
     assert window.open_in_pane(str(cmu_svs), 0)  # label, macro and thumbnail images
     assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1)
     heat = HeatmapLayer("scores", values=np.random.default_rng(0).random((24, 30)), downsample=100)
@@ -121,8 +121,23 @@ def test_window_lays_out_cleanly(window, synthetic_case, cmu_svs, qtbot, tmp_pat
     window.set_active(window.views[1])
     window.layers_panel.list.setCurrentRow(0)  # a heatmap shows colormap, range and legend
     qtbot.waitUntil(lambda: window.properties.images.count() == 3, timeout=10_000)
-    qtbot.wait(200)
-    assert window.size().toTuple() == size  # used to grow 75 px, or to 841 px high
+    for size in [(1280, 720), (1366, 768), (1920, 1080)]:
+        window.resize(*size)
+        screenshot(window, tmp_path / f"window_{size[0]}x{size[1]}.png", timeout=10)
+        assert window.size().toTuple() == size  # it grew 75 px on a heatmap, to 841 px high
+        for view in window.views:  # both fitted panes stay fitted (the first one zoomed in)
+            assert view.state.downsample == pytest.approx(view.fit_downsample())
+        _assert_no_overlap(window, size)
+        docks = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
+        assert set(docks.values()) == {DOCK_WIDTH}  # one column, the slides take the room
+        assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)  # another slide
+        assert window.open_in_pane(str(cmu_svs), 0)
+        qtbot.wait(100)
+        after = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
+        assert after == docks and window.size().toTuple() == size  # the dock width stays
+
+
+def _assert_no_overlap(window, size) -> None:
     parts = _parts(window)
     frame = QRect(0, 0, *size)
     for name, rect in parts.items():
@@ -130,13 +145,7 @@ def test_window_lays_out_cleanly(window, synthetic_case, cmu_svs, qtbot, tmp_pat
     names = list(parts)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            assert not parts[a].intersects(parts[b]), (a, parts[a], b, parts[b])
-    docks = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
-    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)  # another slide
-    qtbot.wait(100)
-    after = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
-    assert after == docks and window.size().toTuple() == size  # the dock width stays
-    window.grab().save(str(tmp_path / f"window_{size[0]}x{size[1]}.png"))
+            assert not parts[a].intersects(parts[b]), (a, parts[a], b, parts[b], size)
 
 
 # -- item 25: controls that say what they can do ---------------------------------------------
