@@ -67,6 +67,8 @@ MARKER = "PWNED_MARKER"
 MEMORY_CAP = 8 << 30
 NOT_EVALUABLE = ("not evaluable", "not_evaluable")
 DEMO_NOTICE = "synthetic demo"
+#: Empty files that are not outputs: lock files and SQLite's side files of an input study.
+NOT_OUTPUTS = (".lock", "-wal", "-shm", "-journal")
 #: torch's advice that an unsafe load "will likely succeed" (issue 13 item 11): never repeated.
 UNSAFE_HINTS = ("weights_only=False", "can still be loaded")
 
@@ -748,9 +750,13 @@ SLIDE_VERBS = (
     ("register", "{he} {slide} -o {out}/r.json", "not_evaluable"),
     ("extract", "{slide} -o {out}/f --random-weights 0 --device cpu", "not_evaluable"),
     ("clam heatmap", "{slide} --model {clam} -o {out}/h.png --device cpu", "not_evaluable"),
-    ("view", "{slide} --screenshot {out}/v.png --size 400x300", "clean"),
-    ("patchcnn predict", "{slide} --device cpu --limit 4", "not_evaluable"),
-    ("patchcnn gradcam", "{slide} --out {out}/g.npy --device cpu --limit 2", "not_evaluable"),
+    ("view", "{slide} --screenshot {out}/v.png --size 640x400", "clean"),
+    ("patchcnn predict", "{slide} --device cpu --limit 4 --tumor none", "not_evaluable"),
+    (
+        "patchcnn gradcam",
+        "{slide} --out {out}/g.npy --device cpu --limit 2 --tumor none",
+        "not_evaluable",
+    ),
     ("her2net predict", "{slide} --out {out}/p --device cpu --threads 1", "not_evaluable"),
 )
 BLANK_SLIDES = ("bad_blank_png", "bad_tiny_png")
@@ -766,10 +772,10 @@ WRITER_VERBS = (
     ("study create", "{o} --cases {study_cases} --question status", ".h2study"),
     ("study export", "{out}/study.h2study -o {o}", ".csv"),
     ("study report", "{out}/study.h2study -o {o} --bootstrap 20", ""),
-    ("view", "{he} --screenshot {o} --size 400x300", ".png"),
+    ("view", "{he} --screenshot {o} --size 640x400", ".png"),
     ("her2net predict", "{he} --out {o} --device cpu --threads 1", ""),
-    ("patchcnn predict", "{ihc} --out {o} --device cpu --limit 4", ".json"),
-    ("patchcnn gradcam", "{ihc} --out {o} --device cpu --limit 2", ".npy"),
+    ("patchcnn predict", "{ihc} --out {o} --device cpu --limit 4 --tumor none", ".json"),
+    ("patchcnn gradcam", "{ihc} --out {o} --device cpu --limit 2 --tumor none", ".npy"),
     ("ihc score", "{ihc} --map {o}", ".png"),
     ("ihc train-baseline", "{labels} -o {o}", ".json"),
     ("evaluate", "{preds} -o {o}", ""),
@@ -843,7 +849,7 @@ TABLE = (
     ("clam infer", "--model {not_json_bundle} --features {feat}", "error", "not a bundle", "", ()),
     (
         "patchcnn predict",
-        "{ihc} --model {grading_nan} --device cpu --limit 4",
+        "{ihc} --model {grading_nan} --device cpu --limit 4 --tumor none",
         "error",
         "NaN grading head",
         "",
@@ -851,7 +857,7 @@ TABLE = (
     ),
     (
         "patchcnn predict",
-        "{ihc} --model {grading_input0} --device cpu --limit 4",
+        "{ihc} --model {grading_input0} --device cpu --limit 4 --tumor none",
         "error",
         "input_size 0",
         "",
@@ -859,7 +865,7 @@ TABLE = (
     ),
     (
         "patchcnn predict",
-        "{ihc} --model {grading_schema_abc} --device cpu --limit 4",
+        "{ihc} --model {grading_schema_abc} --device cpu --limit 4 --tumor none",
         "error",
         "schema abc",
         "",
@@ -1008,12 +1014,12 @@ TABLE = (
         )
     ),
     ("study results", "{bad_random_png}", "error", "not a report", "", ()),
-    ("study results", "{out}/report", "ok", "valid report", "study", ()),
+    ("study results", "{out}/report", "clean", "valid report", "study", ()),
     # registration JSON
     *(
         (
             "view",
-            f"{{he}} {{ihc}} --transform {{{k}}} --screenshot {{out}}/v.png --size 400x300",
+            f"{{he}} {{ihc}} --transform {{{k}}} --screenshot {{out}}/v.png --size 640x400",
             "error",
             k,
             "",
@@ -1027,7 +1033,7 @@ TABLE = (
     ("view", "{he} --screenshot {out}/v.png --center nan,nan", "error", "center nan", "", ()),
     (
         "view",
-        "{he} --screenshot {out}/v.png --size 400x300",
+        "{he} --screenshot {out}/v.png --size 640x400",
         "ok",
         "valid screenshot",
         "",
@@ -1035,7 +1041,7 @@ TABLE = (
     ),
     (
         "view",
-        "--demo --screenshot {out}/v.png --size 400x300",
+        "--demo --screenshot {out}/v.png --size 640x400",
         "ok",
         "demo screenshot",
         "",
@@ -1067,10 +1073,17 @@ TABLE = (
         "",
         (),
     ),
-    ("patchcnn predict", "{ihc} --device cpu --limit 4", "demo_notice", "default bundle", "", ()),
     (
         "patchcnn predict",
-        "{ihc} --device cpu --limit 4 --json",
+        "{ihc} --device cpu --limit 4 --tumor none",
+        "demo_notice",
+        "default bundle",
+        "",
+        (),
+    ),
+    (
+        "patchcnn predict",
+        "{ihc} --device cpu --limit 4 --tumor none --json",
         "demo_notice",
         "default, JSON",
         "",
@@ -1101,7 +1114,7 @@ HEADLESS = (
         env=NO_DISPLAY,
     ),
     Probe("study results", "{out}/report", "clean", "no display", "study", env=NO_DISPLAY),
-    Probe("view", "{he} --size 400x300", "clean", "no display, no screenshot", env=NO_DISPLAY),
+    Probe("view", "{he} --size 640x400", "clean", "no display, no screenshot", env=NO_DISPLAY),
 )
 
 #: Valid, cheap arguments per verb: the base that one abused numeric option is added to.
@@ -1118,11 +1131,11 @@ BASES = {
     "study create": "{out}/s.h2study --cases {study_cases} --question status --seed 1",
     "study report": "{out}/study.h2study -o {out}/r --bootstrap 20 --seed 0",
     "study mcnemar-range": "--cases 10 --correct-a 5 --correct-b 6",
-    "view": "{he} --screenshot {out}/v.png --size 400x300",
+    "view": "{he} --screenshot {out}/v.png --size 640x400",
     "patchcnn train": "{labels} --out {out}/g --limit 2 --input-size 32 --batch-size 4 "
     "--device cpu --tumor none",
-    "patchcnn predict": "{ihc} --device cpu --limit 4",
-    "patchcnn gradcam": "{ihc} --out {out}/g.npy --device cpu --limit 2",
+    "patchcnn predict": "{ihc} --device cpu --limit 4 --tumor none",
+    "patchcnn gradcam": "{ihc} --out {out}/g.npy --device cpu --limit 2 --tumor none",
     "her2net train": "--cohort {labels} -o {out}/b --seg-epochs 1 --cls-epochs 1 --tile-size 256 "
     "--magnification 2 --seg-width 4 --seg-depth 2 --cls-width 4 --classifier resnet18 "
     "--batch-size 8 --device cpu --threads 1",
@@ -1172,7 +1185,7 @@ def numeric_probes(parser: argparse.ArgumentParser) -> list[Probe]:
             option = max(action.option_strings, key=len)
             base = BASES.get(verb, "")
             prep = "study" if "{out}/study" in base else ""
-            if verb.endswith("train"):  # a huge epoch or fold count is a long run, not a defect
+            if "train" in verb:  # a huge epoch or fold count is a long run, not a defect
                 abuse = [(value, expect) for value, expect in abuse if value != HUGE_INT]
             for value, expect in abuse:
                 args = _with_option(base, option, value)
@@ -1434,6 +1447,7 @@ def post_checks(job: Job, outcome: Outcome, ctx: dict) -> str | None:
         return "written_outside"
     new = {p: s for p, s in snapshot(out).items() if p not in job.out_before}
     left = [p for p, (size, _) in new.items() if size == 0 or p.endswith((".partial", ".tmp"))]
+    left = [p for p in left if not p.endswith(NOT_OUTPUTS)]
     if left:
         outcome.extra.append(f"leftovers: {[Path(p).name for p in left[:3]]}")
         return "leftovers"
@@ -1584,11 +1598,12 @@ def run_pair(ctx: dict, env: dict, opts) -> dict:
 
 
 def select(probes: list[Probe], quick: bool, only: str | None) -> list[Probe]:
-    """The probes of ``--quick`` and ``--only VERB`` (a verb group such as ``study`` too)."""
+    """The probes of ``--quick`` and ``--only VERB,...`` (verb groups such as ``study`` too)."""
     if quick:
         probes = [p for p in probes if p.quick]
     if only:
-        probes = [p for p in probes if p.verb == only or p.verb.split()[0] == only]
+        wanted = set(only.split(","))
+        probes = [p for p in probes if {p.verb, p.verb.split()[0]} & wanted]
     return probes
 
 
@@ -1639,7 +1654,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build the inputs, run the probes and print the JSON report."""
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--quick", action="store_true", help="a ~20-probe subset")
-    cli.add_argument("--only", help="only this verb (or verb group)")
+    cli.add_argument("--only", help="only these verbs or verb groups, comma-separated")
     cli.add_argument("--timeout", type=float, default=60.0, help="seconds per probe (60)")
     cli.add_argument("--jobs", type=int, default=1, help="probes run at once (1)")
     cli.add_argument(
@@ -1675,7 +1690,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.fork:
             _warm_up()
         records = run_all(probes, ctx, env, opts, parser)
-        if not opts.quick and opts.only in (None, "extract"):
+        if not opts.quick and (opts.only is None or "extract" in opts.only.split(",")):
             records.append(run_pair(ctx, env, opts))
     finally:
         if not opts.keep:
