@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from her2viewer.training import metrics as m
+from her2viewer.stats import metrics as m
 
 SCORES = ["0", "1+", "2+", "3+"]
 

@@ -10,10 +10,10 @@ import pytest
 from study_util import make_study, write_csv
 
 from her2viewer.cli import main
+from her2viewer.stats import metrics as m
 from her2viewer.study.report import write_report
 from her2viewer.study.stats import reader_score
 from her2viewer.study.store import StudyStore
-from her2viewer.training import metrics as m
 
 ERROR_RATE = {"unassisted": 0.35, "assisted": 0.15}
 

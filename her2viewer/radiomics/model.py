@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from her2viewer.errors import RadiomicsError
-from her2viewer.training.metrics import auc_delong, confusion_matrix, roc_curve
+from her2viewer.stats.metrics import auc_delong, confusion_matrix, roc_curve
 
 MODEL_NAMES = ("logistic_regression", "random_forest", "mlp")
 FORMAT = "her2viewer-radiomics-model"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from her2viewer.errors import StudyError
+from her2viewer.stats.metrics import mcnemar_splits
 from her2viewer.study.definition import (
     CONFIDENCE_SCALES,
     load_cases,
@@ -15,7 +16,6 @@ from her2viewer.study.definition import (
     missing_slides,
 )
 from her2viewer.study.store import StudyStore, is_study_file
-from her2viewer.training.metrics import mcnemar_splits
 
 
 def _names(text: str) -> list[str]:

@@ -25,12 +25,12 @@ from her2viewer.outputs import (
     prepare_output_dir,
     write_text_atomic,
 )
+from her2viewer.stats.metrics import EXACT_MCNEMAR_BELOW
 from her2viewer.study import plots
 from her2viewer.study.definition import check_seconds
 from her2viewer.study.stats import MODEL, analyse
 from her2viewer.study.store import StudyStore
 from her2viewer.tables import write_csv
-from her2viewer.training.metrics import EXACT_MCNEMAR_BELOW
 
 METRIC_ORDER = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "ppv", "npv")
 

@@ -16,9 +16,9 @@ from itertools import combinations
 
 import numpy as np
 
+from her2viewer.stats import metrics as m
 from her2viewer.study.definition import CONFIDENCE_SCALES, Question, missing_slides
 from her2viewer.study.store import Answer, StudyStore, utc_now
-from her2viewer.training import metrics as m
 
 #: Name under which the model appears in tables.
 MODEL = "model"

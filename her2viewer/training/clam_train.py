@@ -26,9 +26,9 @@ from her2viewer.errors import ModelError
 from her2viewer.jobs import CancelToken
 from her2viewer.models.clam import CLAM, make_loss, save_clam_bundle
 from her2viewer.outputs import write_text_atomic
+from her2viewer.stats.metrics import auc_delong, binary_metrics
 from her2viewer.training.clam_config import TrainConfig
 from her2viewer.training.datasets import Bag, Cohort, patient_folds
-from her2viewer.training.metrics import auc_delong, binary_metrics
 
 EpochFn = Callable[[dict], None]
 __all__ = ["TrainConfig", "TrainResult", "cross_validate", "evaluate_bags", "train_clam"]

@@ -32,10 +32,10 @@ from her2viewer.models.clam import load_clam, predict, save_clam_bundle
 from her2viewer.outputs import write_text_atomic
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
+from her2viewer.stats.metrics import auc_delong
 from her2viewer.tissue import make_patch_grid, segment_tissue
 from her2viewer.training.clam_train import TrainConfig, cross_validate
 from her2viewer.training.datasets import Cohort, load_cohort
-from her2viewer.training.metrics import auc_delong
 
 SLIDE_SIZE = (3000, 2400)
 NOTE = (

@@ -1,7 +1,7 @@
 """Evaluate predictions against the truth: metrics with confidence intervals, curves, figures.
 
 The library function :func:`evaluate_predictions` is what ``her2viewer evaluate`` prints;
-every number comes from :mod:`her2viewer.training.metrics`, and the figures are drawn by
+every number comes from :mod:`her2viewer.stats.metrics`, and the figures are drawn by
 the study report's plotting helpers.
 """
 
@@ -18,9 +18,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 from her2viewer.errors import EvaluationError
 from her2viewer.models.checks import require_finite
 from her2viewer.outputs import prepare_output_dir, write_text_atomic
-from her2viewer.study.plots import confusion_figure, roc_figure, write_png
-from her2viewer.tables import read_csv_rows
-from her2viewer.training.metrics import (
+from her2viewer.stats.metrics import (
     auc_delong,
     binary_metrics,
     bootstrap_ci,
@@ -28,6 +26,8 @@ from her2viewer.training.metrics import (
     multiclass_metrics,
     roc_curve,
 )
+from her2viewer.study.plots import confusion_figure, roc_figure, write_png
+from her2viewer.tables import read_csv_rows
 
 N_BOOT = 2000
 

@@ -1,6 +1,6 @@
 """HER2Net on a labelled cohort: status metrics with CIs, tumor-detector mIoU, P vs truth.
 
-Status metrics come from :mod:`her2viewer.training.metrics` (accuracy, sensitivity,
+Status metrics come from :mod:`her2viewer.stats.metrics` (accuracy, sensitivity,
 specificity with Clopper-Pearson intervals, AUROC of P with DeLong's interval,
 confusion matrix). The tumor detector is compared with the cohort's tumor masks
 (mIoU = mean of the tumor and non-tumor IoU, the seed's measure, and the tumor IoU
@@ -23,8 +23,8 @@ from her2viewer.models.her2net.data import read_training_cohort
 from her2viewer.models.her2net.model import Her2NetModel
 from her2viewer.models.her2net.training import mean_iou
 from her2viewer.slide import open_slide
+from her2viewer.stats.metrics import auc_delong, binary_metrics, confusion_matrix
 from her2viewer.tissue.masks import mask_iou, read_mask
-from her2viewer.training.metrics import auc_delong, binary_metrics, confusion_matrix
 
 
 def _resized(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
