@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from her2viewer.argtypes import bounded
 from her2viewer.errors import StudyError
 from her2viewer.stats.metrics import mcnemar_splits
 from her2viewer.study.definition import (
@@ -43,7 +44,9 @@ def register(subparsers) -> None:
         "--arms", type=_names, default=["unassisted"], help="e.g. unassisted,assisted"
     )
     create.add_argument("--readers", type=_names, default=[], help="enrolled readers, a,b")
-    create.add_argument("--seed", type=int, help="randomisation seed (random when omitted)")
+    create.add_argument(
+        "--seed", type=bounded(int, 0), help="randomisation seed (random when omitted)"
+    )
     create.add_argument("--washout-until", help="ISO date on which the second arm opens")
     create.set_defaults(func=run_create)
 
@@ -92,8 +95,12 @@ def register(subparsers) -> None:
     )
     report.add_argument("study")
     report.add_argument("-o", "--output", required=True, help="report folder")
-    report.add_argument("--bootstrap", type=int, default=2000, help="resamples (default 2000)")
-    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.add_argument(
+        "--bootstrap", type=bounded(int, 0, 100_000), default=2000, help="resamples (default 2000)"
+    )
+    report.add_argument(
+        "--seed", type=bounded(int, 0), default=0, help="bootstrap seed (default 0)"
+    )
     report.set_defaults(func=run_report)
 
     read = verbs.add_parser("read", help="open the blinded reading window")
@@ -109,9 +116,10 @@ def register(subparsers) -> None:
     rng = verbs.add_parser(
         "mcnemar-range", help="McNemar p-values of every table consistent with two accuracies"
     )
-    rng.add_argument("--cases", type=int, required=True, help="cases both raters read")
-    rng.add_argument("--correct-a", type=int, required=True, help="cases rater A got right")
-    rng.add_argument("--correct-b", type=int, required=True, help="cases rater B got right")
+    count = bounded(int, 0, 100_000)
+    rng.add_argument("--cases", type=count, required=True, help="cases both raters read")
+    rng.add_argument("--correct-a", type=count, required=True, help="cases rater A got right")
+    rng.add_argument("--correct-b", type=count, required=True, help="cases rater B got right")
     rng.set_defaults(func=run_mcnemar_range)
 
 

@@ -400,3 +400,20 @@ def test_results_refuse_a_summary_not_written_by_report(tmp_path, text):
     (tmp_path / "summary.json").write_text(text, encoding="utf-8")
     with pytest.raises(StudyError, match="not a summary written by 'study report'"):
         load_summary(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("report", "s.h2study", "-o", "rep", "--bootstrap", "-5"),
+        ("report", "s.h2study", "-o", "rep", "--bootstrap", "1000000000"),
+        ("report", "s.h2study", "-o", "rep", "--seed", "-1"),
+        ("create", "s.h2study", "--cases", "c.csv", "--question", "status", "--seed", "-1"),
+        ("mcnemar-range", "--cases", "-1", "--correct-a", "0", "--correct-b", "0"),
+    ],
+)
+def test_numeric_options_checked_at_parse_time(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", *argv])
+    assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
