@@ -10,7 +10,6 @@ from PySide6.QtWidgets import QDockWidget, QToolBar
 from her2viewer.gui.app import screenshot
 from her2viewer.gui.her2net_panel import attach_her2net_panel
 from her2viewer.gui.ihc_panel import attach_ihc_panel
-from her2viewer.gui.mainwindow import DOCK_WIDTH
 from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.overlay.scalebar import scale_bar
 
@@ -113,6 +112,8 @@ def _parts(window) -> dict[str, QRect]:
 
 
 def test_window_lays_out_cleanly_from_1280x720_up(window, synthetic_case, cmu_svs, qtbot, tmp_path):
+    from her2viewer.gui.mainwindow import DOCK_WIDTH
+
     _attach_everything(window)
     assert window.open_in_pane(str(cmu_svs), 0)  # label, macro and thumbnail images
     assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1)
