@@ -12,8 +12,8 @@ import html
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -330,8 +330,9 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
         _check_stored_answers(store)
         summary = analyse(store, n_boot=n_boot, seed=seed)
         prepare_output_dir(out.parent)
+        staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+            staging.mkdir()  # not mkdtemp: the report keeps the folder permissions of the umask
         except OSError as exc:
             raise output_error(out, exc) from exc
         try:

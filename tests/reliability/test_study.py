@@ -334,6 +334,9 @@ def test_report_is_complete_or_absent(tmp_path, capsys, tiny_disk):
     (out / "stale.csv").write_text("from an older report", encoding="utf-8")
     assert _cli(capsys, "study", "report", study, "-o", out, "--bootstrap", 20)[0] == 0
     assert (out / "report.html").is_file() and not (out / "stale.csv").exists()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # as a plain mkdir would make it
     assert not leftovers(tmp_path)
 
 
