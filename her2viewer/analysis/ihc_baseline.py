@@ -22,9 +22,12 @@ from her2viewer.errors import StainError
 from her2viewer.outputs import write_text_atomic
 from her2viewer.slide import Slide, open_slide
 from her2viewer.stain import separate_stains
+from her2viewer.tables import read_csv_rows
 
 TILE = 224
 MODEL_KIND = "her2viewer.ihc_stain_intensity_baseline"
+LABEL_COLUMNS = ("ihc_path", "ihc_score", "her2_status")
+STATUSES = ("negative", "positive")
 
 
 def max_tile_dab(slide: Slide, tile: int = TILE) -> float:
@@ -44,16 +47,25 @@ def max_tile_dab(slide: Slide, tile: int = TILE) -> float:
 
 
 def read_labels(labels_csv: str | os.PathLike) -> list[dict]:
-    """Read a cohort CSV (``ihc_path``, ``ihc_score``, ``her2_status``; paths relative to it)."""
+    """Read a cohort CSV (``ihc_path``, ``ihc_score``, ``her2_status``; paths relative to it).
+
+    Raises
+    ------
+    StainError
+        When the file is missing or unreadable, lacks a column, or a row has an IHC
+        score other than 0-3 or a status other than negative/positive.
+    """
     path = Path(labels_csv)
     try:
-        rows = list(csv.DictReader(path.open(newline="")))
-    except FileNotFoundError as exc:
-        raise StainError(f"{path}: no such labels CSV.") from exc
-    needed = {"ihc_path", "ihc_score", "her2_status"}
-    if not rows or not needed <= set(rows[0]):
-        raise StainError(f"{path.name} needs the columns {', '.join(sorted(needed))} and rows.")
-    for row in rows:
+        rows = read_csv_rows(path, LABEL_COLUMNS, StainError, "Labels CSV")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StainError(f"cannot read the labels CSV {path}: {exc}.") from exc
+    for number, row in enumerate(rows, start=2):
+        if row["ihc_score"] not in ("0", "1", "2", "3") or row["her2_status"] not in STATUSES:
+            raise StainError(
+                f"{path.name} line {number}: ihc_score must be 0-3 and her2_status "
+                f"negative or positive, got {row['ihc_score']!r} and {row['her2_status']!r}."
+            )
         row["ihc_path"] = str(path.parent / row["ihc_path"])
     return rows
 

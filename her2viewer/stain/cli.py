@@ -30,7 +30,7 @@ from her2viewer.analysis.ihc_baseline import (
     read_labels,
 )
 from her2viewer.errors import StainError
-from her2viewer.outputs import check_output_file, write_bytes_atomic
+from her2viewer.outputs import check_output_file, prepare_output_dir, write_bytes_atomic
 from her2viewer.slide import open_slide
 
 #: Colours of the category map PNG (RGB), per category; not-tumor is white.
@@ -191,8 +191,7 @@ def run_train_mil(args) -> int:
 
     rows = read_labels(args.labels)
     encoder = resnet34_encoder(args.encoder_weights, args.random_weights)
-    features_dir = Path(args.features_dir)
-    features_dir.mkdir(parents=True, exist_ok=True)
+    features_dir = prepare_output_dir(args.features_dir)
     bags = []
     for row in rows:
         with open_slide(row["ihc_path"]) as slide:

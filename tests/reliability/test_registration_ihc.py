@@ -178,3 +178,32 @@ def test_a_baseline_model_with_nan_is_refused(tmp_path, capsys, field):
     image = _image(tmp_path, "ihc.png", skimage.data.immunohistochemistry())
     assert main(["ihc", "predict-baseline", str(path), str(image)]) == 2
     _one_line_error(capsys, "baseline.json", "NaN")
+
+
+# -- the IHC training verbs refuse bad labels and outputs in one sentence --------------
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("ihc_path,ihc_score,her2_status\na.png,three,positive\n", "line 2"),
+        ("ihc_path,ihc_score,her2_status\na.png,2,maybe\n", "'maybe'"),
+        (b"ihc_path,ihc_score\n\xff\xfe", "labels"),
+    ],
+)
+def test_ihc_training_labels_are_checked_in_one_sentence(tmp_path, capsys, content, fragment):
+    labels = tmp_path / "labels.csv"
+    if isinstance(content, bytes):
+        labels.write_bytes(content)
+    else:
+        labels.write_text(content)
+    assert main(["ihc", "train-baseline", str(labels), "-o", str(tmp_path / "m.json")]) == 2
+    _one_line_error(capsys, "labels.csv", fragment)
+
+
+def test_ihc_train_mil_features_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("ihc_path,ihc_score,her2_status\na.png,2,positive\n")
+    blocker = tmp_path / "features"
+    blocker.write_text("a file")
+    args = ["ihc", "train-mil", str(labels), "-o", str(tmp_path / "mil")]
+    assert main([*args, "--features-dir", str(blocker), "--random-weights", "0"]) == 2
+    _one_line_error(capsys, "features", "it is a file")
