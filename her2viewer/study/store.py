@@ -141,13 +141,13 @@ class Answer:
 DATABASE_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
-#: SQLite's (stable) messages for failures that are not damage -> what the user is told.
+#: SQLite's (stable) messages for failures that are not damage -> the sentence the user reads.
 _SQLITE_CAUSES = {
-    "disk is full": "the disk is full",
-    "readonly database": "the file or its folder is read-only",
-    "unable to open": "the file or its folder is read-only",
-    "disk i/o error": "a disk input/output error occurred (is the disk full?)",
-    "locked": "another program is using it",
+    "disk is full": "cannot write {path}: the disk is full",
+    "readonly database": "cannot write {path}: the file or its folder is read-only",
+    "unable to open": "cannot open {path}: the file or its folder cannot be written or read",
+    "disk i/o error": "cannot use {path}: a disk input/output error occurred (is the disk full?)",
+    "locked": "cannot use {path}: another program is using it",
 }
 
 
@@ -159,9 +159,9 @@ def database_error(path: Path, exc: Exception) -> StudyError:
     not SQLite is "not a study file"; any other failure means it is damaged.
     """
     text = str(exc).lower()
-    for fragment, cause in _SQLITE_CAUSES.items():
+    for fragment, sentence in _SQLITE_CAUSES.items():
         if fragment in text:
-            return StudyError(f"cannot write {path}: {cause}; nothing was changed.")
+            return StudyError(sentence.format(path=path) + "; nothing was changed.")
     if "not a database" in text:
         return StudyError(f"{path.name} is not a study file.")
     if isinstance(exc, UnicodeDecodeError) or "decode" in text:
