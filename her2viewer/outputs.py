@@ -130,6 +130,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = True) -> Iterato
         raise output_error(path, exc) from exc
     tmp = Path(tmp_name)
     try:
+        _give_usual_mode(tmp, path)
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0 and not _may_be_empty(path):
             raise OutputError(f"cannot write {path}: the writer produced no data.")
@@ -141,6 +142,29 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def _give_usual_mode(tmp: Path, path: Path) -> None:
+    """Give the temporary file the mode the destination would get from ``open``.
+
+    ``mkstemp`` creates files readable by their owner only; an output keeps the
+    mode of the file it replaces, or gets 0o666 less the umask like any new file.
+    """
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+    os.chmod(tmp, mode)
+
+
+def _umask() -> int:
+    """Return the process umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # no /proc: set and restore (not thread-safe, rare platforms)
+    os.umask(umask)
+    return umask
 
 
 def _may_be_empty(path: Path) -> bool:

@@ -47,8 +47,13 @@ def read_csv_rows(
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} not found: {path}")
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not a UTF-8 text CSV file.") from exc
+    except (OSError, csv.Error) as exc:
+        raise error(f"{what} {path} cannot be read: {exc}.") from exc
     missing = [c for c in required if not rows or c not in rows[0]]
     if missing:
         raise error(

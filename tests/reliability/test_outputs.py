@@ -58,3 +58,31 @@ def test_csv_cells_are_escaped_against_formula_injection(tmp_path):
         rows = list(csv.reader(handle))[1:]
     assert [row[0] for row in rows] == ["'" + cell for cell in hostile[:-1]] + ["ok"]
     assert {row[1] for row in rows} == {"-1.5"}
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        new = write_text_atomic(tmp_path / "new.json", "{}")
+        kept = tmp_path / "kept.json"
+        kept.write_text("")
+        kept.chmod(0o640)
+        write_text_atomic(kept, "{}")
+    finally:
+        os.umask(umask)
+    assert new.stat().st_mode & 0o777 == 0o644
+    assert kept.stat().st_mode & 0o777 == 0o640
+
+
+def test_binary_or_unreadable_csv_is_one_sentence(tmp_path):
+    from her2viewer.errors import Her2ViewerError
+    from her2viewer.tables import read_csv_rows
+
+    binary = tmp_path / "labels.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x80\x81")
+    with pytest.raises(Her2ViewerError, match="not a UTF-8 text CSV"):
+        read_csv_rows(binary, ["case_id"], what="Labels file")
+    folder = tmp_path / "dir.csv"
+    folder.mkdir()
+    with pytest.raises(Her2ViewerError, match="not found"):
+        read_csv_rows(folder, ["case_id"], what="Labels file")
