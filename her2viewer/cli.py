@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from her2viewer import __version__
 from her2viewer.errors import Her2ViewerError
@@ -35,9 +36,23 @@ VERB_MODULES = (
 EXIT_USER_ERROR = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line, like every other user error.
+
+    argparse prints the whole usage block before its message; a bad option is
+    reported here as one sentence naming the command and pointing at ``--help``,
+    with exit status 2 as before. Sub-command parsers inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` on one line to stderr and exit with status 2."""
+        text = " ".join(message.split())
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {text} (see '{self.prog} --help').\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every verb registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="her2viewer",
         description="Whole-slide viewer and headless analysis for HER2 pathology.",
     )
