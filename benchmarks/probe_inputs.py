@@ -92,7 +92,6 @@ class Probe:
     prep: str = ""
     outputs: tuple[str, ...] = ()
     option: str = ""
-    quick: bool = False
     env: tuple[tuple[str, str | None], ...] = ()
 
 
@@ -247,6 +246,18 @@ def _run_setup(args: list[str], env: dict, cwd: Path) -> None:
         sys.exit(f"probe setup failed: her2viewer {' '.join(args)}: {done.stderr[-500:]}")
 
 
+#: The bad slides :func:`make_slides` writes (``missing.svs`` is never written).
+BAD_SLIDES = (
+    "empty.svs", "random.svs", "random.tif", "random.ndpi", "random.png", "truncated.svs",
+    "huge.png", "tiny.png", "blank.png", "folder.svs", "dangling.svs", "missing.svs",
+)  # fmt: skip
+
+
+def slide_key(name: str) -> str:
+    """The template placeholder of a bad slide: ``blank.png`` -> ``bad_blank_png``."""
+    return "bad_" + name.replace(".", "_")
+
+
 def make_slides(inp: Path) -> dict[str, str]:
     """Write the bad slides; return their placeholder names -> paths."""
     rng = np.random.default_rng(0)
@@ -263,11 +274,7 @@ def make_slides(inp: Path) -> dict[str, str]:
     (bad / "blank.png").write_bytes(_png(512, 512, lambda y: b"\xff" * 512))
     (bad / "folder.svs").mkdir()
     (bad / "dangling.svs").symlink_to(bad / "nowhere.svs")
-    names = ["empty.svs", "random.svs", "random.tif", "random.ndpi", "random.png"]
-    names += ["truncated.svs", "huge.png", "tiny.png", "blank.png", "folder.svs", "dangling.svs"]
-    slides = {f"bad_{n.replace('.', '_')}": str(bad / n) for n in names}
-    slides["bad_missing_svs"] = str(bad / "missing.svs")
-    return slides
+    return {slide_key(name): str(bad / name) for name in BAD_SLIDES}
 
 
 def _tensors(path: Path) -> dict:
@@ -716,24 +723,16 @@ def prep_other_slide(out: Path, ctx: dict) -> None:
         os.replace(out / "f" / folder / "case001.h5", out / "f" / folder / "he.h5")
 
 
+#: Coordinates reused by extract: an error, or features recomputed from the slide itself.
+COORDS = ("coords_level99", "coords_size0", "coords_size_neg", "coords_size_huge",
+          "coords_nan", "coords_negative", "coords_offslide")  # fmt: skip
 PREPS: dict[str, Callable[[Path, dict], None]] = {
     "full_disk": prep_full_disk,
     "read_only": prep_read_only,
     "blocker": prep_blocker,
     "study": prep_study,
     "other_slide": prep_other_slide,
-    **{
-        f"coords:{k}": _prep_coords(k)
-        for k in (
-            "coords_level99",
-            "coords_size0",
-            "coords_size_neg",
-            "coords_size_huge",
-            "coords_nan",
-            "coords_negative",
-            "coords_offslide",
-        )
-    },
+    **{f"coords:{key}": _prep_coords(key) for key in COORDS},
 }
 
 
@@ -784,323 +783,120 @@ WRITER_VERBS = (
     ("demo-data", "{o} --cases 1 --size 800x600", ""),
 )
 
-#: Hand-written probes: (verb, args, expectation, name, prep, outputs).
-TABLE = (
-    # malicious pickles and broken bundles (the marker must never appear)
-    ("clam infer", "--model {evil_pt} --features {feat}", "error", "pickle checkpoint", "", ()),
-    ("clam infer", "--model {clam_evil} --features {feat}", "error", "pickle in bundle", "", ()),
-    ("clam infer", "--model {clam} --features {evil_pt}", "error", "pickle features .pt", "", ()),
-    (
-        "clam heatmap",
-        "{he} --model {evil_pth} --encoder resnet50_trunc -o {out}/h.png",
-        "error",
-        "pickle checkpoint",
-        "",
-        (),
-    ),
-    (
-        "extract",
-        "{he} -o {out}/f --encoder-weights {evil_pt} --device cpu",
-        "error",
-        "pickle encoder weights",
-        "",
-        (),
-    ),
-    (
-        "extract",
-        "{he} -o {out}/f --encoder-weights {evil_safetensors} --device cpu",
-        "error",
-        "pickle named .safetensors",
-        "",
-        (),
-    ),
-    (
-        "extract",
-        "{he} -o {out}/f --encoder torchscript:{evil_pt} --device cpu",
-        "error",
-        "pickle as torchscript",
-        "",
-        (),
-    ),
-    (
-        "patchcnn predict",
-        "{ihc} --model {evil_pt} --arch resnet34 --device cpu",
-        "error",
-        "pickle weights",
-        "",
-        (),
-    ),
-    ("her2net predict", "{he} --model {evil_pt} --device cpu", "error", "pickle bundle", "", ()),
-    ("ihc predict-mil", "{evil_pt} {ihc}", "error", "pickle bundle", "", ()),
-    ("ihc predict-baseline", "{evil_json} {ihc}", "error", "pickle as JSON model", "", ()),
-    ("radiomics predict", "{evil_json} {radimg} {radmask}", "error", "pickle as model", "", ()),
-    ("radiomics evaluate", "{evil_json} {radfeats}", "error", "pickle as model", "", ()),
-    ("radiomics evaluate", "{radmodel} {preds_formula}", "error", "not a features CSV", "", ()),
-    ("clam infer", "--model {clam_nan} --features {feat}", "error", "NaN weights", "", ()),
-    ("clam infer", "--model {clam_shape} --features {feat}", "error", "wrong shapes", "", ()),
-    ("clam infer", "--model {clam_schema_abc} --features {feat}", "error", "schema abc", "", ()),
-    ("clam infer", "--model {clam_schema_null} --features {feat}", "error", "schema null", "", ()),
-    ("clam infer", "--model {clam_neg_classes} --features {feat}", "error", "n_classes -2", "", ()),
-    ("clam infer", "--model {clam_nan_config} --features {feat}", "error", "NaN config", "", ()),
-    ("clam infer", "--model {clam_huge_embed} --features {feat}", "error", "embed 1e9", "", ()),
-    ("clam infer", "--model {clam_no_kind} --features {feat}", "error", "no model_kind", "", ()),
-    ("clam infer", "--model {zip_slip} --features {feat}", "clean", "zip-slip", "", ()),
-    ("clam infer", "--model {zip_bomb} --features {feat}", "error", "zip bomb", "", ()),
-    ("clam infer", "--model {not_json_bundle} --features {feat}", "error", "not a bundle", "", ()),
-    (
-        "patchcnn predict",
-        "{ihc} --model {grading_nan} --device cpu --limit 4 --tumor none",
-        "error",
-        "NaN grading head",
-        "",
-        (),
-    ),
-    (
-        "patchcnn predict",
-        "{ihc} --model {grading_input0} --device cpu --limit 4 --tumor none",
-        "error",
-        "input_size 0",
-        "",
-        (),
-    ),
-    (
-        "patchcnn predict",
-        "{ihc} --model {grading_schema_abc} --device cpu --limit 4 --tumor none",
-        "error",
-        "schema abc",
-        "",
-        (),
-    ),
-    (
-        "her2net predict",
-        "{he} --model {her2net_no_segmenter} --device cpu",
-        "error",
-        "no segmenter",
-        "",
-        (),
-    ),
-    (
-        "her2net predict",
-        "{he} --model {her2net_tile_x} --device cpu",
-        "error",
-        "tile_size x",
-        "",
-        (),
-    ),
-    ("her2net predict", "{he} --model {her2net_nan} --device cpu", "error", "NaN weights", "", ()),
-    (
-        "her2net predict",
-        "{he} --model {her2net_missing_weights} --device cpu",
-        "error",
-        "missing weights file",
-        "",
-        (),
-    ),
-    # feature files
-    ("clam infer", "--model {clam} --features {feat_nan}", "error", "one NaN feature", "", ()),
-    ("clam infer", "--model {clam} --features {feat_inf}", "error", "one Inf feature", "", ()),
-    ("clam infer", "--model {clam} --features {feat_huge}", "error", "3e38 features", "", ()),
-    ("clam infer", "--model {clam} --features {feat_dims}", "error", "512-d features", "", ()),
-    ("clam infer", "--model {clam} --features {feat_1d}", "error", "1-d features", "", ()),
-    ("clam infer", "--model {clam} --features {feat_empty}", "error", "0 patches", "", ()),
-    ("clam infer", "--model {clam} --features {feat_no_features}", "error", "no features", "", ()),
-    ("clam infer", "--model {clam} --features {feat_no_coords}", "clean", "no coords", "", ()),
-    ("clam infer", "--model {clam} --features {feat_text}", "error", "text as h5", "", ()),
-    ("clam infer", "--model {clam} --features {bad_missing_svs}", "error", "missing file", "", ()),
-    # coords reused by extract (an error, or features recomputed from the slide)
-    *(
-        (
-            "extract",
-            "{he} -o {out}/f --random-weights 0 --device cpu",
-            "ref_or_error",
-            key,
-            f"coords:{key}",
-            (),
-        )
-        for key in (
-            "coords_level99",
-            "coords_size0",
-            "coords_size_neg",
-            "coords_size_huge",
-            "coords_nan",
-            "coords_negative",
-            "coords_offslide",
-        )
-    ),
-    (
-        "extract",
-        "{he} -o {out}/f --random-weights 0 --device cpu",
-        "ref_or_error",
-        "same stem, other slide",
-        "other_slide",
-        (),
-    ),
-    # CSVs: traversal, absolute paths, formulas, odd numbers
-    *(
-        (
-            "extract",
-            f"{{cohort_id{i}}} -o {{out}}/f --random-weights 0 --device cpu",
-            "clean",
-            name,
-            "",
-            (),
-        )
-        for i, name in enumerate(("case_id ../../x", "case_id absolute", "case_id formula"))
-    ),
-    (
-        "her2net evaluate",
-        "--cohort {cohort_id0} --device cpu --threads 1 -o {out}/e.json",
-        "clean",
-        "case_id ../../x",
-        "",
-        (),
-    ),
-    (
-        "study create",
-        "{out}/s.h2study --cases {study_cases_traversal} --question status",
-        "clean",
-        "case_id ../../x",
-        "",
-        (),
-    ),
-    (
-        "study create",
-        "{out}/s.h2study --cases {study_cases_formula} --question status",
-        "clean",
-        "case_id formula",
-        "",
-        (),
-    ),
-    *(
-        (
-            "study import",
-            f"{{out}}/study.h2study {{answers_{k}}}",
-            "error",
-            f"seconds {k}",
-            "study",
-            (),
-        )
-        for k in ("inf", "huge", "neg", "nan")
-    ),
-    ("study import", "{out}/study.h2study {answers_extra}", "error", "extra columns", "study", ()),
-    (
-        "study import",
-        "{out}/study.h2study {answers_formula}",
-        "clean",
-        "reader formula",
-        "study",
-        (),
-    ),
-    (
-        "study export",
-        "{out}/study.h2study -o {out}/e.csv",
-        "ok",
-        "formula escaping",
-        "study",
-        ("{out}/e.csv",),
-    ),
-    ("evaluate", "{preds_formula} -o {out}/ev", "clean", "case_id formula", "", ()),
-    ("evaluate", "{preds_inf} -o {out}/ev", "error", "probability inf", "", ()),
-    ("evaluate", "{preds_nan} -o {out}/ev", "error", "probability nan", "", ()),
-    ("evaluate", "{preds} -o {out}/ev", "ok", "valid predictions", "", ("{out}/ev/metrics.json",)),
-    # corrupt study file
-    *(
-        (f"study {v}", f"{{out}}/corrupt.h2study{a}", "error", "flipped bytes", "study", ())
-        for v, a in (
-            ("status", ""),
-            ("export", " -o {out}/x.csv"),
-            ("report", " -o {out}/r"),
-            ("import", " {study_cases}"),
-        )
-    ),
-    ("study results", "{bad_random_png}", "error", "not a report", "", ()),
-    ("study results", "{out}/report", "clean", "valid report", "study", ()),
-    # registration JSON
-    *(
-        (
-            "view",
-            f"{{he}} {{ihc}} --transform {{{k}}} --screenshot {{out}}/v.png --size 640x400",
-            "error",
-            k,
-            "",
-            (),
-        )
-        for k in ("reg_singular", "reg_zero", "reg_huge", "reg_nan", "reg_2x2", "reg_garbage")
-    ),
-    # view options that crashed or rendered nothing
-    ("view", "{he} --screenshot {out}/v.png --size 60000x60000", "error", "size 60000", "", ()),
-    ("view", "{he} --screenshot {out}/v.png --size 0x0", "error", "size 0x0", "", ()),
-    ("view", "{he} --screenshot {out}/v.png --center nan,nan", "error", "center nan", "", ()),
-    (
-        "view",
-        "{he} --screenshot {out}/v.png --size 640x400",
-        "ok",
-        "valid screenshot",
-        "",
-        ("{out}/v.png",),
-    ),
-    (
-        "view",
-        "--demo --screenshot {out}/v.png --size 640x400",
-        "ok",
-        "demo screenshot",
-        "",
-        ("{out}/v.png",),
-    ),
-    (
-        "clam heatmap",
-        "{he} --model {clam} -o {out}/h.png --overlap 1.0",
-        "error",
-        "overlap 1.0",
-        "",
-        (),
-    ),
-    (
-        "clam heatmap",
-        "{he} --model {clam} -o {out}/h.png --overlap 0.99",
-        "error",
-        "overlap 0.99",
-        "",
-        (),
-    ),
-    # demo bundles must say so on their results
-    ("her2net predict", "{he} --device cpu --threads 1", "demo_notice", "default bundle", "", ()),
-    (
-        "her2net predict",
-        "{he} --device cpu --threads 1 --json",
-        "demo_notice",
-        "default, JSON",
-        "",
-        (),
-    ),
-    (
-        "patchcnn predict",
-        "{ihc} --device cpu --limit 4 --tumor none",
-        "demo_notice",
-        "default bundle",
-        "",
-        (),
-    ),
-    (
-        "patchcnn predict",
-        "{ihc} --device cpu --limit 4 --tumor none --json",
-        "demo_notice",
-        "default, JSON",
-        "",
-        (),
-    ),
-    ("clam infer", "--model {clam} --features {feat}", "demo_notice", "demo bundle", "", ()),
-    (
-        "clam infer",
-        "--model {clam} --features {feat} --json",
-        "demo_notice",
-        "demo bundle JSON",
-        "",
-        (),
-    ),
-    ("demo", "", "demo_notice", "demo case", "", ()),
-    ("info", "{he}", "ok", "valid slide", "", ()),
-)
+#: Hand-written probes, one a line: ``verb | expect | name | args [| prep [| outputs]]``;
+#: an indented line continues the one above it.
+TABLE = """
+clam infer | error | pickle checkpoint | --model {evil_pt} --features {feat}
+clam infer | error | pickle in bundle | --model {clam_evil} --features {feat}
+clam infer | error | pickle features .pt | --model {clam} --features {evil_pt}
+clam heatmap | error | pickle checkpoint | {he} --model {evil_pth} --encoder resnet50_trunc -o
+    {out}/h.png
+extract | error | pickle encoder weights | {he} -o {out}/f --encoder-weights {evil_pt} --device
+    cpu
+extract | error | pickle named .safetensors | {he} -o {out}/f --encoder-weights
+    {evil_safetensors} --device cpu
+extract | error | pickle as torchscript | {he} -o {out}/f --encoder torchscript:{evil_pt}
+    --device cpu
+patchcnn predict | error | pickle weights | {ihc} --model {evil_pt} --arch resnet34 --device cpu
+her2net predict | error | pickle bundle | {he} --model {evil_pt} --device cpu
+ihc predict-mil | error | pickle bundle | {evil_pt} {ihc}
+ihc predict-baseline | error | pickle as JSON model | {evil_json} {ihc}
+radiomics predict | error | pickle as model | {evil_json} {radimg} {radmask}
+radiomics evaluate | error | pickle as model | {evil_json} {radfeats}
+radiomics evaluate | error | not a features CSV | {radmodel} {preds_formula}
+clam infer | error | NaN weights | --model {clam_nan} --features {feat}
+clam infer | error | wrong shapes | --model {clam_shape} --features {feat}
+clam infer | error | schema abc | --model {clam_schema_abc} --features {feat}
+clam infer | error | schema null | --model {clam_schema_null} --features {feat}
+clam infer | error | n_classes -2 | --model {clam_neg_classes} --features {feat}
+clam infer | error | NaN config | --model {clam_nan_config} --features {feat}
+clam infer | error | embed 1e9 | --model {clam_huge_embed} --features {feat}
+clam infer | error | no model_kind | --model {clam_no_kind} --features {feat}
+clam infer | clean | zip-slip | --model {zip_slip} --features {feat}
+clam infer | error | zip bomb | --model {zip_bomb} --features {feat}
+clam infer | error | not a bundle | --model {not_json_bundle} --features {feat}
+patchcnn predict | error | NaN grading head | {ihc} --model {grading_nan} --device cpu --limit
+    4 --tumor none
+patchcnn predict | error | input_size 0 | {ihc} --model {grading_input0} --device cpu --limit 4
+    --tumor none
+patchcnn predict | error | schema abc | {ihc} --model {grading_schema_abc} --device cpu --limit
+    4 --tumor none
+her2net predict | error | no segmenter | {he} --model {her2net_no_segmenter} --device cpu
+her2net predict | error | tile_size x | {he} --model {her2net_tile_x} --device cpu
+her2net predict | error | NaN weights | {he} --model {her2net_nan} --device cpu
+her2net predict | error | missing weights file | {he} --model {her2net_missing_weights}
+    --device cpu
+clam infer | error | one NaN feature | --model {clam} --features {feat_nan}
+clam infer | error | one Inf feature | --model {clam} --features {feat_inf}
+clam infer | error | 3e38 features | --model {clam} --features {feat_huge}
+clam infer | error | 512-d features | --model {clam} --features {feat_dims}
+clam infer | error | 1-d features | --model {clam} --features {feat_1d}
+clam infer | error | 0 patches | --model {clam} --features {feat_empty}
+clam infer | error | no features | --model {clam} --features {feat_no_features}
+clam infer | clean | no coords | --model {clam} --features {feat_no_coords}
+clam infer | error | text as h5 | --model {clam} --features {feat_text}
+clam infer | error | missing file | --model {clam} --features {bad_missing_svs}
+extract | ref_or_error | same stem, other slide | {he} -o {out}/f --random-weights 0 --device
+    cpu | other_slide
+extract | clean | case_id ../../x | {cohort_id0} -o {out}/f --random-weights 0 --device cpu
+extract | clean | case_id absolute | {cohort_id1} -o {out}/f --random-weights 0 --device cpu
+extract | clean | case_id formula | {cohort_id2} -o {out}/f --random-weights 0 --device cpu
+her2net evaluate | clean | case_id ../../x | --cohort {cohort_id0} --device cpu --threads 1 -o
+    {out}/e.json
+study create | clean | case_id ../../x | {out}/s.h2study --cases {study_cases_traversal}
+    --question status
+study create | clean | case_id formula | {out}/s.h2study --cases {study_cases_formula}
+    --question status
+study import | error | seconds inf | {out}/study.h2study {answers_inf} | study
+study import | error | seconds huge | {out}/study.h2study {answers_huge} | study
+study import | error | seconds neg | {out}/study.h2study {answers_neg} | study
+study import | error | seconds nan | {out}/study.h2study {answers_nan} | study
+study import | error | extra columns | {out}/study.h2study {answers_extra} | study
+study import | clean | reader formula | {out}/study.h2study {answers_formula} | study
+study export | ok | formula escaping | {out}/study.h2study -o {out}/e.csv | study | {out}/e.csv
+evaluate | clean | case_id formula | {preds_formula} -o {out}/ev
+evaluate | error | probability inf | {preds_inf} -o {out}/ev
+evaluate | error | probability nan | {preds_nan} -o {out}/ev
+evaluate | ok | valid predictions | {preds} -o {out}/ev |  | {out}/ev/metrics.json
+study status | error | flipped bytes | {out}/corrupt.h2study | study
+study export | error | flipped bytes | {out}/corrupt.h2study -o {out}/x.csv | study
+study report | error | flipped bytes | {out}/corrupt.h2study -o {out}/r | study
+study import | error | flipped bytes | {out}/corrupt.h2study {study_cases} | study
+study results | error | not a report | {bad_random_png}
+study results | clean | valid report | {out}/report | study
+view | error | size 60000 | {he} --screenshot {out}/v.png --size 60000x60000
+view | error | size 0x0 | {he} --screenshot {out}/v.png --size 0x0
+view | error | center nan | {he} --screenshot {out}/v.png --center nan,nan
+view | ok | valid screenshot | {he} --screenshot {out}/v.png --size 640x400 |  | {out}/v.png
+view | ok | demo screenshot | --demo --screenshot {out}/v.png --size 640x400 |  | {out}/v.png
+clam heatmap | error | overlap 1.0 | {he} --model {clam} -o {out}/h.png --overlap 1.0
+clam heatmap | error | overlap 0.99 | {he} --model {clam} -o {out}/h.png --overlap 0.99
+her2net predict | demo_notice | default bundle | {he} --device cpu --threads 1
+her2net predict | demo_notice | default, JSON | {he} --device cpu --threads 1 --json
+patchcnn predict | demo_notice | default bundle | {ihc} --device cpu --limit 4 --tumor none
+patchcnn predict | demo_notice | default, JSON | {ihc} --device cpu --limit 4 --tumor none
+    --json
+clam infer | demo_notice | demo bundle | --model {clam} --features {feat}
+clam infer | demo_notice | demo bundle JSON | --model {clam} --features {feat} --json
+demo | demo_notice | demo case
+info | ok | valid slide | {he}
+"""
+REGISTRATIONS = ("reg_singular", "reg_zero", "reg_huge", "reg_nan", "reg_2x2", "reg_garbage")
+
+
+def table_probes() -> list[Probe]:
+    """The probes of :data:`TABLE`, the reused coordinates and the registration files."""
+    probes = []
+    for line in TABLE.replace("\n    ", " ").strip().splitlines():
+        fields = [field.strip() for field in line.split(" | ")] + ["", "", ""]
+        verb, expect, name, args, prep, outputs = fields[:6]
+        probes.append(Probe(verb, args, expect, name, prep, tuple(filter(None, [outputs]))))
+    extract = "{he} -o {out}/f --random-weights 0 --device cpu"
+    probes += [Probe("extract", extract, "ref_or_error", key, f"coords:{key}") for key in COORDS]
+    view = "{he} {ihc} --screenshot {out}/v.png --size 640x400 --transform"
+    probes += [Probe("view", f"{view} {{{key}}}", "error", key) for key in REGISTRATIONS]
+    return probes
+
 
 #: Without a display, the reading apps must refuse in one sentence or fall back, not abort.
 NO_DISPLAY = (("QT_QPA_PLATFORM", None), ("DISPLAY", None), ("WAYLAND_DISPLAY", None))
@@ -1212,7 +1008,7 @@ def missing_input_probes(parser: argparse.ArgumentParser) -> list[Probe]:
 
 def all_probes(parser: argparse.ArgumentParser) -> list[Probe]:
     """Every probe: bad slides x slide verbs, writers x bad places, the table, option abuse."""
-    slides = [k for k in make_slide_names()]
+    slides = [slide_key(name) for name in BAD_SLIDES]
     probes = []
     for verb, args, blank in SLIDE_VERBS:
         for key in slides:
@@ -1244,43 +1040,20 @@ def all_probes(parser: argparse.ArgumentParser) -> list[Probe]:
                 ",".join(p for p in (prep, "blocker") if p),
             )
         )
-    probes += [Probe(v, a, e, n, p, tuple(o)) for v, a, e, n, p, o in TABLE]
+    probes += table_probes()
     probes += HEADLESS
-    probes += numeric_probes(parser) + missing_input_probes(parser)
-    quick_names = {
-        "bad_empty_svs",
-        "bad_random_png",
-        "bad_blank_png",
-        "bad_dangling_svs",
-        "full disk",
-        "--size x",
-        "--sthresh nan",
-        "valid slide",
-    }
-    quick_verbs = {"info", "ihc score", "segment", "patch"}
-    return [
-        Probe(**{**p.__dict__, "quick": p.name in quick_names and p.verb in quick_verbs})
-        for p in probes
-    ]
+    return probes + numeric_probes(parser) + missing_input_probes(parser)
 
 
-def make_slide_names() -> list[str]:
-    """Placeholder names of the bad slides (as :func:`make_slides` writes them)."""
-    names = [
-        "empty.svs",
-        "random.svs",
-        "random.tif",
-        "random.ndpi",
-        "random.png",
-        "truncated.svs",
-        "huge.png",
-        "tiny.png",
-        "blank.png",
-        "folder.svs",
-        "dangling.svs",
-        "missing.svs",
-    ]
-    return [f"bad_{n.replace('.', '_')}" for n in names]
+#: ``--quick``: these probes of these verbs (they need only the cohort and the bad slides).
+QUICK_NAMES = {"bad_empty_svs", "bad_random_png", "bad_blank_png", "bad_dangling_svs",
+               "full disk", "--size x", "--sthresh nan", "valid slide"}  # fmt: skip
+QUICK_VERBS = {"info", "ihc score", "segment", "patch"}
+
+
+def is_quick(probe: Probe) -> bool:
+    """Whether ``--quick`` runs this probe."""
+    return probe.name in QUICK_NAMES and probe.verb in QUICK_VERBS
 
 
 # --------------------------------------------------------------------------- running
@@ -1600,7 +1373,7 @@ def run_pair(ctx: dict, env: dict, opts) -> dict:
 def select(probes: list[Probe], quick: bool, only: str | None) -> list[Probe]:
     """The probes of ``--quick`` and ``--only VERB,...`` (verb groups such as ``study`` too)."""
     if quick:
-        probes = [p for p in probes if p.quick]
+        probes = [p for p in probes if is_quick(p)]
     if only:
         wanted = set(only.split(","))
         probes = [p for p in probes if {p.verb, p.verb.split()[0]} & wanted]
