@@ -49,7 +49,7 @@ class NaiveView(SlideView):
     def _paint_slide(self, painter) -> None:
         level = self.target_level()
         signature = self.overlay_signature()
-        for col, row in self._tiles_in(level, self.visible_bounds()):
+        for col, row in self.viewport.tiles_in(level, self.visible_bounds()):
             key = self._tile_key(signature, level, col, row)
             if self.cache.peek(key) is None:
                 self.cache.put(key, self._tile_producer(signature, level, col, row)())

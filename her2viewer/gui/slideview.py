@@ -1,13 +1,13 @@
 """The slide view: a map-like, tile-by-tile renderer of one slide and its overlay layers.
 
-The view's state is a centre in level-0 pixels, a downsample (level-0 pixels per
-screen pixel) and a rotation angle. All conversions between level-0 and screen
-coordinates go through :meth:`SlideView.level0_to_screen_matrix`; nothing else in
-the GUI knows the arithmetic. Pixels come only from the shared :class:`TileCache`
-(slide tiles, or slide tiles with the shown layers blended in on a worker);
-missing tiles are requested from the :class:`TileLoader` (centre outward, stale
-requests replaced) and drawn meanwhile from the finest cached coarser or finer
-tiles, over an always-present overview image, so the view is never blank.
+The view's state and all its maths (level-0 <-> screen matrix, visible bounds,
+fit, zoom and pan with their clamps, target level, tile plan) live in the Qt-free
+:class:`~her2viewer.viewport.Viewport`; the view paints and handles input. Pixels
+come only from the shared :class:`TileCache` (slide tiles, or slide tiles with the
+shown layers blended in on a worker); missing tiles are requested from the
+:class:`TileLoader` (centre outward, stale requests replaced) and drawn meanwhile
+from the finest cached coarser or finer tiles, over an always-present overview
+image, so the view is never blank.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from PySide6.QtWidgets import QWidget
 
 from her2viewer.gui.tiles import (
     QUEUED,
-    TILE_SIZE,
     CachedTile,
     TileKey,
     TileLoader,
@@ -34,19 +33,22 @@ from her2viewer.gui.tiles import (
     layer_tile,
     read_virtual_tile,
     rgb_to_image,
-    tile_pixels,
-    tile_region,
-    virtual_level_count,
 )
 from her2viewer.overlay.layers import OverlayLayer
 from her2viewer.overlay.scalebar import scale_bar
+from her2viewer.viewport import (
+    FINER,
+    TILE_SIZE,
+    Viewport,
+    ViewState,
+    tile_pixels,
+    tile_region,
+)
 
 #: Magnification presets offered (only those up to the slide's own are enabled).
 MAG_PRESETS = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0)
 OVERVIEW_SIZE = 1024
 OVERVIEW_LEVEL = -1
-#: The one zoom limit of every input (wheel, keys, presets, options): the scan's own pixels.
-MIN_DOWNSAMPLE = 1.0
 BACKGROUND = QColor(38, 40, 44)
 ZOOM_STEP = 1.5
 WHEEL_ZOOM_PER_NOTCH = 1.25
@@ -61,16 +63,6 @@ REPAINT_MS = 30
 #: How many coarser levels are searched for a placeholder before the overview is used.
 MAX_FALLBACK_LEVELS = 4
 _sources = itertools.count(1)
-
-
-@dataclass
-class ViewState:
-    """Where a view looks: centre (level-0 px), downsample, rotation (radians)."""
-
-    cx: float
-    cy: float
-    downsample: float
-    angle: float = 0.0
 
 
 @dataclass
@@ -112,12 +104,6 @@ def produce_tile(
     return compose_tile(base, parts)
 
 
-def _finite(state: ViewState) -> bool:
-    """Whether a state can be shown (finite numbers, a positive downsample)."""
-    values = (state.cx, state.cy, state.downsample, state.angle)
-    return all(math.isfinite(v) for v in values) and state.downsample > 0
-
-
 class SlideView(QWidget):
     """Draws one slide pyramid with its overlay layers and handles navigation.
 
@@ -144,16 +130,16 @@ class SlideView(QWidget):
         self.loader = loader
         self.cache = loader.cache
         self.title = title
+        self.message: str | None = None
         self.slide = None
         self.layers: list[OverlayLayer] = []  # bottom to top
-        self.state = ViewState(0.0, 0.0, 1.0)
+        self._viewport = Viewport()
         self.crosshair: tuple[float, float] | None = None
         self.sync_enabled = True
         self.show_hud = True
         self.stats = PaintStats()
         self.frame_ms: deque[float] = deque(maxlen=10000)
         self._source = 0
-        self._levels = 1
         self._owner = id(self)
         self._drag_pos: QPointF | None = None
         self._velocity = QPointF()
@@ -162,7 +148,6 @@ class SlideView(QWidget):
         self._zoom_anchor = QPointF()
         self._animator = QTimer(self, interval=16, timeout=self._animate)
         self._schedule_pending = False
-        self._keep_fit = False
         self._last_composed: dict[tuple[int, int, int], TileKey] = {}
         self._moving = False
         self._settled = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_settled)
@@ -180,16 +165,22 @@ class SlideView(QWidget):
         """Show ``slide`` (an open :class:`~her2viewer.slide.Slide`), fitted to the view."""
         self.loader.cancel(self._owner)
         self.slide = slide
+        self.message = None
         self.layers = []
         self.crosshair = None
         self._source = next(_sources)
         self._last_composed.clear()
-        self._levels = virtual_level_count(slide.info.width, slide.info.height)
+        self._viewport.set_slide_size(slide.info.width, slide.info.height)
         if title is not None:
             self.title = title
         self.fit()
         self._submit_requests()  # the overview is asked for at once: it is the first frame
         self.layers_changed.emit()
+
+    def set_message(self, text: str | None) -> None:
+        """Show ``text`` (e.g. "opening he.svs…") over the pane; ``None`` takes it away."""
+        self.message = text
+        self.update()
 
     def add_layer(self, layer: OverlayLayer) -> None:
         """Put ``layer`` on top of the stack."""
@@ -223,26 +214,36 @@ class SlideView(QWidget):
             return None
         return self.cache.peek(TileKey("slide", self._source, 0, OVERVIEW_LEVEL, 0, 0))
 
+    # -- the model ----------------------------------------------------------------
+    @property
+    def viewport(self) -> Viewport:
+        """The view's Qt-free model, sized to the widget as it is now."""
+        viewport = self._viewport
+        viewport.screen_width, viewport.screen_height = self.width(), self.height()
+        return viewport
+
+    @property
+    def state(self) -> ViewState:
+        """Where the view looks (see :class:`~her2viewer.viewport.ViewState`)."""
+        return self._viewport.state
+
+    @property
+    def keep_fit(self) -> bool:
+        """Whether the view shows a fitted state (refitted when resized)."""
+        return self._viewport.keep_fit
+
     # -- coordinates ---------------------------------------------------------------
     def level0_to_screen_matrix(self) -> np.ndarray:
         """Return the 3x3 matrix mapping level-0 pixels to widget pixels."""
-        s = self.state
-        c, n = math.cos(-s.angle), math.sin(-s.angle)
-        linear = np.array([[c, -n], [n, c]]) / s.downsample
-        matrix = np.eye(3)
-        matrix[:2, :2] = linear
-        matrix[:2, 2] = np.array([self.width() / 2, self.height() / 2]) - linear @ [s.cx, s.cy]
-        return matrix
+        return self.viewport.l0_to_screen_matrix()
 
     def screen_to_level0(self, x: float, y: float) -> tuple[float, float]:
         """Level-0 point under widget pixel ``(x, y)``."""
-        point = np.linalg.solve(self.level0_to_screen_matrix(), [x, y, 1.0])
-        return float(point[0]), float(point[1])
+        return self.viewport.screen_to_l0(x, y)
 
     def level0_to_screen(self, x: float, y: float) -> tuple[float, float]:
         """Widget pixel showing level-0 point ``(x, y)``."""
-        point = self.level0_to_screen_matrix() @ [x, y, 1.0]
-        return float(point[0]), float(point[1])
+        return self.viewport.l0_to_screen(x, y)
 
     def _qtransform(self) -> QTransform:
         m = self.level0_to_screen_matrix()
@@ -250,23 +251,12 @@ class SlideView(QWidget):
 
     def visible_bounds(self) -> tuple[float, float, float, float]:
         """Level-0 bounding box ``(x0, y0, x1, y1)`` of the viewport, clipped to the slide."""
-        corners = [
-            self.screen_to_level0(x, y) for x in (0, self.width()) for y in (0, self.height())
-        ]
-        xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-        info = self.slide.info
-        return (
-            max(0.0, min(xs)),
-            max(0.0, min(ys)),
-            min(float(info.width), max(xs)),
-            min(float(info.height), max(ys)),
-        )
+        return self.viewport.l0_visible_bounds()
 
     # -- navigation ----------------------------------------------------------------
     def fit_downsample(self) -> float:
         """Downsample at which the whole slide fits the view."""
-        info = self.slide.info
-        return max(info.width / max(self.width(), 1), info.height / max(self.height(), 1)) * 1.02
+        return self.viewport.fit_downsample()
 
     def set_state(
         self, state: ViewState, notify: bool = True, keep_fit: bool = False, clamp: bool = True
@@ -277,10 +267,8 @@ class SlideView(QWidget):
         keeps the zoom in range (synced panes follow the zoom unclamped). The slide always
         stays in sight; a state that is not finite is ignored.
         """
-        if self.slide is None or not _finite(state):
+        if self.slide is None or not self.viewport.set_state(state, keep_fit, clamp):
             return
-        self._keep_fit = keep_fit
-        self.state = self._in_sight(state, clamp)
         self._moving = True  # draw with fast scaling until the view rests
         self._settled.start()
         self._schedule()
@@ -288,58 +276,24 @@ class SlideView(QWidget):
         if notify:
             self.view_changed.emit()
 
-    def _in_sight(self, state: ViewState, clamp_zoom: bool) -> ViewState:
-        """``state`` with the centre kept where a quarter of the view or more shows slide."""
-        ds = state.downsample
-        if clamp_zoom:
-            ds = min(max(ds, MIN_DOWNSAMPLE), max(self.fit_downsample() * 4, MIN_DOWNSAMPLE))
-        info = self.slide.info
-        mx, my = self.width() / 4 * ds, self.height() / 4 * ds
-        return ViewState(
-            min(max(state.cx, -mx), info.width + mx),
-            min(max(state.cy, -my), info.height + my),
-            ds,
-            state.angle,
-        )
-
     def fit(self) -> None:
         """Show the whole slide (Home)."""
-        info = self.slide.info
-        state = ViewState(info.width / 2, info.height / 2, self.fit_downsample(), self.state.angle)
-        self.set_state(state, keep_fit=True)  # refitted on resize until the user navigates
-
-    @property
-    def keep_fit(self) -> bool:
-        """Whether the view shows a fitted state (refitted when resized)."""
-        return self._keep_fit
+        self.set_state(self.viewport.fit_state(), keep_fit=True)  # refitted until navigated
 
     def zoom_at(self, factor: float, pos: QPointF | None = None) -> None:
         """Zoom by ``factor`` (>1 magnifies) keeping the level-0 point under ``pos`` fixed."""
         if self.slide is None:
             return
         pos = pos if pos is not None else QPointF(self.width() / 2, self.height() / 2)
-        anchor = self.screen_to_level0(pos.x(), pos.y())
-        s = self.state
-        ds = self._in_sight(ViewState(s.cx, s.cy, s.downsample / factor), True).downsample
-        c, n = math.cos(s.angle), math.sin(s.angle)
-        dx, dy = (pos.x() - self.width() / 2) * ds, (pos.y() - self.height() / 2) * ds
-        cx = anchor[0] - (c * dx - n * dy)
-        cy = anchor[1] - (n * dx + c * dy)
-        self.set_state(ViewState(cx, cy, ds, s.angle))
+        self.set_state(self.viewport.zoomed_at(factor, pos.x(), pos.y()))
 
     def pan_by(self, dx: float, dy: float) -> None:
         """Move the content by ``(dx, dy)`` screen pixels (as a drag does)."""
-        s = self.state
-        c, n = math.cos(s.angle), math.sin(s.angle)
-        mx, my = dx * s.downsample, dy * s.downsample
-        self.set_state(
-            ViewState(s.cx - (c * mx - n * my), s.cy - (n * mx + c * my), s.downsample, s.angle)
-        )
+        self.set_state(self.viewport.panned_by(dx, dy))
 
     def center_on(self, x: float, y: float) -> None:
         """Centre the view on a level-0 point, keeping the zoom."""
-        s = self.state
-        self.set_state(ViewState(x, y, s.downsample, s.angle))
+        self.set_state(self.viewport.centred_on(x, y))
 
     def magnification(self) -> float | None:
         """Current magnification, ``None`` when the slide has neither power nor mpp."""
@@ -370,9 +324,8 @@ class SlideView(QWidget):
 
     def smooth_zoom(self, factor: float, pos: QPointF) -> None:
         """Start or extend an animated zoom about ``pos``."""
-        s = self.state
-        base = self._zoom_target if self._zoom_target is not None else s.downsample
-        self._zoom_target = self._in_sight(ViewState(s.cx, s.cy, base / factor), True).downsample
+        base = self._zoom_target if self._zoom_target is not None else self.state.downsample
+        self._zoom_target = self.viewport.clamp_downsample(base / factor)
         self._zoom_anchor = QPointF(pos)
         self._velocity = QPointF()
         self._animator.start()
@@ -398,20 +351,8 @@ class SlideView(QWidget):
 
     # -- tile requests -------------------------------------------------------------
     def target_level(self) -> int:
-        """Virtual level drawn at the current zoom: the one nearest the screen's resolution
-        in log scale, so tiles are drawn at 0.71-1.41x (as map viewers do); the next finer
-        level is prefetched around the centre."""
-        level = math.floor(math.log2(max(self.state.downsample, 1e-9)) + 0.5)
-        return min(max(level, 0), self._levels - 1)
-
-    def _tiles_in(self, level: int, bounds, margin: int = 0) -> list[tuple[int, int]]:
-        span = TILE_SIZE << level
-        info = self.slide.info
-        c0 = max(int(bounds[0] // span) - margin, 0)
-        r0 = max(int(bounds[1] // span) - margin, 0)
-        c1 = min(int(math.ceil(bounds[2] / span)) + margin, math.ceil(info.width / span))
-        r1 = min(int(math.ceil(bounds[3] / span)) + margin, math.ceil(info.height / span))
-        return [(c, r) for r in range(r0, r1) for c in range(c0, c1)]
+        """Virtual level drawn at the current zoom (see :meth:`Viewport.target_level`)."""
+        return self.viewport.target_level()
 
     def overlay_signature(self) -> tuple:
         """What the composed tiles depend on: shown layers, versions, opacities."""
@@ -452,35 +393,18 @@ class SlideView(QWidget):
                 lambda: rgb_to_image(slide.thumbnail(OVERVIEW_SIZE)),
             )
         ]
-        bounds = self.visible_bounds()
-        if bounds[2] <= bounds[0] or bounds[3] <= bounds[1]:
-            return requests
-        level = self.target_level()
-        cx, cy = self.state.cx, self.state.cy
         signature = self.overlay_signature()
-        visible = set(self._tiles_in(level, bounds))
-        mid = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
-        half = ((bounds[2] - bounds[0]) / 4, (bounds[3] - bounds[1]) / 4)
-        plan = [(0, level, visible)]
-        if level + 1 < self._levels:
-            plan.append((1, level + 1, set(self._tiles_in(level + 1, bounds))))
-        plan.append((2, level, set(self._tiles_in(level, bounds, margin=1)) - visible))
-        if level > 0:
-            centre = (mid[0] - half[0], mid[1] - half[1], mid[0] + half[0], mid[1] + half[1])
-            plan.append((3, level - 1, set(self._tiles_in(level - 1, centre))))
         layers = {layer.uid: layer for layer in self.layers}
-        for rank, lv, tiles in plan:
-            span = TILE_SIZE << lv
-            wanted = signature if rank < 3 else ()  # the finer-level prefetch: slide only
-            for col, row in tiles:
-                dist = math.hypot((col + 0.5) * span - cx, (row + 0.5) * span - cy) / span
-                requests.append(
-                    (
-                        (rank, dist),
-                        self._tile_key(wanted, lv, col, row),
-                        self._tile_producer(wanted, lv, col, row, layers),
-                    )
+        for tile in self.viewport.tile_plan():
+            wanted = () if tile.rank == FINER else signature  # the finer prefetch: slide only
+            place = (tile.level, tile.col, tile.row)
+            requests.append(
+                (
+                    tile.priority,
+                    self._tile_key(wanted, *place),
+                    self._tile_producer(wanted, *place, layers),
                 )
+            )
         return requests
 
     def _submit_requests(self) -> None:
@@ -510,7 +434,7 @@ class SlideView(QWidget):
         if self.slide is None:
             return True
         level = self.target_level()
-        tiles = self._tiles_in(level, self.visible_bounds())
+        tiles = self.viewport.tiles_in(level, self.visible_bounds())
         signature = self.overlay_signature()
         keys = [self._tile_key(signature, level, c, r) for c, r in tiles]
         return self.overview is not None and all(self.cache.peek(k) is not None for k in keys)
@@ -530,6 +454,8 @@ class SlideView(QWidget):
             self._paint_slide(painter)
             if self.show_hud:
                 self._paint_hud(painter)
+            if self.message:
+                self._paint_message(painter)
         painter.end()
         self.stats.ms = (time.perf_counter() - start) * 1000
         self.frame_ms.append(self.stats.ms)
@@ -539,7 +465,7 @@ class SlideView(QWidget):
         painter.drawText(
             self.rect(),
             Qt.AlignmentFlag.AlignCenter,
-            "Open a slide: File ▸ Open, drag a file here, or her2viewer view SLIDE",
+            self.message or "Open a slide: File ▸ Open, drag a file here, or her2viewer view SLIDE",
         )
 
     def _paint_slide(self, painter: QPainter) -> None:
@@ -551,7 +477,7 @@ class SlideView(QWidget):
         self._place = self._placer(rotated)
         bounds = self.visible_bounds()
         level = self.target_level()
-        tiles = self._tiles_in(level, bounds)
+        tiles = self.viewport.tiles_in(level, bounds)
         signature = self.overlay_signature()
         found = [self._drawable(signature, level, c, r) for c, r in tiles]
         missing = [t for t, tile in zip(tiles, found, strict=True) if tile is None]
@@ -603,7 +529,7 @@ class SlideView(QWidget):
         if len(kinds) > 1:  # then the bare slide tile of this place, then coarser slide tiles
             ancestors += [(kinds[1], up) for up in [0, *ups]]
         for (kind, version), up in ancestors:
-            if level + up >= self._levels:
+            if level + up >= self._viewport.levels:
                 continue
             key = TileKey(kind, self._source, version, level + up, col >> up, row >> up)
             tile = self.cache.peek(key)
@@ -696,6 +622,11 @@ class SlideView(QWidget):
             painter.drawLine(QPointF(sx - 14, sy), QPointF(sx + 14, sy))
             painter.drawLine(QPointF(sx, sy - 14), QPointF(sx, sy + 14))
             painter.drawEllipse(QPointF(sx, sy), 4, 4)
+
+    def _paint_message(self, painter: QPainter) -> None:
+        """The pane's message (e.g. "opening he.svs…") centred over the slide."""
+        width = painter.fontMetrics().horizontalAdvance(self.message) + 16
+        self._label(painter, QPointF((self.width() - width) / 2, self.height() / 2), self.message)
 
     def _label(self, painter: QPainter, at: QPointF, text: str) -> None:
         metrics = painter.fontMetrics()

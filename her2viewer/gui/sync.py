@@ -1,4 +1,8 @@
-"""Navigation in step between panes, through a known level-0 transform or relatively."""
+"""Navigation in step between panes, through a known level-0 transform or relatively.
+
+The maths (:func:`~her2viewer.viewport.map_state`, :func:`~her2viewer.viewport.relative_transform`)
+lives in the Qt-free viewport; this module only wires the panes' signals.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +12,8 @@ from contextlib import contextmanager
 import numpy as np
 from PySide6.QtCore import QObject
 
-from her2viewer.gui.slideview import SlideView, ViewState
-
-
-def map_state(state: ViewState, matrix: np.ndarray) -> ViewState:
-    """Map a view state through a 3x3 level-0 transform (source px -> destination px).
-
-    The destination looks at the mapped centre, with the downsample scaled and the
-    rotation turned by the transform's similarity part, so the same tissue sits under
-    the same screen point in both panes.
-    """
-    centre = matrix @ [state.cx, state.cy, 1.0]
-    linear = matrix[:2, :2]
-    scale = math.sqrt(abs(np.linalg.det(linear)))
-    turn = math.atan2(linear[1, 0], linear[0, 0])
-    return ViewState(
-        float(centre[0]), float(centre[1]), state.downsample * scale, state.angle + turn
-    )
-
-
-def relative_transform(source: ViewState, target: ViewState) -> np.ndarray:
-    """Transform that maps ``source``'s view onto ``target``'s as they are now (QuPath-style)."""
-    scale = target.downsample / source.downsample
-    matrix = np.eye(3)
-    matrix[:2, :2] *= scale
-    matrix[:2, 2] = [target.cx - scale * source.cx, target.cy - scale * source.cy]
-    return matrix
+from her2viewer.gui.slideview import SlideView
+from her2viewer.viewport import map_state, relative_transform
 
 
 class SyncGroup(QObject):

@@ -32,7 +32,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
-TILE_SIZE = 256
+from her2viewer.viewport import tile_pixels, tile_region  # the Qt-free tile grid
+
 #: How much nicer (lower priority) tile workers are than the GUI thread.
 WORKER_NICENESS = 5
 DEFAULT_CACHE_MB = 512
@@ -312,26 +313,6 @@ class TileLoader(QObject):
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
-
-
-def virtual_level_count(width: int, height: int) -> int:
-    """Number of power-of-two virtual levels until the slide fits in one tile."""
-    return max(1, math.ceil(math.log2(max(width, height, TILE_SIZE) / TILE_SIZE)) + 1)
-
-
-def tile_region(
-    level: int, col: int, row: int, width: int, height: int
-) -> tuple[int, int, int, int]:
-    """Level-0 ``(x, y, w, h)`` of a virtual tile, clipped to the slide."""
-    span = TILE_SIZE << level
-    x, y = col * span, row * span
-    return x, y, min(span, width - x), min(span, height - y)
-
-
-def tile_pixels(level: int, region: tuple[int, int, int, int]) -> tuple[int, int]:
-    """Pixel ``(width, height)`` of a virtual tile covering ``region``."""
-    scale = 1 << level
-    return max(1, math.ceil(region[2] / scale)), max(1, math.ceil(region[3] / scale))
 
 
 def read_virtual_tile(slide, level: int, col: int, row: int) -> np.ndarray:
