@@ -99,18 +99,3 @@ def format_summary(summary: dict) -> str:
             line += f", {entry['patches_20x_256']} patches (20x, 256 px)"
         lines.append(line)
     return "\n".join(lines)
-
-
-def register(subparsers) -> None:
-    """Add the ``demo`` verb."""
-    demo = subparsers.add_parser("demo", help="run the headless pipeline on the demo case")
-    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
-    demo.set_defaults(func=run_demo)
-
-
-def run_demo(args) -> int:
-    """Generate the demo case if needed, analyse it and print the summary."""
-    case_dir = ensure_demo_case()
-    summary = analyse_demo_case(case_dir)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0

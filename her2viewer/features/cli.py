@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from her2viewer.argtypes import bounded
+from her2viewer.cli.options import add_batching_options
 from her2viewer.devices import DEVICE_CHOICES
 from her2viewer.errors import ModelError, OutputError
 from her2viewer.outputs import check_output_file, output_error, prepare_output_dir
@@ -43,20 +44,6 @@ def add_encoder_options(parser) -> None:
     )
     parser.add_argument(
         "--legacy-256", action="store_true", help="CLAM's older preprocessing: no resize to 224"
-    )
-
-
-def add_batching_options(parser) -> None:
-    """Add ``--batch-size`` and ``--workers``; left out, the engine picks them by device."""
-    parser.add_argument(
-        "--batch-size",
-        type=bounded(int, 1, 4096),
-        help="patches per batch (default: 32 on CPU, 128 on CUDA)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=bounded(int, 1, 64),
-        help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)",
     )
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from her2viewer.argtypes import bounded
+from her2viewer.cli.options import add_json_option, add_output_option, add_progress_options
 from her2viewer.errors import StudyError
 from her2viewer.stats.metrics import mcnemar_splits
 from her2viewer.study.definition import (
@@ -48,6 +49,7 @@ def register(subparsers) -> None:
         "--seed", type=bounded(int, 0), help="randomisation seed (random when omitted)"
     )
     create.add_argument("--washout-until", help="ISO date on which the second arm opens")
+    add_progress_options(create)
     create.set_defaults(func=run_create)
 
     imp = verbs.add_parser("import", help="import answers collected elsewhere")
@@ -63,7 +65,7 @@ def register(subparsers) -> None:
         "export", help="write every answer revision to a CSV (the owner's study file only)"
     )
     exp.add_argument("study")
-    exp.add_argument("-o", "--output", required=True, help="CSV to write")
+    add_output_option(exp, "CSV to write", required=True, deprecated=("--output",))
     exp.set_defaults(func=run_export)
 
     package = verbs.add_parser(
@@ -76,7 +78,9 @@ def register(subparsers) -> None:
         "answers back with 'study import STUDY PACKAGE'.",
     )
     package.add_argument("study", help="the owner's study file")
-    package.add_argument("-o", "--output", required=True, help="package to write (.h2study)")
+    add_output_option(
+        package, "package to write (.h2study)", required=True, deprecated=("--output",)
+    )
     package.add_argument(
         "--with-model",
         action="store_true",
@@ -87,14 +91,14 @@ def register(subparsers) -> None:
 
     status = verbs.add_parser("status", help="progress per reader, missing slides, file health")
     status.add_argument("study")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(status, "the progress")
     status.set_defaults(func=run_status)
 
     report = verbs.add_parser(
         "report", help="statistics, figures and an HTML summary (the owner's study file only)"
     )
     report.add_argument("study")
-    report.add_argument("-o", "--output", required=True, help="report folder")
+    add_output_option(report, "report folder", required=True, deprecated=("--output",))
     report.add_argument(
         "--bootstrap", type=bounded(int, 0, 100_000), default=2000, help="resamples (default 2000)"
     )
@@ -133,7 +137,7 @@ def run_create(args) -> int:
     if args.model_predictions:
         predictions = load_predictions(Path(args.model_predictions), question, ids)
     elif args.model:
-        predictions, overlays = _run_model(cases, question, Path(args.model))
+        predictions, overlays = _run_model(cases, question, Path(args.model), args.progress)
     with StudyStore.create(
         Path(args.study),
         question,
@@ -161,7 +165,7 @@ def run_create(args) -> int:
     return 0
 
 
-def _run_model(cases, question, bundle: Path):
+def _run_model(cases, question, bundle: Path, show_progress: bool):
     from her2viewer.study.model import predict_cases
 
     if not bundle.exists():
@@ -170,7 +174,9 @@ def _run_model(cases, question, bundle: Path):
     def progress(done: int, total: int) -> None:
         print(f"model: {done}/{total} cases", flush=True)
 
-    predictions, overlays, skipped = predict_cases(cases, question, bundle, progress=progress)
+    predictions, overlays, skipped = predict_cases(
+        cases, question, bundle, progress=progress if show_progress else None
+    )
     if skipped:
         print(f"model: {len(skipped)} case(s) without a slide have no model prediction")
     return predictions, overlays
@@ -191,17 +197,17 @@ def run_import(args) -> int:
 def run_export(args) -> int:
     """Export every answer revision."""
     with StudyStore(Path(args.study), readonly=True) as store:
-        count = store.export_csv(Path(args.output))
-    print(f"wrote {count} answer rows to {args.output}")
+        count = store.export_csv(Path(args.out))
+    print(f"wrote {count} answer rows to {args.out}")
     return 0
 
 
 def run_export_for_reader(args) -> int:
     """Write a reader package (no truth, no other readers' answers)."""
     with StudyStore(Path(args.study), readonly=True) as store:
-        store.export_for_reader(Path(args.output), args.with_model)
+        store.export_for_reader(Path(args.out), args.with_model)
     model = "with" if args.with_model else "without"
-    print(f"wrote reader package {args.output} ({model} the model's outputs, without the truth)")
+    print(f"wrote reader package {args.out} ({model} the model's outputs, without the truth)")
     return 0
 
 
@@ -242,10 +248,10 @@ def run_report(args) -> int:
     """Write the report folder."""
     from her2viewer.study.report import write_report
 
-    summary = write_report(Path(args.study), Path(args.output), args.bootstrap, args.seed)
+    summary = write_report(Path(args.study), Path(args.out), args.bootstrap, args.seed)
     print(
         f"wrote report for {summary['study']['n_cases']} cases and "
-        f"{len(summary['readers'])} reader-arm(s) to {args.output}/report.html"
+        f"{len(summary['readers'])} reader-arm(s) to {args.out}/report.html"
     )
     return 0
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from her2viewer.argtypes import bounded
+from her2viewer.cli.options import size_type
 from her2viewer.errors import Her2ViewerError, OutputError
 from her2viewer.outputs import check_output_file, write_bytes_atomic
 from her2viewer.registration.transform import Registration
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     view.add_argument("--screenshot", help="render offscreen to this PNG (or .jpg, .bmp) and exit")
     view.add_argument(
         "--size",
-        type=_size,
+        type=size_type("1600x1000", *WINDOW_SIDES),
         default=(1600, 1000),
         help=f"window size WxH, each side {WINDOW_SIDES[0]}-{WINDOW_SIDES[1]} (default 1600x1000)",
     )
@@ -76,17 +77,6 @@ def _point(text: str) -> tuple[float, float]:
     if not (math.isfinite(x) and math.isfinite(y)):
         raise argparse.ArgumentTypeError(f"must be two finite numbers, got {text!r}")
     return x, y
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must look like 1600x1000, got {text!r}") from exc
-    low, high = WINDOW_SIDES
-    if not (low <= width <= high and low <= height <= high):
-        raise argparse.ArgumentTypeError(f"each side must be {low}-{high} px, got {text!r}")
-    return width, height
 
 
 def _screenshot_path(args) -> Path:

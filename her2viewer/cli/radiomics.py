@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from her2viewer.cli.options import add_json_option, add_output_option
 from her2viewer.errors import RadiomicsError
 from her2viewer.radiomics.features import RadiomicsSettings, extract_features
 from her2viewer.radiomics.filters import parse_filter_spec
@@ -53,39 +54,39 @@ def register(subparsers) -> None:
     one = sub.add_parser("extract", help="features of one volume + ROI mask (NRRD or NIfTI)")
     one.add_argument("image")
     one.add_argument("mask")
-    one.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(one, "the features")
     _settings_options(one)
     one.set_defaults(func=run_extract)
     batch = sub.add_parser("extract-batch", help="features CSV from a cases CSV")
     batch.add_argument(
         "cases", help="CSV with case_id, image, mask[, label] (paths relative to it)"
     )
-    batch.add_argument("--out", required=True, help="features CSV to write")
+    add_output_option(batch, "features CSV to write", required=True)
     _settings_options(batch)
     batch.set_defaults(func=run_extract_batch)
     train = sub.add_parser("train", help="PCA -> LR / RF / MLP on a labelled features CSV")
     train.add_argument("features", help="features CSV with a binary label column")
-    train.add_argument("--out", required=True, help="model JSON to write")
+    add_output_option(train, "model JSON to write", required=True)
     train.add_argument("--figures", default=None, help="folder for ROC/PR/learning-curve PNGs")
     train.add_argument("--label-column", default="label")
     train.add_argument("--variance", type=float, default=0.95, help="PCA cumulative variance")
     train.add_argument("--test-size", type=float, default=0.3)
     train.add_argument("--folds", type=int, default=5)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--json", action="store_true", help="print the full report as JSON")
+    add_json_option(train, "the full report")
     train.set_defaults(func=run_train)
     evaluate = sub.add_parser("evaluate", help="AUC and confusion of a saved model on a CSV")
     evaluate.add_argument("model")
     evaluate.add_argument("features")
     evaluate.add_argument("--label-column", default="label")
-    evaluate.add_argument("--json", action="store_true")
+    add_json_option(evaluate, "the scores")
     evaluate.set_defaults(func=run_evaluate)
     predict = sub.add_parser("predict", help="HER2 probability of one volume + ROI")
     predict.add_argument("model")
     predict.add_argument("image")
     predict.add_argument("mask")
     predict.add_argument("--classifier", default="logistic_regression", choices=MODEL_NAMES)
-    predict.add_argument("--json", action="store_true")
+    add_json_option(predict, "the prediction")
     _settings_options(predict)
     predict.set_defaults(func=run_predict)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from her2viewer.cli.options import add_json_option, add_output_option
 from her2viewer.errors import RegistrationError
 from her2viewer.outputs import check_output_file
 from her2viewer.registration.core import register_slides
@@ -22,10 +23,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("fixed", help="fixed slide (H&E)")
     parser.add_argument("moving", help="moving slide (IHC)")
-    parser.add_argument(
-        "-o", "--out", required=True, help="transform JSON to write (replaced if it exists)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the transform JSON")
+    add_output_option(parser, "transform JSON to write (replaced if it exists)", required=True)
+    add_json_option(parser, "the transform")
     parser.set_defaults(func=run_register)
 
 

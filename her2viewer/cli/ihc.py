@@ -29,6 +29,7 @@ from her2viewer.analysis.ihc_baseline import (
     max_tile_dab,
     read_labels,
 )
+from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
 from her2viewer.errors import StainError
 from her2viewer.outputs import check_output_file, prepare_output_dir, write_bytes_atomic
 from her2viewer.slide import open_slide
@@ -53,7 +54,7 @@ def register(subparsers) -> None:
     )
     score.add_argument("slide", help="IHC slide or plain image (PNG/JPEG/TIFF)")
     score.add_argument("--guideline", choices=GUIDELINES, default="breast")
-    score.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(score, "the score")
     score.add_argument("--map", help="write the category map as a PNG")
     score.add_argument(
         "--estimate-stains",
@@ -63,7 +64,7 @@ def register(subparsers) -> None:
     score.set_defaults(func=run_score)
     train = verbs.add_parser("train-baseline", help="fit seed 003's stain-intensity baseline")
     train.add_argument("labels", help="cohort CSV with ihc_path, ihc_score, her2_status")
-    train.add_argument("-o", "--out", required=True, help="model JSON to write")
+    add_output_option(train, "model JSON to write", required=True)
     train.set_defaults(func=run_train_baseline)
     predict = verbs.add_parser("predict-baseline", help="apply the stain-intensity baseline")
     predict.add_argument("model", help="model JSON from train-baseline")
@@ -71,7 +72,7 @@ def register(subparsers) -> None:
     predict.set_defaults(func=run_predict_baseline)
     train_mil = verbs.add_parser("train-mil", help="train seed 003's attention MIL on IHC")
     train_mil.add_argument("labels", help="cohort CSV with ihc_path, ihc_score, her2_status")
-    train_mil.add_argument("-o", "--out", required=True, help="bundle folder or .zip to write")
+    add_output_option(train_mil, "bundle folder or .zip to write", required=True)
     train_mil.add_argument("--features-dir", required=True, help="tile features cache folder")
     weights = train_mil.add_mutually_exclusive_group()
     weights.add_argument("--encoder-weights", help="torchvision ResNet-34 weights file")
@@ -79,14 +80,14 @@ def register(subparsers) -> None:
         "--random-weights", type=int, metavar="SEED", help="random encoder (tests/demos only)"
     )
     train_mil.add_argument("--epochs", type=int, default=40)
-    train_mil.add_argument("--device", default="auto")
+    add_device_option(train_mil)
     train_mil.set_defaults(func=run_train_mil)
     predict_mil = verbs.add_parser("predict-mil", help="apply an attention-MIL bundle")
     predict_mil.add_argument("bundle", help="bundle from train-mil")
     predict_mil.add_argument("slide", help="IHC slide or image")
     predict_mil.add_argument("--features", help="features .h5 to reuse or write")
     predict_mil.add_argument("--heatmap", help="write the attention heatmap as a PNG")
-    predict_mil.add_argument("--device", default="auto")
+    add_device_option(predict_mil)
     predict_mil.set_defaults(func=run_predict_mil)
 
 

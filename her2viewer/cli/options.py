@@ -1,0 +1,127 @@
+"""Options shared by the verbs, each defined once (TIAToolbox's ``cli/common.py`` is the model).
+
+A verb adds ``--device``, the batching options, ``-o/--out``, ``--json`` and
+``--progress/--quiet`` through these functions, so that one option has one
+spelling, one set of choices, one default and one help text everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from her2viewer.argtypes import bounded
+from her2viewer.devices import DEVICE_CHOICES
+
+DEVICE_HELP = "compute device: auto picks CUDA, then Apple MPS, then CPU (default auto)"
+
+
+class DeprecatedSpelling(argparse.Action):
+    """Store an option given by an old spelling, with a note on stderr naming the new one."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Store ``values`` and tell the user which spelling replaces ``option_string``."""
+        print(
+            f"{parser.prog}: note: {option_string} is deprecated and will be removed in the "
+            f"next release; use {self.replacement}.",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device`` (auto, cuda, mps or cpu; default auto)."""
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
+
+
+def add_batching_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--batch-size`` and ``--workers``; left out, the engine picks them by device."""
+    parser.add_argument(
+        "--batch-size",
+        type=bounded(int, 1, 4096),
+        help="patches per batch (default: 32 on CPU, 128 on CUDA)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=bounded(int, 1, 64),
+        help="tile-decoding threads (default: 4 on CPU, up to 12 on CUDA)",
+    )
+
+
+def add_output_option(
+    parser: argparse.ArgumentParser,
+    help: str,
+    *,
+    required: bool = False,
+    deprecated: tuple[str, ...] = (),
+) -> None:
+    """Add ``-o/--out`` (destination ``out``), the one spelling of a verb's output path.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The verb's parser.
+    help : str
+        What is written there.
+    required : bool
+        Whether the verb needs an output path.
+    deprecated : tuple of str
+        Old spellings of the option (e.g. ``"--output"``), still accepted for one release
+        with a note on stderr; hidden from ``--help``.
+    """
+    target = parser.add_mutually_exclusive_group(required=required) if deprecated else parser
+    target.add_argument("-o", "--out", required=required and not deprecated, help=help)
+    for spelling in deprecated:
+        target.add_argument(
+            spelling,
+            dest="out",
+            action=DeprecatedSpelling,
+            replacement="-o/--out",
+            help=argparse.SUPPRESS,
+        )
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """Add ``--json``: print ``what`` as JSON on stdout instead of readable lines."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def add_progress_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--progress`` (the default) and ``--quiet``, stored as the boolean ``progress``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--progress", action="store_true", default=True, help="print progress lines (default)"
+    )
+    group.add_argument(
+        "--quiet", dest="progress", action="store_false", help="print no progress lines"
+    )
+
+
+def size_type(example: str, low: int = 1, high: int | None = None):
+    """Return an ``argparse`` type for a ``WxH`` size, each side in ``[low, high]``.
+
+    Parameters
+    ----------
+    example : str
+        A valid size shown in the refusal, e.g. ``"8000x6000"``.
+    low, high : int
+        Inclusive bounds of each side; ``high=None`` leaves it open.
+    """
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            width, height = (int(v) for v in text.lower().split("x"))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"size must look like {example}, got {text!r}"
+            ) from exc
+        if not all(low <= side <= (high or side) for side in (width, height)):
+            limit = f"{low}-{high}" if high else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"each side must be {limit} px, got {text!r}")
+        return width, height
+
+    return parse

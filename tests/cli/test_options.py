@@ -1,0 +1,115 @@
+"""The command line's shared options: one definition each, old output spellings still accepted."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from her2viewer.cli import main
+from her2viewer.cli.main import VERB_MODULES, OneLineParser
+from her2viewer.cli.options import DEVICE_HELP
+from her2viewer.devices import DEVICE_CHOICES
+from tests.study_util import make_study
+
+#: Verb modules already moved into her2viewer/cli/ (the others follow in phase 2).
+CLI_MODULES = [name for name in VERB_MODULES if name.startswith("her2viewer.cli.")]
+
+
+def _verbs(parser: argparse.ArgumentParser, prefix: str = ""):
+    """Yield ``(name, parser)`` of every verb and sub-verb below ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _verbs(sub, f"{prefix}{name} ")
+
+
+def _actions(option: str, modules=CLI_MODULES):
+    """Every ``(verb, action)`` that defines ``option`` in the verbs of ``modules``."""
+    found = []
+    for module in modules:
+        parser = OneLineParser(prog="her2viewer")
+        importlib.import_module(module).register(parser.add_subparsers())
+        for verb, sub in _verbs(parser):
+            found += [(verb, a) for a in sub._actions if option in a.option_strings]
+    return found
+
+
+def test_the_verb_groups_live_in_the_cli_package():
+    assert len(CLI_MODULES) >= 7
+    for room in ("slide", "stain", "registration", "study", "gui", "radiomics"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"her2viewer.{room}.cli")
+    assert not hasattr(importlib.import_module("her2viewer.demo"), "register")
+
+
+def test_device_is_defined_once():
+    actions = _actions("--device")
+    assert {verb for verb, _ in actions} >= {"ihc train-mil", "ihc predict-mil"}
+    for verb, action in actions:
+        assert tuple(action.choices) == DEVICE_CHOICES, verb
+        assert (action.default, action.help) == ("auto", DEVICE_HELP), verb
+    for verb, action in _actions("--device", VERB_MODULES):  # the rooms' verbs too
+        assert action.default == "auto", verb
+
+
+def test_output_path_is_spelled_o_out():
+    actions = _actions("--out")
+    verbs = {verb for verb, _ in actions}
+    assert {"register", "study export", "study report", "radiomics train"} <= verbs
+    for verb, action in actions:
+        assert (action.option_strings, action.dest) == (["-o", "--out"], "out"), verb
+    for verb, action in _actions("--output"):
+        assert action.help == argparse.SUPPRESS and action.dest == "out", verb
+
+
+def test_json_is_one_flag():
+    actions = _actions("--json")
+    assert {"info", "demo", "ihc score", "register", "study status"} <= {v for v, _ in actions}
+    for verb, action in actions:
+        assert isinstance(action, argparse._StoreTrueAction), verb
+        assert action.option_strings == ["--json"] and action.help.startswith("print "), verb
+
+
+def test_progress_and_quiet_are_one_switch():
+    parser = OneLineParser(prog="her2viewer")
+    importlib.import_module("her2viewer.cli.study").register(parser.add_subparsers())
+    base = ["study", "create", "s.h2study", "--cases", "c.csv", "--question", "status"]
+    assert parser.parse_args(base).progress is True
+    assert parser.parse_args([*base, "--quiet"]).progress is False
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--quiet", "--progress"])
+
+
+def test_the_old_output_spelling_still_works_with_a_note(tmp_path, capsys):
+    study = make_study(tmp_path)
+    out = tmp_path / "answers.csv"
+    assert main(["study", "export", str(study), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert out.is_file()
+    assert "--output is deprecated" in err and "use -o/--out" in err
+    assert main(["study", "export", str(study), "-o", str(tmp_path / "b.csv")]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+
+
+def test_the_short_output_spelling_works_where_only_out_was(tmp_path, capsys):
+    assert main(["radiomics", "train", str(tmp_path / "none.csv"), "-o", "m.json"]) == 2
+    assert "Features file not found" in capsys.readouterr().err  # parsed; refused by the verb
+
+
+def test_info_does_not_import_qt(cmu_svs):
+    code = (
+        "import sys; from her2viewer.cli import main; rc = main(['info', sys.argv[1]]); "
+        "assert rc == 0, rc; "
+        "qt = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph')); "
+        "print('QT', qt)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(cmu_svs)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "QT []" in result.stdout
