@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from her2viewer.paths import cache_dir
 from her2viewer.slide import open_slide
-from her2viewer.slide.synthetic import CaseSpec, write_case
+from her2viewer.slide.synthetic import CaseSpec, load_truth, write_case
 from her2viewer.tissue import make_patch_grid, segment_tissue
 from her2viewer.tissue.masks import mask_iou, read_mask
 
@@ -36,11 +35,6 @@ def ensure_demo_case() -> Path:
         spec = CaseSpec("demo", DEMO_SCORE, *DEMO_SIZE, seed=DEMO_SEED, index=0)
         write_case(spec, case_dir.parent)
     return case_dir
-
-
-def load_truth(case_dir: Path) -> dict:
-    """Read a synthetic case's ``truth.json``."""
-    return json.loads((Path(case_dir) / "truth.json").read_text())
 
 
 def analyse_demo_case(case_dir: Path) -> dict:

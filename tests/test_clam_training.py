@@ -12,8 +12,9 @@ import torch
 
 from her2viewer.errors import ModelError
 from her2viewer.models.clam import load_clam, predict
-from her2viewer.training.clam_train import TrainConfig, cross_validate
-from her2viewer.training.datasets import load_cohort, patient_folds
+from her2viewer.stats.splits import patient_folds
+from her2viewer.training.clam_train import ClamTrainConfig, cross_validate
+from her2viewer.training.datasets import load_cohort
 
 DIM = 16
 
@@ -61,7 +62,7 @@ def test_patient_folds_are_stratified_and_disjoint():
         parts = [set(patients[f.train]), set(patients[f.val]), set(patients[f.test])]
         assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
         assert len(f.train) + len(f.val) + len(f.test) == 30
-    with pytest.raises(ModelError, match="fewer than the 5 folds"):
+    with pytest.raises(ModelError, match="needs 5 patients of class 1, got 2"):
         patient_folds([0, 0, 0, 0, 0, 1, 1], list(range(7)), n_folds=5)
     with pytest.raises(ModelError, match="at least 3 folds"):
         patient_folds(labels, patients, n_folds=2)
@@ -71,7 +72,7 @@ def test_cross_validation_learns_and_writes_bundles(tmp_path):
     csv_path = write_bag_cohort(tmp_path / "feats")
     cohort = load_cohort(tmp_path / "feats", csv_path)
     assert cohort.class_names == ["negative", "positive"] and len(cohort.bags) == 16
-    config = TrainConfig(max_epochs=12, min_epochs=1, patience=4, lr=5e-4, k_sample=4)
+    config = ClamTrainConfig(max_epochs=12, min_epochs=1, patience=4, lr=5e-4, k_sample=4)
     epochs = []
     summary = cross_validate(cohort, tmp_path / "out", config, n_folds=3, on_epoch=epochs.append)
     assert {e["fold"] for e in epochs} == {0, 1, 2}

@@ -8,23 +8,14 @@ import tifffile
 import torch
 from torch import nn
 
-from her2viewer.analysis.her2net import (
-    Her2NetOptions,
-    high_expression_percent,
-    is_background,
-    is_tumor_tile,
-    load_result,
-    predict_slide,
-    read_tile,
-    save_result,
-    tile_layout,
-    tile_saturation,
-)
+from her2viewer.analysis.her2net import Her2NetOptions, load_result, predict_slide, save_result
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Cancelled, JobContext
 from her2viewer.models.her2net.ensemble import IntegratedClassifier
 from her2viewer.models.her2net.model import Her2NetModel
+from her2viewer.models.her2net.predict import high_expression_percent, is_tumor_tile
 from her2viewer.slide import open_slide
+from her2viewer.tissue.tiles import is_background, read_tile, tile_layout, tile_saturation
 
 PINK = (230, 150, 200)  # saturated tissue, not tumor
 PURPLE = (90, 40, 140)  # "tumor"

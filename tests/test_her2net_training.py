@@ -30,7 +30,12 @@ from her2viewer.models.her2net.networks import (
     build_segmenter,
     build_tile_classifier,
 )
-from her2viewer.models.her2net.training import TrainConfig, augment, slide_folds, train_her2net
+from her2viewer.models.her2net.training import (
+    Her2NetTrainConfig,
+    augment,
+    slide_folds,
+    train_her2net,
+)
 from her2viewer.tissue.masks import read_mask
 
 HELD_OUT = ("b/case003", "b/case004")  # one negative (IHC 0) and one positive (IHC 3+) case
@@ -47,8 +52,8 @@ def one_thread():
         torch.set_num_threads(previous)
 
 
-def tiny_config(**changes) -> TrainConfig:
-    base = TrainConfig(
+def tiny_config(**changes) -> Her2NetTrainConfig:
+    base = Her2NetTrainConfig(
         magnification=20.0,
         tile_size=256,
         input_size=16,
@@ -119,7 +124,7 @@ def test_folds_are_stratified_and_slide_disjoint():
         assert not set(train) & set(val)
         assert not set(patients[train]) & set(patients[val])  # patients never span both
         assert positive[val].sum() >= 1 and (~positive[val]).sum() >= 1
-    with pytest.raises(ModelError, match="5 HER2-positive patients"):
+    with pytest.raises(ModelError, match="needs 5 patients of class HER2-positive, got 4"):
         slide_folds(positive[3:], patients[3:], 5)
 
 
@@ -215,8 +220,8 @@ def test_ihc_labels_agree_with_truth(ihc_cohort):
     }
     tiles = case_tiles(case, 0, config)
     high = read_mask(case.he_path.parent / "high_expression_mask.png")
-    from her2viewer.analysis.her2net import tile_layout
     from her2viewer.slide import open_slide
+    from her2viewer.tissue.tiles import tile_layout
 
     with open_slide(case.he_path) as slide:
         layout = tile_layout(slide, 20.0, 256, 16)

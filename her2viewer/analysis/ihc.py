@@ -45,7 +45,7 @@ from her2viewer.stain import (
     stain_matrix,
     tissue_pixels,
 )
-from her2viewer.tissue import PatchGrid, SegmentationParams, make_patch_grid, segment_tissue
+from her2viewer.tissue import PRESETS, PatchGrid, make_patch_grid, segment_tissue
 
 CATEGORIES = ("negative", "faint_incomplete", "weak_moderate_complete", "strong_complete")
 #: Category-map value for pixels that are not tumor-cell regions.
@@ -61,7 +61,7 @@ THUMBNAIL_SIZE = 2048
 ESTIMATION_DOWNSAMPLE = 4
 #: Tissue detection on IHC: a low saturation threshold, because the hematoxylin
 #: counterstain of IHC can be much paler than H&E.
-IHC_TISSUE = SegmentationParams(sthresh=4)
+IHC_TISSUE = PRESETS["ihc"]
 #: Status of a slide with nothing to score (no tissue, or no tumor-cell region).
 NOT_EVALUABLE = "not_evaluable"
 

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QWidget
 
 from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_slide
 from her2viewer.gui.job_panel import JobPanel, dock_panel, result_text
+from her2viewer.models.her2net.choices import POSITIVE_PERCENT
 from her2viewer.models.her2net.model import demo_bundle_path
 from her2viewer.slide import open_slide
 
@@ -31,7 +32,7 @@ class PercentBar(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.value: float | None = None
-        self.threshold = 10.0
+        self.threshold = POSITIVE_PERCENT
         self.setMinimumHeight(22)
 
     def set_value(self, value: float | None, threshold: float) -> None:

@@ -20,7 +20,7 @@ from her2viewer.outputs import (
 )
 from her2viewer.overlay.colormaps import COLORMAPS
 from her2viewer.tissue.cli import MAGNIFICATION, PATCH_SIZE
-from her2viewer.training.clam_config import TrainConfig
+from her2viewer.training.clam_config import ClamTrainConfig
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
 # command line (every verb's start-up) does not load torch.
@@ -78,7 +78,9 @@ def register(subparsers) -> None:
     heat.add_argument("--encoder-weights", help="weights file for --encoder")
     heat.set_defaults(func=run_heatmap)
 
-    train = verbs.add_parser("train", help="k-fold CLAM training (seed 000 recipe)")
+    train = verbs.add_parser(
+        "train", help="k-fold CLAM training (the recipe of Lu et al., Nat Biomed Eng 2021)"
+    )
     train.add_argument("--features-dir", required=True, help="folder from `her2viewer extract`")
     train.add_argument("--labels", required=True, help="CSV: slide_id/case_id, label/her2_status")
     train.add_argument("-o", "--out", required=True, help="output folder (fold_<k>/ bundles)")
@@ -93,8 +95,8 @@ def register(subparsers) -> None:
         "--standardize", action="store_true", help="z-score features (stored in the model)"
     )
     train.add_argument("--threads", type=int, help="torch CPU threads")
-    defaults = TrainConfig()
-    for item in fields(TrainConfig):
+    defaults = ClamTrainConfig()
+    for item in fields(ClamTrainConfig):
         if item.type in ("bool", bool):
             continue
         flag = "--" + item.name.replace("_", "-")
@@ -273,8 +275,8 @@ def run_train(args) -> int:
         torch.set_num_threads(args.threads)
     classes = args.classes.split(",") if args.classes else None
     cohort = load_cohort(args.features_dir, args.labels, args.label_column, classes)
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "gated"}
-    config = TrainConfig(gated=not args.no_gate, **values)
+    values = {f.name: getattr(args, f.name) for f in fields(ClamTrainConfig) if f.name != "gated"}
+    config = ClamTrainConfig(gated=not args.no_gate, **values)
     summary = cross_validate(
         cohort,
         args.out,

@@ -45,12 +45,11 @@ from her2viewer.stain import (
 )
 from her2viewer.stain.macenko import MACENKO_BETA, MAX_PERCENTILE
 from her2viewer.stain.macenko import MIN_PIXELS as MIN_STAINED_PIXELS
-from her2viewer.tissue.patching import WHITE_SATURATION, WHITE_VALUE
+from her2viewer.tissue.patching import MAX_BACKGROUND, white_pixels
 
 ARCHITECTURES = ("alexnet", "vgg16", "resnet34", "densenet121", "inception_v3", "swin_t")
 DEFAULT_CLASSES = ("1+", "2+", "3+")
 PATCH_SIZE = 512
-MAX_BACKGROUND = 0.6
 MODEL_KIND = "patch_cnn"
 #: Demo bundle trained on the synthetic cohort by ``scripts/train_grading_demo.py``.
 DEMO_GRADING_BUNDLE = RESOURCES_DIR / "models" / "patch_grading_demo"
@@ -144,8 +143,7 @@ def target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, bool]:
 # --------------------------------------------------------------------------- patches
 def background_fraction(rgb: np.ndarray) -> float:
     """Fraction of white (bright, unsaturated) pixels, with the tissue module's thresholds."""
-    hsv = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2HSV)
-    return float(np.mean((hsv[..., 2] > WHITE_VALUE) & (hsv[..., 1] < WHITE_SATURATION)))
+    return float(np.mean(white_pixels(rgb)))
 
 
 def keep_patches(patches: np.ndarray, max_background: float = MAX_BACKGROUND) -> np.ndarray:

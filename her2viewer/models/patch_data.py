@@ -22,13 +22,14 @@ from sklearn.metrics import roc_auc_score
 
 from her2viewer.errors import ModelError
 from her2viewer.models.checks import apply_pixel_size
-from her2viewer.models.patch_cnn import MAX_BACKGROUND, PATCH_SIZE, keep_patches
+from her2viewer.models.patch_cnn import PATCH_SIZE, keep_patches
 from her2viewer.slide import open_slide
 from her2viewer.stain import HDAB, separate_stains
 from her2viewer.stats.metrics import auc_delong, confusion_matrix
 from her2viewer.tables import read_csv_rows
 from her2viewer.tissue import make_patch_grid, segment_tissue
 from her2viewer.tissue.masks import read_mask
+from her2viewer.tissue.patching import MAX_BACKGROUND
 
 SCORE_NAMES = {0: "0", 1: "1+", 2: "2+", 3: "3+"}
 REQUIRED_COLUMNS = ("case_id", "ihc_path", "ihc_score", "patient_id")

@@ -1,4 +1,8 @@
-"""Verbs ``patchcnn train|predict|gradcam`` (alias ``grade``): IHC patch grading, seed 004.
+"""Verbs ``grade train|predict|gradcam``: HER2 IHC patch grading (seed 004).
+
+The method is that of "Deep Learning Based Automated HER2 Score Prediction Using
+Immunohistochemistry Histopathological Images: A Dual-Center Study" (preprint). ``patchcnn``
+is the verb's old, deprecated spelling, still accepted.
 
 :func:`train_cohort` is the training pipeline behind ``grade train`` and the demo
 bundle's script: tumor-enriched patches of a cohort's IHC slides
@@ -26,7 +30,6 @@ from her2viewer.errors import ModelError, StainError
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.patch_cnn import (
     ARCHITECTURES,
-    MAX_BACKGROUND,
     augment,
     build_patch_cnn,
     fit_linear_head,
@@ -49,6 +52,7 @@ from her2viewer.models.patch_data import (
 )
 from her2viewer.outputs import atomic_output, check_output_file
 from her2viewer.stain import MacenkoNormalizer
+from her2viewer.tissue.patching import MAX_BACKGROUND
 
 RECIPES = ("linear-head", "full")
 #: Inverse L2 strengths tried for the grade head; the validation patients choose.
@@ -77,9 +81,15 @@ def _model_option(parser) -> None:
 
 
 def register(subparsers) -> None:
-    """Add the ``patchcnn`` verb (alias ``grade``) with train, predict and gradcam."""
+    """Add the ``grade`` verb (deprecated alias ``patchcnn``) with train, predict and gradcam."""
     verb = subparsers.add_parser(
-        "patchcnn", aliases=["grade"], help="HER2 IHC patch-grading CNNs and Grad-CAM"
+        "grade",
+        aliases=["patchcnn"],
+        help="HER2 IHC 1+/2+/3+ grading CNNs and Grad-CAM ('patchcnn' is deprecated)",
+        description="HER2 IHC patch grading (1+/2+/3+) with the CNNs of 'Deep Learning Based "
+        "Automated HER2 Score Prediction Using Immunohistochemistry Histopathological Images: "
+        "A Dual-Center Study'. 'her2viewer patchcnn' is the deprecated spelling of this verb "
+        "and will be removed in a later release.",
     )
     sub = verb.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True

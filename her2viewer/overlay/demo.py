@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from her2viewer.demo import load_truth
 from her2viewer.overlay.layers import HeatmapLayer, MaskLayer, OverlayLayer, VectorLayer
 from her2viewer.slide import open_slide
+from her2viewer.slide.synthetic import load_truth
 from her2viewer.tissue import segment_tissue
 
 

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from her2viewer.analysis.ihc import IHC_TISSUE as TISSUE_PARAMS
 from her2viewer.errors import RegistrationError
 from her2viewer.registration.transform import Registration
 from her2viewer.slide import Slide
 from her2viewer.stain import rgb_to_od
-from her2viewer.tissue import segment_tissue
+from her2viewer.tissue import PRESETS, segment_tissue
 
 COARSE_SIDE = 400
 FINE_FACTOR = 2
@@ -38,6 +37,7 @@ MIN_DICE = 0.8
 MIN_CORRELATION = 0.85
 MAX_RESIDUAL_FINE_PX = 4.0
 BLOCK = 64
+TISSUE_PARAMS = PRESETS["ihc"]
 
 
 @dataclass

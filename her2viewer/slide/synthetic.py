@@ -606,6 +606,11 @@ def write_case(spec: CaseSpec, out_dir: str | Path) -> dict:
     return truth
 
 
+def load_truth(case_dir: str | Path) -> dict:
+    """Read the ``truth.json`` that :func:`write_case` wrote for a case."""
+    return json.loads((Path(case_dir) / "truth.json").read_text())
+
+
 def cohort_specs(n_cases: int, seed: int, width: int, height: int) -> list[CaseSpec]:
     """Return the case specifications of a cohort, IHC scores balanced and shuffled."""
     if n_cases < 1:

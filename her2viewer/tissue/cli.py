@@ -16,6 +16,7 @@ from her2viewer.slide import open_slide
 from her2viewer.tissue.geojson import segmentation_to_geojson, write_geojson
 from her2viewer.tissue.patching import (
     CONTOUR_FUNCTIONS,
+    MAX_BACKGROUND,
     MAX_PATCH_SIZE,
     make_patch_grid,
     write_coords_h5,
@@ -62,8 +63,8 @@ def register(subparsers) -> None:
     patch.add_argument(
         "--max-background",
         type=bounded(float, 0.0, 1.0),
-        default=0.6,
-        help="drop patches whiter than this (0.6)",
+        default=MAX_BACKGROUND,
+        help=f"drop patches whiter than this ({MAX_BACKGROUND:g})",
     )
     patch.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_segmentation_options(patch)

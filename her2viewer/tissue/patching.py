@@ -30,6 +30,8 @@ CONTOUR_FUNCTIONS = ("four_pt", "four_pt_hard", "center", "basic")
 #: coloured tissue, such as IHC stroma, is not white.
 WHITE_VALUE = 200
 WHITE_SATURATION = 12
+#: Patches with a larger fraction of white pixels are background (seed 004: 60%).
+MAX_BACKGROUND = 0.6
 #: Largest patch side (pixels, at the read level or delivered) a grid may ask for.
 MAX_PATCH_SIZE = 4096
 #: Rasterised-contour margin (mask pixels) beyond which the exact polygon test is skipped.
@@ -179,13 +181,18 @@ def _patches_in_contour(contour, holes, size0, step0, contour_fn, downsample):
     return origins[keep]
 
 
+def white_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Boolean mask of the white background pixels (bright and unsaturated) of an RGB image."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2HSV)
+    return (hsv[..., 2] > WHITE_VALUE) & (hsv[..., 1] < WHITE_SATURATION)
+
+
 def _white_fraction(seg: TissueSegmentation, coords: np.ndarray, size0: int) -> np.ndarray:
     """Fraction of white pixels under each patch, from the segmentation level image.
 
     The part of a patch beyond the slide edge counts as white, as it reads white.
     """
-    hsv = cv2.cvtColor(seg.level_image, cv2.COLOR_RGB2HSV)
-    white = ((hsv[..., 2] > WHITE_VALUE) & (hsv[..., 1] < WHITE_SATURATION)).astype(np.float64)
+    white = white_pixels(seg.level_image).astype(np.float64)
     integral = cv2.integral(white)
     h, w = white.shape
     scale = seg.downsample
@@ -224,7 +231,7 @@ def make_patch_grid(
     patch_size: int = 256,
     step_size: int | None = None,
     contour_fn: str = "four_pt",
-    max_background: float | None = 0.6,
+    max_background: float | None = MAX_BACKGROUND,
     use_padding: bool = True,
 ) -> PatchGrid:
     """Lay a patch grid over the tissue of a slide.

@@ -63,9 +63,11 @@ class SegmentationParams:
 
 #: Our default keeps tissue down to one 512x512 reference patch (biopsies, TMA cores);
 #: ``clam_default`` is CLAM's ``create_patches_fp.py`` default (a_t=100, for resections);
-#: the others are CLAM's presets (``presets/*.csv`` in the reference repository).
+#: the others are CLAM's presets (``presets/*.csv`` in the reference repository), and
+#: ``ihc`` keeps the paler tissue of a HER2 IHC slide (IHC scoring and registration).
 PRESETS: dict[str, SegmentationParams] = {
     "default": SegmentationParams(),
+    "ihc": SegmentationParams(sthresh=4),
     "clam_default": SegmentationParams(a_t=100, a_h=16, max_n_holes=8),
     "tcga": SegmentationParams(sthresh=8, mthresh=7, close=4, a_t=16, a_h=4, max_n_holes=8),
     "bwh_biopsy": SegmentationParams(sthresh=15, mthresh=11, close=2, a_t=1, a_h=1, max_n_holes=2),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class TrainConfig:
+class ClamTrainConfig:
     """Hyper-parameters of one CLAM training run (seed 000 defaults)."""
 
     model_type: str = "clam_sb"

@@ -27,11 +27,12 @@ from her2viewer.jobs import CancelToken
 from her2viewer.models.clam import CLAM, make_loss, save_clam_bundle
 from her2viewer.outputs import write_text_atomic
 from her2viewer.stats.metrics import auc_delong, binary_metrics
-from her2viewer.training.clam_config import TrainConfig
-from her2viewer.training.datasets import Bag, Cohort, patient_folds
+from her2viewer.stats.splits import patient_folds
+from her2viewer.training.clam_config import ClamTrainConfig
+from her2viewer.training.datasets import Bag, Cohort
 
 EpochFn = Callable[[dict], None]
-__all__ = ["TrainConfig", "TrainResult", "cross_validate", "evaluate_bags", "train_clam"]
+__all__ = ["ClamTrainConfig", "TrainResult", "cross_validate", "evaluate_bags", "train_clam"]
 
 
 @dataclass
@@ -71,7 +72,7 @@ def evaluate_bags(model: CLAM, bags: list[Bag], loss_fn) -> dict:
 def train_clam(
     train: list[Bag],
     val: list[Bag],
-    config: TrainConfig,
+    config: ClamTrainConfig,
     n_classes: int,
     on_epoch: EpochFn | None = None,
     cancel: CancelToken | None = None,
@@ -142,7 +143,7 @@ def _train_epoch(model: CLAM, bags: list[Bag], optimizer, loss_fn, bag_weight: f
 def cross_validate(
     cohort: Cohort,
     out_dir: str | Path,
-    config: TrainConfig | None = None,
+    config: ClamTrainConfig | None = None,
     n_folds: int = 5,
     on_epoch: EpochFn | None = None,
     cancel: CancelToken | None = None,
@@ -156,7 +157,7 @@ def cross_validate(
         The summary: per-fold best epoch, validation and test metrics, and the
         pooled out-of-fold test predictions with their metrics.
     """
-    config = config or TrainConfig()
+    config = config or ClamTrainConfig()
     out = Path(out_dir)
     folds = patient_folds(cohort.labels, cohort.patients, n_folds, config.seed)
     fold_rows, test_rows = [], []
@@ -230,7 +231,7 @@ def _pooled(rows: list[dict]) -> dict:
 
 
 def _bundle_meta(
-    cohort: Cohort, config: TrainConfig, fold, result: TrainResult, provenance: dict | None
+    cohort: Cohort, config: ClamTrainConfig, fold, result: TrainResult, provenance: dict | None
 ) -> dict:
     attrs = cohort.patch_attrs
     magnification = float(attrs.get("magnification", np.nan))

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from her2viewer.errors import ModelError
 from her2viewer.features.store import find_features, read_features
@@ -112,46 +111,3 @@ def load_cohort(
     if len(dims) > 1 or len(encoders) > 1:
         raise ModelError(f"Features in {features_dir} come from different encoders; re-extract.")
     return Cohort(bags, list(names), json.loads(encoders.pop()), attrs)
-
-
-@dataclass(frozen=True)
-class Fold:
-    """Indices of one cross-validation fold."""
-
-    index: int
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-
-def patient_folds(labels, patients, n_folds: int = 5, seed: int = 0) -> list[Fold]:
-    """Stratified, patient-level k-fold splits into train / validation / test.
-
-    Patients are split into ``n_folds`` stratified groups; fold ``k`` tests on
-    group ``k``, validates (early stopping, model selection) on group ``k+1`` and
-    trains on the rest, so every slide is tested exactly once (60/20/20 for 5 folds).
-
-    Raises
-    ------
-    ModelError
-        When a class has fewer patients than folds.
-    """
-    labels, patients = np.asarray(labels), np.asarray(patients)
-    if n_folds < 3:
-        raise ModelError("Cross-validation needs at least 3 folds (train, validation, test).")
-    for cls in np.unique(labels):
-        n = len(np.unique(patients[labels == cls]))
-        if n < n_folds:
-            raise ModelError(
-                f"Class {cls} has {n} patients, fewer than the {n_folds} folds; use fewer folds."
-            )
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    groups = [test for _, test in splitter.split(np.zeros(len(labels)), labels, patients)]
-    folds = []
-    for k in range(n_folds):
-        val = groups[(k + 1) % n_folds]
-        train = np.sort(
-            np.concatenate([g for i, g in enumerate(groups) if i not in (k, (k + 1) % n_folds)])
-        )
-        folds.append(Fold(k, train, np.sort(val), np.sort(groups[k])))
-    return folds

@@ -34,7 +34,7 @@ from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
 from her2viewer.stats.metrics import auc_delong
 from her2viewer.tissue import make_patch_grid, segment_tissue
-from her2viewer.training.clam_train import TrainConfig, cross_validate
+from her2viewer.training.clam_train import ClamTrainConfig, cross_validate
 from her2viewer.training.datasets import Cohort, load_cohort
 
 SLIDE_SIZE = (3000, 2400)
@@ -95,7 +95,7 @@ def build_demo(out: Path, work: Path, n_cases: int, n_test: int, folds: int) -> 
     encoder = demo_encoder()
     extract_cohort(labels, work / "features", encoder)
     dev, test = split_cohort(load_cohort(work / "features", labels), n_test)
-    config = TrainConfig(seed=0, standardize=True)
+    config = ClamTrainConfig(seed=0, standardize=True)
     torch.set_num_threads(1)  # one small bag per step: extra threads only add overhead
     summary = cross_validate(
         dev, work / "cv", config, n_folds=folds, on_epoch=_quiet_epoch, provenance={"note": NOTE}

@@ -9,7 +9,7 @@ from pathlib import Path
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Progress, run_inline
 from her2viewer.models.checks import add_mpp_option, with_notice
-from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, SEGMENTERS
+from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, POSITIVE_PERCENT, SEGMENTERS
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
 # command line (every verb's start-up) does not load torch.
@@ -17,7 +17,13 @@ from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, SEGMENTERS
 
 def register(subparsers) -> None:
     """Add the ``her2net`` verb and its sub-verbs."""
-    parser = subparsers.add_parser("her2net", help="HER2Net (seed 002): H&E -> HER2 status")
+    parser = subparsers.add_parser(
+        "her2net",
+        help="HER2 status from H&E with HER2Net (Liao et al.)",
+        description="HER2Net: the method of Liao Y. et al., 'Artificial Intelligence for "
+        "Predicting HER2 Status of Gastric Cancer Based on Whole-Slide Histopathology Images: "
+        "A Retrospective Multicenter Study'.",
+    )
     verbs = parser.add_subparsers(dest="her2net_verb", metavar="ACTION")
     verbs.required = True
 
@@ -47,7 +53,12 @@ def register(subparsers) -> None:
     predict.add_argument("slide")
     predict.add_argument("--model", help="HER2Net bundle (default: the synthetic demo bundle)")
     predict.add_argument("--out", help="folder for the overlay files (default: the cache)")
-    predict.add_argument("--threshold", type=float, default=10.0, help="positive when P >= this %%")
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=POSITIVE_PERCENT,
+        help=f"positive when P >= this %% (default {POSITIVE_PERCENT:g})",
+    )
     add_mpp_option(predict)
     predict.add_argument("--batch-size", type=int, default=32)
     _device_options(predict)
@@ -82,12 +93,12 @@ def _progress(progress: Progress) -> None:
 
 def run_train(args) -> int:
     """``her2net train``: stages print their progress on stderr."""
-    from her2viewer.models.her2net.training import TrainConfig, train_her2net
+    from her2viewer.models.her2net.training import Her2NetTrainConfig, train_her2net
 
     _set_threads(args)
     if args.tile_size < 16 or (args.input_size is not None and args.input_size < 16):
         raise ModelError("Tile and input sizes must be at least 16 pixels.")
-    config = TrainConfig(
+    config = Her2NetTrainConfig(
         magnification=args.magnification,
         tile_size=args.tile_size,
         input_size=args.input_size or args.tile_size,
@@ -111,9 +122,10 @@ def run_train(args) -> int:
 
 def run_predict(args) -> int:
     """``her2net predict``: status, P, areas and overlay paths."""
-    from her2viewer.analysis.her2net import Her2NetOptions, analyse_slide
+    from her2viewer.analysis.her2net import analyse_slide
     from her2viewer.models.checks import apply_pixel_size
     from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
+    from her2viewer.models.her2net.predict import Her2NetOptions
     from her2viewer.outputs import prepare_output_dir
     from her2viewer.slide import open_slide
 

@@ -26,17 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from her2viewer.analysis.her2net import (
-    TUMOR_MIN_FRACTION,
-    TileLayout,
-    is_background,
-    read_tile,
-    tile_layout,
-)
 from her2viewer.errors import ModelError
+from her2viewer.models.her2net.choices import TUMOR_MIN_FRACTION
 from her2viewer.slide import Slide, open_slide
 from her2viewer.tables import read_csv_rows
 from her2viewer.tissue.masks import read_mask
+from her2viewer.tissue.tiles import TileLayout, is_background, read_tile, tile_layout
 
 REQUIRED_COLUMNS = ("case_id", "he_path", "her2_status", "patient_id")
 STRONG_FRACTION = 0.5

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from her2viewer.analysis.her2net import is_background, read_tile, tile_layout
 from her2viewer.jobs import run_inline
 from her2viewer.models.bundle import load_bundle, save_bundle
 from her2viewer.models.checks import demo_manifest
@@ -33,12 +32,13 @@ from her2viewer.models.her2net.data import (
 )
 from her2viewer.models.her2net.evaluation import evaluate_cohort
 from her2viewer.models.her2net.model import DEMO_BUNDLE, load_her2net
-from her2viewer.models.her2net.training import TrainConfig, train_her2net
+from her2viewer.models.her2net.training import Her2NetTrainConfig, train_her2net
 from her2viewer.paths import cache_dir
 from her2viewer.slide import open_slide
 from her2viewer.slide.synthetic import write_cohort
 from her2viewer.tables import write_csv
 from her2viewer.tissue.masks import read_mask
+from her2viewer.tissue.tiles import is_background, read_tile, tile_layout
 
 NOTICE = (
     "Synthetic demo: trained on generated slides at reduced resolution with tiny networks; "
@@ -46,9 +46,9 @@ NOTICE = (
 )
 
 
-def demo_config() -> TrainConfig:
+def demo_config() -> Her2NetTrainConfig:
     """The reduced settings of the demo bundle."""
-    return TrainConfig(
+    return Her2NetTrainConfig(
         magnification=20.0,
         tile_size=512,
         input_size=32,
@@ -62,7 +62,7 @@ def demo_config() -> TrainConfig:
     )
 
 
-def truth_tile_labels(labels_csv: Path, config: TrainConfig, out_csv: Path) -> Path:
+def truth_tile_labels(labels_csv: Path, config: Her2NetTrainConfig, out_csv: Path) -> Path:
     """Write a manual-label CSV from the synthetic truth masks (the seed's 50% rule)."""
     rows = []
     for case in read_training_cohort(labels_csv):

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from her2viewer.analysis.her2net import Her2NetOptions, predict_slide
 from her2viewer.jobs import JobContext
 from her2viewer.models.her2net.data import read_training_cohort
 from her2viewer.models.her2net.model import Her2NetModel
+from her2viewer.models.her2net.predict import Her2NetOptions, predict_her2net
 from her2viewer.models.her2net.training import mean_iou
 from her2viewer.slide import open_slide
 from her2viewer.stats.metrics import auc_delong, binary_metrics, confusion_matrix
@@ -53,7 +53,7 @@ def evaluate_cohort(
     rows = []
     for i, case in enumerate(cases):
         with open_slide(case.he_path) as slide:
-            result = predict_slide(slide, model, options)
+            result = predict_her2net(slide, model, options)
         truth_mask = read_mask(case.tumor_mask_path)
         pred_mask = _resized(result.tumor_mask, truth_mask.shape)
         truth_json = case.he_path.parent / "truth.json"

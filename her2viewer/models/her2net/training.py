@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
-from her2viewer.analysis.her2net import BACKGROUND_SATURATION, TILE_SIZE, TUMOR_MIN_FRACTION
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
+from her2viewer.models.her2net.choices import POSITIVE_PERCENT, TUMOR_MIN_FRACTION
 from her2viewer.models.her2net.data import (
     STRONG_FRACTION,
     TileSet,
@@ -42,13 +41,15 @@ from her2viewer.models.her2net.model import save_her2net
 from her2viewer.models.her2net.networks import build_segmenter, build_tile_classifier
 from her2viewer.models.patch_cnn import to_tensor
 from her2viewer.outputs import write_text_atomic
+from her2viewer.stats.splits import patient_folds
 from her2viewer.tissue.masks import mask_iou
+from her2viewer.tissue.tiles import BACKGROUND_SATURATION, TILE_SIZE
 
 N_FOLDS = N_INPUTS
 
 
 @dataclass
-class TrainConfig:
+class Her2NetTrainConfig:
     """Everything that defines a HER2Net training run (stored in ``bundle.json``)."""
 
     magnification: float = 4.0
@@ -77,26 +78,19 @@ class TrainConfig:
 def slide_folds(positive, patients, n_folds: int = N_FOLDS, seed: int = 0) -> list[tuple]:
     """Stratified slide-level k-fold: ``[(train_slides, val_slides), ...]``.
 
-    Slides of one patient stay together; each fold keeps the share of HER2-positive
-    slides as even as possible. Every slide is validated exactly once.
+    The folds of :func:`~her2viewer.stats.splits.patient_folds` (slides of one patient
+    stay together, the share of HER2-positive slides is kept even); HER2Net validates on
+    each fold's held-out group and trains on the rest, so every slide is validated once.
 
     Raises
     ------
     ModelError
         When a status has fewer patients than folds.
     """
-    positive, patients = np.asarray(positive, bool), np.asarray(patients)
-    for status in (True, False):
-        n = len(np.unique(patients[positive == status]))
-        if n < n_folds:
-            name = "positive" if status else "negative"
-            raise ModelError(
-                f"{n_folds}-fold cross-validation needs {n_folds} HER2-{name} patients, got {n}."
-            )
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    status = np.where(np.asarray(positive, bool), "HER2-positive", "HER2-negative")
     return [
-        (np.sort(train), np.sort(val))
-        for train, val in splitter.split(np.zeros(len(positive)), positive, patients)
+        (np.sort(np.concatenate([f.train, f.val])), f.test)
+        for f in patient_folds(status, patients, n_folds, seed)
     ]
 
 
@@ -124,7 +118,7 @@ def augment(
 
 
 # --------------------------------------------------------------------------- loops
-def _optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimiser(model: nn.Module, config: Her2NetTrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -148,7 +142,9 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int, device) -> torch.Ten
     return torch.cat([torch.softmax(model(b.to(device)), 1).cpu() for b in x.split(batch)])
 
 
-def train_segmenter(tiles: TileSet, config: TrainConfig, report=None) -> tuple[nn.Module, dict]:
+def train_segmenter(
+    tiles: TileSet, config: Her2NetTrainConfig, report=None
+) -> tuple[nn.Module, dict]:
     """Train the tumor detector on all tissue tiles; returns the model and its training mIoU."""
     device = choose_device(config.device)
     model = build_segmenter(config.segmenter | {"seed": config.seed}).to(device)
@@ -171,7 +167,7 @@ def mean_iou(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def train_tile_classifier(
-    train: TileSet, val: TileSet, config: TrainConfig, fold: int, report=None
+    train: TileSet, val: TileSet, config: Her2NetTrainConfig, fold: int, report=None
 ) -> tuple[nn.Module, dict]:
     """Train one sub-classifier; keep the epoch with the best validation AUROC (early stop)."""
     device = choose_device(config.device)
@@ -217,7 +213,9 @@ def _val_auc(model, x, y, config, device) -> float:
     return float(roc_auc_score(y, _predict(model, x, config.batch_size, device)[:, 1].numpy()))
 
 
-def five_outputs(models: list[nn.Module], images: np.ndarray, config: TrainConfig) -> np.ndarray:
+def five_outputs(
+    models: list[nn.Module], images: np.ndarray, config: Her2NetTrainConfig
+) -> np.ndarray:
     """``(N, 5)`` probabilities of *strong* from the five sub-classifiers."""
     device = choose_device(config.device)
     x = to_tensor(images)
@@ -230,7 +228,7 @@ def _subset(tiles: TileSet, keep: np.ndarray) -> TileSet:
     return TileSet(**{k: getattr(tiles, k)[keep] for k in TileSet.__dataclass_fields__})
 
 
-def _stage_tiles(cases: list[TrainCase], config: TrainConfig, work: Path, report) -> TileSet:
+def _stage_tiles(cases: list[TrainCase], config: Her2NetTrainConfig, work: Path, report) -> TileSet:
     path = work / "tiles.npz"
     if path.is_file():
         return TileSet.load(path)
@@ -260,7 +258,7 @@ def _stage_model(path: Path, build, train):
     return model, info
 
 
-def _stage_integrated(classifiers, tiles: TileSet, config: TrainConfig, work: Path):
+def _stage_integrated(classifiers, tiles: TileSet, config: Her2NetTrainConfig, work: Path):
     path = work / "integrated.npz"
     info_path = work / "integrated.json"
     if path.is_file() and info_path.is_file():
@@ -283,7 +281,7 @@ def _stage_integrated(classifiers, tiles: TileSet, config: TrainConfig, work: Pa
 def train_her2net(
     labels_csv: str | Path,
     out: str | Path,
-    config: TrainConfig | None = None,
+    config: Her2NetTrainConfig | None = None,
     work_dir: str | Path | None = None,
     context: JobContext | None = None,
     provenance: dict | None = None,
@@ -296,7 +294,7 @@ def train_her2net(
         Cohort (see :mod:`her2viewer.models.her2net.data`).
     out : path
         Bundle folder to write.
-    config : TrainConfig, optional
+    config : Her2NetTrainConfig, optional
         Seed defaults when omitted.
     work_dir : path, optional
         Stage results; ``OUT.work`` by default. Rerunning resumes from it.
@@ -310,7 +308,7 @@ def train_her2net(
     Path
         The bundle.
     """
-    config = config or TrainConfig()
+    config = config or Her2NetTrainConfig()
     out = Path(out)
     cases = read_training_cohort(labels_csv)
     positive, patients = [c.positive for c in cases], [c.patient_id for c in cases]
@@ -360,7 +358,7 @@ def train_her2net(
         "segmenter": config.segmenter,
         "classifier": config.classifier,
         "thresholds": {
-            "positive_percent": 10.0,
+            "positive_percent": POSITIVE_PERCENT,
             "tumor_min_fraction": config.tumor_min_fraction,
             "background_saturation": config.background_saturation,
             "strong_fraction": config.strong_fraction,
