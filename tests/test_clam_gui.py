@@ -16,7 +16,7 @@ def test_analyze_adds_heatmap_prediction_and_gallery(window, synthetic_case, qtb
     panel = attach_clam_panel(window)
     panel.run()  # nothing open: a message, no job
     assert panel.job is None and "H&E" in window.errors[-1]
-    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0).wait()
     panel.run()
     assert panel.job is not None and panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: panel.job is None, timeout=300_000)

@@ -17,8 +17,8 @@ def test_grade_ihc_and_gradcam_of_the_view(window, synthetic_case, qtbot):
     panel = attach_grading_panel(window)
     panel.run()  # nothing open: a message, no job
     assert panel.job is None and "IHC" in window.errors[-1]
-    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
-    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1)
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0).wait()
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1).wait()
     window.set_active(window.views[0])
     panel.run()
     assert panel.job is not None and panel.pane == 1 and panel.cancel_button.isEnabled()
@@ -45,7 +45,7 @@ def test_grade_ihc_and_gradcam_of_the_view(window, synthetic_case, qtbot):
 
 def test_cancel_stops_grading(window, synthetic_case, qtbot):
     panel = attach_grading_panel(window)
-    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0).wait()
     panel.run()
     panel.cancel()
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
@@ -58,7 +58,7 @@ def test_user_errors_are_shown(window, synthetic_case, qtbot, monkeypatch, tmp_p
     from her2viewer.models import patch_cnn
 
     panel = attach_grading_panel(window)
-    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0).wait()
     monkeypatch.setattr(patch_grading, "MAX_VIEW_PATCHES", 1)
     panel.run_gradcam()  # the whole slide is in view: more patches than allowed
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)

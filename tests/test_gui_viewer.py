@@ -89,7 +89,7 @@ def test_tile_cache_is_lru_and_bounded():
 
 def test_open_zoom_pan_keys_and_no_gui_thread_reads(window, case, qtbot):
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")
+    assert window.open_in_pane(case_dir / "he.svs").wait()
     view = window.views[0]
     reads = _record_reads(view.slide)
     assert settle(window, 30)
@@ -118,7 +118,7 @@ def test_open_zoom_pan_keys_and_no_gui_thread_reads(window, case, qtbot):
 
 def test_zooming_ahead_of_the_loader_draws_coarser_stand_ins(window, case, qtbot):
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")
+    assert window.open_in_pane(case_dir / "he.svs").wait()
     view = window.views[0]
     qtbot.waitUntil(view.fully_loaded, timeout=15000)
     fitted = _pink_fraction(view.grab())
@@ -136,7 +136,7 @@ def test_wheel_zooms_smoothly_about_the_cursor(window, case, qtbot):
     from PySide6.QtGui import QWheelEvent
 
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")
+    assert window.open_in_pane(case_dir / "he.svs").wait()
     qtbot.waitExposed(window)
     settle(window, 30)
     view = window.views[0]
@@ -161,7 +161,7 @@ def test_wheel_zooms_smoothly_about_the_cursor(window, case, qtbot):
 
 def test_layer_toggle_and_opacity(window, case):
     case_dir, truth = case
-    window.open_in_pane(case_dir / "he.svs")
+    window.open_in_pane(case_dir / "he.svs").wait()
     view = window.views[0]
     tumor = MaskLayer.from_png(
         "tumor",
@@ -207,7 +207,7 @@ def test_sync_through_known_transform(window, case, qtbot, tmp_path):
         tmp_path / "reg.json"
     )
     matrix = Registration.load(saved).matrix
-    assert window.open_slides([case_dir / "he.svs", case_dir / "ihc.svs"], matrix)
+    assert window.open_slides([case_dir / "he.svs", case_dir / "ihc.svs"], matrix).wait()
     he, ihc = window.views
     # opening the IHC did not move the H&E pane (it stays fitted on its own centre)
     assert (he.state.cx, he.state.cy) == (truth["width"] / 2, truth["height"] / 2)
@@ -233,7 +233,7 @@ def test_sync_through_known_transform(window, case, qtbot, tmp_path):
 
 def test_relative_sync_without_transform(window, case, qtbot):
     case_dir, _ = case
-    assert window.open_slides([case_dir / "he.svs", case_dir / "ihc.svs"])
+    assert window.open_slides([case_dir / "he.svs", case_dir / "ihc.svs"]).wait()
     qtbot.waitExposed(window)
     settle(window, 30)
     he, ihc = window.views
@@ -248,7 +248,7 @@ def test_relative_sync_without_transform(window, case, qtbot):
 
 def test_minimap_moves_the_view_and_scale_bar_readouts(window, case, qtbot):
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")
+    assert window.open_in_pane(case_dir / "he.svs").wait()
     qtbot.waitExposed(window)
     settle(window, 30)
     view, minimap = window.views[0], window.minimap
@@ -266,8 +266,8 @@ def test_minimap_moves_the_view_and_scale_bar_readouts(window, case, qtbot):
 def test_errors_show_a_dialog_and_app_keeps_running(window, case, tmp_path, qtbot):
     bad = tmp_path / "broken.svs"
     bad.write_bytes(b"not a slide at all")
-    assert not window.open_in_pane(tmp_path / "missing.svs")
-    assert not window.open_in_pane(bad)
+    assert not window.open_in_pane(tmp_path / "missing.svs").wait()
+    assert not window.open_in_pane(bad).wait()
     assert "missing.svs" in window.errors[0] and "broken.svs" in window.errors[1]
     boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox)]
     assert any(b.isVisible() for b in boxes)
@@ -275,25 +275,25 @@ def test_errors_show_a_dialog_and_app_keeps_running(window, case, tmp_path, qtbo
     bad_json.write_text("{")
     assert not window.add_geojson(bad_json)
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")  # still works
+    assert window.open_in_pane(case_dir / "he.svs").wait()  # still works
     assert window.recent_files()[0].endswith("he.svs")
 
 
 def test_failing_tiles_raise_one_box_per_slide(window, case, qtbot):
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")
+    assert window.open_in_pane(case_dir / "he.svs").wait()
     owner = id(window.views[0])
     before = len(window.errors)
     for x in range(5):
         window._on_tile_failed(owner, f"he.svs could not be decoded at ({x}, 0).")
     assert len(window.errors) == before + 1
     assert "5 tiles" in window.statusBar().currentMessage()
-    assert window.open_in_pane(case_dir / "he.svs")  # reopening resets the count
+    assert window.open_in_pane(case_dir / "he.svs").wait()  # reopening resets the count
     window._on_tile_failed(owner, "again")
     assert len(window.errors) == before + 2
 
 
-def test_drop_and_file_dialog_open_slides_and_layers(window, case, tmp_path, monkeypatch):
+def test_drop_and_file_dialog_open_slides_and_layers(window, case, tmp_path, monkeypatch, qtbot):
     from PySide6.QtCore import QMimeData, QUrl
     from PySide6.QtGui import QDropEvent
     from PySide6.QtWidgets import QFileDialog
@@ -315,11 +315,13 @@ def test_drop_and_file_dialog_open_slides_and_layers(window, case, tmp_path, mon
         Qt.KeyboardModifier.NoModifier,
     )
     window.dropEvent(event)
+    qtbot.waitUntil(lambda: bool(window.views[0].layers), timeout=30_000)  # after the slide
     assert window.slides[0].info.path.endswith("ihc.svs")
     assert [layer.kind for layer in window.views[0].layers] == ["vector"]
     chosen = str(case_dir / "he.svs")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (chosen, ""))
     window.open_dialog()
+    qtbot.waitUntil(lambda: not window.opening, timeout=30_000)  # the H&E, then its IHC pair
     assert window.slides[0].info.path == chosen
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
     window.open_dialog()  # cancelled: nothing changes
@@ -328,7 +330,7 @@ def test_drop_and_file_dialog_open_slides_and_layers(window, case, tmp_path, mon
 
 def test_properties_show_the_associated_images(window, case, qtbot):
     case_dir, _ = case
-    assert window.open_in_pane(case_dir / "he.svs")
+    assert window.open_in_pane(case_dir / "he.svs").wait()
     panel = window.properties
     with qtbot.waitSignal(panel.images_ready, timeout=10000):
         pass
@@ -406,7 +408,7 @@ XVFB_SCRIPT = textwrap.dedent(
     window.resize(1000, 700)
     window.show()
     QTest.qWaitForWindowExposed(window)
-    window.open_in_pane(sys.argv[1])
+    window.open_in_pane(sys.argv[1]).wait()
     view = window.views[0]
     assert settle(window, 30)
     centre = QPoint(view.width() // 2, view.height() // 2)

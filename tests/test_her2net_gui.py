@@ -16,7 +16,7 @@ def test_panel_runs_in_background_and_adds_layers(window, synthetic_case, qtbot)
     panel = attach_her2net_panel(window)
     panel.run()  # no slide yet: a message, no job
     assert panel.job is None and window.errors
-    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0).wait()
     panel.run()
     assert panel.job is not None and not panel.run_button.isEnabled()
     qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)

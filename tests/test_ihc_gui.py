@@ -21,10 +21,10 @@ def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot, t
     case = synthetic_cohort.parent / "case000"  # the IHC 3+ case of the seed-0 cohort
     truth = json.loads((case / "truth.json").read_text())
     panel = attach_ihc_panel(window)
-    assert window.open_in_pane(str(case / "he.svs"), 0)
+    assert window.open_in_pane(str(case / "he.svs"), 0).wait()
     panel.run()  # only one slide: a message, no job
     assert panel.job is None and "paired IHC" in window.errors[-1]
-    assert window.open_in_pane(str(case / "ihc.svs"), 1)
+    assert window.open_in_pane(str(case / "ihc.svs"), 1).wait()
     tumor = MaskLayer.from_png("tumor", case / "tumor_mask.png", truth["mask_downsample"])
     window.add_layer(tumor, 0)
     panel.run()
@@ -67,9 +67,9 @@ def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot, t
 def test_opening_an_he_slide_opens_and_registers_its_pair(window, synthetic_cohort, qtbot):
     panel = attach_ihc_panel(window)
     he = synthetic_cohort.parent / "case001" / "he.svs"
-    assert window.open_in_pane(str(he), 0)
+    assert window.open_in_pane(str(he), 0).wait()
     with qtbot.waitSignal(window.pair_opened, timeout=10_000):
-        assert window.open_pair_of(he)
+        assert window.open_pair_of(he).wait()
     assert window.views[1].slide.info.path.endswith("case001/ihc.svs")
     assert panel.job is not None  # registration started in the background
     qtbot.waitUntil(lambda: panel.job is None, timeout=180_000)

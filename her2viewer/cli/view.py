@@ -185,7 +185,7 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
         her2net.run()  # the demo's AI overlay: HER2Net's tumor and strong-expression layers
         ihc.run()  # registers the IHC automatically (replacing the known transform), scores it
     elif slides:
-        if not window.open_slides(slides, transform):
+        if not window.open_slides(slides, transform).wait():
             raise ViewerError(window.errors[-1])
         if len(slides) > 1 and transform is None:
             ihc.run()  # a pair without a saved transform is registered in the background

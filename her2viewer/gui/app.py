@@ -170,7 +170,7 @@ def demo_window(window: MainWindow, case_dir: Path) -> None:
     window.open_slides(
         [case_dir / truth["he_path"], case_dir / truth["ihc_path"]],
         np.asarray(truth["transform_ihc_to_he"], float),
-    )
+    ).wait()  # the layers go onto the opened slides
     for layer in he_layers:
         window.add_layer(layer, 0)
     for layer in ihc_layers:

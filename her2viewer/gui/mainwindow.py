@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCursor, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QDockWidget,
     QFileDialog,
@@ -26,12 +28,13 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.about import AboutDialog
+from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
 from her2viewer.gui.slideview import MAG_PRESETS, SlideView
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
 from her2viewer.overlay.layers import OverlayLayer, VectorLayer
-from her2viewer.slide import SUPPORTED_SUFFIXES, open_slide
+from her2viewer.slide import SUPPORTED_SUFFIXES
 from her2viewer.slide.pairing import find_pair
 
 MAX_RECENT = 10
@@ -51,6 +54,40 @@ def scrolled(widget: QWidget) -> QScrollArea:
 def _hover_text(name: str, value: str) -> str:
     """A layer's value under the cursor, without repeating what its name already says."""
     return name if value.lower() in name.lower() else f"{name}: {value}"
+
+
+class Opening(QObject):
+    """Slides being opened in panes on a worker; ``finished(ok)`` fires once, when every
+    one opened or one failed (its error already shown) or was replaced by a newer open.
+
+    ``ok`` is ``None`` until then.
+    """
+
+    finished = Signal(bool)
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.ok: bool | None = None if count else True
+        self._left = count
+        self._all_opened = True
+
+    def part_done(self, opened: bool) -> None:
+        """One of the slides opened (or did not)."""
+        self._all_opened &= opened
+        self._left -= 1
+        if self._left == 0:
+            self.ok = self._all_opened
+            self.finished.emit(self.ok)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Process events until finished (scripts, tests, the headless CLI; never from a
+        slot); whether every slide opened in time."""
+        app = QApplication.instance()
+        deadline = time.monotonic() + timeout
+        while self.ok is None and time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.005)
+        return bool(self.ok)
 
 
 class MainWindow(QMainWindow):
@@ -77,6 +114,8 @@ class MainWindow(QMainWindow):
         self._tile_failures: dict[int, int] = {}  # pane owner id -> failed tile reads
         self.views: list[SlideView] = []
         self.slides = []
+        self._openers: list[SlideOpener] = []
+        self._pending: dict[int, tuple[int, Opening]] = {}  # pane -> (token, its opening)
         self._retired = []
         self._retire_timer = QTimer(self, interval=200)
         self._retire_timer.timeout.connect(self._close_retired)
@@ -214,6 +253,11 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(view)
         self.views.append(view)
         self.slides.append(None)
+        index = len(self._openers)
+        opener = SlideOpener(self)
+        opener.opened.connect(lambda token, slide, *_, i=index: self._on_opened(i, token, slide))
+        opener.failed.connect(lambda token, message, i=index: self._on_failed(i, token, message))
+        self._openers.append(opener)
         view.activated.connect(lambda v=view: self.set_active(v))
         view.cursor_moved.connect(lambda x, y, v=view: self._on_cursor(v, x, y))
         view.view_changed.connect(lambda v=view: self._on_view_changed(v))
@@ -245,31 +289,72 @@ class MainWindow(QMainWindow):
         self._on_view_changed(view)
 
     # -- opening -------------------------------------------------------------------
-    def open_slides(self, paths, to_first: np.ndarray | None = None) -> bool:
-        """Open one slide per pane (left to right); ``to_first`` maps pane 2 px -> pane 1 px.
+    def open_slides(self, paths, to_first: np.ndarray | None = None) -> Opening:
+        """Open one slide per pane (left to right) on a worker; ``to_first`` maps pane 2 px
+        -> pane 1 px, applied once all are open.
 
-        Errors are shown in a message box; returns whether every slide opened.
+        Errors are shown in a message box; the returned :class:`Opening` says when all
+        are open and whether every slide opened.
         """
-        ok = True
+        opening = Opening(len(paths))
+        if len(paths) > 1:
+            opening.finished.connect(lambda ok: ok and self.set_pane_transform(1, to_first))
         for index, path in enumerate(paths):
-            ok &= self.open_in_pane(path, index)
-        if len(paths) > 1 and ok:
-            self.set_pane_transform(1, to_first)
-        return ok
+            self._request(path, index, opening)
+        return opening
 
-    def open_in_pane(self, path, index: int = 0) -> bool:
-        """Open ``path`` in pane ``index`` (created if needed); show errors, never raise."""
-        try:
-            slide = open_slide(path)
-        except Her2ViewerError as exc:
-            self.show_error(str(exc))
-            return False
+    def open_in_pane(self, path, index: int = 0) -> Opening:
+        """Open ``path`` in pane ``index`` (created if needed) on a worker, the pane saying
+        "opening <name>…" meanwhile; errors are shown, never raised."""
+        opening = Opening(1)
+        self._request(path, index, opening)
+        return opening
+
+    @property
+    def opening(self) -> bool:
+        """Whether a slide is being opened in some pane."""
+        return bool(self._pending)
+
+    def _request(self, path, index: int, opening: Opening) -> None:
         while len(self.views) <= index:
             self.add_pane()
+        replaced = self._pending.pop(index, None)
+        if replaced is not None:
+            replaced[1].part_done(False)
+        self.views[index].set_message(f"opening {Path(path).name}…")
+        token = self._openers[index].request(Path(path))
+        self._pending[index] = (token, opening)
+
+    def _take_pending(self, index: int, token: int) -> Opening | None:
+        """The opening that ``token`` answers in pane ``index``; None when it is stale."""
+        pending = self._pending.get(index)
+        if pending is None or pending[0] != token:
+            return None
+        del self._pending[index]
+        self.views[index].set_message(None)
+        return pending[1]
+
+    def _on_opened(self, index: int, token: int, slide) -> None:
+        opening = self._take_pending(index, token)
+        if opening is None:
+            slide.close()
+            return
+        self._show_slide(index, slide)
+        opening.part_done(True)
+
+    def _on_failed(self, index: int, token: int, message: str) -> None:
+        opening = self._take_pending(index, token)
+        if opening is not None:
+            self.show_error(message)
+            opening.part_done(False)
+
+    def _show_slide(self, index: int, slide) -> None:
+        """Show an opened slide in pane ``index``, retiring the one it replaces."""
         old = self.slides[index]
         view = self.views[index]
+        path = Path(slide.info.path)
         with self.sync.paused():  # a pane fitting its new slide does not move the others
-            view.set_slide(slide, title=Path(path).name)
+            view.set_slide(slide, title=path.name)
         self._tile_failures.pop(id(view), None)
         self.slides[index] = slide
         if old is not None:
@@ -282,7 +367,6 @@ class MainWindow(QMainWindow):
             " | ".join(Path(s.info.path).name for s in self.slides if s) + " — her2viewer"
         )
         self.slide_changed.emit(index)
-        return True
 
     def set_pane_transform(self, index: int, to_first: np.ndarray | None) -> None:
         """Link pane ``index`` to pane 0 by a level-0 transform (``None``: relative sync)."""
@@ -312,16 +396,21 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(
             self, "Open slide", "", f"Slides ({patterns});;All files (*)"
         )
-        if path and self.open_in_pane(path, 1 if paired else 0) and not paired:
-            self.open_pair_of(path)
+        if not path:
+            return
+        opening = self.open_in_pane(path, 1 if paired else 0)
+        if not paired:
+            opening.finished.connect(lambda ok: ok and self.open_pair_of(path))
 
-    def open_pair_of(self, path) -> bool:
-        """Open the IHC slide paired with H&E ``path`` (cohort CSV or file name) in pane 2."""
+    def open_pair_of(self, path) -> Opening | None:
+        """Open the IHC slide paired with H&E ``path`` (cohort CSV or file name) in pane 2;
+        ``pair_opened`` is emitted once it is open. None when no pair is found."""
         pair = find_pair(path)
-        if pair is None or not self.open_in_pane(pair, 1):
-            return False
-        self.pair_opened.emit()
-        return True
+        if pair is None:
+            return None
+        opening = self.open_in_pane(pair, 1)
+        opening.finished.connect(lambda ok: ok and self.pair_opened.emit())
+        return opening
 
     def geojson_dialog(self) -> None:
         """Ask for a GeoJSON file and add it as a vector layer of the active pane."""
@@ -374,8 +463,13 @@ class MainWindow(QMainWindow):
         geojson = [p for p in paths if p.lower().endswith((".geojson", ".json"))]
         slides = [p for p in paths if p not in geojson]
         if slides:  # first, so dropped annotations land on the new slide
-            self.open_slides(slides[:2])
-        for path in geojson:
+            opening = self.open_slides(slides[:2])
+            opening.finished.connect(lambda _ok: self._add_geojsons(geojson))
+        else:
+            self._add_geojsons(geojson)
+
+    def _add_geojsons(self, paths) -> None:
+        for path in paths:
             self.add_geojson(path)
 
     # -- readouts ------------------------------------------------------------------
@@ -449,6 +543,8 @@ class MainWindow(QMainWindow):
         self._retired = []
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        for opener in self._openers:
+            opener.shutdown()
         for view in self.views:
             self.loader.cancel(id(view))
         if self.loader.wait_idle(2.0):  # the window is going away; a short wait is fine

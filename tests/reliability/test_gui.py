@@ -29,12 +29,12 @@ def test_another_slide_drops_her2net_results_and_her2net_still_runs(
 ):
     first, second = (synthetic_cohort.parent / f"case00{i}" / "he.svs" for i in (0, 1))
     panel = attach_her2net_panel(window)
-    assert window.open_in_pane(str(first), 0)
+    assert window.open_in_pane(str(first), 0).wait()
     panel.run()
     qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
     assert _her2net_layers(window.views[0]) and panel.table.rowCount() > 0
 
-    assert window.open_in_pane(str(second), 0)  # used to raise list.remove(x): x not in list
+    assert window.open_in_pane(str(second), 0).wait()  # used to raise list.remove(x): x not in list
     assert panel.result is None and panel.bar.value is None
     assert panel.table.rowCount() == 0 and panel.layers == []
     assert panel.status.text() == "No result yet." and panel.progress.value() == 0
@@ -52,10 +52,10 @@ def test_a_running_job_of_the_old_slide_is_cancelled_and_never_shown(
 ):
     first, second = (synthetic_cohort.parent / f"case00{i}" / "he.svs" for i in (2, 3))
     panel = attach_her2net_panel(window)
-    assert window.open_in_pane(str(first), 0)
+    assert window.open_in_pane(str(first), 0).wait()
     panel.run()
     old = panel.job
-    assert window.open_in_pane(str(second), 0)
+    assert window.open_in_pane(str(second), 0).wait()
     assert panel.job is None and panel.run_button.isEnabled()
     assert not panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: old.state not in ("pending", "running"), timeout=120_000)
@@ -67,14 +67,14 @@ def test_a_running_job_of_the_old_slide_is_cancelled_and_never_shown(
 def test_ihc_registration_goes_with_the_he_slide(window, synthetic_cohort, qtbot):
     case = synthetic_cohort.parent / "case000"
     panel = attach_ihc_panel(window)
-    assert window.open_in_pane(str(case / "he.svs"), 0)
-    assert window.open_in_pane(str(case / "ihc.svs"), 1)
+    assert window.open_in_pane(str(case / "he.svs"), 0).wait()
+    assert window.open_in_pane(str(case / "ihc.svs"), 1).wait()
     panel.run()
     qtbot.waitUntil(lambda: panel.result is not None, timeout=180_000)
     assert window.sync.has_transform(window.views[1]) and window.views[1].layers
 
     other = synthetic_cohort.parent / "case001" / "he.svs"
-    assert window.open_in_pane(str(other), 0)
+    assert window.open_in_pane(str(other), 0).wait()
     assert not window.sync.has_transform(window.views[1])  # the old registration is gone
     assert window.views[1].layers == [] and panel.layers == []
     assert panel.result is None and panel.registration is None
@@ -115,8 +115,11 @@ def test_window_lays_out_cleanly_from_1280x720_up(window, synthetic_case, cmu_sv
     from her2viewer.gui.mainwindow import DOCK_WIDTH
 
     _attach_everything(window)
-    assert window.open_in_pane(str(cmu_svs), 0)  # label, macro and thumbnail images
-    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1)
+    # at the fixture's 900 px the analysis docks shown with a slide squeeze the column to 250 px
+    # (once events run, as they do while a slide opens on its worker): start from 1280 px
+    window.resize(1280, 720)
+    assert window.open_in_pane(str(cmu_svs), 0).wait()  # label, macro and thumbnail images
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 1).wait()
     heat = HeatmapLayer("scores", values=np.random.default_rng(0).random((24, 30)), downsample=100)
     window.add_layer(heat, 1)
     window.set_active(window.views[1])
@@ -131,8 +134,8 @@ def test_window_lays_out_cleanly_from_1280x720_up(window, synthetic_case, cmu_sv
         _assert_no_overlap(window, size)
         docks = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
         assert set(docks.values()) == {DOCK_WIDTH}  # one column, the slides take the room
-        assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)  # another slide
-        assert window.open_in_pane(str(cmu_svs), 0)
+        assert window.open_in_pane(str(synthetic_case / "he.svs"), 0).wait()  # another slide
+        assert window.open_in_pane(str(cmu_svs), 0).wait()
         qtbot.wait(100)
         after = {d.objectName(): d.width() for d in window.findChildren(QDockWidget) if _shown(d)}
         assert after == docks and window.size().toTuple() == size  # the dock width stays
@@ -169,11 +172,11 @@ def test_presets_that_cannot_apply_are_disabled_and_say_why(window, cmu_svs, no_
     button_text = palette.ColorRole.ButtonText
     disabled = palette.color(palette.ColorGroup.Disabled, button_text)
     assert disabled != palette.color(palette.ColorGroup.Active, button_text)  # looks disabled
-    assert window.open_in_pane(str(cmu_svs), 0)  # a 20x scan
+    assert window.open_in_pane(str(cmu_svs), 0).wait()  # a 20x scan
     assert not window.preset_actions[40.0].isEnabled()
     assert "20x" in window.preset_actions[40.0].toolTip()
     assert window.preset_actions[20.0].isEnabled()
-    assert window.open_in_pane(str(no_mpp_png), 0)
+    assert window.open_in_pane(str(no_mpp_png), 0).wait()
     assert not any(action.isEnabled() for action in window.preset_actions.values())
     assert all("pixel size" in action.toolTip() for action in window.preset_actions.values())
 
@@ -181,7 +184,7 @@ def test_presets_that_cannot_apply_are_disabled_and_say_why(window, cmu_svs, no_
 def test_one_zoom_limit_for_wheel_keys_and_presets(window, cmu_svs, qtbot):
     from PySide6.QtCore import QPointF, Qt
 
-    assert window.open_in_pane(str(cmu_svs), 0)
+    assert window.open_in_pane(str(cmu_svs), 0).wait()
     view = window.views[0]
     power = view.slide.info.magnification
     view.set_magnification(40.0)
@@ -202,7 +205,7 @@ def test_unticked_layers_show_their_checkbox(window, synthetic_case, qtbot):
     from her2viewer.gui.app import make_app
 
     make_app()
-    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0).wait()
     hidden = HeatmapLayer("hidden", values=np.ones((4, 4)), downsample=500, visible=False)
     window.add_layer(hidden, 0)
     window.layers_panel.list.clearSelection()
@@ -221,7 +224,7 @@ def test_unticked_layers_show_their_checkbox(window, synthetic_case, qtbot):
 
 
 def test_scale_bar_label_is_not_truncated(window, no_mpp_png, qtbot):
-    assert window.open_in_pane(str(no_mpp_png), 0)
+    assert window.open_in_pane(str(no_mpp_png), 0).wait()
     view = window.views[0]
     qtbot.wait(100)
     image = view.grab().toImage()
@@ -243,7 +246,7 @@ def test_status_bar_is_current_and_says_things_once(window, synthetic_cohort, qt
     from her2viewer.overlay.layers import MaskLayer
 
     radiology = attach_radiology_panel(window)
-    assert window.open_in_pane(str(synthetic_cohort.parent / "case000" / "he.svs"), 0)
+    assert window.open_in_pane(str(synthetic_cohort.parent / "case000" / "he.svs"), 0).wait()
     view = window.views[0]
     tumor = MaskLayer("HER2Net tumor", labels=np.ones((8, 8), np.uint8), downsample=500)
     tumor.class_names = {1: "tumor"}
@@ -264,8 +267,8 @@ def test_status_bar_is_current_and_says_things_once(window, synthetic_cohort, qt
 
 def test_panning_keeps_the_slide_in_sight_in_every_pane(window, synthetic_cohort, qtbot):
     case = synthetic_cohort.parent / "case000"
-    assert window.open_in_pane(str(case / "he.svs"), 0)
-    assert window.open_in_pane(str(cmu := case.parent / "case001" / "ihc.svs"), 1)
+    assert window.open_in_pane(str(case / "he.svs"), 0).wait()
+    assert window.open_in_pane(str(cmu := case.parent / "case001" / "ihc.svs"), 1).wait()
     assert cmu.exists()
     he, other = window.views
     he.zoom_at(4.0)
@@ -359,13 +362,13 @@ def test_demo_results_say_so_on_the_line_and_scope_is_stated(
     from her2viewer.models.checks import DEMO_NOTICE
 
     panel = attach_her2net_panel(window)
-    assert window.open_in_pane(str(no_mpp_png), 0)  # the demo bundle needs a pixel size
+    assert window.open_in_pane(str(no_mpp_png), 0).wait()  # the demo bundle needs a pixel size
     panel.run()
     qtbot.waitUntil(lambda: panel.job is None, timeout=60_000)
     assert "pixel size" in panel.status.text() and panel.status.text() == window.errors[-1]
     assert "\n" not in panel.status.text()  # the sentence itself, not "Failed."
 
-    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "he.svs"), 0).wait()
     panel.run()
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
     line = panel.status.text()
@@ -380,7 +383,7 @@ def test_grading_demo_says_so_on_every_line(window, synthetic_case, qtbot):
     from her2viewer.models.checks import DEMO_NOTICE
 
     panel = attach_grading_panel(window)
-    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0)
+    assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0).wait()
     panel.run()
     qtbot.waitUntil(lambda: panel.job is None, timeout=180_000)
     assert panel.result is not None, window.errors

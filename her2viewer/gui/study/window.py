@@ -13,11 +13,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -40,11 +39,11 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError, StudyError
 from her2viewer.gui.app import has_display
+from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.slideview import SlideView
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
 from her2viewer.overlay.layers import HeatmapLayer
-from her2viewer.slide import open_slide
 from her2viewer.study.definition import CONFIDENCE_SCALES, MAX_READING_SECONDS
 from her2viewer.study.reading import ReadingSession
 
@@ -57,47 +56,6 @@ def answer_keys(labels: tuple[str, ...]) -> dict[str, str]:
     if set(labels) == set(STATUS_KEYS):
         return dict(STATUS_KEYS)
     return {label: str(i + 1) for i, label in enumerate(labels[:9])}
-
-
-class SlideOpener(QObject):
-    """Opens a case's slides (and reads its model overlay) on a worker thread.
-
-    Stale results are closed and dropped.
-    """
-
-    opened = Signal(int, object, object, object)
-    failed = Signal(int, str)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="study-open")
-        self.token = 0
-
-    def request(
-        self, he_path: Path, ihc_path: Path | None, overlay: Callable[[], object] | None = None
-    ) -> int:
-        """Open the slides (and call ``overlay()``) in the background; return the token."""
-        self.token += 1
-        self._pool.submit(self._open, self.token, he_path, ihc_path, overlay)
-        return self.token
-
-    def _open(self, token: int, he_path: Path, ihc_path: Path | None, overlay) -> None:
-        if token != self.token:
-            return
-        try:
-            he = open_slide(he_path)
-            ihc = open_slide(ihc_path) if ihc_path else None
-        except Her2ViewerError:
-            self.failed.emit(
-                token, "this case's slide cannot be opened; tell the study coordinator."
-            )
-            return
-        self.opened.emit(token, he, ihc, overlay() if overlay else None)
-
-    def shutdown(self) -> None:
-        """Stop the worker (pending opens are dropped)."""
-        self.token += 1
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ask_leave_unanswered(parent: QWidget) -> bool:
@@ -150,7 +108,9 @@ class ReadingWindow(QMainWindow):
         self.model_layer: HeatmapLayer | None = None
         self._retire_timer = QTimer(self, singleShot=True, interval=500)
         self._retire_timer.timeout.connect(self._close_retired)
-        self.opener = SlideOpener(self)
+        self.opener = SlideOpener(
+            self, failure="this case's slide cannot be opened; tell the study coordinator."
+        )
         self.opener.opened.connect(self._on_opened)
         self.opener.failed.connect(self._on_failed)
         self.setWindowTitle(f"Reader study — reading as {session.reader} ({session.arm.name} arm)")
