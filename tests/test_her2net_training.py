@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from her2viewer.analysis.her2net import ihc_high_mask
 from her2viewer.errors import ModelError
 from her2viewer.jobs import run_inline
 from her2viewer.models.her2net.data import (
@@ -218,7 +219,7 @@ def test_ihc_labels_agree_with_truth(ihc_cohort):
         "tumor_min_fraction": 0.1,
         "strong_fraction": 0.5,
     }
-    tiles = case_tiles(case, 0, config)
+    tiles = case_tiles(case, 0, config, high_mask=ihc_high_mask)
     high = read_mask(case.he_path.parent / "high_expression_mask.png")
     from her2viewer.slide import open_slide
     from her2viewer.tissue.tiles import tile_layout

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from her2viewer.analysis.ihc import NOT_TUMOR, score_ihc
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
 from her2viewer.models.her2net.model import Her2NetModel, load_her2net
@@ -39,6 +40,7 @@ from her2viewer.models.her2net.predict import (
 from her2viewer.outputs import prepare_output_dir, write_bytes_atomic, write_text_atomic
 from her2viewer.overlay import MaskLayer
 from her2viewer.paths import cache_dir
+from her2viewer.registration import register_slides
 from her2viewer.slide import Slide
 from her2viewer.tables import write_csv
 
@@ -152,6 +154,39 @@ def predict_slide(
     Her2NetResult
     """
     return Her2NetResult(**vars(predict_her2net(slide, model, options, context)))
+
+
+# --------------------------------------------------------------------------- training labels
+#: Lowest IHC cell-region category counted as high expression (weak-moderate complete).
+HIGH_CATEGORY = 2
+
+
+def ihc_high_mask(he: Slide, ihc: Slide, shape: tuple[int, int], downsample: float) -> np.ndarray:
+    """High-expression mask from the registered IHC slide, in the H&E frame.
+
+    HER2Net's tile labels from IHC (:data:`~her2viewer.models.her2net.data.HighMask`):
+    the IHC slide is registered onto the H&E and scored by the guideline rules; cell
+    regions with at least weak-moderate *complete* membrane staining are high expression.
+
+    Parameters
+    ----------
+    he, ihc : Slide
+        The paired slides.
+    shape : (int, int)
+        Output ``(rows, cols)``.
+    downsample : float
+        H&E level-0 px per output pixel.
+    """
+    registration = register_slides(he, ihc)
+    score = score_ihc(ihc)
+    high = (score.category_map >= HIGH_CATEGORY) & (score.category_map != NOT_TUMOR)
+    to_map = np.diag([1 / downsample, 1 / downsample, 1.0])
+    from_map = np.diag([score.map_downsample, score.map_downsample, 1.0])
+    matrix = to_map @ registration.matrix @ from_map
+    warped = cv2.warpAffine(
+        high.astype(np.uint8), matrix[:2], (shape[1], shape[0]), flags=cv2.INTER_NEAREST
+    )
+    return warped > 0
 
 
 # --------------------------------------------------------------------------- cache

@@ -93,6 +93,7 @@ def _progress(progress: Progress) -> None:
 
 def run_train(args) -> int:
     """``her2net train``: stages print their progress on stderr."""
+    from her2viewer.analysis.her2net import ihc_high_mask
     from her2viewer.models.her2net.training import Her2NetTrainConfig, train_her2net
 
     _set_threads(args)
@@ -114,7 +115,10 @@ def run_train(args) -> int:
         device=args.device,
     )
     path = run_inline(
-        lambda ctx: train_her2net(args.cohort, args.out, config, args.work, ctx), _progress
+        lambda ctx: train_her2net(
+            args.cohort, args.out, config, args.work, ctx, high_mask=ihc_high_mask
+        ),
+        _progress,
     )
     print(path)
     return 0

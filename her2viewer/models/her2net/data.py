@@ -9,9 +9,9 @@ PNG in the H&E frame: column ``tumor_mask_path`` with ``mask_downsample``, or
 
 Tile labels (seed 002): a tile is *strong* when the high-expression area of the
 registered IHC tile is at least 50% of its tumor area, else *weak*; tiles with
-<= 10% tumor are not labelled. High expression on IHC is automatic: the IHC slide
-(``ihc_path``) is registered onto the H&E (:func:`her2viewer.registration.register_slides`)
-and scored by the guideline rules (:func:`her2viewer.analysis.ihc.score_ihc`);
+<= 10% tumor are not labelled. High expression on IHC is automatic: a :data:`HighMask`
+function (the ``her2net train`` verb passes :func:`her2viewer.analysis.her2net.ihc_high_mask`)
+registers the IHC slide (``ihc_path``) onto the H&E and scores it by the guideline rules;
 cell regions with at least weak-moderate *complete* membrane staining are high
 expression. The alternative is a manual-label CSV (``case_id, x, y, label`` with
 level-0 tile corners and ``strong``/``weak``).
@@ -20,6 +20,7 @@ level-0 tile corners and ``strong``/``weak``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,10 @@ from her2viewer.tissue.tiles import TileLayout, is_background, read_tile, tile_l
 
 REQUIRED_COLUMNS = ("case_id", "he_path", "her2_status", "patient_id")
 STRONG_FRACTION = 0.5
-#: Lowest IHC cell-region category counted as high expression (weak-moderate complete).
-HIGH_CATEGORY = 2
+#: ``high_mask(he, ihc, shape, downsample)``: the high-expression mask of the registered IHC
+#: slide in the H&E frame, ``shape`` pixels at ``downsample`` H&E level-0 px per pixel
+#: (:func:`her2viewer.analysis.her2net.ihc_high_mask`).
+HighMask = Callable[[Slide, Slide, tuple[int, int], float], np.ndarray]
 
 
 @dataclass
@@ -125,33 +128,6 @@ def strong_label(
     return int((np.asarray(high, bool) & tumor).sum() >= strong_fraction * tumor.sum())
 
 
-def ihc_high_mask(he: Slide, ihc: Slide, shape: tuple[int, int], downsample: float) -> np.ndarray:
-    """High-expression mask from the registered IHC slide, in the H&E frame.
-
-    Parameters
-    ----------
-    he, ihc : Slide
-        The paired slides.
-    shape : (int, int)
-        Output ``(rows, cols)``.
-    downsample : float
-        H&E level-0 px per output pixel.
-    """
-    from her2viewer.analysis.ihc import score_ihc
-    from her2viewer.registration import register_slides
-
-    registration = register_slides(he, ihc)
-    score = score_ihc(ihc)
-    high = (score.category_map >= HIGH_CATEGORY) & (score.category_map != 255)
-    to_map = np.diag([1 / downsample, 1 / downsample, 1.0])
-    from_map = np.diag([score.map_downsample, score.map_downsample, 1.0])
-    matrix = to_map @ registration.matrix @ from_map
-    warped = cv2.warpAffine(
-        high.astype(np.uint8), matrix[:2], (shape[1], shape[0]), flags=cv2.INTER_NEAREST
-    )
-    return warped > 0
-
-
 def read_tile_labels(path: str | Path) -> dict[tuple[str, int, int], int]:
     """Read a manual-label CSV: ``case_id, x, y, label`` (``strong``/``weak``) per tile."""
     path = Path(path)
@@ -195,11 +171,24 @@ class TileSet:
         )
 
 
+def _ihc_mask(case: TrainCase, he: Slide, shape, high_mask: HighMask | None) -> np.ndarray:
+    """The high-expression mask of a case's registered IHC slide, in its tumor mask's frame."""
+    if case.ihc_path is None:
+        raise ModelError(
+            f"Case {case.case_id} has no ihc_path; give IHC slides or a manual-label CSV."
+        )
+    if high_mask is None:
+        raise ModelError("Tile labels from IHC need an IHC scorer; give a manual-label CSV.")
+    with open_slide(case.ihc_path) as ihc:
+        return high_mask(he, ihc, shape, case.mask_downsample)
+
+
 def case_tiles(
     case: TrainCase,
     index: int,
     config: dict,
     manual: dict[tuple[str, int, int], int] | None = None,
+    high_mask: HighMask | None = None,
 ) -> TileSet:
     """Tissue tiles of one case with tumor masks and strong labels.
 
@@ -213,18 +202,13 @@ def case_tiles(
         ``tumor_min_fraction``, ``strong_fraction``.
     manual : dict, optional
         Manual tile labels; without them labels come from the registered IHC.
+    high_mask : callable, optional
+        How the IHC high-expression mask is made (needed without ``manual``).
     """
     with open_slide(case.he_path) as he:
         layout = tile_layout(he, config["magnification"], config["tile_size"], config["input_size"])
         tumor_mask = read_mask(case.tumor_mask_path)
-        high_mask = None
-        if manual is None:
-            if case.ihc_path is None:
-                raise ModelError(
-                    f"Case {case.case_id} has no ihc_path; give IHC slides or a manual-label CSV."
-                )
-            with open_slide(case.ihc_path) as ihc:
-                high_mask = ihc_high_mask(he, ihc, tumor_mask.shape, case.mask_downsample)
+        ihc_mask = None if manual is not None else _ihc_mask(case, he, tumor_mask.shape, high_mask)
         rows = []
         for i in range(len(layout.coords)):
             tile = read_tile(he, layout, i)
@@ -233,7 +217,7 @@ def case_tiles(
             tumor = crop_mask(tumor_mask, case.mask_downsample, layout, i)
             x, y = (int(v) for v in layout.coords[i])
             if manual is None:
-                high = crop_mask(high_mask, case.mask_downsample, layout, i)
+                high = crop_mask(ihc_mask, case.mask_downsample, layout, i)
                 label = strong_label(
                     tumor, high, config["tumor_min_fraction"], config["strong_fraction"]
                 )

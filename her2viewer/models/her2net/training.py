@@ -25,6 +25,7 @@ from her2viewer.jobs import JobContext
 from her2viewer.models.her2net.choices import POSITIVE_PERCENT, TUMOR_MIN_FRACTION
 from her2viewer.models.her2net.data import (
     STRONG_FRACTION,
+    HighMask,
     TileSet,
     TrainCase,
     case_tiles,
@@ -228,14 +229,16 @@ def _subset(tiles: TileSet, keep: np.ndarray) -> TileSet:
     return TileSet(**{k: getattr(tiles, k)[keep] for k in TileSet.__dataclass_fields__})
 
 
-def _stage_tiles(cases: list[TrainCase], config: Her2NetTrainConfig, work: Path, report) -> TileSet:
+def _stage_tiles(
+    cases: list[TrainCase], config: Her2NetTrainConfig, work: Path, report, high_mask
+) -> TileSet:
     path = work / "tiles.npz"
     if path.is_file():
         return TileSet.load(path)
     manual = read_tile_labels(config.tile_labels) if config.tile_labels else None
     parts = []
     for i, case in enumerate(cases):
-        parts.append(case_tiles(case, i, asdict(config), manual))
+        parts.append(case_tiles(case, i, asdict(config), manual, high_mask))
         report(i + 1, len(cases), f"tiles of {case.case_id}")
     tiles = TileSet.concat(parts)
     if len(tiles.images) == 0:
@@ -285,6 +288,7 @@ def train_her2net(
     work_dir: str | Path | None = None,
     context: JobContext | None = None,
     provenance: dict | None = None,
+    high_mask: HighMask | None = None,
 ) -> Path:
     """Train HER2Net on a cohort and write a bundle; resumable per stage.
 
@@ -302,6 +306,9 @@ def train_her2net(
         Progress per stage (message ``[stage k/8] ...``) and cancellation.
     provenance : dict, optional
         Extra ``bundle.json`` entries (e.g. data notice, held-out figures).
+    high_mask : callable, optional
+        The IHC high-expression mask behind the tile labels
+        (:func:`her2viewer.analysis.her2net.ihc_high_mask`); needed without ``tile_labels``.
 
     Returns
     -------
@@ -325,7 +332,7 @@ def train_her2net(
 
         return report
 
-    tiles = _stage_tiles(cases, config, work, reporter(1, "tiles"))
+    tiles = _stage_tiles(cases, config, work, reporter(1, "tiles"), high_mask)
     segmenter, seg_info = _stage_model(
         work / "segmenter.safetensors",
         lambda: build_segmenter(config.segmenter),
