@@ -1,52 +1,27 @@
-"""Figures of a radiomics training report as PNG (OpenCV, like the study report)."""
+"""Figures of a radiomics training report, drawn by :mod:`her2viewer.stats.figures`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from her2viewer.study.plots import (
-    HEIGHT,
-    MARGIN,
-    PALETTE,
-    WIDTH,
-    _axes,
-    _canvas,
-    _text,
-    confusion_figure,
-    write_png,
-)
-
-
-def curves_figure(
-    title: str, xlabel: str, ylabel: str, series: dict, ymax: float = 1.0
-) -> np.ndarray:
-    """Line plot of named ``(x, y)`` series with x in [0, 1] and y in [0, ymax]."""
-    image = _canvas(title)
-    to_px = _axes(image, xlabel, ylabel, ymax)
-    for i, (name, (xs, ys)) in enumerate(series.items()):
-        color = PALETTE[i % len(PALETTE)]
-        pts = np.array([to_px(x, y) for x, y in zip(xs, ys, strict=True)], np.int32)
-        cv2.polylines(image, [pts], False, color, 2, cv2.LINE_AA)
-        _text(image, name, (WIDTH - 300, HEIGHT - MARGIN - 15 - 20 * i), color=color)
-    return image
+from her2viewer.outputs import prepare_output_dir
+from her2viewer.stats.figures import confusion_figure, curves_figure, save_figure
 
 
 def write_report_figures(report: dict, out_dir: str | Path) -> list[Path]:
-    """Write the PCA curve, ROC, PR, learning-curve and confusion-matrix PNGs."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the PCA curve, ROC, PR, learning-curve and confusion-matrix PNGs; return the paths."""
+    out_dir = prepare_output_dir(out_dir)
     models = report["models"]
     cum = report["pca"]["cumulative_variance"]
     n = len(cum)
     figures = {
         "pca_variance.png": curves_figure(
             f"PCA: {report['pca']['components']} components kept",
-            f"components / {n}",
+            "principal components",
             "cumulative explained variance",
-            {"PCA": (np.arange(1, n + 1) / n, cum)},
+            {"PCA": (np.arange(1, n + 1), cum)},
         ),
         "roc.png": curves_figure(
             "ROC (test split)",
@@ -77,8 +52,4 @@ def write_report_figures(report: dict, out_dir: str | Path) -> list[Path]:
             {"train": (frac, lc["train_auc"]), "validation": (frac, lc["validation_auc"])},
         )
         figures[f"confusion_{name}.png"] = confusion_figure(m["classes"], m["confusion"], name)
-    paths = []
-    for filename, image in figures.items():
-        write_png(image, out_dir / filename)
-        paths.append(out_dir / filename)
-    return paths
+    return [save_figure(figure, out_dir / filename) for filename, figure in figures.items()]

@@ -1,14 +1,14 @@
-"""Write a study's report folder: summary.json, a CSV per figure and table, PNGs, report.html.
+"""Write a study's report folder: summary.json, a CSV per figure and table, PNGs, report.html/pdf.
 
-Every number in the HTML comes from ``summary.json`` (see
+Every number in the report comes from ``summary.json`` (see
 :func:`her2viewer.study.stats.analyse`); every figure has a CSV of what it
-draws. The HTML embeds its figures, so it is one self-contained file.
+draws. The HTML (template ``resources/templates/study_report.html``) embeds its
+figures, so it is one self-contained file; ``report.pdf`` holds the same text,
+tables and figures (see :mod:`her2viewer.stats.documents`).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import re
@@ -16,7 +16,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-import numpy as np
+from matplotlib.figure import Figure
 
 from her2viewer.errors import OutputError, StudyError
 from her2viewer.outputs import (
@@ -25,8 +25,9 @@ from her2viewer.outputs import (
     prepare_output_dir,
     write_text_atomic,
 )
+from her2viewer.stats.documents import Report, Table, format_value, render_html, write_pdf
+from her2viewer.stats.figures import bar_figure, confusion_figure, roc_figure, save_figure
 from her2viewer.stats.metrics import EXACT_MCNEMAR_BELOW
-from her2viewer.study import plots
 from her2viewer.study.definition import check_seconds
 from her2viewer.study.stats import MODEL, analyse
 from her2viewer.study.store import StudyStore
@@ -92,8 +93,8 @@ def mcnemar_rows(summary: dict) -> list[list]:
     ]
 
 
-def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
-    """Write PNG + CSV for each figure; return (title, png name) pairs."""
+def _figures(summary: dict, out: Path) -> list[tuple[str, Figure]]:
+    """Write PNG + CSV for each figure; return (title, figure) pairs."""
     figures = []
     question_binary = bool(summary["study"]["question"]["positive"])
     points = [
@@ -108,198 +109,141 @@ def _figures(summary: dict, out: Path) -> list[tuple[str, str]]:
     if roc or points:
         auc = model.get("auc", {}).get("value")
         fpr, tpr = (roc["fpr"], roc["tpr"]) if roc else (None, None)
-        plots.write_png(plots.roc_figure(fpr, tpr, points, auc), out / "roc.png")
+        figure = roc_figure(fpr, tpr, points, auc)
+        save_figure(figure, out / "roc.png")
         rows = [[MODEL, f, t, th] for f, t, th in zip(*roc.values(), strict=True)] if roc else []
         rows += [[name, f, t, ""] for name, f, t in points]
         write_csv(out / "roc.csv", ["series", "fpr", "tpr", "threshold"], rows)
-        figures.append(("ROC curve of the model with each reader's operating point", "roc.png"))
+        figures.append(("ROC curve of the model with each reader's operating point", figure))
     for name, arm, block in _raters(summary):
         confusion = block.get("confusion") or block.get("multiclass", {}).get("confusion")
         if not confusion:
             continue
         stem = "confusion_" + _slug(f"{name}_{arm}" if arm else name)
         title = f"{name} ({arm})" if arm else name
-        image = plots.confusion_figure(confusion["labels"], confusion["matrix"], title)
-        plots.write_png(image, out / f"{stem}.png")
+        figure = confusion_figure(confusion["labels"], confusion["matrix"], title)
+        save_figure(figure, out / f"{stem}.png")
         labels = confusion["labels"]
         write_csv(
             out / f"{stem}.csv",
             ["truth", *labels],
             [[lab, *row] for lab, row in zip(labels, confusion["matrix"], strict=True)],
         )
-        figures.append((f"Confusion matrix: {title}", f"{stem}.png"))
+        figures.append((f"Confusion matrix: {title}", figure))
     times = [r for r in summary["readers"] if r["reading_time"]["n"]]
     if times:
-        names = [f"{r['reader']} ({r['arm']})" for r in times]
         stats = [r["reading_time"] for r in times]
-        image = plots.bar_figure(
-            names,
+        figure = bar_figure(
+            [f"{r['reader']} ({r['arm']})" for r in times],
             [s["median"] for s in stats],
             [s["min"] for s in stats],
             [s["max"] for s in stats],
             "Reading time per case (median, range)",
         )
-        plots.write_png(image, out / "reading_time.png")
+        save_figure(figure, out / "reading_time.png")
         rows = [
             [t["reader"], t["arm"], t["case_id"], t["seconds"]] for t in summary["reading_times"]
         ]
         write_csv(out / "reading_time.csv", ["reader", "arm", "case_id", "seconds"], rows)
-        figures.append(("Reading time per case", "reading_time.png"))
+        figures.append(("Reading time per case", figure))
     return figures
 
 
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
-    return html.escape(str(value))
-
-
 def _ci(estimate: dict) -> str:
-    return f"{_fmt(estimate['value'])} [{_fmt(estimate['low'])}, {_fmt(estimate['high'])}]"
+    value, low, high = (format_value(estimate[k]) for k in ("value", "low", "high"))
+    return f"{value} [{low}, {high}]"
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _texts(rows: list[list]) -> list[list[str]]:
+    """Return table rows with every cell as report text (see :func:`format_value`)."""
+    return [[format_value(v) for v in row] for row in rows]
 
 
-def _html(summary: dict, out: Path, figures: list[tuple[str, str]]) -> str:
+def _intro(summary: dict) -> list[str]:
+    """Return the paragraphs that describe the study and the methods of the report."""
     study = summary["study"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Reader study report: {html.escape(study['file'])}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #999;"
-        "padding:3px 8px;text-align:right}th{background:#eee}img{max-width:640px}</style>",
-        "</head><body>",
-        f"<h1>Reader study: {html.escape(study['file'])}</h1>",
-        f"<p>Question: {html.escape(study['question']['kind'])} "
-        f"({', '.join(map(html.escape, study['question']['labels']))}); arms: "
-        f"{', '.join(study['arms'])}; {study['n_cases']} cases, {study['n_with_truth']} with "
-        f"truth, {study['n_with_model_prediction']} with a model prediction; readers: "
-        f"{html.escape(', '.join(study['readers']) or 'none')}. Generated {study['generated_at']}. "
+    boot = study["bootstrap"]
+    return [
+        f"Question: {study['question']['kind']} ({', '.join(study['question']['labels'])}); "
+        f"arms: {', '.join(study['arms'])}; {study['n_cases']} cases, {study['n_with_truth']} "
+        f"with truth, {study['n_with_model_prediction']} with a model prediction; readers: "
+        f"{', '.join(study['readers']) or 'none'}. Generated {study['generated_at']}.",
         "95% intervals: Clopper-Pearson for proportions, percentile bootstrap "
-        f"({study['bootstrap']['n_boot']} resamples, seed {study['bootstrap']['seed']}) for "
-        "balanced accuracy, F1 and kappa, DeLong for AUC. A reader or the model is correct on a "
-        "case when its answer equals the truth; McNemar tests are exact binomial below "
+        f"({boot['n_boot']} resamples, seed {boot['seed']}) for balanced accuracy, F1 and "
+        "kappa, DeLong for AUC. A reader or the model is correct on a case when its answer "
+        "equals the truth; McNemar tests are exact binomial below "
         f"{EXACT_MCNEMAR_BELOW} discordant cases, chi-square with continuity correction "
-        "from there on.</p>",
+        "from there on.",
     ]
-    if study["missing_slides"]:
-        parts.append(
-            f"<p><b>{len(study['missing_slides'])} case(s) have no slide file</b>: "
-            f"{html.escape(', '.join(study['missing_slides']))}.</p>"
-        )
-    shown = [
+
+
+def _tables(summary: dict) -> list[Table]:
+    """Return the report's tables: metrics, reader vs model, agreement, assisted vs not."""
+    metrics = [
         [name, arm, metric, _ci({"value": v, "low": lo, "high": hi}), method, n]
         for name, arm, metric, v, lo, hi, method, n in metric_rows(summary)
     ]
-    parts += [
-        "<h2>Readers and model against the truth</h2>",
-        _table(["rater", "arm", "metric", "value [95% CI]", "CI method", "n"], shown),
-    ]
-    rows = [
-        [
-            r["reader"],
-            r["arm"],
-            r["n"],
-            *r["table"][0],
-            *r["table"][1],
-            r["model_accuracy"],
-            r["reader_accuracy"],
-            r["method"],
-            r["p_value"],
-            r["p_exact"],
-            r["p_chi2"],
-            r["p_chi2_cc"],
-        ]
+    versus = [
+        [r["reader"], r["arm"], r["n"], *r["table"][0], *r["table"][1], r["model_accuracy"]]
+        + [r["reader_accuracy"], r["method"], r["p_value"], r["p_exact"], r["p_chi2"]]
+        + [r["p_chi2_cc"]]
         for r in summary["reader_vs_model"]
     ]
-    parts += [
-        "<h2>Reader vs model on the same cases (two-sided McNemar)</h2>",
-        "<p>Table cells: both correct, only the model correct, only the reader correct, "
-        "both wrong.</p>",
-        _table(
-            [
-                "reader",
-                "arm",
-                "n",
-                "both",
-                "model only",
-                "reader only",
-                "neither",
-                "model acc.",
-                "reader acc.",
-                "test",
-                "p",
-                "p exact",
-                "p chi2",
-                "p chi2 cc",
-            ],
-            rows,
-        ),
-    ]
-    rows = [
-        [
-            k["arm"],
-            k["reader_a"],
-            k["reader_b"],
-            k["n"],
-            k["weights"] or "none",
-            _ci(k["kappa"]),
-            k["agreement"],
-        ]
+    agreement = [
+        [k["arm"], k["reader_a"], k["reader_b"], k["n"], k["weights"] or "none"]
+        + [_ci(k["kappa"]), k["agreement"]]
         for k in summary["reader_vs_reader"]
-    ]
-    rows += [
-        [
-            f["arm"],
-            "all: " + ", ".join(f["readers"]),
-            "(Fleiss)",
-            f["n"],
-            "none",
-            _ci(f["kappa"]),
-            "",
-        ]
+    ] + [
+        [f["arm"], "all: " + ", ".join(f["readers"]), "(Fleiss)", f["n"], "none"]
+        + [_ci(f["kappa"]), ""]
         for f in summary["fleiss"]
     ]
-    parts += [
-        "<h2>Agreement between readers</h2>",
-        _table(
-            ["arm", "reader A", "reader B", "n", "weights", "kappa [95% CI]", "raw agreement"], rows
+    tables = [
+        Table(
+            "Readers and model against the truth",
+            ["rater", "arm", "metric", "value [95% CI]", "CI method", "n"],
+            _texts(metrics),
+        ),
+        Table(
+            "Reader vs model on the same cases (two-sided McNemar)",
+            ["reader", "arm", "n", "both", "model only", "reader only", "neither"]
+            + ["model acc.", "reader acc.", "test", "p", "p exact", "p chi2", "p chi2 cc"],
+            _texts(versus),
+            "Table cells: both correct, only the model correct, only the reader correct, "
+            "both wrong.",
+        ),
+        Table(
+            "Agreement between readers",
+            ["arm", "reader A", "reader B", "n", "weights", "kappa [95% CI]", "raw agreement"],
+            _texts(agreement),
         ),
     ]
-    rows = [
-        [
-            c["reader"],
-            c["n"],
-            c["accuracy_unassisted"],
-            c["accuracy_assisted"],
-            c["change"],
-            c["test"]["method"],
-            c["test"]["p_value"],
-        ]
+    paired = [
+        [c["reader"], c["n"], c["accuracy_unassisted"], c["accuracy_assisted"], c["change"]]
+        + [c["test"]["method"], c["test"]["p_value"]]
         for c in summary["assisted_vs_unassisted"]
     ]
-    if rows:
-        parts += [
-            "<h2>Assisted vs unassisted (paired McNemar per reader)</h2>",
-            _table(
-                ["reader", "n", "acc. unassisted", "acc. assisted", "change", "test", "p"], rows
-            ),
-        ]
-    parts.append("<h2>Figures</h2>")
-    for title, name in figures:
-        data = base64.b64encode((out / name).read_bytes()).decode()
-        parts.append(
-            f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
-            f"src='data:image/png;base64,{data}'>"
+    if paired:
+        tables.append(
+            Table(
+                "Assisted vs unassisted (paired McNemar per reader)",
+                ["reader", "n", "acc. unassisted", "acc. assisted", "change", "test", "p"],
+                _texts(paired),
+            )
         )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return tables
+
+
+def _document(summary: dict, figures: list[tuple[str, Figure]]) -> Report:
+    """Return the report's content, shared by ``report.html`` and ``report.pdf``."""
+    study = summary["study"]
+    missing = study["missing_slides"]
+    warnings = (
+        [f"{len(missing)} case(s) have no slide file: {', '.join(missing)}."] if missing else []
+    )
+    return Report(
+        f"Reader study: {study['file']}", _intro(summary), warnings, _tables(summary), figures
+    )
 
 
 def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -371,9 +315,10 @@ def _write_files(store: StudyStore, summary: dict, folder: Path, out: Path) -> N
             metric_rows(summary),
         )
         write_csv(folder / "mcnemar.csv", MCNEMAR_HEADER, mcnemar_rows(summary))
-        figures = _figures(summary, folder)
+        document = _document(summary, _figures(summary, folder))
         write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
-        write_text_atomic(folder / "report.html", _html(summary, folder, figures))
+        write_text_atomic(folder / "report.html", render_html("study_report.html", document))
+        write_pdf(folder / "report.pdf", document)
     except OutputError as exc:
         cause = exc.__cause__
         if not isinstance(cause, OSError):

@@ -18,6 +18,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 from her2viewer.errors import EvaluationError
 from her2viewer.models.checks import require_finite
 from her2viewer.outputs import prepare_output_dir, write_text_atomic
+from her2viewer.stats.figures import confusion_figure, roc_figure, save_figure
 from her2viewer.stats.metrics import (
     auc_delong,
     binary_metrics,
@@ -26,7 +27,6 @@ from her2viewer.stats.metrics import (
     multiclass_metrics,
     roc_curve,
 )
-from her2viewer.study.plots import confusion_figure, roc_figure, write_png
 from her2viewer.tables import read_csv_rows
 
 N_BOOT = 2000
@@ -166,11 +166,11 @@ def write_evaluation(result: dict, out_dir: str | os.PathLike) -> list[Path]:
     written = [out / "metrics.json"]
     write_text_atomic(written[0], json.dumps(result, indent=2))
     confusion = confusion_figure(result["labels"], result["confusion_matrix"], "Confusion matrix")
-    write_png(confusion, out / "confusion.png")
+    save_figure(confusion, out / "confusion.png")
     written.append(out / "confusion.png")
     if "roc" in result:
         roc = roc_figure(result["roc"]["fpr"], result["roc"]["tpr"], [], result["auc"]["value"])
-        write_png(roc, out / "roc.png")
+        save_figure(roc, out / "roc.png")
         written.append(out / "roc.png")
     return written
 
