@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
 
 from her2viewer.cli.options import add_json_option, add_output_option
 from her2viewer.errors import RadiomicsError
+from her2viewer.outputs import check_output_file
 from her2viewer.radiomics.features import RadiomicsSettings, extract_features
 from her2viewer.radiomics.filters import parse_filter_spec
 from her2viewer.radiomics.model import (
@@ -24,6 +24,7 @@ from her2viewer.radiomics.params import read_params, settings_for_features
 from her2viewer.radiomics.plots import write_report_figures
 from her2viewer.radiomics.predict import predict_case
 from her2viewer.radiomics.volume import load_volume
+from her2viewer.tables import read_csv_rows, write_csv
 
 
 def _settings_options(parser) -> None:
@@ -129,23 +130,16 @@ def run_extract(args) -> int:
 def run_extract_batch(args) -> int:
     """Write a features CSV (one row per case) from a cases CSV."""
     cases = Path(args.cases)
-    if not cases.is_file():
-        raise RadiomicsError(f"Cases file not found: {cases}")
-    with cases.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"case_id", "image", "mask"} <= set(rows[0]):
-        raise RadiomicsError(f"{cases.name} needs columns case_id, image and mask.")
+    rows = read_csv_rows(cases, ("case_id", "image", "mask"), RadiomicsError, "Cases file")
+    out = check_output_file(args.out)  # before the features are computed
     settings = _settings(args)
     table = []
     for row in rows:
         features = _features(cases.parent / row["image"], cases.parent / row["mask"], settings)
         extra = {"label": row["label"]} if "label" in row else {}
         table.append({"case_id": row["case_id"], **extra, **features})
-    out = Path(args.out)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    header = list(table[0])
+    write_csv(out, header, ([row[name] for name in header] for row in table))
     print(
         f"wrote {len(table)} cases x {len(table[0]) - 1 - ('label' in table[0])} features to {out}"
     )
