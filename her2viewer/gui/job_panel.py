@@ -95,15 +95,22 @@ class JobPanel(QWidget):
         """Called on every poll while a job runs (e.g. to show partial results)."""
 
     def start(
-        self, work: Callable, name: str, running_text: str, panes: tuple[int, ...] = ()
+        self,
+        work: Callable,
+        name: str,
+        running_text: str,
+        panes: tuple[int, ...] = (),
+        process: bool = False,
     ) -> None:
         """Run ``work(context)`` in a background job and poll it from the GUI thread.
 
         ``panes`` are the panes whose slides the work reads: when one of them gets
-        another slide, the job is cancelled and its result never shown.
+        another slide, the job is cancelled and its result never shown. With ``process``
+        (``work`` must pickle) it runs in the worker process, where it cannot hold the GIL
+        the viewer needs; otherwise on a low-priority thread.
         """
         self.panes = tuple(panes)
-        self.job = Job(work, name).start()
+        self.job = Job(work, name, background=True, process=process).start()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 1)

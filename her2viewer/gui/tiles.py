@@ -9,7 +9,8 @@ draws an image shrunk by more than 2x and never touches the disk.
 The loader runs a few worker threads that take requests from one priority queue.
 Each owner (a slide view) replaces its whole set of pending requests every time
 its viewport changes, so requests for tiles that left the viewport are dropped
-before they are read.
+before they are read. While requests are queued or running the loader is marked busy
+in :data:`her2viewer.jobs.core.FOREGROUND`, so background analyses wait for the tiles.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import heapq
 import itertools
 import math
 import os
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +32,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
+from her2viewer.jobs.core import FOREGROUND, lower_thread_priority
 from her2viewer.viewport import tile_pixels, tile_region  # the Qt-free tile grid
 
 #: How much nicer (lower priority) tile workers are than the GUI thread.
@@ -240,6 +241,7 @@ class TileLoader(QObject):
                 self._heap.append(TileRequest(priority, next(self._seq), key, produce, owner))
                 queued += 1
             heapq.heapify(self._heap)
+            self._mark_busy()
             self._cond.notify_all()
             return queued
 
@@ -269,6 +271,10 @@ class TileLoader(QObject):
                 self._painters -= 1
                 self._cond.notify_all()
 
+    def _mark_busy(self) -> None:
+        """Tell background jobs whether tiles are queued or running (call holding the lock)."""
+        FOREGROUND.mark(self, bool(self._heap or self._in_flight))
+
     def _next(self) -> TileRequest | None:
         with self._cond:
             while (not self._heap or self._painters) and not self._stopping:
@@ -280,7 +286,7 @@ class TileLoader(QObject):
             return request
 
     def _work(self) -> None:
-        lower_thread_priority()
+        lower_thread_priority(WORKER_NICENESS)
         while (request := self._next()) is not None:
             try:
                 if self.cache.peek(request.key) is None:
@@ -291,6 +297,7 @@ class TileLoader(QObject):
             finally:
                 with self._cond:
                     self._in_flight.discard(request.key)
+                    self._mark_busy()
                     self._cond.notify_all()
             try:
                 if ok:
@@ -310,6 +317,7 @@ class TileLoader(QObject):
         with self._cond:
             self._stopping = True
             self._heap.clear()
+            self._mark_busy()
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -327,22 +335,6 @@ def read_virtual_tile(slide, level: int, col: int, row: int) -> np.ndarray:
     if (src_w, src_h) != (out_w, out_h):
         rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
     return rgb
-
-
-def lower_thread_priority(niceness: int = WORKER_NICENESS) -> bool:
-    """Make the calling thread yield the CPU to the GUI thread (Linux: per-thread nice).
-
-    Tile decoding then fills idle CPU time but never delays a frame; elsewhere (or
-    when refused) it is a no-op returning ``False``.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
-        return True
-    except OSError:
-        return False
 
 
 _shared: dict[str, object] = {}
