@@ -7,15 +7,23 @@ The same scripted path is replayed with a naive baseline view that reads missing
 tiles synchronously on the GUI thread.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_viewer.py [--soak-seconds 120]
+
+``--background-analysis [process|thread|plain]`` runs HER2Net on the demo slide, one job
+after another through ``her2viewer.jobs.Job`` as the app's panels do, from before the slide
+opens until the soak ends, and adds its progress rate: background jobs in the worker
+process (default), background jobs on a thread, or plain jobs (normal priority, all torch
+threads, no pause for tiles: how analyses ran before).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +41,7 @@ from her2viewer.gui.slideview import (  # noqa: E402
     ViewState,
 )
 from her2viewer.gui.tiles import TileCache, TileKey, TileLoader, rgb_to_image  # noqa: E402
+from her2viewer.jobs import Job  # noqa: E402
 from her2viewer.overlay import HeatmapLayer, MaskLayer  # noqa: E402
 from her2viewer.slide import open_slide  # noqa: E402
 
@@ -161,6 +170,77 @@ def soak(app, view, seconds: float, cache: TileCache) -> dict:
     }
 
 
+def her2net_demo(slide_path: Path, context) -> None:
+    """One HER2Net analysis of the demo slide as the app's panel runs it (never cached)."""
+    from her2viewer.analysis.her2net import analyse_slide
+    from her2viewer.models.her2net.model import demo_bundle_path
+    from her2viewer.slide import open_slide as open_he
+
+    with open_he(slide_path) as slide, tempfile.TemporaryDirectory() as out:
+        analyse_slide(slide, demo_bundle_path(), context=context, out_dir=out)
+
+
+class BackgroundAnalysis:
+    """HER2Net on the demo slide, one job after another until :meth:`stop`.
+
+    Parameters
+    ----------
+    mode : str
+        ``"process"``: background jobs in the worker process; ``"thread"``: background
+        jobs on a thread; ``"plain"``: plain jobs (normal priority, as before).
+    """
+
+    def __init__(self, mode: str):
+        from her2viewer.demo import ensure_demo_case
+
+        self.mode = mode
+        self.work = functools.partial(her2net_demo, ensure_demo_case() / "he.svs")
+        self.tiles = 0
+        self.runs = 0
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            last = [0]
+            job = Job(
+                self.work,
+                "her2net",
+                background=self.mode != "plain",
+                process=self.mode == "process",
+            )
+            job.on_progress(lambda p, last=last: self._count(p.done, last))
+            job.start().wait()
+            self.runs += 1
+
+    def _count(self, done: int, last: list[int]) -> None:
+        self.tiles += done - last[0]
+        last[0] = done
+        self._started.set()
+
+    def start(self) -> BackgroundAnalysis:
+        """Start the jobs and return once the first tiles are done (the model is loaded)."""
+        self._thread.start()
+        self._started.wait(120)
+        self._start = time.perf_counter()
+        self._tiles0 = self.tiles
+        return self
+
+    def stop(self) -> dict:
+        """Stop after the current job; the tiles per second since :meth:`start`."""
+        seconds = time.perf_counter() - self._start
+        tiles = self.tiles - self._tiles0
+        self._stop.set()
+        self._thread.join()
+        return {
+            "analysis": "HER2Net on the demo slide, 12000x9000 at 20x, not cached",
+            "analysis_job": self.mode,
+            "analysis_tiles_per_s": round(tiles / seconds, 2),
+            "analysis_runs_finished": self.runs,
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="scripted path length")
@@ -168,6 +248,14 @@ def main() -> None:
     parser.add_argument("--cache-mb", type=float, default=512.0)
     parser.add_argument(
         "--slide", type=Path, help="a large slide to use instead of the written one"
+    )
+    parser.add_argument(
+        "--background-analysis",
+        nargs="?",
+        const="process",
+        choices=["process", "thread", "plain"],
+        help="run HER2Net in background jobs meanwhile: in the worker process (default), "
+        "on a thread, or as plain jobs (as before)",
     )
     args = parser.parse_args()
     app = make_app(offscreen=True)
@@ -189,6 +277,9 @@ def main() -> None:
     view.resize(*VIEWPORT)
     view.show()
     app.processEvents()
+    analysis = args.background_analysis and BackgroundAnalysis(args.background_analysis)
+    if analysis:
+        analysis.start()
     rss0 = rss_mb()
     t0 = time.perf_counter()
     view.set_slide(open_slide(path))
@@ -206,6 +297,8 @@ def main() -> None:
     result.update(soak(app, view, args.soak_seconds, cache))
     result["rss_over_start_mb"] = round(rss_mb() - rss0, 1)
     result["memory_bound_ok"] = bool(result["soak_rss_growth_mb"] < args.cache_mb + 300)
+    if analysis:
+        result.update(analysis.stop())
     loader.shutdown()
 
     base_cache = TileCache(args.cache_mb)
