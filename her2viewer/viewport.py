@@ -16,7 +16,9 @@ slide always stays in sight, and a state that is not finite is ignored.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +35,7 @@ FIT_MARGIN = 1.02
 VISIBLE, COARSER, RING, FINER = 0, 1, 2, 3
 
 Bounds = tuple[float, float, float, float]
+ScreenRect = tuple[int, int, int, int]
 
 
 @dataclass
@@ -45,8 +48,7 @@ class ViewState:
     angle: float = 0.0
 
 
-@dataclass(frozen=True)
-class PlannedTile:
+class PlannedTile(NamedTuple):
     """One tile of a plan: its place in the grid and its priority ``(rank, distance)``.
 
     ``distance`` is from the view's centre, in tiles of the tile's level.
@@ -160,6 +162,22 @@ class Viewport:
         """Screen pixel showing level-0 point ``(l0_x, l0_y)``."""
         point = self.l0_to_screen_matrix() @ [l0_x, l0_y, 1.0]
         return float(point[0]), float(point[1])
+
+    def screen_rect_mapper(self) -> Callable[[float, float, float, float], ScreenRect]:
+        """A function giving the whole screen pixels ``(left, top, width, height)`` of a
+        level-0 rect ``(x, y, w, h)`` in the current, unrotated view; rects that meet in
+        level-0 meet on screen, with no gap or overlap (one mapper per painted frame)."""
+        s = self.state
+        inv = 1.0 / s.downsample
+        ox = s.cx - self.screen_width / 2 * s.downsample
+        oy = s.cy - self.screen_height / 2 * s.downsample
+
+        def screen_rect(l0_x: float, l0_y: float, l0_w: float, l0_h: float) -> ScreenRect:
+            left, top = round((l0_x - ox) * inv), round((l0_y - oy) * inv)
+            right, bottom = round((l0_x + l0_w - ox) * inv), round((l0_y + l0_h - oy) * inv)
+            return left, top, right - left, bottom - top
+
+        return screen_rect
 
     def l0_visible_bounds(self) -> Bounds:
         """Level-0 bounding box ``(x0, y0, x1, y1)`` of the pane, clipped to the slide."""

@@ -574,18 +574,8 @@ class SlideView(QWidget):
         """Return a function mapping a level-0 rect to the rect to draw into."""
         if rotated:
             return lambda x, y, w, h: QRectF(x, y, w, h)
-        s = self.state
-        ox = s.cx - self.width() / 2 * s.downsample
-        oy = s.cy - self.height() / 2 * s.downsample
-        inv = 1.0 / s.downsample
-
-        def place(x, y, w, h):
-            left, top = round((x - ox) * inv), round((y - oy) * inv)
-            return QRect(
-                left, top, round((x + w - ox) * inv) - left, round((y + h - oy) * inv) - top
-            )
-
-        return place
+        screen_rect = self.viewport.screen_rect_mapper()
+        return lambda x, y, w, h: QRect(*screen_rect(x, y, w, h))
 
     def _draw_tile(self, painter, tile, level, col, row) -> None:
         if tile.image is not None:

@@ -131,6 +131,22 @@ def test_tile_plan_covers_the_visible_bounds_exactly_once_per_level(state):
     assert all(t.level == level - 1 for t in plan if t.rank == FINER)
 
 
+def test_tiles_meet_on_screen_without_gaps_or_overlaps():
+    viewport = _viewport(ViewState(12_345.6, 9_876.5, 2.37))
+    level = viewport.target_level()
+    places = viewport.tiles_in(level, viewport.l0_visible_bounds())
+    screen_rect = viewport.screen_rect_mapper()
+    rects = {(c, r): screen_rect(*tile_region(level, c, r, *SLIDE)) for c, r in places}
+    for (c, r), (left, top, width, height) in rects.items():
+        if (c + 1, r) in rects:
+            assert rects[c + 1, r][0] == left + width
+        if (c, r + 1) in rects:
+            assert rects[c, r + 1][1] == top + height
+    left, top, _, _ = rects[places[0]]
+    x, y, _, _ = tile_region(level, *places[0], *SLIDE)
+    assert (left, top) == pytest.approx(viewport.l0_to_screen(x, y), abs=0.5)
+
+
 def test_an_empty_view_plans_no_tiles():
     viewport = _viewport()
     viewport.state = ViewState(-1e6, -1e6, 1.0)
