@@ -32,6 +32,9 @@ THIRD_PARTY = (
     ("PyTorch, torchvision", "neural networks", "BSD-3-Clause"),
     ("NumPy, SciPy, scikit-learn, scikit-image", "numerics and image analysis", "BSD-3-Clause"),
     ("OpenCV", "image processing", "Apache-2.0"),
+    ("matplotlib", "report figures and PDFs", "Matplotlib (PSF-based, BSD-compatible)"),
+    ("DejaVu fonts (via matplotlib)", "text in figures", "Bitstream Vera / DejaVu (free)"),
+    ("Jinja2", "report templates", "BSD-3-Clause"),
     ("h5py, tifffile, imagecodecs", "HDF5 and TIFF files", "BSD-3-Clause"),
     (
         "pyqtgraph, pydicom, PyWavelets, PyYAML, pydantic, platformdirs",
