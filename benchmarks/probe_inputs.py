@@ -1418,8 +1418,15 @@ def _head() -> str:
     ).stdout.strip()
 
 
+#: Dropped from ``sys.meta_path`` in the snapshot: the editable install's finder would
+#: resolve a module missing from HEAD to the working tree's copy.
+NO_EDITABLE = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+"""
+
+
 def snapshot_head(folder: Path) -> Path:
-    """Export git HEAD (package and resources) into ``folder``; return it."""
+    """Export git HEAD (package and resources) into ``folder``, sealed off the working tree."""
     folder.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "HEAD", "her2viewer", "resources"],
@@ -1427,6 +1434,8 @@ def snapshot_head(folder: Path) -> Path:
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "sitecustomize.py").write_text(NO_EDITABLE)
+    exec(NO_EDITABLE)  # this process imports the snapshot too (the parser, --fork)
     return folder
 
 

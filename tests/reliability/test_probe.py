@@ -107,7 +107,17 @@ def test_probe_table_is_a_few_hundred_over_every_verb(probe):
 
 def test_quick_run_prints_the_report(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--only", "info", "--timeout", "120"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--only",
+            "info",
+            "--jobs",
+            "2",
+            "--timeout",
+            "120",
+        ],
         capture_output=True,
         text=True,
         timeout=900,
