@@ -38,8 +38,8 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 from her2viewer.errors import EvaluationError
 from her2viewer.gui.job_panel import JobPanel
 from her2viewer.overlay.colormaps import colormap_lut
-from her2viewer.stats.figures import PALETTE
 from her2viewer.stats.metrics import roc_curve
+from her2viewer.stats.style import PALETTE
 from her2viewer.training.evaluate import evaluate_predictions, read_evaluation, read_predictions
 
 BACKGROUND = (32, 34, 37)

@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 
 from her2viewer.outputs import atomic_output
 from her2viewer.paths import RESOURCES_DIR
-from her2viewer.stats.figures import DPI, STYLE, write_errors
+from her2viewer.stats.figures import write_errors
+from her2viewer.stats.style import DPI, STYLE
 
 #: Folder of the report templates (inside the wheel as ``her2viewer/resources/templates``).
 TEMPLATES_DIR = RESOURCES_DIR / "templates"

@@ -1,8 +1,9 @@
-"""File figures drawn with matplotlib in one house style (the in-app plots stay pyqtgraph).
+"""File figures drawn with matplotlib in the house style of :mod:`her2viewer.stats.style`.
 
 Every figure the project writes to a file (study reports, evaluations, radiomics reports)
 is a :class:`matplotlib.figure.Figure` built here, without pyplot's global state, and
-written by :func:`save_figure` as PNG, SVG or PDF according to the file's suffix.
+written by :func:`save_figure` as PNG, SVG or PDF according to the file's suffix. The
+in-app plots stay pyqtgraph.
 """
 
 from __future__ import annotations
@@ -20,41 +21,7 @@ from matplotlib.figure import Figure
 
 from her2viewer.errors import OutputError
 from her2viewer.outputs import atomic_output, output_error
-
-#: Okabe-Ito colours (safe for the common colour-vision deficiencies), RGB 0-255, cycled
-#: for readers, models and classes; the GUI's pyqtgraph plots use the same list.
-PALETTE = [
-    (0, 114, 178),  # blue
-    (213, 94, 0),  # vermillion
-    (0, 158, 115),  # bluish green
-    (204, 121, 167),  # reddish purple
-    (230, 159, 0),  # orange
-    (86, 180, 233),  # sky blue
-    (240, 228, 66),  # yellow
-    (0, 0, 0),  # black
-]
-#: Resolution of raster figures (PNG), dots per inch.
-DPI = 150
-#: Size of one figure, inches (width, height).
-SIZE = (6.4, 4.8)
-#: Colormap of confusion matrices (sequential, readable in grey).
-MATRIX_CMAP = "Blues"
-#: Figure formats by file suffix.
-FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
-#: Matplotlib settings of the house style, applied while a figure is drawn.
-STYLE = {
-    "font.family": "DejaVu Sans",
-    "font.size": 10,
-    "axes.titlesize": 12,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "svg.fonttype": "none",
-    "pdf.fonttype": 42,
-}
+from her2viewer.stats.style import DPI, FORMATS, MATRIX_CMAP, PALETTE, SIZE, STYLE
 
 
 def colour(index: int) -> tuple[float, float, float]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from PIL import Image
 
 from her2viewer.errors import OutputError
 from her2viewer.radiomics.plots import write_report_figures
-from her2viewer.stats import figures
+from her2viewer.stats import figures, style
 from tests.reliability import conftest as reliability
 from tests.reliability.conftest import fill_disk, leftovers
 
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Every module that draws file figures or reports.
 FIGURE_MODULES = [
     "her2viewer/stats/figures.py",
+    "her2viewer/stats/style.py",
     "her2viewer/stats/documents.py",
     "her2viewer/study/report.py",
     "her2viewer/radiomics/plots.py",
@@ -70,13 +73,16 @@ def test_every_figure_kind_draws_in_the_house_style(tmp_path):
         image = Image.open(figures.save_figure(figure, tmp_path / name))
         assert image.info["Software"].startswith("Matplotlib"), name
         width, height = image.size
-        assert width >= figures.SIZE[0] * figures.DPI * 0.95, name
+        assert width >= style.SIZE[0] * style.DPI * 0.95, name
         assert figure.texts or figure.axes[0].get_title(), name
 
 
-def test_palette_is_okabe_ito():
-    assert figures.PALETTE[:3] == [(0, 114, 178), (213, 94, 0), (0, 158, 115)]
-    assert len(set(figures.PALETTE)) == len(figures.PALETTE) == 8
+def test_palette_is_okabe_ito_and_needs_no_matplotlib():
+    assert style.PALETTE[:3] == [(0, 114, 178), (213, 94, 0), (0, 158, 115)]
+    assert len(set(style.PALETTE)) == len(style.PALETTE) == 8
+    code = "import sys, her2viewer.stats.style; print('matplotlib' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_radiomics_figures_are_matplotlib_pngs(tmp_path):

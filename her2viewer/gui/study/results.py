@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QTableWidget, QTableWid
 
 from her2viewer.errors import StudyError
 from her2viewer.gui.app import has_display
-from her2viewer.stats.figures import PALETTE
+from her2viewer.stats.style import PALETTE
 from her2viewer.study.report import metric_rows
 from her2viewer.study.store import is_study_file
 
