@@ -98,7 +98,7 @@ def render_html(template: str, report: Report, **context) -> str:
 
 def write_pdf(path: str | os.PathLike, report: Report) -> Path:
     """Write the report as a PDF, atomically: text and tables flowing down A4 pages, then
-    one figure a page."""
+    one figure a page, each given its report title as a suptitle."""
     metadata = {"Title": report.title, "CreationDate": None}
     with (
         atomic_output(path) as tmp,
