@@ -30,11 +30,11 @@ from her2viewer.models.patch_cnn import (
 from her2viewer.models.patch_data import (
     CohortCase,
     grading_metrics,
-    patient_split,
     read_cohort,
     sklearn_macro_auc,
 )
 from her2viewer.stain import MacenkoNormalizer
+from her2viewer.stats.splits import patient_split
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -159,12 +159,13 @@ def test_metrics_shape_mismatch():
 
 def test_patient_split_keeps_patients_apart(tmp_path):
     cases = [CohortCase(f"c{i}", tmp_path, i % 4, f"P{i // 2}") for i in range(20)]
-    split = patient_split(cases, seed=0)
+    parts = patient_split([c.score for c in cases], [c.patient_id for c in cases], seed=0)
+    split = {name: [cases[i] for i in index] for name, index in parts.items()}
     sets = [{c.patient_id for c in v} for v in split.values()]
     assert all(sets) and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
     assert sum(len(v) for v in split.values()) == 20
     with pytest.raises(ModelError, match="3 or more patients"):
-        patient_split(cases[:4])
+        patient_split([c.score for c in cases[:4]], [c.patient_id for c in cases[:4]])
 
 
 def test_cohort_missing_column(tmp_path):

@@ -67,37 +67,6 @@ def read_cohort(labels_csv: str | Path) -> list[CohortCase]:
     ]
 
 
-def patient_split(
-    cases: list[CohortCase], fractions=(0.6, 0.2, 0.2), seed: int = 0
-) -> dict[str, list[CohortCase]]:
-    """Split cases into train/validation/test by patient, so no patient spans two sets.
-
-    The split is stratified by each patient's highest IHC score, so every grade is
-    represented in each set when it has enough patients; every set gets at least
-    one patient when there are three or more.
-    """
-    patients = sorted({c.patient_id for c in cases})
-    if len(patients) < 3:
-        raise ModelError(
-            f"A train/validation/test split needs 3 or more patients, got {len(patients)}."
-        )
-    rng = np.random.default_rng(seed)
-    top = {p: max(c.score for c in cases if c.patient_id == p) for p in patients}
-    groups: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
-    for score in sorted(set(top.values())):
-        members = rng.permutation([p for p in patients if top[p] == score]).tolist()
-        n_val = int(round(fractions[1] * len(members)))
-        n_test = int(round(fractions[2] * len(members)))
-        groups["validation"] += members[:n_val]
-        groups["test"] += members[n_val : n_val + n_test]
-        groups["train"] += members[n_val + n_test :]
-    for name in ("test", "validation", "train"):
-        if not groups[name]:
-            donor = max(groups, key=lambda n: len(groups[n]))
-            groups[name].append(groups[donor].pop())
-    return {name: [c for c in cases if c.patient_id in set(ids)] for name, ids in groups.items()}
-
-
 @dataclass
 class TumorRegion:
     """A tumor mask and how a slide's level-0 pixels map onto it.

@@ -46,12 +46,12 @@ from her2viewer.models.patch_data import (
     SCORE_NAMES,
     TUMOR_RULES,
     grading_metrics,
-    patient_split,
     read_cohort,
     slide_patches,
 )
 from her2viewer.outputs import atomic_output, check_output_file
 from her2viewer.stain import MacenkoNormalizer
+from her2viewer.stats.splits import patient_split
 from her2viewer.tissue.patching import MAX_BACKGROUND
 
 RECIPES = ("linear-head", "full")
@@ -252,7 +252,8 @@ def train_cohort(
         raise ModelError(f"Unknown recipe '{recipe}'; choose from {', '.join(RECIPES)}.")
     classes = [SCORE_NAMES[s] for s in scores]
     cases = [c for c in read_cohort(labels) if c.score in scores]
-    split = patient_split(cases, seed=seed)
+    parts = patient_split([c.score for c in cases], [c.patient_id for c in cases], seed=seed)
+    split = {name: [cases[i] for i in index] for name, index in parts.items()}
     index = {s: k for k, s in enumerate(scores)}
     data = {name: _gather(group, index, limit, seed, tumor, step) for name, group in split.items()}
     log(", ".join(f"{n}: {len(d[1])} patches of {len(split[n])} slides" for n, d in data.items()))
