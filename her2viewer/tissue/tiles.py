@@ -150,5 +150,5 @@ def tile_saturation(rgb: np.ndarray) -> float:
 
 
 def is_background(rgb: np.ndarray, threshold: float = BACKGROUND_SATURATION) -> bool:
-    """True for a pure background tile: mean saturation <= ``threshold`` (seed: 10)."""
+    """True for a pure background tile: mean saturation <= ``threshold`` (HER2Net: 10)."""
     return tile_saturation(rgb) <= threshold
