@@ -177,7 +177,7 @@ def test_bad_files_are_shown_and_the_tab_keeps_working(panel_window, qtbot, tmp_
         "short.csv": ("case_id,truth\nc0,a\n", "'prediction' is missing"),
         "one.csv": ("case_id,truth,prediction\nc0,a,a\nc1,a,a\n", "single class"),
         "scores.csv": ("case_id,truth,prediction,probability\nc0,a,b,high\n", "not a number"),
-        "image.csv": (b"\x89PNG\r\n\x1a\n\xff\xfe\x00", "not a readable predictions CSV"),
+        "image.csv": (b"\x89PNG\r\n\x1a\n\xff\xfe\x00", "is not a UTF-8 text CSV file"),
     }
     panel = attach_evaluation_panel(panel_window)
     for name, (content, message) in cases.items():

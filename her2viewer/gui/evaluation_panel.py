@@ -11,7 +11,6 @@ the verb holds the macro-AUC only, so it shows no per-class curves).
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -102,8 +101,6 @@ def load_evaluation(path: str | Path, positive: str | None = None) -> dict:
                 f"{path.name} has a single class ({labels[0]}); need two or more."
             )
         result = evaluate_predictions(truth, prediction, labels, probabilities, positive)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EvaluationError(f"{path.name} is not a readable predictions CSV ({exc}).") from exc
     except ValueError as exc:
         raise EvaluationError(f"{path.name} cannot be evaluated: {exc}.") from exc
     if len(labels) > 2 and probabilities is not None:
