@@ -237,7 +237,8 @@ def _bundle_meta(
     magnification = float(attrs.get("magnification", np.nan))
     return {
         "class_names": cohort.class_names,
-        "encoder": cohort.encoder,
+        # Features from CLAM's own scripts record no encoder: the bundle then names none.
+        **({"encoder": cohort.encoder} if cohort.encoder else {}),
         "patch_size": int(attrs.get("target_patch_size", attrs.get("patch_size", 0))) or None,
         "magnification": magnification if np.isfinite(magnification) else None,
         "thresholds": {"positive_probability": 0.5},
