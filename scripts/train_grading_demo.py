@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from her2viewer.analysis.patch_grading import grade_slide
-from her2viewer.demo import ensure_demo_case, load_truth
+from her2viewer.demo import ensure_demo_case
 from her2viewer.models.checks import demo_manifest
 from her2viewer.models.patch_data import SCORE_NAMES, grading_metrics, read_cohort
 from her2viewer.models.patchcnn_cli import train_cohort
 from her2viewer.paths import RESOURCES_DIR
-from her2viewer.slide.synthetic import write_cohort
+from her2viewer.slide.synthetic import load_truth, write_cohort
 
 SLIDE_SIZE = (3000, 2400)
 SCORES = (0, 1, 2, 3)

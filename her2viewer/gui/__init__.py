@@ -6,5 +6,5 @@
 * :mod:`~her2viewer.gui.sync` - panes in step through a level-0 transform or relatively;
 * :mod:`~her2viewer.gui.panels` - minimap, layers panel with legend, slide properties;
 * :mod:`~her2viewer.gui.mainwindow` / :mod:`~her2viewer.gui.app` - the window, theme,
-  offscreen screenshots; :mod:`~her2viewer.gui.cli` - the ``view`` verb.
+  offscreen screenshots (the ``view`` verb itself is :mod:`her2viewer.cli.view`).
 """

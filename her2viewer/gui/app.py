@@ -162,8 +162,8 @@ def demo_window(window: MainWindow, case_dir: Path) -> None:
     The transform is the synthetic case's ``truth.json`` ``transform_ihc_to_he``
     (level-0 IHC px -> level-0 H&E px); real pairs will get theirs from registration.
     """
-    from her2viewer.demo import load_truth
     from her2viewer.overlay.demo import demo_layers
+    from her2viewer.slide.synthetic import load_truth
 
     truth = load_truth(case_dir)
     he_layers, ihc_layers = demo_layers(case_dir)
