@@ -240,9 +240,7 @@ def _save_screenshot(window, out: Path, failures: list[str]) -> None:
     OutputError
         When the image cannot be written (full disk, no permission).
     """
-    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
-
-    from her2viewer.gui.app import settle
+    from her2viewer.gui.app import settle, window_image
 
     deadline = time.monotonic() + RENDER_TIMEOUT_S
     settled = False
@@ -252,12 +250,10 @@ def _save_screenshot(window, out: Path, failures: list[str]) -> None:
         raise ViewerError(
             f"Part of the slide could not be read, so nothing was saved: {failures[0]}"
         )
-    data = QByteArray()
-    buffer = QBuffer(data)
-    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not window.grab().save(buffer, SCREENSHOT_FORMATS[out.suffix.lower()]):
+    data = window_image(window, SCREENSHOT_FORMATS[out.suffix.lower()])
+    if not data:
         raise OutputError(f"cannot write {out}: the image could not be encoded.")
-    write_bytes_atomic(out, data.data())
+    write_bytes_atomic(out, data)
 
 
 def _wait_for(app, panel, timeout_s: float) -> None:

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, qInstallMessageHandler
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt, qInstallMessageHandler
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QProgressDialog
 
 from her2viewer.gui.mainwindow import MainWindow
 from her2viewer.jobs import Job
+from her2viewer.outputs import write_bytes_atomic
 
 
 def has_display() -> bool:
@@ -109,13 +110,20 @@ def settle(window: MainWindow, timeout: float = 20.0) -> bool:
     return False
 
 
+def window_image(window: MainWindow, image_format: str = "PNG") -> bytes:
+    """Return the window as drawn now, encoded as ``image_format`` (empty when encoding fails)."""
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not window.grab().save(buffer, image_format):
+        return b""
+    return data.data()
+
+
 def screenshot(window: MainWindow, path: str | Path, timeout: float = 20.0) -> Path:
-    """Wait for the panes to load, then save the whole window as a PNG."""
+    """Wait for the panes to load, then save the whole window as a PNG, atomically."""
     settle(window, timeout)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    window.grab().save(str(path))
-    return path
+    return write_bytes_atomic(path, window_image(window))
 
 
 def prepare_demo_case(window: MainWindow | None = None) -> Path:
