@@ -196,7 +196,7 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
         show_evaluation_tab(evaluation)
         evaluation.open_path(args.evaluation)
     for path in args.geojson:
-        if not window.add_geojson(path):
+        if not window.add_geojson(path, pane=0):  # --geojson is drawn on SLIDE, the left pane
             raise ViewerError(window.errors[-1])
     if args.magnification:
         window.views[0].set_magnification(args.magnification)

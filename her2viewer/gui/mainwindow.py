@@ -420,10 +420,14 @@ class MainWindow(QMainWindow):
         if path:
             self.add_geojson(path)
 
-    def add_geojson(self, path) -> bool:
-        """Add a GeoJSON file as a vector layer of the active pane; errors shown."""
+    def add_geojson(self, path, pane: int | None = None) -> bool:
+        """Add a GeoJSON file as a vector layer of pane ``pane`` (the active one when None).
+
+        Errors are shown in the usual box; returns whether the layer was added.
+        """
+        view = self.active if pane is None else self.views[pane]
         try:
-            self.active.add_layer(VectorLayer.from_geojson(path, color=(250, 190, 0)))
+            view.add_layer(VectorLayer.from_geojson(path, color=(250, 190, 0)))
         except Her2ViewerError as exc:
             self.show_error(str(exc))
             return False

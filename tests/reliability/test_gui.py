@@ -388,3 +388,22 @@ def test_grading_demo_says_so_on_every_line(window, synthetic_case, qtbot):
     qtbot.waitUntil(lambda: panel.job is None, timeout=180_000)
     assert panel.result is not None, window.errors
     assert DEMO_NOTICE in panel.status.text() and DEMO_NOTICE in panel.probabilities.text()
+
+
+def test_geojson_for_the_left_slide_lands_on_the_left_pane(panel_window, synthetic_case, tmp_path):
+    """view SLIDE --geojson F drew F on the IHC pane once the partner opened and became active."""
+    import json
+
+    geojson = tmp_path / "outline.geojson"
+    polygon = [[[100, 100], [900, 100], [900, 700], [100, 100]]]
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": polygon},
+        "properties": {"objectType": "annotation"},
+    }
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    panel_window.open_slides([synthetic_case / "he.svs", synthetic_case / "ihc.svs"]).wait()
+    panel_window.set_active(panel_window.views[1])
+    assert panel_window.add_geojson(geojson, pane=0)
+    assert len(panel_window.views[0].layers) == 1
+    assert panel_window.views[1].layers == []
