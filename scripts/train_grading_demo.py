@@ -4,7 +4,7 @@ Usage: ``python scripts/train_grading_demo.py [--out DIR] [--work DIR] [--cases 
 
 Writes synthetic cohorts (IHC scores 0-3, 3000 x 2400 px) with two texture seeds
 (2024, 2027: cell layouts differ, so the grade head cannot learn one texture), trains the
-``linear-head`` recipe of :func:`her2viewer.models.patchcnn_cli.train_cohort` (ResNet34
+``linear-head`` recipe of :func:`her2viewer.training.grade_train.train_cohort` (ResNet34
 with fixed random weights from seed 0 -- only the head is stored -- at 128 px input,
 tumor-mask patches, keep-DAB Macenko), with patient-level splits, then grades every
 slide of a cohort written with a third texture seed (2025) and the viewer's demo case
@@ -27,9 +27,9 @@ from her2viewer.analysis.patch_grading import grade_slide
 from her2viewer.demo import ensure_demo_case
 from her2viewer.models.checks import demo_manifest
 from her2viewer.models.patch_data import SCORE_NAMES, grading_metrics, read_cohort
-from her2viewer.models.patchcnn_cli import train_cohort
 from her2viewer.paths import RESOURCES_DIR
 from her2viewer.slide.synthetic import load_truth, write_cohort
+from her2viewer.training.grade_train import train_cohort
 
 SLIDE_SIZE = (3000, 2400)
 SCORES = (0, 1, 2, 3)

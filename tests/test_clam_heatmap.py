@@ -216,7 +216,7 @@ def test_heatmap_verb_writes_png(synthetic_case, tiny_setup, tmp_path, capsys):
 
 
 def test_overlay_tiff_pyramid(tmp_path):
-    from her2viewer.models.cli import write_overlay_tiff
+    from her2viewer.overlay.export import write_overlay_tiff
     from her2viewer.overlay.layers import HeatmapLayer
 
     values = np.full((50, 70), np.nan, np.float32)

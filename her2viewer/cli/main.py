@@ -14,23 +14,25 @@ from typing import NoReturn
 from her2viewer import __version__
 from her2viewer.errors import Her2ViewerError
 
-#: Modules that add verbs (each has ``register(subparsers)``), in the order of ``--help``.
-#: The ``her2viewer.cli.*`` modules are one per verb group; the room modules listed here
-#: move into ``her2viewer/cli/`` the same way (phase 2 of issue 15, item 1).
-VERB_MODULES = (
-    "her2viewer.cli.slide",
-    "her2viewer.tissue.cli",
-    "her2viewer.cli.ihc",
-    "her2viewer.cli.register",
-    "her2viewer.features.cli",
-    "her2viewer.models.cli",
-    "her2viewer.cli.demo",
-    "her2viewer.cli.study",
-    "her2viewer.cli.view",
-    "her2viewer.models.patchcnn_cli",
-    "her2viewer.models.her2net.cli",
-    "her2viewer.cli.radiomics",
-    "her2viewer.training.cli",
+#: Modules that add verbs (each has ``register(subparsers)``), one per verb group, in the
+#: order of ``--help``: the pipeline from slide to model, then studies, evaluation and viewing.
+VERB_MODULES = tuple(
+    f"her2viewer.cli.{name}"
+    for name in (
+        "slide",
+        "tissue",
+        "extract",
+        "clam",
+        "her2net",
+        "ihc",
+        "grade",
+        "register",
+        "radiomics",
+        "study",
+        "evaluate",
+        "view",
+        "demo",
+    )
 )
 
 EXIT_USER_ERROR = 2

@@ -12,8 +12,13 @@ import sys
 
 from her2viewer.argtypes import bounded
 from her2viewer.devices import DEVICE_CHOICES
+from her2viewer.tissue.patching import MAX_PATCH_SIZE
 
 DEVICE_HELP = "compute device: auto picks CUDA, then Apple MPS, then CPU (default auto)"
+#: Magnifications a patch grid may ask for (objective powers).
+MAGNIFICATION = bounded(float, 0.1, 400.0)
+#: Delivered patch sides a grid may ask for.
+PATCH_SIZE = bounded(int, 8, MAX_PATCH_SIZE)
 
 
 class DeprecatedSpelling(argparse.Action):
@@ -36,6 +41,18 @@ class DeprecatedSpelling(argparse.Action):
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--device`` (auto, cuda, mps or cpu; default auto)."""
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
+
+
+def add_patch_grid_options(
+    parser: argparse.ArgumentParser, size_flag: str = "--patch-size"
+) -> None:
+    """Add ``--mag`` and the patch side (``size_flag``, stored as ``size`` or ``patch_size``)."""
+    parser.add_argument(
+        "--mag", type=MAGNIFICATION, default=20.0, help="patch magnification (default 20)"
+    )
+    parser.add_argument(
+        size_flag, type=PATCH_SIZE, default=256, help="patch side in px (default 256)"
+    )
 
 
 def add_batching_options(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Patch encoders and the feature-extraction engine (device, batching, prefetch, h5 store).
 
-The names below load lazily, so that importing :mod:`her2viewer.features.cli` (every
+The names below load lazily, so that importing :mod:`her2viewer.cli.extract` (every
 start of the command line) does not import torch.
 """
 

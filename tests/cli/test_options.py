@@ -9,14 +9,30 @@ import sys
 
 import pytest
 
+from her2viewer.cli import build_parser as main_parser
 from her2viewer.cli import main
 from her2viewer.cli.main import VERB_MODULES, OneLineParser
 from her2viewer.cli.options import DEVICE_HELP
 from her2viewer.devices import DEVICE_CHOICES
 from tests.study_util import make_study
 
-#: Verb modules already moved into her2viewer/cli/ (the others follow in phase 2).
-CLI_MODULES = [name for name in VERB_MODULES if name.startswith("her2viewer.cli.")]
+#: Every verb group: all of them live in her2viewer/cli/.
+CLI_MODULES = list(VERB_MODULES)
+#: The command-line modules that lived inside the rooms before the move.
+ROOM_CLI_MODULES = (
+    "slide.cli",
+    "stain.cli",
+    "registration.cli",
+    "study.cli",
+    "gui.cli",
+    "radiomics.cli",
+    "tissue.cli",
+    "features.cli",
+    "models.cli",
+    "models.patchcnn_cli",
+    "models.her2net.cli",
+    "training.cli",
+)
 
 
 def _verbs(parser: argparse.ArgumentParser, prefix: str = ""):
@@ -40,45 +56,70 @@ def _actions(option: str, modules=CLI_MODULES):
 
 
 def test_the_verb_groups_live_in_the_cli_package():
-    assert len(CLI_MODULES) >= 7
-    for room in ("slide", "stain", "registration", "study", "gui", "radiomics"):
+    assert len(CLI_MODULES) == 13
+    assert all(name.startswith("her2viewer.cli.") for name in CLI_MODULES)
+    for module in ROOM_CLI_MODULES:
         with pytest.raises(ModuleNotFoundError):
-            importlib.import_module(f"her2viewer.{room}.cli")
+            importlib.import_module(f"her2viewer.{module}")
     assert not hasattr(importlib.import_module("her2viewer.demo"), "register")
 
 
 def test_device_is_defined_once():
     actions = _actions("--device")
-    assert {verb for verb, _ in actions} >= {"ihc train-mil", "ihc predict-mil"}
+    assert {verb for verb, _ in actions} >= {
+        "ihc train-mil",
+        "ihc predict-mil",
+        "extract",
+        "clam heatmap",
+        "her2net train",
+        "her2net predict",
+        "her2net evaluate",
+        "grade train",
+        "grade predict",
+        "patchcnn gradcam",
+    }
     for verb, action in actions:
         assert tuple(action.choices) == DEVICE_CHOICES, verb
         assert (action.default, action.help) == ("auto", DEVICE_HELP), verb
-    for verb, action in _actions("--device", VERB_MODULES):  # the rooms' verbs too
-        assert action.default == "auto", verb
 
 
 def test_output_path_is_spelled_o_out():
     actions = _actions("--out")
     verbs = {verb for verb, _ in actions}
     assert {"register", "study export", "study report", "radiomics train"} <= verbs
+    assert {"segment", "extract", "clam train", "her2net predict", "her2net evaluate"} <= verbs
+    assert {"grade train", "grade predict", "grade gradcam", "evaluate"} <= verbs
     for verb, action in actions:
         assert (action.option_strings, action.dest) == (["-o", "--out"], "out"), verb
-    for verb, action in _actions("--output"):
+    hidden = _actions("--output")
+    assert "her2net evaluate" in {verb for verb, _ in hidden}
+    for verb, action in hidden:
         assert action.help == argparse.SUPPRESS and action.dest == "out", verb
 
 
 def test_json_is_one_flag():
     actions = _actions("--json")
     assert {"info", "demo", "ihc score", "register", "study status"} <= {v for v, _ in actions}
+    assert {"segment", "extract", "clam infer", "her2net predict", "grade predict"} <= {
+        v for v, _ in actions
+    }
     for verb, action in actions:
         assert isinstance(action, argparse._StoreTrueAction), verb
         assert action.option_strings == ["--json"] and action.help.startswith("print "), verb
 
 
-def test_progress_and_quiet_are_one_switch():
-    parser = OneLineParser(prog="her2viewer")
-    importlib.import_module("her2viewer.cli.study").register(parser.add_subparsers())
-    base = ["study", "create", "s.h2study", "--cases", "c.csv", "--question", "status"]
+@pytest.mark.parametrize(
+    "base",
+    [
+        ["study", "create", "s.h2study", "--cases", "c.csv", "--question", "status"],
+        ["extract", "s.svs", "-o", "features"],
+        ["clam", "train", "--features-dir", "f", "--labels", "l.csv", "-o", "out"],
+        ["her2net", "train", "--cohort", "c.csv", "-o", "out"],
+        ["her2net", "evaluate", "--cohort", "c.csv"],
+    ],
+)
+def test_progress_and_quiet_are_one_switch(base):
+    parser = main_parser()
     assert parser.parse_args(base).progress is True
     assert parser.parse_args([*base, "--quiet"]).progress is False
     with pytest.raises(SystemExit):
@@ -99,6 +140,22 @@ def test_the_old_output_spelling_still_works_with_a_note(tmp_path, capsys):
 def test_the_short_output_spelling_works_where_only_out_was(tmp_path, capsys):
     assert main(["radiomics", "train", str(tmp_path / "none.csv"), "-o", "m.json"]) == 2
     assert "Features file not found" in capsys.readouterr().err  # parsed; refused by the verb
+
+
+def test_her2net_evaluate_takes_its_old_output_spelling_with_a_note(capsys):
+    base = ["her2net", "evaluate", "--cohort", "c.csv"]
+    assert main_parser().parse_args([*base, "--output", "r.json"]).out == "r.json"
+    assert "--output is deprecated" in capsys.readouterr().err
+    assert main_parser().parse_args([*base, "-o", "r.json"]).out == "r.json"
+
+
+def test_the_old_grade_spelling_runs_with_a_note(tmp_path, capsys):
+    missing = str(tmp_path / "none.svs")
+    assert main(["patchcnn", "gradcam", missing, "-o", str(tmp_path / "c.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "'patchcnn' is deprecated" in err and "use 'grade'" in err
+    assert main(["grade", "gradcam", missing, "-o", str(tmp_path / "c.npy")]) == 2
+    assert "deprecated" not in capsys.readouterr().err
 
 
 def test_info_does_not_import_qt(cmu_svs):

@@ -230,7 +230,7 @@ def test_segment_on_a_full_disk_leaves_nothing(tiny_disk, synthetic_case, capsys
 
 
 def test_overlay_tiff_on_a_full_disk_leaves_nothing(tiny_disk):
-    from her2viewer.models.cli import write_overlay_tiff
+    from her2viewer.overlay.export import write_overlay_tiff
     from her2viewer.overlay.layers import HeatmapLayer
 
     disk = tiny_disk(64)
@@ -242,7 +242,7 @@ def test_overlay_tiff_on_a_full_disk_leaves_nothing(tiny_disk):
 
 
 def test_second_extraction_into_a_folder_is_refused(tmp_path, synthetic_case, encoder_file, capsys):
-    from her2viewer.features.cli import extraction_lock
+    from her2viewer.cli.extract import extraction_lock
 
     out = tmp_path / "out"
     out.mkdir()

@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from her2viewer.argtypes import bounded
-from her2viewer.devices import DEVICE_CHOICES
-from her2viewer.errors import ModelError
-from her2viewer.features.cli import add_batching_options
-from her2viewer.outputs import (
-    atomic_output,
-    check_output_file,
-    write_bytes_atomic,
-    write_text_atomic,
+from her2viewer.cli.options import (
+    add_batching_options,
+    add_device_option,
+    add_json_option,
+    add_output_option,
+    add_patch_grid_options,
+    add_progress_options,
 )
+from her2viewer.errors import ModelError
+from her2viewer.outputs import check_output_file, write_text_atomic
 from her2viewer.overlay.colormaps import COLORMAPS
-from her2viewer.tissue.cli import MAGNIFICATION, PATCH_SIZE
+from her2viewer.overlay.export import IMAGE_SUFFIXES
 from her2viewer.training.clam_config import ClamTrainConfig
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
@@ -28,8 +29,6 @@ from her2viewer.training.clam_config import ClamTrainConfig
 TOP_K = 5
 #: Largest --overlap: beyond it the patch step shrinks towards one pixel (a hang).
 MAX_OVERLAP = 0.9
-#: Image formats the heatmap PNG (``-o``) may be written as.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: CLAM's create_heatmaps.py draws attention with a diverging map.
 CLAM_COLORMAP = "coolwarm"
 
@@ -43,13 +42,13 @@ def register(subparsers) -> None:
     infer = verbs.add_parser("infer", help="slide prediction + per-patch attention")
     infer.add_argument("--model", required=True, help="CLAM bundle (folder/zip) or checkpoint")
     infer.add_argument("--features", required=True, help="features .h5 (or CLAM .pt)")
-    infer.add_argument("--json", action="store_true", help="print JSON with all attention")
+    add_json_option(infer, "the prediction with all attention")
     infer.set_defaults(func=run_infer)
 
     heat = verbs.add_parser("heatmap", help="slide -> prediction + attention heatmap PNG")
     heat.add_argument("slide")
     heat.add_argument("--model", required=True, help="CLAM bundle (or checkpoint + --encoder)")
-    heat.add_argument("-o", "--out", required=True, help="PNG to write (plus .json summary)")
+    add_output_option(heat, "PNG to write (plus .json summary)", required=True)
     heat.add_argument(
         "--level", type=bounded(int, 0, 64), help="pyramid level of the PNG (default: smallest)"
     )
@@ -70,9 +69,8 @@ def register(subparsers) -> None:
         "--alpha", type=bounded(float, 0.0, 1.0), default=0.5, help="heatmap opacity (0.5)"
     )
     heat.add_argument("--tiff", help="also write the coloured overlay as a pyramidal RGBA TIFF")
-    heat.add_argument("--mag", type=MAGNIFICATION, default=20.0)
-    heat.add_argument("--patch-size", type=PATCH_SIZE, default=256)
-    heat.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_patch_grid_options(heat)
+    add_device_option(heat)
     add_batching_options(heat)
     heat.add_argument("--encoder", help="encoder for a plain checkpoint (default: the bundle's)")
     heat.add_argument("--encoder-weights", help="weights file for --encoder")
@@ -83,7 +81,7 @@ def register(subparsers) -> None:
     )
     train.add_argument("--features-dir", required=True, help="folder from `her2viewer extract`")
     train.add_argument("--labels", required=True, help="CSV: slide_id/case_id, label/her2_status")
-    train.add_argument("-o", "--out", required=True, help="output folder (fold_<k>/ bundles)")
+    add_output_option(train, "output folder (fold_<k>/ bundles)", required=True)
     train.add_argument("--label-column", help="label column (default label or her2_status)")
     train.add_argument("--classes", help="comma-separated class order (default: sorted labels)")
     train.add_argument("--folds", type=int, default=5)
@@ -95,6 +93,7 @@ def register(subparsers) -> None:
         "--standardize", action="store_true", help="z-score features (stored in the model)"
     )
     train.add_argument("--threads", type=int, help="torch CPU threads")
+    add_progress_options(train)
     defaults = ClamTrainConfig()
     for item in fields(ClamTrainConfig):
         if item.type in ("bool", bool):
@@ -140,11 +139,10 @@ def run_infer(args) -> int:
 
 def run_heatmap(args) -> int:
     """Analyse one slide with CLAM and write the attention heatmap over the slide as PNG."""
-    import cv2
-
     from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
     from her2viewer.features.encoders import build_encoder
-    from her2viewer.overlay.layers import HeatmapLayer, render_level
+    from her2viewer.overlay.export import blend_layer, write_image, write_overlay_tiff
+    from her2viewer.overlay.layers import HeatmapLayer
     from her2viewer.slide import open_slide
 
     options = ClamAnalysisOptions(
@@ -167,17 +165,11 @@ def run_heatmap(args) -> int:
             )
         result = analyze_slide(slide, args.model, options, encoder)
         info = slide.info.levels[level]
-        base = slide.level_image(level).astype(np.float32)
+        base = slide.level_image(level)
     layer = HeatmapLayer(
         "attention", values=result.values, downsample=result.downsample, colormap=args.colormap
     )
-    rgba = render_level(layer, info.downsample, (info.width, info.height)).astype(np.float32)
-    alpha = args.alpha * rgba[..., 3:] / 255.0
-    blended = (base * (1 - alpha) + rgba[..., :3] * alpha).round().astype(np.uint8)
-    ok, encoded = cv2.imencode(out.suffix, cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ModelError(f"The heatmap could not be encoded as {out.suffix} for {out}.")
-    write_bytes_atomic(out, encoded.tobytes())
+    write_image(out, blend_layer(base, layer, info.downsample, args.alpha))
     names = result.class_names or [str(i) for i in range(len(result.prediction.probabilities))]
     summary = {
         "slide": str(args.slide),
@@ -217,53 +209,6 @@ def _heatmap_outputs(args) -> tuple[Path, Path]:
     return out, out.with_suffix(".json")
 
 
-def write_overlay_tiff(
-    path: str | Path,
-    layer,
-    slide_size: tuple[int, int],
-    downsample: float,
-    mpp: float | None = None,
-    tile: int = 256,
-) -> Path:
-    """Write an overlay layer as a tiled, pyramidal RGBA TIFF aligned with the slide.
-
-    The full-resolution page covers the whole slide at ``downsample`` level-0 pixels
-    per pixel (recorded in the ImageDescription and, with ``mpp``, as the TIFF
-    resolution), followed by SubIFDs halving down to one tile. Written atomically.
-
-    Raises
-    ------
-    OutputError
-        One sentence when the file cannot be written (full disk, no permission).
-    """
-    import cv2
-    import tifffile
-
-    from her2viewer.overlay.layers import render_level
-
-    width, height = (max(1, int(np.ceil(s / downsample))) for s in slide_size)
-    levels = [render_level(layer, downsample, (width, height))]
-    while max(levels[-1].shape[:2]) > tile:
-        h, w = levels[-1].shape[:2]
-        size = (max(1, w // 2), max(1, h // 2))
-        levels.append(cv2.resize(levels[-1], size, interpolation=cv2.INTER_AREA))
-    description = json.dumps({"level0_downsample": downsample, "slide_size": list(slide_size)})
-    options = dict(
-        tile=(tile, tile), photometric="rgb", extrasamples=["unassalpha"], compression="zlib"
-    )
-    if mpp:
-        per_cm = 1e4 / (mpp * downsample)
-        options.update(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
-    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-        tif.write(levels[0], subifds=len(levels) - 1, description=description, **options)
-        for i, level in enumerate(levels[1:], start=1):
-            if mpp:
-                per_cm = 1e4 / (mpp * downsample * 2**i)
-                options["resolution"] = (per_cm, per_cm)
-            tif.write(level, subfiletype=1, **options)
-    return Path(path)
-
-
 def run_train(args) -> int:
     """Cross-validate CLAM and write one bundle per fold plus ``summary.json``."""
     import torch
@@ -282,7 +227,7 @@ def run_train(args) -> int:
         args.out,
         config,
         args.folds,
-        on_epoch=_print_epoch,
+        on_epoch=_print_epoch if args.progress else None,
         provenance={"features_dir": str(args.features_dir), "labels": Path(args.labels).name},
     )
     pooled = summary["pooled_test"]

@@ -1,4 +1,4 @@
-"""Verbs of the tissue room: ``segment`` and ``patch``."""
+"""Verbs ``segment`` (tissue mask PNG + GeoJSON) and ``patch`` (CLAM coords h5)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import json
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from her2viewer.argtypes import bounded
-from her2viewer.errors import TissueError
-from her2viewer.outputs import check_output_file, prepare_output_dir, write_bytes_atomic
+from her2viewer.cli.options import add_json_option, add_output_option, add_patch_grid_options
+from her2viewer.outputs import check_output_file, prepare_output_dir
+from her2viewer.overlay.export import write_image
 from her2viewer.slide import open_slide
 from her2viewer.tissue.geojson import segmentation_to_geojson, write_geojson
 from her2viewer.tissue.patching import (
@@ -22,11 +20,6 @@ from her2viewer.tissue.patching import (
     write_coords_h5,
 )
 from her2viewer.tissue.segmentation import PRESETS, resolve_params, segment_tissue
-
-#: Magnifications a patch grid may ask for (objective powers).
-MAGNIFICATION = bounded(float, 0.1, 400.0)
-#: Delivered patch sides a grid may ask for.
-PATCH_SIZE = bounded(int, 8, MAX_PATCH_SIZE)
 
 
 def _add_segmentation_options(parser) -> None:
@@ -44,18 +37,15 @@ def register(subparsers) -> None:
     """Add the ``segment`` and ``patch`` verbs."""
     segment = subparsers.add_parser("segment", help="find tissue: mask PNG + GeoJSON contours")
     segment.add_argument("slide")
-    segment.add_argument("-o", "--out", required=True, help="output folder")
-    segment.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_output_option(segment, "output folder", required=True)
+    add_json_option(segment, "the summary")
     _add_segmentation_options(segment)
     segment.set_defaults(func=run_segment)
 
     patch = subparsers.add_parser("patch", help="patch grid over tissue -> CLAM coords h5")
     patch.add_argument("slide")
-    patch.add_argument("-o", "--out", required=True, help="coords .h5 file")
-    patch.add_argument("--mag", type=MAGNIFICATION, default=20.0, help="magnification (default 20)")
-    patch.add_argument(
-        "--size", type=PATCH_SIZE, default=256, help="patch side in px (default 256)"
-    )
+    add_output_option(patch, "coords .h5 file", required=True)
+    add_patch_grid_options(patch, "--size")
     patch.add_argument(
         "--step", type=bounded(int, 1, MAX_PATCH_SIZE), help="grid step in px (default: --size)"
     )
@@ -66,7 +56,7 @@ def register(subparsers) -> None:
         default=MAX_BACKGROUND,
         help=f"drop patches whiter than this ({MAX_BACKGROUND:g})",
     )
-    patch.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_option(patch, "the summary")
     _add_segmentation_options(patch)
     patch.set_defaults(func=run_patch)
 
@@ -92,7 +82,7 @@ def run_segment(args) -> int:
     with open_slide(args.slide) as slide:
         seg = segment_tissue(slide, _params(args))
         stem = Path(slide.info.path).stem
-        mask_path = write_bytes_atomic(out / f"{stem}_tissue_mask.png", _png(seg.mask))
+        mask_path = write_image(out / f"{stem}_tissue_mask.png", seg.mask.astype("uint8") * 255)
         geojson_path = write_geojson(out / f"{stem}_tissue.geojson", segmentation_to_geojson(seg))
         summary = {
             "slide": slide.info.path,
@@ -107,14 +97,6 @@ def run_segment(args) -> int:
         }
     _print(summary, args.json)
     return 0
-
-
-def _png(mask: np.ndarray) -> bytes:
-    """Encode a boolean mask as an 8-bit PNG (255 = tissue)."""
-    ok, data = cv2.imencode(".png", mask.astype(np.uint8) * 255)
-    if not ok:
-        raise TissueError("The tissue mask could not be encoded as PNG.")
-    return data.tobytes()
 
 
 def run_patch(args) -> int:

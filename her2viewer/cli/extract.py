@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from her2viewer.argtypes import bounded
-from her2viewer.cli.options import add_batching_options
-from her2viewer.devices import DEVICE_CHOICES
+from her2viewer.cli.options import (
+    add_batching_options,
+    add_device_option,
+    add_json_option,
+    add_output_option,
+    add_patch_grid_options,
+    add_progress_options,
+)
 from her2viewer.errors import ModelError, OutputError
 from her2viewer.outputs import check_output_file, output_error, prepare_output_dir
 from her2viewer.tissue import PRESETS
-from her2viewer.tissue.cli import MAGNIFICATION, PATCH_SIZE
 
 if TYPE_CHECKING:
     from her2viewer.features.encoders import Encoder
@@ -63,17 +68,15 @@ def register(subparsers) -> None:
     p.add_argument(
         "slides", nargs="+", metavar="SLIDE", help="slide files, a .txt list or a cohort CSV"
     )
-    p.add_argument("-o", "--out", required=True, help="output folder (h5_files/, pt_files/)")
+    add_output_option(p, "output folder (h5_files/, pt_files/)", required=True)
     add_encoder_options(p)
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_device_option(p)
     add_batching_options(p)
-    p.add_argument(
-        "--mag", type=MAGNIFICATION, default=20.0, help="patch magnification (default 20)"
-    )
-    p.add_argument("--patch-size", type=PATCH_SIZE, default=256)
+    add_patch_grid_options(p)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--pt", action="store_true", help="also write CLAM's pt_files/<slide>.pt")
-    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    add_json_option(p, "the summaries")
+    add_progress_options(p)
     p.set_defaults(func=run_extract)
 
 
@@ -186,7 +189,7 @@ def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
-            progress=None if args.json else _progress_bar(name),
+            progress=_progress_bar(name) if args.progress and not args.json else None,
             pt_path=pt_path(out, name) if args.pt else None,
         )
     return {

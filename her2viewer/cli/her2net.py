@@ -6,6 +6,13 @@ import json
 import sys
 from pathlib import Path
 
+from her2viewer.cli.options import (
+    add_batching_options,
+    add_device_option,
+    add_json_option,
+    add_output_option,
+    add_progress_options,
+)
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Progress, run_inline
 from her2viewer.models.checks import add_mpp_option, with_notice
@@ -29,7 +36,7 @@ def register(subparsers) -> None:
 
     train = verbs.add_parser("train", help="train a HER2Net bundle on a cohort (resumable)")
     train.add_argument("--cohort", required=True, help="labels.csv (case_id, he_path, ...)")
-    train.add_argument("-o", "--out", required=True, help="bundle folder to write")
+    add_output_option(train, "bundle folder to write", required=True)
     train.add_argument("--work", help="stage folder (default OUT.work); rerun to resume")
     train.add_argument("--tile-labels", help="manual-label CSV (case_id,x,y,label) instead of IHC")
     train.add_argument("--magnification", type=float, default=4.0)
@@ -47,12 +54,13 @@ def register(subparsers) -> None:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--seed", type=int, default=0)
     _device_options(train)
+    add_progress_options(train)
     train.set_defaults(func=run_train)
 
     predict = verbs.add_parser("predict", help="HER2 status, P and overlays for one H&E slide")
     predict.add_argument("slide")
     predict.add_argument("--model", help="HER2Net bundle (default: the synthetic demo bundle)")
-    predict.add_argument("--out", help="folder for the overlay files (default: the cache)")
+    add_output_option(predict, "folder for the overlay files (default: the cache)")
     predict.add_argument(
         "--threshold",
         type=float,
@@ -60,21 +68,22 @@ def register(subparsers) -> None:
         help=f"positive when P >= this %% (default {POSITIVE_PERCENT:g})",
     )
     add_mpp_option(predict)
-    predict.add_argument("--batch-size", type=int, default=32)
+    add_batching_options(predict)
     _device_options(predict)
-    predict.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(predict, "the summary")
     predict.set_defaults(func=run_predict)
 
     evaluate = verbs.add_parser("evaluate", help="status metrics, tumor mIoU and P on a cohort")
     evaluate.add_argument("--cohort", required=True)
     evaluate.add_argument("--model", help="HER2Net bundle (default: the demo bundle)")
     _device_options(evaluate)
-    evaluate.add_argument("-o", "--output", help="write the JSON report here too")
+    add_output_option(evaluate, "write the JSON report here too", deprecated=("--output",))
+    add_progress_options(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
 
 def _device_options(parser) -> None:
-    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    add_device_option(parser)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
@@ -87,7 +96,12 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _progress(progress: Progress) -> None:
+def _progress(args):
+    """Return the callback that prints progress on stderr, or None under ``--quiet``."""
+    return _print_progress if args.progress else None
+
+
+def _print_progress(progress: Progress) -> None:
     print(f"{progress.message} ({progress.done}/{progress.total})", file=sys.stderr, flush=True)
 
 
@@ -118,7 +132,7 @@ def run_train(args) -> int:
         lambda ctx: train_her2net(
             args.cohort, args.out, config, args.work, ctx, high_mask=ihc_high_mask
         ),
-        _progress,
+        _progress(args),
     )
     print(path)
     return 0
@@ -138,7 +152,8 @@ def run_predict(args) -> int:
         prepare_output_dir(args.out)
     bundle = Path(args.model) if args.model else demo_bundle_path()
     model = load_her2net(bundle, args.device)
-    options = Her2NetOptions(positive_percent=args.threshold, batch_size=args.batch_size)
+    batching = {k: getattr(args, k) for k in ("batch_size", "workers") if getattr(args, k)}
+    options = Her2NetOptions(positive_percent=args.threshold, **batching)
     with open_slide(args.slide) as slide:
         apply_pixel_size(slide, args.mpp)
         result = run_inline(
@@ -170,12 +185,12 @@ def run_evaluate(args) -> int:
     from her2viewer.outputs import check_output_file, write_text_atomic
 
     _set_threads(args)
-    if args.output:
-        check_output_file(args.output)
+    if args.out:
+        check_output_file(args.out)
     model = load_her2net(args.model, args.device)
-    report = run_inline(lambda ctx: evaluate_cohort(args.cohort, model, None, ctx), _progress)
+    report = run_inline(lambda ctx: evaluate_cohort(args.cohort, model, None, ctx), _progress(args))
     text = json.dumps(report, indent=2)
-    if args.output:
-        write_text_atomic(args.output, text)
+    if args.out:
+        write_text_atomic(args.out, text)
     print(text)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from her2viewer.cli.options import add_json_option, add_output_option
+
 
 def register(subparsers) -> None:
     """Add ``evaluate``."""
@@ -14,10 +16,10 @@ def register(subparsers) -> None:
         "predictions",
         help="CSV: case_id, truth, prediction [, probability | prob_<label> per class]",
     )
-    evaluate.add_argument("-o", "--out", required=True, help="folder for metrics.json and PNGs")
+    add_output_option(evaluate, "folder for metrics.json and PNGs", required=True)
     evaluate.add_argument("--labels", help="classes in order, comma-separated (default: sorted)")
     evaluate.add_argument("--positive", help="positive class for two classes (default: last)")
-    evaluate.add_argument("--json", action="store_true", help="print metrics.json")
+    add_json_option(evaluate, "metrics.json")
     evaluate.set_defaults(func=run_evaluate)
 
 

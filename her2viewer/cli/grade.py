@@ -1,0 +1,202 @@
+"""Verbs ``grade train|predict|gradcam``: HER2 IHC patch grading (seed 004).
+
+The method is that of "Deep Learning Based Automated HER2 Score Prediction Using
+Immunohistochemistry Histopathological Images: A Dual-Center Study" (preprint). ``patchcnn``
+is the verb's old, deprecated spelling, still accepted. Training is
+:func:`her2viewer.training.grade_train.train_cohort`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from her2viewer.analysis.patch_grading import gradcam_slide, grade_slide
+from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
+from her2viewer.errors import ModelError
+from her2viewer.models.checks import add_mpp_option, with_notice
+from her2viewer.models.patch_cnn import ARCHITECTURES
+from her2viewer.models.patch_data import TUMOR_RULES
+from her2viewer.outputs import atomic_output, check_output_file
+from her2viewer.training.grade_train import RECIPES, train_cohort
+
+#: The verb's old spelling, still accepted with a note on stderr.
+DEPRECATED_ALIAS = "patchcnn"
+
+
+def _common(parser) -> None:
+    parser.add_argument("--limit", type=int, default=None, help="at most N patches per slide")
+    parser.add_argument(
+        "--tumor",
+        default="auto",
+        choices=TUMOR_RULES,
+        help="patch choice: tumor mask when there is one, else stain density (auto)",
+    )
+    add_device_option(parser)
+    add_json_option(parser, "the summary")
+
+
+def _model_option(parser) -> None:
+    parser.add_argument(
+        "--model", default=None, help="bundle, or weights file with --arch (default: demo bundle)"
+    )
+    parser.add_argument("--arch", default=None, choices=ARCHITECTURES)
+    add_mpp_option(parser)
+
+
+def register(subparsers) -> None:
+    """Add the ``grade`` verb (deprecated alias ``patchcnn``) with train, predict and gradcam."""
+    verb = subparsers.add_parser(
+        "grade",
+        aliases=[DEPRECATED_ALIAS],
+        help="HER2 IHC 1+/2+/3+ grading CNNs and Grad-CAM ('patchcnn' is deprecated)",
+        description="HER2 IHC patch grading (1+/2+/3+) with the CNNs of 'Deep Learning Based "
+        "Automated HER2 Score Prediction Using Immunohistochemistry Histopathological Images: "
+        "A Dual-Center Study'. 'her2viewer patchcnn' is the deprecated spelling of this verb "
+        "and will be removed in a later release.",
+    )
+    sub = verb.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    train = sub.add_parser("train", help="train on a cohort labels.csv with patient-level splits")
+    train.add_argument("labels", help="labels.csv (case_id, ihc_path, ihc_score, patient_id)")
+    add_output_option(train, "bundle folder or .zip to write", required=True)
+    train.add_argument("--arch", default="resnet34", choices=ARCHITECTURES)
+    train.add_argument("--recipe", default="linear-head", choices=RECIPES)
+    train.add_argument("--scores", default="1,2,3", help="IHC scores to grade (default 1,2,3)")
+    train.add_argument(
+        "--input-size", type=int, default=128, help="resize 512 px patches to this for the CNN"
+    )
+    train.add_argument("--step", type=int, default=None, help="grid step (px at 20x)")
+    train.add_argument("--epochs", type=int, default=5, help="full recipe only")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--lr", type=float, default=1e-3, help="full recipe only")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-macenko", action="store_true", help="skip stain normalisation")
+    _common(train)
+    train.set_defaults(func=_noting_alias(run_train))
+    predict = sub.add_parser("predict", help="grade a slide: per-patch and slide-level grade")
+    predict.add_argument("slide")
+    _model_option(predict)
+    add_output_option(predict, "JSON of per-patch grades (coords, probs)")
+    _common(predict)
+    predict.set_defaults(func=_noting_alias(run_predict))
+    cam = sub.add_parser("gradcam", help="Grad-CAM score map of a slide (level-0 aligned)")
+    cam.add_argument("slide")
+    _model_option(cam)
+    add_output_option(cam, ".npy score map (NaN outside patches)", required=True)
+    cam.add_argument("--grade", default=None, help="class to explain (default: predicted)")
+    cam.add_argument("--downsample", type=float, default=16.0, help="level-0 px per map px")
+    cam.add_argument("--rect", default=None, help="only level-0 region X0,Y0,X1,Y1")
+    _common(cam)
+    cam.set_defaults(func=_noting_alias(run_gradcam))
+
+
+def _noting_alias(run):
+    """Wrap a sub-verb's ``run`` so that the old spelling ``patchcnn`` prints a note first."""
+
+    def run_verb(args) -> int:
+        if args.verb == DEPRECATED_ALIAS:
+            print(
+                f"her2viewer: note: '{DEPRECATED_ALIAS}' is deprecated and will be removed in "
+                "the next release; use 'grade'.",
+                file=sys.stderr,
+            )
+        return run(args)
+
+    return run_verb
+
+
+def _emit(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+
+
+def run_train(args) -> int:
+    """Train a patch CNN and write a bundle with its held-out metrics."""
+    meta = train_cohort(
+        args.labels, args.out, args.arch, tuple(int(s) for s in args.scores.split(",")),
+        args.recipe, args.input_size, args.seed, args.limit, args.step, args.tumor,
+        not args.no_macenko, args.epochs, args.batch_size, args.lr, args.device,
+    )  # fmt: skip
+    test = meta["metrics"]["test"]
+    _emit(
+        {
+            "bundle": str(args.out),
+            "patches": meta["provenance"]["patches"],
+            "test_patch_macro_auc": test["patch"]["macro_auc"],
+            "test_patch_accuracy": test["patch"]["accuracy"],
+            "test_slide_accuracy": test["slide"]["accuracy"],
+            "test_patch_confusion": test["patch"]["confusion"],
+        },
+        args.json,
+    )
+    return 0
+
+
+def run_predict(args) -> int:
+    """Grade a slide with a trained patch CNN (the demo bundle by default).
+
+    A demo bundle's notice is on the grade line (text) or in ``notice`` (JSON); a slide
+    outside what the bundle accepts gets a one-sentence warning on stderr.
+    """
+    if args.out:
+        check_output_file(args.out)
+    result = grade_slide(
+        args.slide, args.model, args.arch, args.limit, args.device, tumor=args.tumor,
+        mpp=args.mpp,
+    )  # fmt: skip
+    if result.warning:
+        print(result.warning, file=sys.stderr)
+    classes = result.classes
+    if args.out:
+        result.save(args.out)
+    counts = np.bincount(result.probs.argmax(1), minlength=len(classes))
+    summary = {
+        "slide": str(args.slide),
+        "grade": result.grade if args.json else with_notice(result.grade, result.notice),
+        "patches": len(result.probs),
+        "patch_choice": result.rule,
+        "mean_probability": dict(
+            zip(classes, np.round(result.mean_probability, 4).tolist(), strict=True)
+        ),
+        "patch_grades": dict(zip(classes, counts.tolist(), strict=True)),
+    }
+    if args.json:
+        summary |= {"notice": result.notice, "warning": result.warning}
+    _emit(summary, args.json)
+    return 0
+
+
+def _rect(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise ModelError(f"--rect must look like 0,0,4096,4096, got {text!r}.") from exc
+    return x0, y0, x1, y1
+
+
+def run_gradcam(args) -> int:
+    """Write a slide-level Grad-CAM score map (``.npy``, level-0 aligned)."""
+    check_output_file(args.out)
+    result = gradcam_slide(
+        args.slide, args.model, args.grade, args.arch, args.limit, args.downsample, args.device,
+        tumor=args.tumor, rect=_rect(args.rect), mpp=args.mpp,
+    )  # fmt: skip
+    with atomic_output(args.out) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, result.values)
+    summary = {
+        "slide": str(args.slide),
+        "out": str(args.out),
+        "downsample": result.downsample,
+        "shape": list(result.values.shape),
+        "patches": len(result.patch_probs),
+    }
+    _emit(summary, args.json)
+    return 0
