@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from her2viewer.analysis.patch_grading import gradcam_slide, grade_slide
+from her2viewer.analysis.contract import analyse_path
+from her2viewer.analysis.grade import GradeOptions, analyse_grade, gradcam_slide
 from her2viewer.demo import ensure_demo_case
 from her2viewer.devices import choose_device
 from her2viewer.slide import open_slide
@@ -32,7 +33,7 @@ def main() -> None:
         cx, cy = opened.info.width / 2, opened.info.height / 2
     half = args.region / 2
     start = time.perf_counter()
-    grading = grade_slide(slide, device=args.device)
+    grading = analyse_path(analyse_grade, slide, None, GradeOptions(device=args.device), None)
     graded = time.perf_counter() - start
     start = time.perf_counter()
     cam = gradcam_slide(

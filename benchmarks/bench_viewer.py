@@ -172,12 +172,12 @@ def soak(app, view, seconds: float, cache: TileCache) -> dict:
 
 def her2net_demo(slide_path: Path, context) -> None:
     """One HER2Net analysis of the demo slide as the app's panel runs it (never cached)."""
-    from her2viewer.analysis.her2net import analyse_slide
+    from her2viewer.analysis.her2net import analyse_her2net
     from her2viewer.models.her2net.model import demo_bundle_path
     from her2viewer.slide import open_slide as open_he
 
     with open_he(slide_path) as slide, tempfile.TemporaryDirectory() as out:
-        analyse_slide(slide, demo_bundle_path(), context=context, out_dir=out)
+        analyse_her2net(slide, demo_bundle_path(), None, context, out_dir=out)
 
 
 class BackgroundAnalysis:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from her2viewer.analysis.patch_grading import grade_slide
+from her2viewer.analysis.contract import analyse_path
+from her2viewer.analysis.grade import GradeOptions, analyse_grade
 from her2viewer.demo import ensure_demo_case
 from her2viewer.models.checks import demo_manifest
 from her2viewer.models.patch_data import SCORE_NAMES, grading_metrics, read_cohort
@@ -32,6 +33,8 @@ from her2viewer.slide.synthetic import load_truth, write_cohort
 from her2viewer.training.grade_train import train_cohort
 
 SLIDE_SIZE = (3000, 2400)
+#: Grading on the CPU, as the demo bundle is trained.
+CPU = GradeOptions(device="cpu")
 SCORES = (0, 1, 2, 3)
 NOTE = (
     "Demo model trained on a small SYNTHETIC cohort (her2viewer.slide.synthetic); it "
@@ -66,7 +69,7 @@ def merged_cohort(work: Path, n_cases: int, seeds: list[int]) -> Path:
 def demo_case_check(bundle: Path) -> dict:
     """Grade the viewer's demo case IHC (what *Grade IHC* shows in ``make run``)."""
     case = ensure_demo_case()
-    result = grade_slide(case / "ihc.svs", bundle, device="cpu")
+    result = analyse_path(analyse_grade, case / "ihc.svs", bundle, CPU, None)
     return {
         "truth": SCORE_NAMES[load_truth(case)["ihc_score"]],
         "grade": result.grade,
@@ -80,7 +83,7 @@ def demo_case_check(bundle: Path) -> dict:
 def external_test(bundle: Path, labels: Path) -> dict:
     """Grade every slide of another cohort as ``grade predict`` does; slide-level metrics."""
     cases = read_cohort(labels)
-    results = [grade_slide(c.path, bundle, device="cpu") for c in cases]
+    results = [analyse_path(analyse_grade, c.path, bundle, CPU, None) for c in cases]
     truth = [SCORES.index(c.score) for c in cases]
     probs = np.stack([r.mean_probability for r in results])
     metrics = grading_metrics(truth, probs, [SCORE_NAMES[s] for s in SCORES])

@@ -24,8 +24,8 @@ def test_analyze_adds_heatmap_prediction_and_gallery(window, synthetic_case, qtb
     names = [layer.name for layer in window.views[0].layers]
     assert names.count("CLAM attention") == 1 and "CLAM attention (partial)" not in names
     assert panel.status.text().startswith("CLAM prediction:")
-    assert panel.gallery.count() == 2 * min(8, len(panel.result.coords))
-    item = panel.gallery.item(0)
-    panel._jump(item)
+    assert panel.widget.gallery.count() == 2 * min(8, len(panel.result.coords))
+    item = panel.widget.gallery.item(0)
+    panel.widget._jump(item)
     state = window.views[0].state
     assert (state.cx, state.cy) == item.data(256)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from her2viewer.analysis.clam import (
-    ClamAnalysisOptions,
-    analyze_slide,
+    ClamOptions,
+    analyse_clam,
     attention_scores,
     patch_score_map,
     predict_attention,
@@ -21,6 +21,7 @@ from her2viewer.analysis.clam import (
 )
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import torchscript_encoder
+from her2viewer.jobs import JobContext
 from her2viewer.models.clam import CLAM, ClamConfig, predict, save_clam_bundle
 from her2viewer.slide import open_slide
 from her2viewer.tissue import SegmentationParams, TissueSegmentation
@@ -100,28 +101,26 @@ def tiny_setup(tmp_path_factory):
     return root, torchscript_encoder(root / "enc.pt", input_size=16), bundle
 
 
-def test_analyze_slide_end_to_end_and_cached(synthetic_case, tiny_setup):
+def test_analyse_clam_end_to_end_and_cached(synthetic_case, tiny_setup):
     root, encoder, bundle = tiny_setup
-    options = ClamAnalysisOptions(
-        magnification=5.0, patch_size=32, overlap=0.5, device="cpu", workers=2
-    )
+    options = ClamOptions(magnification=5.0, patch_size=32, overlap=0.5, device="cpu", workers=2)
     calls = []
     with open_slide(synthetic_case / "he.svs") as slide:
-        first = analyze_slide(
+        first = analyse_clam(
             slide,
             bundle,
             options,
-            encoder,
-            progress=lambda d, t: calls.append(d),
+            JobContext(listeners=[lambda p: calls.append(p.done)]),
+            encoder=encoder,
             cache=root / "cache",
         )
         n_calls = len(calls)
-        again = analyze_slide(
+        again = analyse_clam(
             slide,
             bundle,
             options,
-            encoder,
-            progress=lambda d, t: calls.append(d),
+            JobContext(listeners=[lambda p: calls.append(p.done)]),
+            encoder=encoder,
             cache=root / "cache",
         )
     assert n_calls > 0 and len(calls) == n_calls  # second run reads the cached features
@@ -142,20 +141,18 @@ def test_plain_checkpoint_needs_an_encoder(synthetic_case, tiny_setup, tmp_path)
     torch.save(model.state_dict(), tmp_path / "s_0_checkpoint.pt")
     with open_slide(synthetic_case / "he.svs") as slide:
         with pytest.raises(ModelError, match="does not say which encoder"):
-            analyze_slide(slide, tmp_path / "s_0_checkpoint.pt", cache=tmp_path)
+            analyse_clam(slide, tmp_path / "s_0_checkpoint.pt", cache=tmp_path)
         with pytest.raises(ModelError, match="8-d features but the model expects 12"):
-            analyze_slide(slide, tmp_path / "s_0_checkpoint.pt", encoder=encoder, cache=tmp_path)
+            analyse_clam(slide, tmp_path / "s_0_checkpoint.pt", encoder=encoder, cache=tmp_path)
 
 
 def test_heatmap_fills_in_progressively(synthetic_case, tiny_setup, tmp_path):
     _, encoder, bundle = tiny_setup
-    options = ClamAnalysisOptions(
-        magnification=5.0, patch_size=32, device="cpu", batch_size=16, workers=2
-    )
+    options = ClamOptions(magnification=5.0, patch_size=32, device="cpu", batch_size=16, workers=2)
     partial = []
     with open_slide(synthetic_case / "he.svs") as slide:
-        final = analyze_slide(
-            slide, bundle, options, encoder, cache=tmp_path, on_partial=partial.append
+        final = analyse_clam(
+            slide, bundle, options, encoder=encoder, cache=tmp_path, on_partial=partial.append
         )
     assert len(partial) >= 2
     assert len(partial[0].coords) == 16 < len(partial[-1].coords) == len(final.coords)

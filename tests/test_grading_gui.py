@@ -26,17 +26,17 @@ def test_grade_ihc_and_gradcam_of_the_view(window, synthetic_case, qtbot):
     assert panel.result is not None, panel.status.text()
     assert panel.status.text().startswith(f"IHC grade {panel.result.grade} from")
     assert "tumor mask" in panel.status.text()
-    assert panel.probabilities.text().startswith("Class probabilities: 0 ")
+    assert panel.widget.probabilities.text().startswith("Class probabilities: 0 ")
     grades = [layer for layer in window.views[1].layers if isinstance(layer, MaskLayer)]
     assert [layer.name for layer in grades] == ["Patch grades (0, 1+, 2+, 3+)"]
     view = window.views[1]
     x, y = panel.result.coords[0] + panel.result.patch_size_level0 // 2
     view.set_magnification(5.0)
     view.center_on(float(x), float(y))
-    panel.run_gradcam()
+    panel.widget.run_gradcam()
     assert panel.job is not None
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
-    assert panel.cam is not None, panel.status.text()
+    assert panel.widget.cam is not None, panel.status.text()
     names = [layer.name for layer in view.layers]
     assert names.count("Grad-CAM (view)") == 1 and names.count(grades[0].name) == 1
     cam = next(layer for layer in view.layers if isinstance(layer, HeatmapLayer))
@@ -54,15 +54,15 @@ def test_cancel_stops_grading(window, synthetic_case, qtbot):
 
 
 def test_user_errors_are_shown(window, synthetic_case, qtbot, monkeypatch, tmp_path):
-    from her2viewer.analysis import patch_grading
+    from her2viewer.analysis import grade
     from her2viewer.models import patch_cnn
 
     panel = attach_grading_panel(window)
     assert window.open_in_pane(str(synthetic_case / "ihc.svs"), 0).wait()
-    monkeypatch.setattr(patch_grading, "MAX_VIEW_PATCHES", 1)
-    panel.run_gradcam()  # the whole slide is in view: more patches than allowed
+    monkeypatch.setattr(grade, "MAX_VIEW_PATCHES", 1)
+    panel.widget.run_gradcam()  # the whole slide is in view: more patches than allowed
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
-    assert "zoom in to at most 1" in window.errors[-1] and panel.cam is None
+    assert "zoom in to at most 1" in window.errors[-1] and panel.widget.cam is None
     monkeypatch.setattr(patch_cnn, "DEMO_GRADING_BUNDLE", tmp_path / "gone")
     panel.run()
     assert panel.job is None and "demo bundle is missing" in window.errors[-1]

@@ -22,12 +22,12 @@ def test_panel_runs_in_background_and_adds_layers(window, synthetic_case, qtbot)
     qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
     names = [layer.name for layer in window.views[0].layers]
     assert "HER2Net tumor" in names and "HER2Net high expression" in names
-    assert panel.bar.value == panel.result.high_expression_percent
-    assert panel.bar.threshold == 10.0
+    assert panel.widget.bar.value == panel.result.high_expression_percent
+    assert panel.widget.bar.threshold == 10.0
     assert panel.status.text().startswith(f"HER2 {panel.result.her2_status}")
-    assert panel.table.rowCount() == len(panel.result.tiles) > 0
+    assert panel.widget.table.rowCount() == len(panel.result.tiles) > 0
     tile = panel.result.tiles[0]
-    panel._jump(0, 0)
+    panel.widget._jump(0, 0)
     state = window.views[0].state
     assert (state.cx, state.cy) == (
         tile.x + panel.result.tile_size_px / 2,

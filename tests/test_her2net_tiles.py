@@ -8,7 +8,7 @@ import tifffile
 import torch
 from torch import nn
 
-from her2viewer.analysis.her2net import Her2NetOptions, load_result, predict_slide, save_result
+from her2viewer.analysis.her2net import Her2NetOptions, Her2NetResult, predict_slide
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Cancelled, JobContext
 from her2viewer.models.her2net.ensemble import IntegratedClassifier
@@ -150,7 +150,7 @@ def test_prediction_on_constructed_slide(tmp_path):
     layers = result.layers()
     assert [layer.name for layer in layers] == ["HER2Net tumor", "HER2Net high expression"]
     assert layers[1].colors[1] == (140, 80, 20)
-    back = load_result(save_result(result, tmp_path / "out").files["result"].rsplit("/", 1)[0])
+    back = Her2NetResult.load(result.save(tmp_path / "out"))
     assert back.summary()["high_expression_percent"] == result.high_expression_percent
     assert [t.strong for t in back.tiles] == [None, True, False]
     np.testing.assert_array_equal(back.strong_mask, result.strong_mask)

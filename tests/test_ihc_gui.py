@@ -52,15 +52,15 @@ def test_pair_is_registered_scored_and_mapped(window, synthetic_cohort, qtbot, t
 
     # manual correction: a nudge moves the link by exactly the offset, and it saves
     before = ihc_to_he @ points
-    panel.dx.setValue(100.0)
-    panel.apply_nudge()
+    panel.widget.dx.setValue(100.0)
+    panel.widget.apply_nudge()
     after = window.sync.matrix(window.views[1], window.views[0]) @ points
     np.testing.assert_allclose(after[0] - before[0], 100.0, atol=1e-6)
     np.testing.assert_allclose(after[1], before[1], atol=1e-6)
     saved = tmp_path / "reg.json"
-    panel.save_transform(saved)
+    panel.widget.save_transform(saved)
     loaded = Registration.load(saved)
-    np.testing.assert_allclose(loaded.matrix, panel.registration.matrix)
+    np.testing.assert_allclose(loaded.matrix, panel.widget.registration.matrix)
     assert loaded.method.endswith("+manual")
 
 

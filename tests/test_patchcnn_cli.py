@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from her2viewer.analysis.patch_grading import gradcam_layer, gradcam_slide, grade_slide
+from her2viewer.analysis.contract import analyse_path
+from her2viewer.analysis.grade import GradeOptions, analyse_grade, gradcam_layer, gradcam_slide
 from her2viewer.cli import main
 from her2viewer.models import patch_cnn
 from her2viewer.models.bundle import load_bundle
@@ -122,8 +123,9 @@ def test_user_errors_exit_2(bundle, synthetic_cohort, tmp_path, capsys, monkeypa
 
 def test_analysis_results_become_viewer_layers(bundle, synthetic_cohort):
     slide = synthetic_cohort.parent / "case002" / "ihc.svs"
-    grading = grade_slide(slide, bundle, limit=3, device="cpu", tumor="none")
-    layer = grading.layer()
+    options = GradeOptions(limit=3, device="cpu", tumor="none")
+    grading = analyse_path(analyse_grade, slide, bundle, options, None)
+    (layer,) = grading.layers()
     assert grading.step_level0 == grading.patch_size_level0 // 2  # half-overlapping grid
     assert isinstance(layer, MaskLayer) and layer.downsample == grading.step_level0 / 2
     x, y = grading.coords[0] + grading.patch_size_level0 // 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from her2viewer.analysis.clam import ClamAnalysisOptions
+from her2viewer.analysis.clam import ClamOptions
 from her2viewer.errors import StudyError
 from her2viewer.features.encoders import torchscript_encoder
 from her2viewer.models.clam import CLAM, ClamConfig, save_clam_bundle
@@ -19,7 +19,7 @@ from her2viewer.study.model import predict_cases
 from her2viewer.study.reading import ReadingSession
 from her2viewer.study.store import StudyStore
 
-OPTIONS = ClamAnalysisOptions(magnification=5.0, patch_size=32, device="cpu", workers=1)
+OPTIONS = ClamOptions(magnification=5.0, patch_size=32, device="cpu", workers=1)
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,16 @@ import numpy as np
 import torch
 from scipy.stats import percentileofscore, rankdata
 
+from her2viewer.analysis.contract import load_npz, save_npz
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder, encoder_for_bundle
 from her2viewer.features.engine import BatchFn, extract_features
 from her2viewer.features.store import read_features
-from her2viewer.jobs import CancelToken
+from her2viewer.jobs import JobContext
 from her2viewer.models.bundle import is_bundle, load_bundle
 from her2viewer.models.checks import demo_notice
 from her2viewer.models.clam import CLAM, ClamPrediction, load_clam, predict
+from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.paths import cache_dir
 from her2viewer.slide import Slide
 from her2viewer.tissue import PatchGrid, TissueSegmentation, make_patch_grid, segment_tissue
@@ -122,7 +124,7 @@ def _tissue_on_grid(tissue: TissueSegmentation, downsample: float, shape) -> np.
 
 
 @dataclass
-class ClamHeatmap:
+class ClamResult:
     """A CLAM result on one slide.
 
     Attributes
@@ -140,6 +142,8 @@ class ClamHeatmap:
     class_names : list of str
     notice : str or None
         :data:`~her2viewer.models.checks.DEMO_NOTICE` for a synthetic demo bundle.
+    partial : bool
+        True for a provisional map of the patches encoded so far.
     """
 
     values: np.ndarray
@@ -149,12 +153,70 @@ class ClamHeatmap:
     prediction: ClamPrediction
     class_names: list[str] = field(default_factory=list)
     notice: str | None = None
+    partial: bool = False
 
     def top_patches(self, k: int = 8, high: bool = True) -> np.ndarray:
         """Level-0 corners of the ``k`` highest (or lowest) attention patches."""
         order = np.argsort(self.patch_scores, kind="stable")
         picked = order[::-1][:k] if high else order[:k]
         return self.coords[picked]
+
+    @property
+    def names(self) -> list[str]:
+        """The class names, or the class indices as text when the bundle names none."""
+        return self.class_names or [str(i) for i in range(len(self.prediction.probabilities))]
+
+    def layers(self) -> list[HeatmapLayer]:
+        """The attention heatmap as a viewer layer (coolwarm, as CLAM draws it)."""
+        return [
+            HeatmapLayer(
+                "CLAM attention (partial)" if self.partial else "CLAM attention",
+                values=self.values,
+                downsample=self.downsample,
+                colormap="coolwarm",
+                vmin=0.0,
+                vmax=1.0,
+                opacity=0.5,
+            )
+        ]
+
+    def summary(self) -> dict:
+        """JSON-ready figures: predicted class, probabilities, patch count, notice."""
+        probabilities = np.asarray(self.prediction.probabilities, dtype=float)
+        return {
+            "prediction": self.names[int(self.prediction.prediction)],
+            "prediction_index": int(self.prediction.prediction),
+            "class_names": list(self.class_names),
+            "probabilities": dict(zip(self.names, probabilities.tolist(), strict=True)),
+            "n_patches": int(len(self.coords)),
+            "downsample": float(self.downsample),
+            "partial": self.partial,
+            "notice": self.notice,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result to one ``.npz`` file, atomically (an :class:`OutputError` if not)."""
+        return save_npz(
+            path,
+            self.summary(),
+            values=self.values,
+            coords=np.asarray(self.coords),
+            patch_scores=np.asarray(self.patch_scores),
+            probabilities=np.asarray(self.prediction.probabilities),
+            attention=np.asarray(self.prediction.attention),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClamResult:
+        """Read a result written by :meth:`save` (a :class:`ModelError` when unreadable)."""
+        summary, arrays = load_npz(path, "CLAM")
+        prediction = ClamPrediction(
+            arrays["probabilities"], summary["prediction_index"], arrays["attention"]
+        )
+        return cls(
+            arrays["values"], summary["downsample"], arrays["coords"], arrays["patch_scores"],
+            prediction, summary["class_names"], summary["notice"], summary["partial"],
+        )  # fmt: skip
 
 
 def attention_scores(
@@ -184,9 +246,9 @@ def predict_attention(model: CLAM, features: np.ndarray, branch: int) -> np.ndar
     return attention[row].numpy()
 
 
-@dataclass
-class ClamAnalysisOptions:
-    """Options of :func:`analyze_slide` (CLAM's heatmap defaults)."""
+@dataclass(frozen=True)
+class ClamOptions:
+    """Options of :func:`analyse_clam` (CLAM's heatmap defaults)."""
 
     magnification: float = 20.0
     patch_size: int = 256
@@ -199,29 +261,30 @@ class ClamAnalysisOptions:
     workers: int | None = None
 
 
-def analyze_slide(
+def analyse_clam(
     slide: Slide,
-    model_path: str | Path,
-    options: ClamAnalysisOptions | None = None,
+    bundle: str | Path,
+    options: ClamOptions | None = None,
+    context: JobContext | None = None,
+    *,
     encoder: Encoder | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: CancelToken | None = None,
     cache: str | Path | None = None,
-    on_partial: Callable[[ClamHeatmap], None] | None = None,
-) -> ClamHeatmap:
+    on_partial: Callable[[ClamResult], None] | None = None,
+) -> ClamResult:
     """Segment -> patch -> extract -> CLAM -> attention heatmap, cached per slide and encoder.
 
     Parameters
     ----------
     slide : Slide
-    model_path : path
+    bundle : path
         A CLAM bundle (its encoder is rebuilt from ``bundle.json``) or a
         reference checkpoint (then ``encoder`` is needed, e.g. ImageNet resnet50_trunc).
-    options : ClamAnalysisOptions, optional
+    options : ClamOptions, optional
+    context : JobContext, optional
+        Progress and cancellation, passed to the extraction engine (features are the
+        slow step).
     encoder : Encoder, optional
         Overrides the bundle's encoder.
-    progress, cancel
-        Passed to the extraction engine (features are the slow step).
     cache : path, optional
         Cache folder (default: the user cache); features are kept per slide
         fingerprint + encoder, so a second call only runs the (fast) model.
@@ -234,9 +297,9 @@ def analyze_slide(
     ModelError
         No encoder known for a plain checkpoint, or features that do not fit.
     """
-    options = options or ClamAnalysisOptions()
-    model, meta = load_clam(model_path)
-    encoder = encoder or _bundle_encoder(model_path, meta)
+    options = options or ClamOptions()
+    model, meta = load_clam(bundle)
+    encoder = encoder or _bundle_encoder(bundle, meta)
     if encoder.dim != model.config.embed_dim:
         raise ModelError(
             f"Encoder {encoder.name} gives {encoder.dim}-d features but the model "
@@ -246,7 +309,7 @@ def analyze_slide(
     folder = Path(cache or cache_dir()) / "clam" / slide.info.fingerprint
     names = list(meta.get("class_names", []))
 
-    def heatmap(coords, scores, prediction, overlap: float, size0: int) -> ClamHeatmap:
+    def heatmap(coords, scores, prediction, overlap: float, size0: int, partial=False):
         downsample = options.map_downsample or size0 * (1 - options.overlap) / 4
         size = (slide.info.width, slide.info.height)
         values = patch_score_map(
@@ -262,12 +325,16 @@ def analyze_slide(
         )
         scores = scores.astype(np.float32)
         notice = demo_notice(meta)
-        return ClamHeatmap(values, float(downsample), coords, scores, prediction, names, notice)
+        return ClamResult(
+            values, float(downsample), coords, scores, prediction, names, notice, partial
+        )
 
     def watch(grid: PatchGrid) -> BatchFn:
         return _PartialMaps(model, grid, heatmap, on_partial)
 
-    run = dict(progress=progress, cancel=cancel)
+    run = dict(
+        progress=context.report if context else None, cancel=context.token if context else None
+    )
     block = _features_for(
         slide, seg, encoder, folder, options, 0.0, on_batch_for=watch if on_partial else None, **run
     )
@@ -309,7 +376,8 @@ class _PartialMaps:
         coords = np.concatenate([self.grid.coords[s : s + len(self.rows[s])] for s in starts])
         prediction = predict(self.model, feats_done)
         scores = to_percentiles(prediction.branch_attention())
-        self.callback(self.heatmap(coords, scores, prediction, 0.0, self.grid.patch_size_level0))
+        size0 = self.grid.patch_size_level0
+        self.callback(self.heatmap(coords, scores, prediction, 0.0, size0, partial=True))
 
 
 def _features_for(

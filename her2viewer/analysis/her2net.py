@@ -73,64 +73,63 @@ class Her2NetResult(Her2NetPrediction):
             ),
         ]
 
+    def save(self, path: str | Path) -> Path:
+        """Write ``tumor_mask.png``, ``strong_mask.png``, ``tiles.csv`` and ``her2net.json``
+        into the folder ``path`` and return it.
 
-def save_result(result: Her2NetResult, out_dir: str | Path) -> Her2NetResult:
-    """Write ``tumor_mask.png``, ``strong_mask.png``, ``tiles.csv`` and ``her2net.json``.
+        The masks load back with ``MaskLayer.from_png(name, path, result.mask_downsample)``.
+        Every file is written atomically; the summary last.
 
-    The masks load back with ``MaskLayer.from_png(name, path, result.mask_downsample)``.
-    Every file is written atomically; the summary last.
+        Raises
+        ------
+        OutputError
+            One sentence when the folder or a file cannot be written.
+        """
+        out = prepare_output_dir(path)
+        files = {
+            "tumor_mask": str(out / "tumor_mask.png"),
+            "strong_mask": str(out / "strong_mask.png"),
+            "tiles": str(out / "tiles.csv"),
+            "result": str(out / "her2net.json"),
+        }
+        for name in ("tumor_mask", "strong_mask"):
+            mask = getattr(self, name).astype(np.uint8) * 255
+            write_bytes_atomic(files[name], cv2.imencode(".png", mask)[1].tobytes())
+        header = list(TileRecord.__dataclass_fields__)
+        write_csv(files["tiles"], header, (astuple(t) for t in self.tiles))
+        self.files = files
+        write_text_atomic(files["result"], json.dumps(self.summary(), indent=2))
+        return out
 
-    Raises
-    ------
-    OutputError
-        One sentence when the folder or a file cannot be written.
-    """
-    out = prepare_output_dir(out_dir)
-    files = {
-        "tumor_mask": str(out / "tumor_mask.png"),
-        "strong_mask": str(out / "strong_mask.png"),
-        "tiles": str(out / "tiles.csv"),
-        "result": str(out / "her2net.json"),
-    }
-    for name in ("tumor_mask", "strong_mask"):
-        mask = getattr(result, name).astype(np.uint8) * 255
-        write_bytes_atomic(files[name], cv2.imencode(".png", mask)[1].tobytes())
-    header = list(TileRecord.__dataclass_fields__)
-    write_csv(files["tiles"], header, (astuple(t) for t in result.tiles))
-    result.files = files
-    write_text_atomic(files["result"], json.dumps(result.summary(), indent=2))
-    return result
-
-
-def load_result(out_dir: str | Path) -> Her2NetResult:
-    """Read a result written by :func:`save_result`."""
-    out = Path(out_dir)
-    try:
-        summary = json.loads((out / "her2net.json").read_text())
-        with open(out / "tiles.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"No readable HER2Net result in {out}.") from exc
-    masks = [
-        cv2.imread(str(out / f"{n}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
-        for n in ("tumor", "strong")
-    ]
-    tiles = [TileRecord(**_parse_row(r)) for r in rows]
-    keys = ("her2_status", "high_expression_percent", "positive_percent", "tumor_area_px")
-    return Her2NetResult(
-        **{k: summary[k] for k in keys},
-        strong_area_px=summary["strong_area_px"],
-        tumor_mask=masks[0],
-        strong_mask=masks[1],
-        mask_downsample=summary["mask_downsample"],
-        tiles=tiles,
-        tile_size_px=summary["tile_size_px"],
-        slide=summary["slide"],
-        bundle=summary["bundle"],
-        files=summary["overlays"],
-        notice=summary.get("notice"),
-        warning=summary.get("warning"),
-    )
+    @classmethod
+    def load(cls, path: str | Path) -> Her2NetResult:
+        """Read a result written by :meth:`save` (a :class:`ModelError` when unreadable)."""
+        out = Path(path)
+        try:
+            summary = json.loads((out / "her2net.json").read_text())
+            with open(out / "tiles.csv", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"No readable HER2Net result in {out}.") from exc
+        masks = [
+            cv2.imread(str(out / f"{n}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+            for n in ("tumor", "strong")
+        ]
+        keys = ("her2_status", "high_expression_percent", "positive_percent", "tumor_area_px")
+        return cls(
+            **{k: summary[k] for k in keys},
+            strong_area_px=summary["strong_area_px"],
+            tumor_mask=masks[0],
+            strong_mask=masks[1],
+            mask_downsample=summary["mask_downsample"],
+            tiles=[TileRecord(**_parse_row(r)) for r in rows],
+            tile_size_px=summary["tile_size_px"],
+            slide=summary["slide"],
+            bundle=summary["bundle"],
+            files=summary["overlays"],
+            notice=summary.get("notice"),
+            warning=summary.get("warning"),
+        )
 
 
 def _parse_row(row: dict) -> dict:
@@ -207,33 +206,38 @@ def result_cache_dir(slide: Slide, bundle_path: str | Path, options: Her2NetOpti
     return cache_dir() / "her2net" / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def analyse_slide(
+def analyse_her2net(
     slide: Slide,
-    bundle_path: str | Path,
-    model: Her2NetModel | None = None,
+    bundle: str | Path,
     options: Her2NetOptions | None = None,
     context: JobContext | None = None,
+    *,
+    model: Her2NetModel | None = None,
     out_dir: str | Path | None = None,
 ) -> Her2NetResult:
-    """Predict with caching: a result for the same slide, bundle and options is reused.
+    """Run HER2Net with caching: a result for the same slide, bundle and options is reused.
 
     Parameters
     ----------
     slide : Slide
-    bundle_path : path
-        The bundle (its path and modification time are part of the cache key).
+        An open H&E slide.
+    bundle : path
+        The HER2Net bundle (its path and modification time are part of the cache key).
+    options : Her2NetOptions, optional
+        Thresholds (the seed's by default).
+    context : JobContext, optional
+        Progress and cancellation of a background job.
     model : Her2NetModel, optional
-        Already loaded; loaded from ``bundle_path`` when needed.
-    options, context
-        As for :func:`predict_slide`.
+        Already loaded; loaded from ``bundle`` when needed.
     out_dir : path, optional
         Where to write the overlay files; the cache folder by default.
     """
     options = options or Her2NetOptions()
-    cached = result_cache_dir(slide, bundle_path, options)
+    cached = result_cache_dir(slide, bundle, options)
     if (cached / "her2net.json").is_file() and out_dir is None:
-        return load_result(cached)
-    model = model or load_her2net(bundle_path)
+        return Her2NetResult.load(cached)
+    model = model or load_her2net(bundle)
     result = predict_slide(slide, model, options, context)
-    result.bundle = str(bundle_path)
-    return save_result(result, out_dir or cached)
+    result.bundle = str(bundle)
+    result.save(out_dir or cached)
+    return result

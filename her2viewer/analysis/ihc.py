@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
+from her2viewer.analysis.contract import load_npz, save_npz
 from her2viewer.errors import StainError
+from her2viewer.jobs import JobContext
+from her2viewer.overlay.layers import MaskLayer
 from her2viewer.slide import Slide
 from her2viewer.stain import (
     HDAB,
@@ -64,6 +68,8 @@ ESTIMATION_DOWNSAMPLE = 4
 IHC_TISSUE = PRESETS["ihc"]
 #: Status of a slide with nothing to score (no tissue, or no tumor-cell region).
 NOT_EVALUABLE = "not_evaluable"
+#: Colours of the score categories (negative .. strong complete), browns getting darker.
+CATEGORY_COLORS = {1: (120, 150, 200), 2: (240, 200, 120), 3: (200, 120, 40), 4: (120, 50, 10)}
 
 
 class NotEvaluableError(StainError):
@@ -443,3 +449,97 @@ def _require_finite(result: IhcScore, slide: Slide) -> None:
             f"Scoring {os.path.basename(slide.info.path)} gave NaN or infinite values "
             "(a damaged image or an unusable stain matrix), so no score can be given."
         )
+
+
+# --------------------------------------------------------------------------------------
+# The analysis contract
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IhcOptions:
+    """Options of :func:`analyse_ihc`.
+
+    Attributes
+    ----------
+    rules : IhcRules
+        Guideline and cut-offs (breast ASCO/CAP 2018 by default).
+    thresholds : DabThresholds, optional
+        Pixel DAB cut-offs of the reported ``dab`` measures.
+    estimate_stains : bool
+        Estimate the hematoxylin vector on the slide (:func:`slide_stain_matrix`)
+        instead of the reference H-DAB vectors.
+    """
+
+    rules: IhcRules = field(default_factory=IhcRules)
+    thresholds: DabThresholds | None = None
+    estimate_stains: bool = False
+
+
+@dataclass
+class IhcResult(IhcScore):
+    """The IHC score of one slide (:class:`IhcScore`) with its layer and files."""
+
+    def layers(self) -> list[MaskLayer]:
+        """The score categories of the tumor-cell regions as a mask layer (level-0 geometry)."""
+        labels = np.where(self.category_map == NOT_TUMOR, 0, self.category_map + 1)
+        return [
+            MaskLayer(
+                "HER2 score categories",
+                labels=labels.astype(np.uint8),
+                downsample=self.map_downsample,
+                class_names={i + 1: name for i, name in enumerate(CATEGORIES)},
+                colors=CATEGORY_COLORS,
+                opacity=0.5,
+            )
+        ]
+
+    def summary(self) -> dict:
+        """JSON-ready figures: what ``ihc score --json`` prints (no map)."""
+        return self.to_json_dict()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result to one ``.npz`` file, atomically (an :class:`OutputError` if not)."""
+        return save_npz(path, self.summary(), category_map=self.category_map)
+
+    @classmethod
+    def load(cls, path: str | Path) -> IhcResult:
+        """Read a result written by :meth:`save` (a :class:`ModelError` when unreadable)."""
+        summary, arrays = load_npz(path, "IHC score")
+        return cls.from_summary(summary, arrays["category_map"])
+
+    @classmethod
+    def from_summary(cls, summary: dict, category_map: np.ndarray) -> IhcResult:
+        """Rebuild a result from its :meth:`summary` and category map."""
+        kept = {f.name: summary[f.name] for f in fields(cls) if f.name in summary}
+        kept["dab"] = DabMeasures(**summary["dab"])
+        kept["stain_matrix"] = np.asarray(summary["stain_matrix"])
+        kept["reason"] = summary["reason"] or ""
+        return cls(**kept, category_map=category_map)
+
+
+def analyse_ihc(
+    slide: Slide,
+    bundle: None = None,
+    options: IhcOptions | None = None,
+    context: JobContext | None = None,
+) -> IhcResult:
+    """Score a HER2 IHC slide by the guideline rules (:func:`score_ihc`).
+
+    Parameters
+    ----------
+    slide : Slide
+        An open IHC slide or plain image.
+    bundle : None
+        The rules need no model; present for the common contract.
+    options : IhcOptions, optional
+        Rules, DAB thresholds and the stain matrix choice.
+    context : JobContext, optional
+        Progress and cancellation of a background job.
+    """
+    options = options or IhcOptions()
+    if context is not None:
+        context.report(0, 1, "scoring")
+    matrix = slide_stain_matrix(slide) if options.estimate_stains else None
+    score = score_ihc(slide, options.rules, options.thresholds, matrix)
+    if context is not None:
+        context.report(1, 1, "scoring")
+    return IhcResult(**vars(score))

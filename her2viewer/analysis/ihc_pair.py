@@ -6,23 +6,39 @@ data (no Qt), so scripts can run it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from her2viewer.analysis.ihc import CATEGORIES, NOT_TUMOR, IhcScore, score_ihc
+from her2viewer.analysis.contract import load_npz, save_npz
+from her2viewer.analysis.ihc import IhcOptions, IhcResult, analyse_ihc
 from her2viewer.jobs import JobContext
 from her2viewer.overlay.layers import HeatmapLayer, MaskLayer
 from her2viewer.registration import Registration, register_slides, warp_map
-from her2viewer.slide import Slide
+from her2viewer.slide import Slide, open_slide
 from her2viewer.stain.deconvolution import HDAB, separate_stains
 
 #: Level-0 pixels per pixel of the DAB map shown on the IHC pane.
 DAB_MAP_DOWNSAMPLE = 16
 #: DAB optical density mapped to the top of the colormap.
 DAB_MAP_MAX_OD = 0.3
-#: Colours of the score categories (negative .. strong complete), browns getting darker.
-CATEGORY_COLORS = {1: (120, 150, 200), 2: (240, 200, 120), 3: (200, 120, 40), 4: (120, 50, 10)}
+
+
+@dataclass(frozen=True)
+class IhcPairOptions:
+    """Options of :func:`analyse_ihc_pair`.
+
+    Attributes
+    ----------
+    ihc_path : str
+        The paired IHC slide (registered onto the H&E slide the analysis is given).
+    ihc : IhcOptions
+        How the IHC slide is scored.
+    """
+
+    ihc_path: str
+    ihc: IhcOptions = field(default_factory=IhcOptions)
 
 
 @dataclass
@@ -30,11 +46,11 @@ class IhcPairResult:
     """Registration of the IHC onto the H&E, the IHC score and a DAB map (IHC frame)."""
 
     registration: Registration
-    score: IhcScore
+    score: IhcResult
     dab_map: np.ndarray
     dab_downsample: float
 
-    def ihc_layers(self) -> list:
+    def layers(self) -> list:
         """Overlay layers for the IHC pane: DAB optical density and score categories."""
         dab = HeatmapLayer(
             "DAB optical density",
@@ -47,16 +63,32 @@ class IhcPairResult:
             units="OD",
             opacity=0.6,
         )
-        labels = np.where(self.score.category_map == NOT_TUMOR, 0, self.score.category_map + 1)
-        categories = MaskLayer(
-            "HER2 score categories",
-            labels=labels.astype(np.uint8),
-            downsample=self.score.map_downsample,
-            class_names={i + 1: name for i, name in enumerate(CATEGORIES)},
-            colors=CATEGORY_COLORS,
-            opacity=0.5,
-        )
-        return [dab, categories]
+        return [dab, *self.score.layers()]
+
+    def summary(self) -> dict:
+        """JSON-ready figures: the registration and the IHC score (no maps)."""
+        return {
+            "registration": self.registration.to_json_dict(),
+            "score": self.score.summary(),
+            "dab_downsample": float(self.dab_downsample),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result to one ``.npz`` file, atomically (an :class:`OutputError` if not)."""
+        arrays = {"dab_map": self.dab_map, "category_map": self.score.category_map}
+        return save_npz(path, self.summary(), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> IhcPairResult:
+        """Read a result written by :meth:`save` (a :class:`ModelError` when unreadable)."""
+        summary, arrays = load_npz(path, "IHC pair")
+        reg = summary["registration"]
+        registration = Registration(
+            np.asarray(reg["matrix"]), reg["method"], reg["error_px"], reg["quality"],
+            reg["fixed"], reg["moving"],
+        )  # fmt: skip
+        score = IhcResult.from_summary(summary["score"], arrays["category_map"])
+        return cls(registration, score, arrays["dab_map"], summary["dab_downsample"])
 
     def he_mask_on_ihc(self, layer: MaskLayer, ihc_shape: tuple[int, int]) -> MaskLayer:
         """Return an H&E-pane mask layer resampled in place onto the IHC pane.
@@ -101,13 +133,22 @@ def dab_map(slide: Slide, downsample: float = DAB_MAP_DOWNSAMPLE) -> tuple[np.nd
     return np.clip(stains[..., 1], 0.0, None), slide.info.levels[level].downsample
 
 
-def analyse_pair(he: Slide, ihc: Slide, context: JobContext | None = None) -> IhcPairResult:
-    """Register the IHC slide onto the H&E slide, score it and map its DAB.
+def analyse_ihc_pair(
+    slide: Slide,
+    bundle: None = None,
+    options: IhcPairOptions | None = None,
+    context: JobContext | None = None,
+) -> IhcPairResult:
+    """Register the paired IHC slide onto the H&E ``slide``, score it and map its DAB.
 
     Parameters
     ----------
-    he, ihc : Slide
-        The paired slides.
+    slide : Slide
+        The open H&E slide (the fixed frame).
+    bundle : None
+        The pair analysis needs no model; present for the common contract.
+    options : IhcPairOptions
+        The IHC slide's path and how it is scored (required).
     context : JobContext, optional
         Progress and cancellation of a background job.
 
@@ -116,13 +157,16 @@ def analyse_pair(he: Slide, ihc: Slide, context: JobContext | None = None) -> Ih
     RegistrationError
         When the slides cannot be registered (one line, no wrong answer).
     """
+    if options is None:
+        raise TypeError("analyse_ihc_pair needs IhcPairOptions naming the IHC slide.")
     steps = ("registering", "scoring", "mapping DAB")
     report = context.report if context else (lambda *a: None)
-    report(0, len(steps), steps[0])
-    registration = register_slides(he, ihc)
-    report(1, len(steps), steps[1])  # also where a cancelled job stops
-    score = score_ihc(ihc)
-    report(2, len(steps), steps[2])
-    values, downsample = dab_map(ihc)
+    with open_slide(options.ihc_path) as ihc:
+        report(0, len(steps), steps[0])
+        registration = register_slides(slide, ihc)
+        report(1, len(steps), steps[1])  # also where a cancelled job stops
+        score = analyse_ihc(ihc, None, options.ihc)
+        report(2, len(steps), steps[2])
+        values, downsample = dab_map(ihc)
     report(3, len(steps), "done")
     return IhcPairResult(registration, score, values, downsample)

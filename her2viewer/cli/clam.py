@@ -139,13 +139,13 @@ def run_infer(args) -> int:
 
 def run_heatmap(args) -> int:
     """Analyse one slide with CLAM and write the attention heatmap over the slide as PNG."""
-    from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
+    from her2viewer.analysis.clam import ClamOptions, analyse_clam
     from her2viewer.features.encoders import build_encoder
     from her2viewer.overlay.export import blend_layer, write_image, write_overlay_tiff
     from her2viewer.overlay.layers import HeatmapLayer
     from her2viewer.slide import open_slide
 
-    options = ClamAnalysisOptions(
+    options = ClamOptions(
         magnification=args.mag,
         patch_size=args.patch_size,
         overlap=args.overlap,
@@ -163,7 +163,7 @@ def run_heatmap(args) -> int:
             raise ModelError(
                 f"Level {level} does not exist; the slide has {len(slide.info.levels)} levels."
             )
-        result = analyze_slide(slide, args.model, options, encoder)
+        result = analyse_clam(slide, args.model, options, encoder=encoder)
         info = slide.info.levels[level]
         base = slide.level_image(level)
     layer = HeatmapLayer(

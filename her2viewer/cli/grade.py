@@ -13,13 +13,14 @@ import sys
 
 import numpy as np
 
-from her2viewer.analysis.patch_grading import gradcam_slide, grade_slide
+from her2viewer.analysis.grade import GradeOptions, analyse_grade, gradcam_slide
 from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
 from her2viewer.errors import ModelError
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.patch_cnn import ARCHITECTURES
 from her2viewer.models.patch_data import TUMOR_RULES
 from her2viewer.outputs import atomic_output, check_output_file
+from her2viewer.slide import open_slide
 from her2viewer.training.grade_train import RECIPES, train_cohort
 
 #: The verb's old spelling, still accepted with a note on stderr.
@@ -146,28 +147,17 @@ def run_predict(args) -> int:
     """
     if args.out:
         check_output_file(args.out)
-    result = grade_slide(
-        args.slide, args.model, args.arch, args.limit, args.device, tumor=args.tumor,
-        mpp=args.mpp,
-    )  # fmt: skip
+    options = GradeOptions(args.arch, args.limit, args.device, args.tumor, mpp=args.mpp)
+    with open_slide(args.slide) as slide:
+        result = analyse_grade(slide, args.model, options)
     if result.warning:
         print(result.warning, file=sys.stderr)
-    classes = result.classes
     if args.out:
         result.save(args.out)
-    counts = np.bincount(result.probs.argmax(1), minlength=len(classes))
-    summary = {
-        "slide": str(args.slide),
-        "grade": result.grade if args.json else with_notice(result.grade, result.notice),
-        "patches": len(result.probs),
-        "patch_choice": result.rule,
-        "mean_probability": dict(
-            zip(classes, np.round(result.mean_probability, 4).tolist(), strict=True)
-        ),
-        "patch_grades": dict(zip(classes, counts.tolist(), strict=True)),
-    }
-    if args.json:
-        summary |= {"notice": result.notice, "warning": result.warning}
+    summary = {"slide": str(args.slide)} | result.summary()
+    if not args.json:
+        summary["grade"] = with_notice(result.grade, result.notice)
+        del summary["notice"], summary["warning"]
     _emit(summary, args.json)
     return 0
 

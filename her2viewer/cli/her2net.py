@@ -140,7 +140,7 @@ def run_train(args) -> int:
 
 def run_predict(args) -> int:
     """``her2net predict``: status, P, areas and overlay paths."""
-    from her2viewer.analysis.her2net import analyse_slide
+    from her2viewer.analysis.her2net import analyse_her2net
     from her2viewer.models.checks import apply_pixel_size
     from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
     from her2viewer.models.her2net.predict import Her2NetOptions
@@ -157,7 +157,8 @@ def run_predict(args) -> int:
     with open_slide(args.slide) as slide:
         apply_pixel_size(slide, args.mpp)
         result = run_inline(
-            lambda ctx: analyse_slide(slide, bundle, model, options, ctx, args.out), None
+            lambda ctx: analyse_her2net(slide, bundle, options, ctx, model=model, out_dir=args.out),
+            None,
         )
     if result.warning:
         print(result.warning, file=sys.stderr)

@@ -18,10 +18,10 @@ from her2viewer.analysis.ihc import (
     GUIDELINES,
     NOT_EVALUABLE,
     NOT_TUMOR,
+    IhcOptions,
     IhcRules,
     NotEvaluableError,
-    score_ihc,
-    slide_stain_matrix,
+    analyse_ihc,
 )
 from her2viewer.analysis.ihc_baseline import (
     StainIntensityBaseline,
@@ -117,12 +117,12 @@ def run_score(args) -> int:
     """Print the rule-based score of one IHC slide or image ("not evaluable" without tumor)."""
     _check_png_output(args.map)
     with open_slide(args.slide) as slide:
-        matrix = slide_stain_matrix(slide) if args.estimate_stains else None
-        result = score_ihc(slide, IhcRules.for_guideline(args.guideline), matrix=matrix)
+        rules = IhcRules.for_guideline(args.guideline)
+        result = analyse_ihc(slide, None, IhcOptions(rules, estimate_stains=args.estimate_stains))
     if args.map:
         _write_png(args.map, _category_png(result.category_map))
     if args.json:
-        print(json.dumps(result.to_json_dict(), indent=2))
+        print(json.dumps(result.summary(), indent=2))
         return 0
     if not result.evaluable:
         print(f"HER2 IHC {result.label} ({result.guideline}): {result.reason}.")

@@ -1,11 +1,11 @@
-"""CLAM in the viewer: Analyze the open slide in the background, live heatmap, top-k gallery.
+"""CLAM in the viewer: analyse the open slide in the background, live heatmap, top-k gallery.
 
-``attach_clam_panel(window)`` docks a :class:`ClamPanel`. *Analyze* runs
-:func:`her2viewer.analysis.clam.analyze_slide` (segment -> patch -> extract -> CLAM ->
-heatmap) in a background job with progress and cancel; the attention heatmap fills in
-as batches finish, results are cached per slide fingerprint + encoder, the prediction is
-shown with its probabilities, and the highest- and lowest-attention patches are listed
-(click to go there).
+``attach_clam_panel(window)`` docks an :class:`~her2viewer.gui.analysis_panel.AnalysisPanel`
+with a :class:`ClamWidget`. *Analyse* runs :func:`her2viewer.analysis.clam.analyse_clam`
+(segment -> patch -> extract -> CLAM -> heatmap) in a background job with progress and
+cancel; the attention heatmap fills in as batches finish, results are cached per slide
+fingerprint + encoder, the prediction is shown with its probabilities, and the highest-
+and lowest-attention patches are listed (click to go there).
 """
 
 from __future__ import annotations
@@ -16,94 +16,69 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
-from her2viewer.analysis.clam import ClamHeatmap, analyze_slide
-from her2viewer.gui.job_panel import JobPanel, bundle_notice, dock_panel
-from her2viewer.models.checks import with_notice
+from her2viewer.analysis.clam import ClamResult, analyse_clam
+from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
 from her2viewer.models.clam import demo_clam_bundle_path
-from her2viewer.overlay.layers import HeatmapLayer
 from her2viewer.slide import open_slide
 
 TOP_K = 8
 
 
-def attention_layer(heatmap: ClamHeatmap, partial: bool = False) -> HeatmapLayer:
-    """The attention heatmap as a viewer layer (coolwarm, as CLAM draws it)."""
-    return HeatmapLayer(
-        "CLAM attention (partial)" if partial else "CLAM attention",
-        values=heatmap.values,
-        downsample=heatmap.downsample,
-        colormap="coolwarm",
-        vmin=0.0,
-        vmax=1.0,
-        opacity=0.5,
-    )
+class ClamWidget(ResultWidget):
+    """CLAM's part of the panel: the live heatmap and the top-k attention gallery."""
 
+    analyse = staticmethod(analyse_clam)
+    result_type = ClamResult
+    run_text = "Analyse (CLAM)"
+    running_text = "Analysing: segment, patch, extract features, CLAM…"
+    job_name = "clam"
+    default_bundle = staticmethod(demo_clam_bundle_path)
 
-class ClamPanel(JobPanel):
-    """Analyze the first pane's slide with a CLAM bundle (the demo bundle by default)."""
-
-    def __init__(self, window, bundle: str | Path | None = None) -> None:
-        super().__init__(window, "Analyze (CLAM)")
-        self.bundle = Path(bundle) if bundle else None
-        self.result: ClamHeatmap | None = None
-        self._partial: ClamHeatmap | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial: ClamResult | None = None
         self.gallery = QListWidget()
         self.body.addWidget(self.gallery)
         self.gallery.itemClicked.connect(self._jump)
 
-    def run(self) -> None:
-        """Start the analysis of the first pane's slide in a background job."""
-        path = self.first_slide_path()
-        bundle = self.model_path(self.bundle, demo_clam_bundle_path) if path else None
-        if bundle is None:
-            return
+    def work(self, path: str, bundle: Path | None, options):
+        """The job, on a thread: its partial heatmaps are kept for the next poll."""
 
-        def work(context):
+        def run(context):
             with open_slide(path) as slide:
-                heatmap = analyze_slide(
-                    slide, bundle, progress=context.report, cancel=context.token,
+                return analyse_clam(
+                    slide, bundle, options, context,
                     on_partial=lambda heatmap: self._keep_partial(context, heatmap),
                 )  # fmt: skip
-            return heatmap, bundle_notice(bundle)
 
-        self.start(work, "clam", "Analysing: segment, patch, extract features, CLAM…", (0,))
+        return run
 
-    def _keep_partial(self, context, heatmap: ClamHeatmap) -> None:
+    def _keep_partial(self, context, heatmap: ClamResult) -> None:
         """Keep a partial heatmap of the running job (set by the worker, shown by the next
         poll); one of a job dropped with its slide is ignored."""
-        if self.job is not None and self.job.context is context:
+        job = self.panel.job
+        if job is not None and job.context is context:
             self._partial = heatmap
 
-    def clear_result(self) -> None:
-        """Forget the result: heatmap, prediction and gallery."""
-        self.result = self._partial = None
-        self.gallery.clear()
-        super().clear_result()
-
-    def on_tick(self) -> None:
+    def tick(self) -> None:
         """Show the latest partial heatmap, if a new one arrived."""
         partial, self._partial = self._partial, None
         if partial is not None:
-            self.replace_layers([(attention_layer(partial, partial=True), 0)])
+            self.panel.replace_layers(self.layers(partial, self.panel.pane))
 
-    def show_result(self, result: tuple[ClamHeatmap, str | None]) -> None:
-        """Final heatmap layer, prediction with probabilities (and the model's demo notice),
-        and the top-k gallery."""
-        self.result, notice = result
-        result = self.result
-        self.replace_layers([(attention_layer(result), 0)])
-        names = result.class_names or [str(i) for i in range(len(result.prediction.probabilities))]
+    def describe(self, result: ClamResult) -> str:
+        """The prediction with its probabilities and the number of patches."""
         probabilities = ", ".join(
             f"{name} {p:.2f}"
-            for name, p in zip(names, result.prediction.probabilities, strict=True)
+            for name, p in zip(result.names, result.prediction.probabilities, strict=True)
         )
-        self.status.setText(
-            with_notice(
-                f"CLAM prediction: {names[result.prediction.prediction]} ({probabilities}); "
-                f"{len(result.coords)} patches",
-                notice,
-            )
+        return (
+            f"CLAM prediction: {result.names[result.prediction.prediction]} ({probabilities}); "
+            f"{len(result.coords)} patches"
         )
+
+    def show(self, result: ClamResult) -> None:
+        """List the highest- and lowest-attention patches."""
         self.gallery.clear()
         half = _grid_step(result.coords) / 2
         for label, high in (("high", True), ("low", False)):
@@ -111,6 +86,11 @@ class ClamPanel(JobPanel):
                 item = QListWidgetItem(f"{label} attention: patch at ({x}, {y})")
                 item.setData(Qt.ItemDataRole.UserRole, (float(x) + half, float(y) + half))
                 self.gallery.addItem(item)
+
+    def clear(self) -> None:
+        """Forget the partial heatmap and the gallery."""
+        self._partial = None
+        self.gallery.clear()
 
     def _jump(self, item: QListWidgetItem) -> None:
         self.window.views[0].center_on(*item.data(Qt.ItemDataRole.UserRole))
@@ -122,6 +102,6 @@ def _grid_step(coords: np.ndarray) -> float:
     return float(gaps.min()) if gaps.size else 0.0
 
 
-def attach_clam_panel(window, bundle: str | Path | None = None) -> ClamPanel:
-    """Dock a :class:`ClamPanel` on the right of ``window`` and return it."""
-    return dock_panel(window, ClamPanel(window, bundle), "CLAM")
+def attach_clam_panel(window, bundle: str | Path | None = None) -> AnalysisPanel:
+    """Dock the CLAM :class:`AnalysisPanel` on the right of ``window`` and return it."""
+    return dock_analysis(window, ClamWidget(), "CLAM", bundle)

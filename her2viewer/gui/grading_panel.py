@@ -1,8 +1,8 @@
 """IHC patch grading in the viewer (seed 004): grade the IHC slide, Grad-CAM of the view.
 
-``attach_grading_panel(window)`` docks a :class:`GradingPanel`. *Grade IHC* grades the
-tumor-enriched patches of the IHC slide (the first pane whose file name marks it as
-IHC, else the active pane) with :func:`her2viewer.analysis.patch_grading.grade_slide`
+``attach_grading_panel(window)`` docks an analysis panel with a :class:`GradingWidget`.
+*Grade IHC* grades the tumor-enriched patches of the IHC slide (the first pane whose file
+name marks it as IHC, else the active pane) with :func:`her2viewer.analysis.grade.analyse_grade`
 in a background job (progress, cancel), shows the slide grade (argmax of the mean
 patch probability) with the class probabilities, and adds the per-patch grade layer
 to that pane. *Grad-CAM here* computes Grad-CAM over the tissue patches of the region
@@ -16,32 +16,30 @@ from pathlib import Path
 from PySide6.QtWidgets import QLabel, QPushButton
 
 from her2viewer.analysis.gradcam import GradCamMap
-from her2viewer.analysis.patch_grading import (
-    PatchGrading,
-    gradcam_layer,
-    gradcam_slide,
-    grade_slide,
-)
-from her2viewer.gui.job_panel import JobPanel, bundle_notice, dock_panel, result_text
+from her2viewer.analysis.grade import GradeResult, analyse_grade, gradcam_layer, gradcam_slide
+from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
+from her2viewer.gui.job_panel import bundle_notice
 from her2viewer.models.checks import with_notice
 from her2viewer.models.patch_cnn import default_grading_bundle
 from her2viewer.slide.pairing import IHC_TOKENS
 
 #: Level-0 pixels per Grad-CAM map pixel.
 CAM_DOWNSAMPLE = 8.0
-#: The counted phase of grading (the model's pass over the patches follows it).
-PHASE = "reading patches"
 
 
-class GradingPanel(JobPanel):
-    """Grade the IHC pane's slide with a patch CNN (the demo bundle by default)."""
+class GradingWidget(ResultWidget):
+    """Grading's part of the panel: class probabilities and *Grad-CAM here*."""
 
-    def __init__(self, window, bundle: str | Path | None = None) -> None:
-        super().__init__(window, "Grade IHC")
-        self.bundle = Path(bundle) if bundle else None
-        self.result: PatchGrading | None = None
+    analyse = staticmethod(analyse_grade)
+    result_type = GradeResult
+    run_text = "Grade IHC"
+    running_text = "Grading the IHC slide's tumor patches…"
+    job_name = "grading"
+    default_bundle = staticmethod(default_grading_bundle)
+
+    def __init__(self) -> None:
+        super().__init__()
         self.cam: GradCamMap | None = None
-        self.pane: int | None = None
         self._entries: dict[str, tuple[object, int]] = {}
         self.probabilities = QLabel("")
         self.cam_button = QPushButton("Grad-CAM here")
@@ -49,49 +47,28 @@ class GradingPanel(JobPanel):
         self.body.addWidget(self.cam_button)
         self.cam_button.clicked.connect(self.run_gradcam)
 
-    def ihc_pane(self) -> int | None:
-        """Index of the IHC pane (by file name, else the active pane); None after a message."""
+    def panes(self) -> tuple[int, ...] | None:
+        """The IHC pane (by file name, else the active pane); None after a message."""
         panes = [(i, s) for i, s in enumerate(self.window.slides) if s is not None]
         if not panes:
             self.window.show_error("Open an IHC slide first.")
             return None
         for index, slide in panes:
             if any(token.lower() in Path(slide.info.path).name.lower() for token in IHC_TOKENS):
-                return index
+                return (index,)
         active = self.window.views.index(self.window.active)
-        return active if self.window.slides[active] is not None else panes[0][0]
-
-    def _prepare(self) -> tuple[int, str, Path] | None:
-        """The pane, its slide path and the model; None when busy or missing."""
-        if self.job is not None:
-            return None
-        index = self.ihc_pane()
-        bundle = self.model_path(self.bundle, default_grading_bundle) if index is not None else None
-        if bundle is None:
-            return None
-        return index, self.window.slides[index].info.path, bundle
-
-    def run(self) -> None:
-        """Grade the IHC slide's tumor patches in a background job."""
-        prepared = self._prepare()
-        if prepared is None:
-            return
-        self.pane, path, bundle = prepared
-
-        def work(context):
-            return grade_slide(
-                path, bundle, progress=lambda done, total: context.report(done, total, PHASE)
-            )
-
-        self.start(work, "grading", "Grading the IHC slide's tumor patches…", (self.pane,))
+        return (active if self.window.slides[active] is not None else panes[0][0],)
 
     def run_gradcam(self) -> None:
         """Grad-CAM over the tissue patches of the region the IHC pane shows."""
-        prepared = self._prepare()
-        if prepared is None:
+        panel = self.panel
+        panes = self.panes() if panel.job is None else None
+        bundle = panel.model_path(panel.bundle, default_grading_bundle) if panes else None
+        if bundle is None:
             return
-        self.pane, path, bundle = prepared
-        rect = self.window.views[self.pane].visible_bounds()
+        panel.pane = panes[0]
+        path = self.window.slides[panel.pane].info.path
+        rect = self.window.views[panel.pane].visible_bounds()
 
         def work(context):
             cam = gradcam_slide(
@@ -100,48 +77,49 @@ class GradingPanel(JobPanel):
             )  # fmt: skip
             return cam, bundle_notice(bundle)
 
-        self.start(work, "gradcam", "Grad-CAM of the region in view…", (self.pane,))
+        panel.start(work, "gradcam", "Grad-CAM of the region in view…", panes)
 
-    def clear_result(self) -> None:
-        """Forget the grading and the Grad-CAM with their layers."""
-        self.result = self.cam = None
+    def layers(self, result, pane: int) -> list[tuple[object, int]]:
+        """The patch grades and the Grad-CAM of the view, whichever were computed."""
+        if isinstance(result, GradeResult):
+            self._entries["grades"] = (result.layers()[0], pane)
+        else:
+            self._entries["cam"] = (gradcam_layer(result[0], "Grad-CAM (view)"), pane)
+        return list(self._entries.values())
+
+    def describe(self, result) -> str:
+        """The slide grade, or what the Grad-CAM explains (with its model's notice)."""
+        if isinstance(result, GradeResult):
+            return (
+                f"IHC grade {result.grade} from {len(result.probs)} patches "
+                f"({result.rule}; mean patch probability)"
+            )
+        cam, notice = result
+        return with_notice(
+            f"Grad-CAM of {len(cam.patch_probs)} patches in view (each patch's predicted grade)",
+            notice,
+        )
+
+    def show(self, result) -> None:
+        """The class probabilities of a grading; keep a Grad-CAM map."""
+        if not isinstance(result, GradeResult):
+            self.cam = result[0]
+            return
+        probabilities = ", ".join(
+            f"{name} {p:.2f}"
+            for name, p in zip(result.classes, result.mean_probability, strict=True)
+        )
+        self.probabilities.setText(
+            with_notice(f"Class probabilities: {probabilities}", result.notice)
+        )
+
+    def clear(self) -> None:
+        """Forget the Grad-CAM, the layers and the probabilities."""
+        self.cam = None
         self._entries.clear()
         self.probabilities.setText("")
-        super().clear_result()
-
-    def show_result(self, result: PatchGrading | tuple[GradCamMap, str | None]) -> None:
-        """Show a grading (grade, probabilities, patch layer) or a Grad-CAM with its model's
-        notice (heatmap layer)."""
-        if isinstance(result, PatchGrading):
-            self.result = result
-            self._entries["grades"] = (result.layer(), self.pane)
-            probabilities = ", ".join(
-                f"{name} {p:.2f}"
-                for name, p in zip(result.classes, result.mean_probability, strict=True)
-            )
-            self.status.setText(
-                result_text(
-                    f"IHC grade {result.grade} from {len(result.probs)} patches "
-                    f"({result.rule}; mean patch probability)",
-                    result,
-                )
-            )
-            self.probabilities.setText(
-                with_notice(f"Class probabilities: {probabilities}", result.notice)
-            )
-        else:
-            self.cam, notice = result
-            self._entries["cam"] = (gradcam_layer(self.cam, "Grad-CAM (view)"), self.pane)
-            self.status.setText(
-                with_notice(
-                    f"Grad-CAM of {len(self.cam.patch_probs)} patches in view "
-                    "(each patch's predicted grade)",
-                    notice,
-                )
-            )
-        self.replace_layers(list(self._entries.values()))
 
 
-def attach_grading_panel(window, bundle: str | Path | None = None) -> GradingPanel:
-    """Dock a :class:`GradingPanel` on the right of ``window`` and return it."""
-    return dock_panel(window, GradingPanel(window, bundle), "IHC grading")
+def attach_grading_panel(window, bundle: str | Path | None = None) -> AnalysisPanel:
+    """Dock the grading :class:`AnalysisPanel` on the right of ``window`` and return it."""
+    return dock_analysis(window, GradingWidget(), "IHC grading", bundle)

@@ -1,8 +1,8 @@
 """HER2Net results in the viewer: run in the background, P with the 10% line, tile table.
 
-``attach_her2net_panel(window)`` docks a :class:`Her2NetPanel` on a
-:class:`~her2viewer.gui.mainwindow.MainWindow`. *Run* analyses the slide of the
-first pane with :func:`her2viewer.analysis.her2net.analyse_slide` in a background
+``attach_her2net_panel(window)`` docks an analysis panel with a :class:`Her2NetWidget`
+on a :class:`~her2viewer.gui.mainwindow.MainWindow`. *Run* analyses the slide of the
+first pane with :func:`her2viewer.analysis.her2net.analyse_her2net` in a background
 job (progress, cancel; results cached per slide + bundle), then adds the tumor and
 high-expression (brown) layers to that pane. The IHC, when open in the second pane,
 moves in step, so strong regions can be compared with the real staining. Clicking a
@@ -17,11 +17,10 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QWidget
 
-from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_slide
-from her2viewer.gui.job_panel import JobPanel, dock_panel, result_text
+from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_her2net
+from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
 from her2viewer.models.her2net.choices import POSITIVE_PERCENT
 from her2viewer.models.her2net.model import demo_bundle_path
-from her2viewer.slide import open_slide
 
 COLUMNS = ("x", "y", "tumor %", "strong p", "call")
 
@@ -55,12 +54,18 @@ class PercentBar(QWidget):
         painter.end()
 
 
-class Her2NetPanel(JobPanel):
-    """Run HER2Net on the first pane's slide and show status, P and tiles."""
+class Her2NetWidget(ResultWidget):
+    """HER2Net's part of the panel: P against the 10% line and the tile table."""
 
-    def __init__(self, window, bundle: str | Path | None = None) -> None:
-        super().__init__(window, "Run HER2Net")
-        self.bundle = Path(bundle) if bundle else None
+    analyse = staticmethod(analyse_her2net)
+    result_type = Her2NetResult
+    run_text = "Run HER2Net"
+    running_text = "Running HER2Net…"
+    job_name = "her2net"
+    default_bundle = staticmethod(demo_bundle_path)
+
+    def __init__(self) -> None:
+        super().__init__()
         self.result: Her2NetResult | None = None
         self.bar = PercentBar()
         self.table = QTableWidget(0, len(COLUMNS))
@@ -71,37 +76,17 @@ class Her2NetPanel(JobPanel):
         self.body.addWidget(self.table)
         self.table.cellClicked.connect(self._jump)
 
-    def run(self) -> None:
-        """Start the analysis of the first pane's slide in a background job."""
-        path = self.first_slide_path()
-        bundle = self.model_path(self.bundle, demo_bundle_path) if path else None
-        if bundle is None:
-            return
-
-        def work(context):
-            with open_slide(path) as slide:
-                return analyse_slide(slide, bundle, context=context)
-
-        self.start(work, "her2net", "Running HER2Net…", panes=(0,))
-
-    def clear_result(self) -> None:
-        """Forget the result: layers, status, P bar and tile table."""
-        self.result = None
-        self.bar.set_value(None, self.bar.threshold)
-        self.table.setRowCount(0)
-        super().clear_result()
-
-    def show_result(self, result: Her2NetResult) -> None:
-        """Show a result: layers on the first pane, status, P bar and the tile table."""
-        self.result = result
-        self.replace_layers([(layer, 0) for layer in result.layers()])
-        p = result.high_expression_percent
-        text = (
-            f"HER2 {result.her2_status}: high-expression P = {p:.1f}% "
-            f"(positive at >= {result.positive_percent:g}%)"
+    def describe(self, result: Her2NetResult) -> str:
+        """The status with P and the positivity line."""
+        return (
+            f"HER2 {result.her2_status}: high-expression P = "
+            f"{result.high_expression_percent:.1f}% (positive at >= {result.positive_percent:g}%)"
         )
-        self.status.setText(result_text(text, result))
-        self.bar.set_value(p, result.positive_percent)
+
+    def show(self, result: Her2NetResult) -> None:
+        """The P bar and the tile table."""
+        self.result = result
+        self.bar.set_value(result.high_expression_percent, result.positive_percent)
         self.table.setRowCount(len(result.tiles))
         for row, tile in enumerate(result.tiles):
             call = "" if tile.strong is None else ("strong" if tile.strong else "weak")
@@ -109,6 +94,12 @@ class Her2NetPanel(JobPanel):
             values = (tile.x, tile.y, f"{100 * tile.tumor_fraction:.0f}", prob, call)
             for col, value in enumerate(values):
                 self.table.setItem(row, col, QTableWidgetItem(str(value)))
+
+    def clear(self) -> None:
+        """Empty the P bar and the tile table."""
+        self.result = None
+        self.bar.set_value(None, self.bar.threshold)
+        self.table.setRowCount(0)
 
     def _jump(self, row: int, _column: int) -> None:
         if self.result is None or row >= len(self.result.tiles):
@@ -118,6 +109,6 @@ class Her2NetPanel(JobPanel):
         self.window.views[0].center_on(tile.x + half, tile.y + half)
 
 
-def attach_her2net_panel(window, bundle: str | Path | None = None) -> Her2NetPanel:
-    """Dock a :class:`Her2NetPanel` on the right of ``window`` and return it."""
-    return dock_panel(window, Her2NetPanel(window, bundle), "HER2Net")
+def attach_her2net_panel(window, bundle: str | Path | None = None) -> AnalysisPanel:
+    """Dock the HER2Net :class:`AnalysisPanel` on the right of ``window`` and return it."""
+    return dock_analysis(window, Her2NetWidget(), "HER2Net", bundle)

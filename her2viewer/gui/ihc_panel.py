@@ -1,8 +1,8 @@
 """The paired IHC in the viewer: registered in the background, scored, DAB and categories shown.
 
-``attach_ihc_panel(window)`` docks an :class:`IhcPanel`. *Register & score* runs
-:func:`her2viewer.analysis.ihc_pair.analyse_pair` on the two panes' slides in a
-background job, then links the panes through the registration (navigation and the
+``attach_ihc_panel(window)`` docks an analysis panel with an :class:`IhcWidget`.
+*Register & score* runs :func:`her2viewer.analysis.ihc_pair.analyse_ihc_pair` on the two
+panes' slides in a background job, then links the panes through the registration (navigation and the
 cursor move in step), adds the DAB and score-category layers to the IHC pane, maps the
 H&E pane's masks (e.g. a tumor mask) in place onto the IHC, and shows the score.
 """
@@ -16,22 +16,27 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
 
-from her2viewer.analysis.ihc_pair import IhcPairResult, analyse_pair
-from her2viewer.gui.job_panel import JobPanel, dock_panel
+from her2viewer.analysis.ihc_pair import IhcPairOptions, IhcPairResult, analyse_ihc_pair
+from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
 from her2viewer.overlay.layers import MaskLayer
 from her2viewer.registration import Registration
-from her2viewer.slide import open_slide
 
 #: Ranges of the manual correction controls (degrees, level-0 px).
 NUDGE_DEGREES = 15.0
 NUDGE_PIXELS = 2000.0
 
 
-class IhcPanel(JobPanel):
-    """Register the second pane (IHC) onto the first (H&E), score it, show its maps."""
+class IhcWidget(ResultWidget):
+    """The pair's part of the panel: the registration link and the nudge controls."""
 
-    def __init__(self, window) -> None:
-        super().__init__(window, "Register && score IHC")
+    analyse = staticmethod(analyse_ihc_pair)
+    result_type = IhcPairResult
+    run_text = "Register && score IHC"
+    running_text = "Registering and scoring the IHC…"
+    job_name = "ihc-pair"
+
+    def __init__(self) -> None:
+        super().__init__()
         self.result: IhcPairResult | None = None
         self.registration: Registration | None = None
         self.rotation, self.dx, self.dy = (QDoubleSpinBox() for _ in range(3))
@@ -51,47 +56,49 @@ class IhcPanel(JobPanel):
         self.body.addLayout(form)
         apply_button.clicked.connect(self.apply_nudge)
         save_button.clicked.connect(self._save_dialog)
-        window.pair_opened.connect(self.run)
 
-    def run(self) -> None:
-        """Start registration and scoring of the open pair in a background job."""
+    def panes(self) -> tuple[int, ...] | None:
+        """Both panes (H&E first, IHC second); None after a message."""
         slides = [s for s in getattr(self.window, "slides", []) if s is not None]
         if len(slides) < 2:
             self.window.show_error("Open an H&E slide and its paired IHC slide first.")
-            return
-        he_path, ihc_path = slides[0].info.path, slides[1].info.path
+            return None
+        return (0, 1)
 
-        def work(context):
-            with open_slide(he_path) as he, open_slide(ihc_path) as ihc:
-                return analyse_pair(he, ihc, context)
+    def options(self, panes: tuple[int, ...]) -> IhcPairOptions:
+        """The IHC slide of the second pane."""
+        return IhcPairOptions(self.window.slides[panes[1]].info.path)
 
-        self.start(work, "ihc-pair", "Registering and scoring the IHC…", (0, 1))
-
-    def clear_result(self) -> None:
-        """Forget the registration (the panes sync relatively again), the score and layers."""
-        if self.registration is not None and len(self.window.views) > 1:
-            self.window.set_pane_transform(1, None)
-        self.result = self.registration = None
-        super().clear_result()
-
-    def show_result(self, result: IhcPairResult) -> None:
-        """Link the panes by the registration and show the IHC layers and score."""
-        self.result = result
-        self._link(result.registration)
+    def layers(self, result: IhcPairResult, pane: int) -> list[tuple[object, int]]:
+        """The IHC layers and the H&E pane's visible masks mapped onto the IHC pane."""
         ihc = self.window.views[1].slide.info
         mapped = [
             result.he_mask_on_ihc(layer, (ihc.width, ihc.height))
             for layer in self.window.views[0].layers
             if isinstance(layer, MaskLayer) and layer.visible
         ]
-        self.replace_layers([(layer, 1) for layer in result.ihc_layers() + mapped])
+        return [(layer, 1) for layer in result.layers() + mapped]
+
+    def describe(self, result: IhcPairResult) -> str:
+        """The score, its recommendation, the category shares and the registration."""
         score = result.score
         shares = ", ".join(f"{k.replace('_', ' ')} {v:.0f}%" for k, v in score.percentages.items())
-        self.status.setText(
+        return (
             f"IHC {score.label} ({score.guideline}): {score.recommendation}. "
             f"Tumor regions: {shares}. Registered by {result.registration.method}, "
             f"residual {result.registration.error_px:.1f} px."
         )
+
+    def show(self, result: IhcPairResult) -> None:
+        """Link the panes by the registration."""
+        self.result = result
+        self._link(result.registration)
+
+    def clear(self) -> None:
+        """Forget the registration: the panes sync relatively again."""
+        if self.registration is not None and len(self.window.views) > 1:
+            self.window.set_pane_transform(1, None)
+        self.result = self.registration = None
 
     def _link(self, registration: Registration) -> None:
         self.registration = registration
@@ -129,6 +136,9 @@ class IhcPanel(JobPanel):
             self.save_transform(path)
 
 
-def attach_ihc_panel(window) -> IhcPanel:
-    """Dock an :class:`IhcPanel` on the right of ``window`` and return it."""
-    return dock_panel(window, IhcPanel(window), "IHC")
+def attach_ihc_panel(window) -> AnalysisPanel:
+    """Dock the IHC pair :class:`AnalysisPanel` on the right of ``window`` and return it;
+    it runs whenever a pair is opened."""
+    panel = dock_analysis(window, IhcWidget(), "IHC")
+    window.pair_opened.connect(panel.run)
+    return panel

@@ -1,6 +1,6 @@
 """Model predictions for a study's cases from a CLAM bundle (``study create --model BUNDLE``).
 
-Each case's H&E slide goes through :func:`her2viewer.analysis.clam.analyze_slide`;
+Each case's H&E slide goes through :func:`her2viewer.analysis.clam.analyse_clam`;
 the predicted class becomes the model's answer, the summed probability of the
 question's positive labels its probability, and the attention heatmap the layer
 shown in an assisted arm.
@@ -48,7 +48,7 @@ def predict_cases(
         The study's question; the bundle's class names must be among its answers.
     bundle : Path
         CLAM bundle (or checkpoint with ``encoder``).
-    options : ClamAnalysisOptions, optional
+    options : ClamOptions, optional
         Patch size, magnification, device ... (defaults of the analysis).
     encoder : Encoder, optional
         Overrides the bundle's encoder.
@@ -64,7 +64,7 @@ def predict_cases(
     skipped : list of str
         Case ids without an H&E slide file.
     """
-    from her2viewer.analysis.clam import analyze_slide
+    from her2viewer.analysis.clam import analyse_clam
     from her2viewer.slide import open_slide
 
     predictions, overlays, skipped = {}, {}, []
@@ -73,7 +73,7 @@ def predict_cases(
             skipped.append(case.case_id)
             continue
         with open_slide(case.he_path) as slide:
-            heat = analyze_slide(slide, bundle, options, encoder)
+            heat = analyse_clam(slide, bundle, options, encoder=encoder)
         labels = _labels(list(heat.class_names), question)
         probs = np.asarray(heat.prediction.probabilities, dtype=float)
         if not np.isfinite(probs).all() or np.isinf(heat.values).any():

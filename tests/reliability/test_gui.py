@@ -32,11 +32,11 @@ def test_another_slide_drops_her2net_results_and_her2net_still_runs(
     assert window.open_in_pane(str(first), 0).wait()
     panel.run()
     qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
-    assert _her2net_layers(window.views[0]) and panel.table.rowCount() > 0
+    assert _her2net_layers(window.views[0]) and panel.widget.table.rowCount() > 0
 
     assert window.open_in_pane(str(second), 0).wait()  # used to raise list.remove(x): x not in list
-    assert panel.result is None and panel.bar.value is None
-    assert panel.table.rowCount() == 0 and panel.layers == []
+    assert panel.result is None and panel.widget.bar.value is None
+    assert panel.widget.table.rowCount() == 0 and panel.layers == []
     assert panel.status.text() == "No result yet." and panel.progress.value() == 0
 
     panel.run()  # HER2Net still works, on the new slide, and its result is shown
@@ -77,7 +77,7 @@ def test_ihc_registration_goes_with_the_he_slide(window, synthetic_cohort, qtbot
     assert window.open_in_pane(str(other), 0).wait()
     assert not window.sync.has_transform(window.views[1])  # the old registration is gone
     assert window.views[1].layers == [] and panel.layers == []
-    assert panel.result is None and panel.registration is None
+    assert panel.result is None and panel.widget.registration is None
     assert panel.status.text() == "No result yet."
 
 
@@ -387,7 +387,7 @@ def test_grading_demo_says_so_on_every_line(window, synthetic_case, qtbot):
     panel.run()
     qtbot.waitUntil(lambda: panel.job is None, timeout=180_000)
     assert panel.result is not None, window.errors
-    assert DEMO_NOTICE in panel.status.text() and DEMO_NOTICE in panel.probabilities.text()
+    assert DEMO_NOTICE in panel.status.text() and DEMO_NOTICE in panel.widget.probabilities.text()
 
 
 def test_geojson_for_the_left_slide_lands_on_the_left_pane(panel_window, synthetic_case, tmp_path):

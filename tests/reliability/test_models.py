@@ -406,7 +406,7 @@ def test_save_bundle_on_a_full_disk_is_one_sentence(tiny_disk):
 def test_clam_heatmap_of_a_demo_bundle_carries_the_notice(synthetic_case, tmp_path):
     from torch import nn
 
-    from her2viewer.analysis.clam import ClamAnalysisOptions, analyze_slide
+    from her2viewer.analysis.clam import ClamOptions, analyse_clam
     from her2viewer.features.encoders import torchscript_encoder
     from her2viewer.slide import open_slide
 
@@ -415,10 +415,10 @@ def test_clam_heatmap_of_a_demo_bundle_carries_the_notice(synthetic_case, tmp_pa
     torch.jit.script(net.eval()).save(str(tmp_path / "enc.pt"))
     model = CLAM(ClamConfig(embed_dim=8, hidden_dim=16, attention_dim=8))
     bundle = save_clam_bundle(tmp_path / "b", model, {"synthetic": True})
-    options = ClamAnalysisOptions(magnification=5.0, patch_size=32, device="cpu", workers=1)
+    options = ClamOptions(magnification=5.0, patch_size=32, device="cpu", workers=1)
     encoder = torchscript_encoder(tmp_path / "enc.pt", input_size=16)
     with open_slide(synthetic_case / "he.svs") as slide:
-        result = analyze_slide(slide, bundle, options, encoder, cache=tmp_path / "cache")
+        result = analyse_clam(slide, bundle, options, encoder=encoder, cache=tmp_path / "cache")
     assert result.notice == DEMO_NOTICE
 
 

@@ -208,7 +208,7 @@ def test_non_finite_model_output_is_refused(tmp_path, monkeypatch):
         downsample=16.0,
         values=np.zeros((4, 4), np.float32),
     )
-    monkeypatch.setattr(clam, "analyze_slide", lambda *args: heat)
+    monkeypatch.setattr(clam, "analyse_clam", lambda *args, **kwargs: heat)
     monkeypatch.setattr(slide_module, "open_slide", lambda path: contextlib.nullcontext())
     slide = tmp_path / "c1.svs"
     slide.write_bytes(b"stand-in; the slide reader is replaced")

@@ -1,10 +1,10 @@
-"""Slide analyses with a patch-grading CNN: per-patch IHC grades and Grad-CAM score maps.
+"""Grade (seed 004): per-patch IHC grades of a slide with a patch CNN, and Grad-CAM maps.
 
-Each function takes a slide path and a model (bundle or weights file; the demo
+:func:`analyse_grade` takes an open slide and a model (bundle or weights file; the demo
 bundle by default) and returns plain data with level-0 coordinates. Patches are the
 tumor-enriched ones of :func:`~her2viewer.models.patch_data.slide_patches`; the slide
 grade is the argmax of the mean patch probability
-(:func:`~her2viewer.models.patch_cnn.slide_grade`). :meth:`PatchGrading.layer` and
+(:func:`~her2viewer.models.patch_cnn.slide_grade`). :meth:`GradeResult.layers` and
 :func:`gradcam_layer` turn results into the viewer's layers. Results save to JSON /
 ``.npy`` so the GUI and later runs reuse them.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from her2viewer.analysis.gradcam import GradCamMap, slide_gradcam
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
+from her2viewer.jobs import JobContext
 from her2viewer.models.checks import (
     apply_pixel_size,
     check_slide_scope,
@@ -39,7 +40,7 @@ from her2viewer.models.patch_cnn import (
 from her2viewer.models.patch_data import slide_patches
 from her2viewer.outputs import write_text_atomic
 from her2viewer.overlay.layers import HeatmapLayer, MaskLayer
-from her2viewer.slide import open_slide
+from her2viewer.slide import Slide, open_slide
 
 #: Colour of each grade in the per-patch layer (RGB).
 GRADE_COLORS = {"0": (70, 130, 180), "1+": (250, 210, 0), "2+": (245, 130, 0), "3+": (200, 0, 0)}
@@ -48,10 +49,12 @@ GRADE_COLORS = {"0": (70, 130, 180), "1+": (250, 210, 0), "2+": (245, 130, 0), "
 GRADING_STEP = PATCH_SIZE // 2
 #: Most patches a Grad-CAM of the visible region may take (about a minute on a CPU).
 MAX_VIEW_PATCHES = 256
+#: The counted phase of grading (the model's pass over the patches follows it).
+PHASE = "reading patches"
 
 
 @dataclass
-class PatchGrading:
+class GradeResult:
     """Per-patch grades of one slide and the slide-level grade.
 
     Attributes
@@ -91,7 +94,7 @@ class PatchGrading:
     notice: str | None = None
     warning: str | None = None
 
-    def layer(self) -> MaskLayer:
+    def layers(self) -> list[MaskLayer]:
         """Per-patch grade layer: the grid cell around each patch centre in its grade's colour.
 
         Cells are ``step_level0`` wide, so half-overlapping patches tile the tissue.
@@ -106,7 +109,7 @@ class PatchGrading:
         colors = {
             k + 1: GRADE_COLORS.get(name, (255, 0, 255)) for k, name in enumerate(self.classes)
         }
-        return MaskLayer(
+        layer = MaskLayer(
             f"Patch grades ({', '.join(self.classes)})",
             labels=labels,
             downsample=cell,
@@ -114,6 +117,22 @@ class PatchGrading:
             colors=colors,
             mode="both",
         )
+        return [layer]
+
+    def summary(self) -> dict:
+        """JSON-ready figures: grade, class probabilities, patch counts, notice and warning."""
+        counts = np.bincount(self.probs.argmax(1), minlength=len(self.classes))
+        return {
+            "grade": self.grade,
+            "patches": int(len(self.probs)),
+            "patch_choice": self.rule,
+            "mean_probability": dict(
+                zip(self.classes, np.round(self.mean_probability, 4).tolist(), strict=True)
+            ),
+            "patch_grades": dict(zip(self.classes, counts.tolist(), strict=True)),
+            "notice": self.notice,
+            "warning": self.warning,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON, atomically (an :class:`OutputError` when it cannot)."""
@@ -132,10 +151,25 @@ class PatchGrading:
                     "step_level0": self.step_level0,
                     "slide_size": list(self.slide_size),
                     "coords": self.coords.tolist(),
-                    "probs": np.round(self.probs, 6).tolist(),
+                    "probs": self.probs.tolist(),
                 }
             ),
         )
+
+    @classmethod
+    def load(cls, path: str | Path) -> GradeResult:
+        """Read a result written by :meth:`save` (a :class:`ModelError` when unreadable)."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(
+                np.asarray(data["coords"], dtype=np.int64).reshape(-1, 2),
+                np.asarray(data["probs"], dtype=np.float64).reshape(-1, len(data["classes"])),
+                list(data["classes"]), data["grade"], np.asarray(data["mean_probability"]),
+                int(data["patch_size_level0"]), tuple(data["slide_size"]),
+                data["patch_choice"], int(data["step_level0"]), data["notice"], data["warning"],
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"No readable grading result in {path}.") from exc
 
 
 def _slide_size(slide_path: str | Path) -> tuple[int, int]:
@@ -147,32 +181,18 @@ def _model(model_path, arch):
     return load_patch_cnn(model_path or default_grading_bundle(), arch=arch)
 
 
-def _scope(slide_path, meta: dict, model_path, mpp: float | None) -> str | None:
+def _scope(slide: Slide, meta: dict, model_path, mpp: float | None) -> str | None:
     """Check the slide against the bundle's ``accepts``; return the warning, if any."""
     name = f"the grading model {Path(model_path or default_grading_bundle()).name}"
-    with open_slide(slide_path) as slide:
-        return check_slide_scope(meta, apply_pixel_size(slide, mpp).info, name)
+    return check_slide_scope(meta, apply_pixel_size(slide, mpp).info, name)
 
 
-def grade_slide(
-    slide_path: str | Path,
-    model_path: str | Path | None = None,
-    arch: str | None = None,
-    limit: int | None = None,
-    device: str = "auto",
-    tumor: str = "auto",
-    progress: Callable[[int, int], None] | None = None,
-    step: int = GRADING_STEP,
-    mpp: float | None = None,
-) -> PatchGrading:
-    """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% white) of a slide.
+@dataclass(frozen=True)
+class GradeOptions:
+    """Options of :func:`analyse_grade`.
 
-    Parameters
+    Attributes
     ----------
-    slide_path : path
-        IHC slide.
-    model_path : path, optional
-        Patch CNN bundle, or weights file with ``arch``; the demo bundle by default.
     arch : str, optional
         Architecture of a plain weights file.
     limit : int, optional
@@ -181,12 +201,37 @@ def grade_slide(
         ``auto``, ``cuda``, ``mps`` or ``cpu``.
     tumor : str
         Patch rule of :func:`~her2viewer.models.patch_data.slide_patches`.
-    progress : callable, optional
-        ``progress(done, total)`` while patches are read (may raise to cancel).
     step : int
         Grid step (px at 20x); half the patch by default.
     mpp : float, optional
         Pixel size (um/px) for a slide that records none.
+    """
+
+    arch: str | None = None
+    limit: int | None = None
+    device: str = "auto"
+    tumor: str = "auto"
+    step: int = GRADING_STEP
+    mpp: float | None = None
+
+
+def analyse_grade(
+    slide: Slide,
+    bundle: str | Path | None = None,
+    options: GradeOptions | None = None,
+    context: JobContext | None = None,
+) -> GradeResult:
+    """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% white) of a slide.
+
+    Parameters
+    ----------
+    slide : Slide
+        An open IHC slide.
+    bundle : path, optional
+        Patch CNN bundle, or weights file with ``options.arch``; the demo bundle by default.
+    options : GradeOptions, optional
+    context : JobContext, optional
+        Progress (while patches are read) and cancellation of a background job.
 
     Raises
     ------
@@ -194,20 +239,25 @@ def grade_slide(
         When the bundle needs a pixel size the slide lacks, or the model's output is
         not finite.
     """
-    model, meta = _model(model_path, arch)
-    warning = _scope(slide_path, meta, model_path, mpp)
+    options = options or GradeOptions()
+    model, meta = _model(bundle, options.arch)
+    warning = _scope(slide, meta, bundle, options.mpp)
+    progress = (lambda done, total: context.report(done, total, PHASE)) if context else None
     chosen = slide_patches(
-        slide_path, limit=limit, tumor=tumor, step=step, progress=progress, mpp=mpp
-    )
+        slide.info.path, limit=options.limit, tumor=options.tumor, step=options.step,
+        progress=progress, mpp=options.mpp,
+    )  # fmt: skip
     probs = predict_proba(
-        model, input_transform(meta)(chosen.patches), device=choose_device(device)
+        model, input_transform(meta)(chosen.patches), device=choose_device(options.device)
     )
-    require_finite(probs, f"The grading output on {Path(slide_path).name}")
+    name = Path(slide.info.path).name
+    require_finite(probs, f"The grading output on {name}")
     index, mean = slide_grade(probs)
     classes = list(meta["classes"])
-    return PatchGrading(
+    return GradeResult(
         chosen.coords, probs, classes, classes[index], mean, chosen.patch_size_level0,
-        _slide_size(slide_path), chosen.rule, chosen.step_level0, demo_notice(meta), warning,
+        (slide.info.width, slide.info.height), chosen.rule, chosen.step_level0,
+        demo_notice(meta), warning,
     )  # fmt: skip
 
 
@@ -248,7 +298,8 @@ def gradcam_slide(
     if grade is not None and grade not in classes:
         raise ModelError(f"Grade '{grade}' is not one of the model's {', '.join(classes)}.")
     most = MAX_VIEW_PATCHES if rect is not None else None
-    _scope(slide_path, meta, model_path, mpp)
+    with open_slide(slide_path) as slide:
+        _scope(slide, meta, model_path, mpp)
     chosen = slide_patches(slide_path, limit=limit, tumor=tumor, rect=rect, most=most, mpp=mpp)
     torch_device = choose_device(device)
     layer, channels_last = target_layer(model.to(torch_device), meta["arch"])
