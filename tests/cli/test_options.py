@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import inspect
 import subprocess
 import sys
 
@@ -61,6 +63,14 @@ def test_the_verb_groups_live_in_the_cli_package():
     for module in ROOM_CLI_MODULES:
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(f"her2viewer.{module}")
+
+
+@pytest.mark.parametrize("name", VERB_MODULES)
+def test_verb_modules_import_options_but_never_each_other(name):
+    tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    others = {*VERB_MODULES, "her2viewer.cli", "her2viewer.cli.main"} - {name}
+    assert not imported & others, name
     assert not hasattr(importlib.import_module("her2viewer.demo"), "register")
 
 
