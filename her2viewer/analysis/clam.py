@@ -188,7 +188,7 @@ class ClamResult:
             "prediction_index": int(self.prediction.prediction),
             "class_names": list(self.class_names),
             "probabilities": dict(zip(self.names, probabilities.tolist(), strict=True)),
-            "n_patches": int(len(self.coords)),
+            "patches": int(len(self.coords)),
             "downsample": float(self.downsample),
             "partial": self.partial,
             "notice": self.notice,

@@ -16,6 +16,8 @@ from her2viewer.cli.options import (
     add_output_option,
     add_patch_grid_options,
     add_progress_options,
+    add_threads_option,
+    apply_threads,
 )
 from her2viewer.errors import ModelError
 from her2viewer.outputs import check_output_file, write_text_atomic
@@ -92,7 +94,7 @@ def register(subparsers) -> None:
     train.add_argument(
         "--standardize", action="store_true", help="z-score features (stored in the model)"
     )
-    train.add_argument("--threads", type=int, help="torch CPU threads")
+    add_threads_option(train)
     add_progress_options(train)
     defaults = ClamTrainConfig()
     for item in fields(ClamTrainConfig):
@@ -170,13 +172,8 @@ def run_heatmap(args) -> int:
         "attention", values=result.values, downsample=result.downsample, colormap=args.colormap
     )
     write_image(out, blend_layer(base, layer, info.downsample, args.alpha))
-    names = result.class_names or [str(i) for i in range(len(result.prediction.probabilities))]
-    summary = {
-        "slide": str(args.slide),
-        "prediction": names[result.prediction.prediction],
-        "notice": result.notice,
-        "probabilities": dict(zip(names, map(float, result.prediction.probabilities), strict=True)),
-        "patches": len(result.coords),
+    summary = {"slide": str(args.slide)} | result.summary()
+    summary |= {
         "top_patches": result.top_patches(8).tolist(),
         "png": str(out),
         "tiff": str(args.tiff) if args.tiff else None,
@@ -211,13 +208,10 @@ def _heatmap_outputs(args) -> tuple[Path, Path]:
 
 def run_train(args) -> int:
     """Cross-validate CLAM and write one bundle per fold plus ``summary.json``."""
-    import torch
-
     from her2viewer.training.clam_train import cross_validate
     from her2viewer.training.datasets import load_cohort
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     classes = args.classes.split(",") if args.classes else None
     cohort = load_cohort(args.features_dir, args.labels, args.label_column, classes)
     values = {f.name: getattr(args, f.name) for f in fields(ClamTrainConfig) if f.name != "gated"}

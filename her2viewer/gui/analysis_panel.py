@@ -20,7 +20,10 @@ from pathlib import Path
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from her2viewer.analysis.contract import analyse_path
-from her2viewer.gui.job_panel import JobPanel, dock_panel, result_text
+from her2viewer.errors import Her2ViewerError
+from her2viewer.gui.job_panel import JobPanel, dock_panel
+from her2viewer.models.bundle import is_bundle, load_bundle
+from her2viewer.models.checks import demo_notice, with_notice
 
 
 class ResultWidget(QWidget):
@@ -111,6 +114,14 @@ class AnalysisPanel(JobPanel):
         self.pane: int | None = None
         self.body.addWidget(widget)
 
+    def model_path(self, chosen: Path | None, default: Callable[[], Path]) -> Path | None:
+        """The chosen model, else ``default()``; None after showing why there is none."""
+        try:
+            return chosen or default()
+        except Her2ViewerError as exc:
+            self.window.show_error(str(exc))
+            return None
+
     def run(self) -> None:
         """Start the analysis of the widget's pane in a background job."""
         if self.job is not None:
@@ -142,6 +153,20 @@ class AnalysisPanel(JobPanel):
         self.result = None
         self.widget.clear()
         super().clear_result()
+
+
+def bundle_notice(path) -> str | None:
+    """The demo notice of the model bundle at ``path`` (None for a real model or a plain
+    checkpoint); it reads the bundle, so call it in the job's work, off the GUI thread."""
+    return demo_notice(load_bundle(path).meta) if is_bundle(path) else None
+
+
+def result_text(text: str, result) -> str:
+    """A result line as shown: the slide-scope warning sentence of the result first (it is
+    outside what the model accepts), and a demo model's notice on the same line."""
+    line = with_notice(text, getattr(result, "notice", None))
+    warning = getattr(result, "warning", None)
+    return f"{warning} {line}" if warning else line
 
 
 def dock_analysis(window, widget: ResultWidget, title: str, bundle=None) -> AnalysisPanel:

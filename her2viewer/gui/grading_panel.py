@@ -17,8 +17,12 @@ from PySide6.QtWidgets import QLabel, QPushButton
 
 from her2viewer.analysis.gradcam import GradCamMap
 from her2viewer.analysis.grade import GradeResult, analyse_grade, gradcam_layer, gradcam_slide
-from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
-from her2viewer.gui.job_panel import bundle_notice
+from her2viewer.gui.analysis_panel import (
+    AnalysisPanel,
+    ResultWidget,
+    bundle_notice,
+    dock_analysis,
+)
 from her2viewer.models.checks import with_notice
 from her2viewer.models.patch_cnn import default_grading_bundle
 from her2viewer.slide.pairing import IHC_TOKENS

@@ -7,7 +7,6 @@ the GUI thread) and show its result; the polling, buttons and error reporting li
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
@@ -22,8 +21,6 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.jobs import Job
-from her2viewer.models.bundle import is_bundle, load_bundle
-from her2viewer.models.checks import demo_notice, with_notice
 
 POLL_MS = 100
 
@@ -74,22 +71,6 @@ class JobPanel(QWidget):
     def show_result(self, result) -> None:  # pragma: no cover - overridden
         """Show a finished job's result."""
         raise NotImplementedError
-
-    def first_slide_path(self) -> str | None:
-        """Path of the first pane's slide, or None after asking the user to open one."""
-        slides = [s for s in getattr(self.window, "slides", []) if s is not None]
-        if not slides:
-            self.window.show_error("Open an H&E slide first.")
-            return None
-        return slides[0].info.path
-
-    def model_path(self, chosen: Path | None, default: Callable[[], Path]) -> Path | None:
-        """The chosen model, else ``default()``; None after showing why there is none."""
-        try:
-            return chosen or default()
-        except Her2ViewerError as exc:
-            self.window.show_error(str(exc))
-            return None
 
     def on_tick(self) -> None:
         """Called on every poll while a job runs (e.g. to show partial results)."""
@@ -194,20 +175,6 @@ class JobPanel(QWidget):
             message = str(job.error) if isinstance(job.error, Her2ViewerError) else repr(job.error)
             self.status.setText(message)  # e.g. the slide is outside what the model accepts
             self.window.show_error(message)
-
-
-def bundle_notice(path) -> str | None:
-    """The demo notice of the model bundle at ``path`` (None for a real model or a plain
-    checkpoint); it reads the bundle, so call it in the job's work, off the GUI thread."""
-    return demo_notice(load_bundle(path).meta) if is_bundle(path) else None
-
-
-def result_text(text: str, result) -> str:
-    """A result line as shown: the slide-scope warning sentence of the result first (it is
-    outside what the model accepts), and a demo model's notice on the same line."""
-    line = with_notice(text, getattr(result, "notice", None))
-    warning = getattr(result, "warning", None)
-    return f"{warning} {line}" if warning else line
 
 
 ANALYSIS_DOCK = "analysis_dock"
