@@ -12,6 +12,8 @@ from her2viewer.cli.options import (
     add_json_option,
     add_output_option,
     add_progress_options,
+    add_threads_option,
+    apply_threads,
 )
 from her2viewer.errors import ModelError
 from her2viewer.jobs import Progress, run_inline
@@ -84,16 +86,7 @@ def register(subparsers) -> None:
 
 def _device_options(parser) -> None:
     add_device_option(parser)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-
-
-def _set_threads(args) -> None:
-    import torch
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ModelError(f"--threads must be at least 1, got {args.threads}.")
-        torch.set_num_threads(args.threads)
+    add_threads_option(parser)
 
 
 def _progress(args):
@@ -110,7 +103,7 @@ def run_train(args) -> int:
     from her2viewer.analysis.her2net import ihc_high_mask
     from her2viewer.models.her2net.training import Her2NetTrainConfig, train_her2net
 
-    _set_threads(args)
+    apply_threads(args.threads)
     if args.tile_size < 16 or (args.input_size is not None and args.input_size < 16):
         raise ModelError("Tile and input sizes must be at least 16 pixels.")
     config = Her2NetTrainConfig(
@@ -147,7 +140,7 @@ def run_predict(args) -> int:
     from her2viewer.outputs import prepare_output_dir
     from her2viewer.slide import open_slide
 
-    _set_threads(args)
+    apply_threads(args.threads)
     if args.out:
         prepare_output_dir(args.out)
     bundle = Path(args.model) if args.model else demo_bundle_path()
@@ -185,7 +178,7 @@ def run_evaluate(args) -> int:
     from her2viewer.models.her2net.model import load_her2net
     from her2viewer.outputs import check_output_file, write_text_atomic
 
-    _set_threads(args)
+    apply_threads(args.threads)
     if args.out:
         check_output_file(args.out)
     model = load_her2net(args.model, args.device)

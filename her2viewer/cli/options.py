@@ -12,6 +12,7 @@ import sys
 
 from her2viewer.argtypes import bounded
 from her2viewer.devices import DEVICE_CHOICES
+from her2viewer.errors import ModelError
 from her2viewer.tissue.patching import MAX_PATCH_SIZE
 
 DEVICE_HELP = "compute device: auto picks CUDA, then Apple MPS, then CPU (default auto)"
@@ -41,6 +42,28 @@ class DeprecatedSpelling(argparse.Action):
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--device`` (auto, cuda, mps or cpu; default auto)."""
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads`` (torch's CPU threads), which :func:`apply_threads` sets."""
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Give torch the CPU threads asked for with ``--threads`` (nothing when left out).
+
+    Raises
+    ------
+    ModelError
+        When ``threads`` is below 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ModelError(f"--threads must be at least 1, got {threads}.")
+    import torch  # only when a verb runs, so that building the command line stays light
+
+    torch.set_num_threads(threads)
 
 
 def add_patch_grid_options(

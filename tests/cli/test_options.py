@@ -107,6 +107,14 @@ def test_output_path_is_spelled_o_out():
         assert action.help == argparse.SUPPRESS and action.dest == "out", verb
 
 
+def test_threads_is_one_option():
+    actions = _actions("--threads")
+    assert {"clam train", "her2net train", "her2net predict", "her2net evaluate"} <= {
+        v for v, _ in actions
+    }
+    assert len({(a.type, a.default, a.help) for _, a in actions}) == 1
+
+
 def test_json_is_one_flag():
     actions = _actions("--json")
     assert {"info", "demo", "ihc score", "register", "study status"} <= {v for v, _ in actions}
