@@ -39,6 +39,9 @@ class ResultWidget(QWidget):
         The Run button's label, the status while it runs, the job's name.
     default_bundle : callable, optional
         The shipped model used when the panel is given none; None for a rule-based analysis.
+    process : bool
+        Run the job in the worker process (its work must pickle, as :meth:`work`'s does),
+        where it cannot hold the GIL the viewer needs; on a low-priority thread otherwise.
     """
 
     analyse: Callable
@@ -47,6 +50,7 @@ class ResultWidget(QWidget):
     running_text = "Running…"
     job_name = "analysis"
     default_bundle: Callable[[], Path] | None = None
+    process = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,7 +138,8 @@ class AnalysisPanel(JobPanel):
         self.pane = panes[0]
         path = self.window.slides[self.pane].info.path
         work = self.widget.work(path, bundle, self.widget.options(panes))
-        self.start(work, self.widget.job_name, self.widget.running_text, panes)
+        widget = self.widget
+        self.start(work, widget.job_name, widget.running_text, panes, widget.process)
 
     def on_tick(self) -> None:
         """Let the widget show partial results of the running job."""

@@ -33,6 +33,7 @@ class ClamWidget(ResultWidget):
     running_text = "Analysing: segment, patch, extract features, CLAM…"
     job_name = "clam"
     default_bundle = staticmethod(demo_clam_bundle_path)
+    process = False  # on a thread: the partial heatmaps come back through the widget
 
     def __init__(self) -> None:
         super().__init__()
