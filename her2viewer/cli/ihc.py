@@ -10,7 +10,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from her2viewer.analysis.ihc import (
@@ -30,8 +29,8 @@ from her2viewer.analysis.ihc_baseline import (
     read_labels,
 )
 from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
-from her2viewer.errors import StainError
-from her2viewer.outputs import check_output_file, prepare_output_dir, write_bytes_atomic
+from her2viewer.outputs import check_output_file, prepare_output_dir
+from her2viewer.overlay.export import write_image
 from her2viewer.slide import open_slide
 
 #: Colours of the category map PNG (RGB), per category; not-tumor is white.
@@ -98,15 +97,6 @@ def _category_png(category_map: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _write_png(path: str, image: np.ndarray) -> None:
-    """Encode an RGB or grey image as PNG and write it atomically."""
-    pixels = image[..., ::-1] if image.ndim == 3 else image
-    ok, data = cv2.imencode(".png", pixels)
-    if not ok:
-        raise StainError(f"Could not encode the image for {path}.")
-    write_bytes_atomic(path, data.tobytes())
-
-
 def _check_png_output(path: str | None) -> None:
     """Check an optional PNG output before the analysis runs."""
     if path is not None:
@@ -120,7 +110,7 @@ def run_score(args) -> int:
         rules = IhcRules.for_guideline(args.guideline)
         result = analyse_ihc(slide, None, IhcOptions(rules, estimate_stains=args.estimate_stains))
     if args.map:
-        _write_png(args.map, _category_png(result.category_map))
+        write_image(args.map, _category_png(result.category_map), ".png")
     if args.json:
         print(json.dumps(result.summary(), indent=2))
         return 0
@@ -229,7 +219,7 @@ def run_predict_mil(args) -> int:
                 features.coords, prediction.attention, tile0, slide.info.width, slide.info.height
             )
             image = np.where(np.isnan(heat), 0, 55 + 200 * np.nan_to_num(heat)).astype(np.uint8)
-            _write_png(args.heatmap, image)
+            write_image(args.heatmap, image, ".png")
     print(
         json.dumps(
             {

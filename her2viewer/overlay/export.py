@@ -19,8 +19,17 @@ from her2viewer.overlay.layers import OverlayLayer, render_level
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Encode an RGB or grey ``uint8`` image in the format of ``path``'s suffix; write atomically.
+def write_image(path: str | Path, image: np.ndarray, suffix: str | None = None) -> Path:
+    """Encode an RGB or grey ``uint8`` image and write it atomically.
+
+    Parameters
+    ----------
+    path : path
+        The file to write.
+    image : ndarray
+        ``(H, W, 3)`` RGB or ``(H, W)`` grey, ``uint8``.
+    suffix : str, optional
+        The format, as a suffix such as ``".png"``; by default ``path``'s own suffix.
 
     Raises
     ------
@@ -30,13 +39,14 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     import cv2
 
     path = Path(path)
+    suffix = suffix or path.suffix
     pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     try:
-        ok, encoded = cv2.imencode(path.suffix, pixels)
+        ok, encoded = cv2.imencode(suffix, pixels)
     except cv2.error:
         ok = False
     if not ok:
-        raise OutputError(f"cannot write {path}: the image could not be encoded as {path.suffix}.")
+        raise OutputError(f"cannot write {path}: the image could not be encoded as {suffix}.")
     return write_bytes_atomic(path, encoded.tobytes())
 
 

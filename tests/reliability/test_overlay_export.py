@@ -21,6 +21,8 @@ def test_an_rgb_image_is_written_in_the_format_of_its_suffix(tmp_path):
         assert read.shape == (8, 12, 3) and (read[..., 0] == 200).all(), suffix
     grey = write_image(tmp_path / "mask.png", np.full((5, 5), 255, np.uint8))
     assert cv2.imread(str(grey), cv2.IMREAD_UNCHANGED).shape == (5, 5)
+    named = write_image(tmp_path / "map", image, ".png")  # a name without a suffix, as PNG
+    assert named.read_bytes().startswith(b"\x89PNG")
 
 
 def test_an_unknown_format_is_one_sentence_and_writes_nothing(tmp_path):
