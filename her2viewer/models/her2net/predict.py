@@ -57,7 +57,7 @@ def high_expression_percent(tumor_pixels, strong) -> float:
     return float(100.0 * tumor[strong].sum() / total) if total > 0 else 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Her2NetOptions:
     """Thresholds of one prediction (seed values by default)."""
 
