@@ -228,9 +228,11 @@ class TileLoader(QObject):
         Returns
         -------
         int
-            Number of requests queued.
+            Number of requests queued (none once the loader is shut down).
         """
         with self._cond:
+            if self._stopping:  # a view repainting after shutdown: nobody would serve them
+                return 0
             generation = self._generation.get(owner, 0) + 1
             self._generation[owner] = generation
             self._heap = [r for r in self._heap if r.owner != owner]

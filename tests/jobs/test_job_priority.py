@@ -129,3 +129,13 @@ def test_process_jobs_run_nicer_in_another_process_and_cancel():
     with pytest.raises(core.Cancelled):
         endless.wait(60)
     assert Job(where_and_how_nice, process=True).start().wait(60)[0] == pid  # process reused
+
+
+def test_a_shut_down_loader_never_holds_background_jobs(qapp):
+    """A view repainting after its loader stopped queued tiles nobody would read, and every
+    background job then paused at each report as if tiles were pending."""
+    loader = TileLoader(TileCache(8), workers=1)
+    loader.shutdown()
+    queued = loader.submit(1, [((0,), TileKey("layer", 1, 0, 0, 0, 0), lambda: layer_tile(None))])
+    assert queued == 0
+    assert not core.FOREGROUND.busy
