@@ -134,12 +134,13 @@ def run_view(args) -> int:
     start = time.perf_counter()
     app = make_app(offscreen)
     window = MainWindow(shared_loader(args.cache_mb))
-    failures = _Failures()  # from the first tile on: a tile may fail before the screenshot
-    window.loader.failed.connect(failures.record)
+    # The window records failed tile reads from the first tile on (a tile may fail before
+    # the screenshot); a Python collector connected here could receive a queued signal after
+    # it was freed, and crashed the process.
+    failures = window.tile_failure_messages
     try:
         return _show(app, window, args, slides, out, transform, start, failures)
     finally:  # also on errors: a window left open would catch later windows' input
-        window.loader.failed.disconnect(failures.record)
         window.close()
         window.deleteLater()
 
@@ -219,14 +220,6 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
     summary += f"\n  Evaluation: {evaluation.summary()}" if args.evaluation else ""
     _print_summary(window, summary, out, time.perf_counter() - start)
     return 0
-
-
-class _Failures(list):
-    """Messages of the tile reads that failed, collected from the loader's ``failed`` signal."""
-
-    def record(self, _owner, message: str) -> None:
-        """Slot of the loader's ``failed`` signal."""
-        self.append(message)
 
 
 def _save_screenshot(window, out: Path, failures: list[str]) -> None:

@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("her2viewer", "viewer")
         self.errors: list[str] = []
         self._tile_failures: dict[int, int] = {}  # pane owner id -> failed tile reads
+        self.tile_failure_messages: list[str] = []  # every failed tile read, in order
         self.views: list[SlideView] = []
         self.slides = []
         self._openers: list[SlideOpener] = []
@@ -524,6 +525,7 @@ class MainWindow(QMainWindow):
 
     def _on_tile_failed(self, owner, message: str) -> None:
         """One message box per damaged slide; later failures only count in the status bar."""
+        self.tile_failure_messages.append(message)
         count = self._tile_failures.get(owner, 0) + 1
         self._tile_failures[owner] = count
         if count == 1:
