@@ -127,7 +127,8 @@ def test_coolwarm_is_morelands_diverging_map():
     from her2viewer.overlay.colormaps import colormap_lut
 
     lut = colormap_lut("coolwarm").astype(int)
-    assert tuple(lut[0]) == (59, 76, 192) and tuple(lut[-1]) == (180, 4, 38)
+    assert np.abs(lut[0] - (59, 76, 192)).max() <= 1  # Moreland's end points
+    assert np.abs(lut[-1] - (180, 4, 38)).max() <= 1
     assert np.abs(lut[128] - 221).max() <= 2  # neutral grey in the middle
     assert lut[:128, 2].min() > lut[128:, 2].max() - 60  # blue half really is bluer
     assert (np.diff(lut[:, 1][128:]) <= 0).all()  # green falls through the warm half

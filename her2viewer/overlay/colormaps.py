@@ -1,9 +1,10 @@
 """Colormaps and legends for score maps, without Qt.
 
-Colormaps are 256-entry RGB lookup tables taken from OpenCV's built-in maps, or
-interpolated from published control points where OpenCV has no such map (the
-diverging ``coolwarm`` of Moreland 2009, CLAM's heatmap default), so there is one
-source of truth for every colour the viewer and the exports draw.
+Colormaps are 256-entry RGB lookup tables taken once from matplotlib's colormap
+registry, so ``coolwarm`` is exactly the map CLAM draws its heatmaps with, and the
+viewer and the exported PNG/TIFF colour every score from the same tables. Masks take
+their class colours from the Okabe-Ito palette, safe for the common colour-vision
+deficiencies.
 """
 
 from __future__ import annotations
@@ -12,28 +13,18 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-import cv2
 import numpy as np
 
-#: Moreland's "cool to warm" diverging map, RGB at nine evenly spaced points.
-_COOLWARM = (
-    (59, 76, 192), (98, 130, 234), (141, 176, 254), (184, 208, 249), (221, 221, 221),
-    (245, 196, 173), (244, 154, 123), (222, 96, 77), (180, 4, 38),
-)  # fmt: skip
+from her2viewer.stats.style import PALETTE
 
-#: Colormap names offered to users, mapped to OpenCV's colormap codes or control points.
-COLORMAPS = {
-    "coolwarm": _COOLWARM,
-    "jet": cv2.COLORMAP_JET,
-    "viridis": cv2.COLORMAP_VIRIDIS,
-    "inferno": cv2.COLORMAP_INFERNO,
-    "magma": cv2.COLORMAP_MAGMA,
-    "plasma": cv2.COLORMAP_PLASMA,
-    "turbo": cv2.COLORMAP_TURBO,
-    "hot": cv2.COLORMAP_HOT,
-    "cividis": cv2.COLORMAP_CIVIDIS,
-}
+#: Colormap names offered to users, each a name in matplotlib's colormap registry.
+COLORMAPS = (
+    "coolwarm", "jet", "viridis", "inferno", "magma", "plasma", "turbo", "hot", "cividis", "RdBu",
+)  # fmt: skip
 DEFAULT_COLORMAP = "jet"
+#: Default class colours of masks (RGB): class ``k`` (1, 2, ...) takes the k-th
+#: Okabe-Ito colour; class 0 is background.
+MASK_COLORS = {label: tuple(rgb) for label, rgb in enumerate(PALETTE[:-1], start=1)}
 
 
 @cache
@@ -52,17 +43,10 @@ def colormap_lut(name: str) -> np.ndarray:
     """
     if name not in COLORMAPS:
         raise ValueError(f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)}")
-    spec = COLORMAPS[name]
-    if isinstance(spec, tuple):
-        points = np.asarray(spec, dtype=np.float64)
-        at = np.linspace(0.0, 1.0, len(points))
-        ramp = np.linspace(0.0, 1.0, 256)
-        lut = np.stack([np.interp(ramp, at, points[:, c]) for c in range(3)], axis=1)
-        lut = np.round(lut).astype(np.uint8)
-    else:
-        ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
-        bgr = cv2.applyColorMap(ramp, spec).reshape(256, 3)
-        lut = np.ascontiguousarray(bgr[:, ::-1])
+    import matplotlib  # deferred: only the first lookup of each map pays for it
+
+    rgba = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256), bytes=True)
+    lut = np.ascontiguousarray(rgba[:, :3])
     lut.setflags(write=False)
     return lut
 

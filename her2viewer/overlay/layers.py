@@ -23,19 +23,19 @@ import cv2
 import numpy as np
 
 from her2viewer.errors import Her2ViewerError
-from her2viewer.overlay.colormaps import DEFAULT_COLORMAP, Legend, apply_colormap, format_value
+from her2viewer.overlay.colormaps import (
+    DEFAULT_COLORMAP,
+    MASK_COLORS,
+    Legend,
+    apply_colormap,
+    format_value,
+)
 
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()
 
-#: Default class colours of mask layers (RGB), class 0 is background.
-DEFAULT_CLASS_COLORS = {
-    1: (0, 200, 80),
-    2: (230, 40, 40),
-    3: (40, 110, 240),
-    4: (250, 190, 0),
-    5: (180, 60, 220),
-}
+#: Default class colours of mask layers (RGB, colour-blind safe), class 0 is background.
+DEFAULT_CLASS_COLORS = MASK_COLORS
 
 
 class OverlayError(Her2ViewerError):
