@@ -19,11 +19,11 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    ValidationError,
     model_validator,
 )
 
 from her2viewer.errors import ModelError
+from her2viewer.manifests import validated
 
 #: The newest ``bundle.json`` schema this version reads.
 SCHEMA_VERSION = 1
@@ -192,7 +192,7 @@ def validate_manifest(meta: object, path: str | Path, kind: str | None = None) -
     """
     if not isinstance(meta, dict):
         raise ModelError(f"{path}: bundle.json must hold a JSON object.")
-    common = _validated(Common, meta, path)
+    common = validated(Common, meta, path, "bundle.json", ModelError)
     if common.schema_version > SCHEMA_VERSION:
         raise ModelError(
             f"{path} uses bundle schema {common.schema_version}; this version of "
@@ -200,27 +200,5 @@ def validate_manifest(meta: object, path: str | Path, kind: str | None = None) -
         )
     if kind is not None and common.model_kind != kind:
         raise ModelError(f"{path} is a '{common.model_kind}' bundle; this needs a '{kind}' bundle.")
-    checked = _validated(KINDS.get(common.model_kind, Common), meta, path)
+    checked = validated(KINDS.get(common.model_kind, Common), meta, path, "bundle.json", ModelError)
     return {**meta, **checked.model_dump(exclude_unset=True)}
-
-
-def _validated(schema: type[Common], meta: dict, path: str | Path) -> Common:
-    try:
-        return schema.model_validate(meta)
-    except ValidationError as exc:
-        raise ModelError(_sentence(path, exc)) from None
-
-
-def _sentence(path: str | Path, exc: ValidationError) -> str:
-    """One sentence for the first error of a validation."""
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"]) or "the manifest"
-    if error["type"] == "missing":
-        return f"{path}: bundle.json lacks the field '{field}'."
-    reason = error["msg"].rstrip(".")
-    reason = reason[0].lower() + reason[1:]
-    if reason.startswith("value error, "):
-        reason = reason.removeprefix("value error, ")
-    got = repr(error["input"])
-    got = got if len(got) <= 40 else got[:37] + "..."
-    return f"{path}: bundle.json field '{field}' is invalid ({reason}; got {got})."

@@ -1,16 +1,24 @@
-"""The :class:`Registration` record: a 3x3 level-0 moving -> fixed matrix and its JSON."""
+"""The :class:`Registration` record: a 3x3 level-0 moving -> fixed matrix and its JSON.
+
+A registration file is checked by the pydantic model :class:`RegistrationFile`, so a
+bad file is refused in one sentence naming the file and the field.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from her2viewer.errors import RegistrationError
+from her2viewer.manifests import validated
 from her2viewer.outputs import describe_os_error, write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -48,11 +56,46 @@ def matrix_problem(matrix) -> str | None:
     return None
 
 
-def _check_matrix(matrix, source: str = "The registration matrix") -> np.ndarray:
+def _check_matrix(matrix) -> np.ndarray:
     problem = matrix_problem(matrix)
     if problem is not None:
-        raise RegistrationError(f"{source} is unusable: {problem}.")
+        raise RegistrationError(f"The registration matrix is unusable: {problem}.")
     return np.asarray(matrix, float).reshape(3, 3)
+
+
+Row = Annotated[list[float], Field(min_length=3, max_length=3)]
+
+
+class RegistrationFile(BaseModel):
+    """The checked fields of a registration JSON (others, such as ``kind``, are kept).
+
+    ``matrix`` must pass :func:`matrix_problem`; ``error_px`` is a measured error in
+    pixels, so it is never negative or infinite (NaN: not measured).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    matrix: Annotated[list[Row], Field(min_length=3, max_length=3)]
+    method: str = "unknown"
+    error_px: float = math.nan
+    quality: dict = Field(default_factory=dict)
+    fixed: str = ""
+    moving: str = ""
+
+    @field_validator("matrix")
+    @classmethod
+    def _usable(cls, matrix: list[list[float]]) -> list[list[float]]:
+        problem = matrix_problem(matrix)
+        if problem is not None:
+            raise ValueError(problem)
+        return matrix
+
+    @field_validator("error_px")
+    @classmethod
+    def _measured(cls, error_px: float) -> float:
+        if error_px < 0 or math.isinf(error_px):
+            raise ValueError("a measured error is a pixel distance, never negative or infinite")
+        return error_px
 
 
 @dataclass
@@ -133,30 +176,31 @@ class Registration:
         Raises
         ------
         RegistrationError
-            When the file is missing, unreadable, not a registration, or its matrix
-            is unusable (see :func:`matrix_problem`).
+            When the file is missing, unreadable, not JSON, or a field is wrong (see
+            :class:`RegistrationFile`), in one sentence naming the file and the field.
         """
         path = Path(path)
         try:
             data = json.loads(path.read_text())
-            return cls(
-                _check_matrix(data["matrix"], f"The matrix of {path.name}"),
-                str(data.get("method", "unknown")),
-                float(data.get("error_px", float("nan"))),
-                dict(data.get("quality", {})),
-                str(data.get("fixed", "")),
-                str(data.get("moving", "")),
-            )
         except FileNotFoundError as exc:
             raise RegistrationError(f"{path}: no such registration file.") from exc
         except OSError as exc:
             raise RegistrationError(
                 f"cannot read the registration file {path}: {describe_os_error(exc)}."
             ) from exc
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise RegistrationError(
-                f"{path.name} is not a registration JSON (needs a 3x3 'matrix'): {exc}."
-            ) from exc
+        except ValueError as exc:
+            raise RegistrationError(f"{path} is not a registration JSON file ({exc}).") from exc
+        if not isinstance(data, dict):
+            raise RegistrationError(f"{path}: a registration file must hold a JSON object.")
+        record = validated(RegistrationFile, data, path, "the registration file", RegistrationError)
+        return cls(
+            np.asarray(record.matrix, float),
+            record.method,
+            record.error_px,
+            record.quality,
+            record.fixed,
+            record.moving,
+        )
 
 
 def warp_map(
