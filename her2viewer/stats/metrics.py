@@ -1,7 +1,10 @@
 """Classification metrics with confidence intervals, shared by training and reader studies.
 
-Every function takes plain numpy-compatible arrays and returns plain numbers or
-small frozen dataclasses, so that results serialise to JSON with ``asdict``.
+A thin layer over scikit-learn (confusion matrix, ROC, Cohen's kappa), SciPy (exact
+binomial intervals, bootstrap resampling) and statsmodels (McNemar, Fleiss' kappa),
+plus DeLong's AUC interval from :mod:`her2viewer.stats.delong`. Every function takes
+plain numpy-compatible arrays and returns plain numbers or small frozen dataclasses,
+so that results serialise to JSON with ``asdict``.
 
 Conventions
 -----------
@@ -11,23 +14,28 @@ Conventions
   Clopper-Pearson intervals; derived measures (balanced accuracy, F1, kappa)
   get percentile bootstrap intervals over cases; AUC gets DeLong's interval.
 
-References
-----------
-DeLong E.R., DeLong D.M., Clarke-Pearson D.L. (1988) Comparing the areas under two or more
-correlated receiver operating characteristic curves. Biometrics 44:837-845.
-Sun X., Xu W. (2014) Fast implementation of DeLong's algorithm. IEEE Signal Proc. Letters 21:1389.
-Fleiss J.L. (1971) Measuring nominal scale agreement among many raters. Psychol. Bull. 76:378.
+The bootstrap statistics of a confusion matrix (:func:`balanced_accuracy_from_cm`,
+:func:`f1_from_cm`, :func:`kappa_from_cm`) stay here because they evaluate thousands of
+resampled matrices in one array operation, which scikit-learn's per-sample scorers cannot.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
+from statsmodels.stats import contingency_tables, inter_rater
+
+from her2viewer.stats.delong import DelongPaired, auc_variance, delong_paired
+from her2viewer.stats.delong import as_bool as _as_bool
 
 __all__ = [
+    "DelongPaired",
     "Estimate",
     "McNemarResult",
     "auc_delong",
@@ -39,6 +47,7 @@ __all__ = [
     "clopper_pearson",
     "cohen_kappa",
     "confusion_matrix",
+    "delong_paired",
     "f1_from_cm",
     "fleiss_kappa",
     "kappa_from_cm",
@@ -111,13 +120,6 @@ class McNemarResult:
         return {**asdict(self), "table": [list(row) for row in self.table]}
 
 
-def _as_bool(values) -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype != bool and not np.isin(array, (0, 1)).all():
-        raise ValueError("binary labels must be booleans or 0/1")
-    return array.astype(bool)
-
-
 def confusion_matrix(truth: Sequence, pred: Sequence, labels: Sequence) -> np.ndarray:
     """Count (truth, prediction) pairs.
 
@@ -135,9 +137,10 @@ def confusion_matrix(truth: Sequence, pred: Sequence, labels: Sequence) -> np.nd
     """
     if len(truth) != len(pred):
         raise ValueError("truth and prediction differ in length")
-    k = len(labels)
-    codes = _codes(truth, labels) * k + _codes(pred, labels)
-    return np.bincount(codes, minlength=k * k).reshape(k, k).astype(np.int64)
+    _codes(truth, labels), _codes(pred, labels)
+    if len(truth) == 0:
+        return np.zeros((len(labels), len(labels)), dtype=np.int64)
+    return skm.confusion_matrix(truth, pred, labels=labels).astype(np.int64)
 
 
 def _codes(values: Sequence, labels: Sequence) -> np.ndarray:
@@ -160,10 +163,8 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
     """
     if n == 0:
         return float("nan"), float("nan")
-    alpha = 1.0 - level
-    low = 0.0 if successes == 0 else stats.beta.ppf(alpha / 2, successes, n - successes + 1)
-    high = 1.0 if successes == n else stats.beta.ppf(1 - alpha / 2, successes + 1, n - successes)
-    return float(low), float(high)
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(level, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def _proportion(successes: int, n: int, level: float) -> Estimate:
@@ -200,14 +201,36 @@ def bootstrap_ci(
         NaN when fewer than 2 cases or no resample gives a finite statistic.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
-    n = len(arrays[0])
+
+    def resampled(idx: np.ndarray) -> np.ndarray:
+        return np.array([statistic(*(a[row] for a in arrays)) for row in idx])
+
+    return _percentile_interval(resampled, len(arrays[0]), n_boot, level, seed)
+
+
+def _percentile_interval(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int, level: float, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over ``scipy.stats.bootstrap`` resamples of cases.
+
+    ``statistic`` maps case indices of shape (n_boot, n) to n_boot values. Resamples
+    whose statistic is not finite (e.g. F1 with no positive case drawn) are left out,
+    which scipy's own percentile does not do, so the interval is taken here from
+    the bootstrap distribution. NaN when fewer than 2 cases or no finite resample.
+    """
     if n < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = rng.integers(0, n, n)
-        values[i] = statistic(*(a[idx] for a in arrays))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.arange(n),),
+            lambda idx, axis=-1: statistic(idx),
+            n_resamples=n_boot,
+            vectorized=True,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    values = np.asarray(result.bootstrap_distribution, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
@@ -281,19 +304,13 @@ def bootstrap_cm_ci(
     """
     k = len(labels)
     codes = _codes(truth, labels) * k + _codes(pred, labels)
-    n = codes.size
-    if n < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    samples = codes[rng.integers(0, n, (n_boot, n))] + (np.arange(n_boot) * k * k)[:, None]
-    cms = np.bincount(samples.ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k)
-    values = np.asarray(statistic(cms), dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    alpha = 1.0 - level
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+
+    def resampled(idx: np.ndarray) -> np.ndarray:
+        offsets = (np.arange(len(idx)) * k * k)[:, None]
+        counts = np.bincount((codes[idx] + offsets).ravel(), minlength=len(idx) * k * k)
+        return np.asarray(statistic(counts.reshape(len(idx), k, k)), dtype=float)
+
+    return _percentile_interval(resampled, codes.size, n_boot, level, seed)
 
 
 def cm_estimate(
@@ -398,12 +415,12 @@ def roc_curve(truth: Sequence, score: Sequence) -> tuple[np.ndarray, np.ndarray,
         called positive when its score is >= the threshold.
     """
     t = _as_bool(truth)
-    s = np.asarray(score, dtype=float)
-    thresholds = np.concatenate([[np.inf], np.unique(s)[::-1]])
-    pos, neg = max(t.sum(), 1), max((~t).sum(), 1)
-    tpr = np.array([(t & (s >= th)).sum() / pos for th in thresholds])
-    fpr = np.array([(~t & (s >= th)).sum() / neg for th in thresholds])
-    return fpr, tpr, thresholds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, tpr, thresholds = skm.roc_curve(
+            t, np.asarray(score, dtype=float), pos_label=True, drop_intermediate=False
+        )
+    return np.nan_to_num(fpr), np.nan_to_num(tpr), thresholds
 
 
 def auc_delong(truth: Sequence, score: Sequence, level: float = 0.95) -> Estimate:
@@ -426,22 +443,12 @@ def auc_delong(truth: Sequence, score: Sequence, level: float = 0.95) -> Estimat
     Estimate
         NaN when a class is absent; NaN bounds when a class has fewer than 2 cases.
     """
-    t = _as_bool(truth)
-    s = np.asarray(score, dtype=float)
-    pos, neg = s[t], s[~t]
-    m, n = pos.size, neg.size
-    if m == 0 or n == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"), "delong", int(t.size))
-    ranks = stats.rankdata(np.concatenate([pos, neg]))
-    auc = (ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
-    if m < 2 or n < 2:
-        return Estimate(float(auc), float("nan"), float("nan"), "delong", int(t.size))
-    v10 = (ranks[:m] - stats.rankdata(pos)) / n
-    v01 = 1.0 - (ranks[m:] - stats.rankdata(neg)) / m
-    se = np.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
-    z = stats.norm.ppf(0.5 + level / 2)
-    low, high = max(0.0, auc - z * se), min(1.0, auc + z * se)
-    return Estimate(float(auc), float(low), float(high), "delong", int(t.size))
+    auc, variance = auc_variance(truth, score)
+    n = len(_as_bool(truth))
+    if np.isnan(variance):
+        return Estimate(auc, float("nan"), float("nan"), "delong", n)
+    half = stats.norm.ppf(0.5 + level / 2) * np.sqrt(variance)
+    return Estimate(auc, max(0.0, auc - half), min(1.0, auc + half), "delong", n)
 
 
 def _kappa_weights(k: int, weights: str | None) -> np.ndarray:
@@ -474,7 +481,10 @@ def cohen_kappa(a: Sequence, b: Sequence, labels: Sequence, weights: str | None 
         Same value as ``sklearn.metrics.cohen_kappa_score``; NaN when chance
         disagreement is zero (both raters always give one and the same category).
     """
-    return float(kappa_from_cm(confusion_matrix(a, b, labels), weights))
+    if len(a) != len(b):
+        raise ValueError("the two raters must rate the same cases")
+    _codes(a, labels), _codes(b, labels)
+    return float(skm.cohen_kappa_score(a, b, labels=labels, weights=weights))
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:
@@ -495,13 +505,9 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     raters = counts.sum(axis=1)
     if counts.shape[0] == 0 or not np.allclose(raters, raters[0]) or raters[0] < 2:
         raise ValueError("every item needs the same number (>= 2) of ratings")
-    r = raters[0]
-    p_item = ((counts**2).sum(axis=1) - r) / (r * (r - 1))
-    p_cat = counts.sum(axis=0) / counts.sum()
-    p_chance = (p_cat**2).sum()
-    if np.isclose(p_chance, 1.0):
-        return float("nan")
-    return float((p_item.mean() - p_chance) / (1.0 - p_chance))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = float(inter_rater.fleiss_kappa(counts, method="fleiss"))
+    return kappa if np.isfinite(kappa) else float("nan")
 
 
 def mcnemar_from_counts(b: int, c: int, method: str) -> tuple[float, float]:
@@ -520,17 +526,14 @@ def mcnemar_from_counts(b: int, c: int, method: str) -> tuple[float, float]:
     (statistic, p_value) : tuple of float
         For no discordant pairs the p-value is 1.
     """
-    n = b + c
-    if method == "exact":
-        p = 1.0 if n == 0 else min(1.0, 2.0 * stats.binom.cdf(min(b, c), n, 0.5))
-        return float(min(b, c)), float(p)
-    if method not in ("chi2", "chi2_cc"):
+    if method not in ("exact", "chi2", "chi2_cc"):
         raise ValueError(f"method must be 'exact', 'chi2' or 'chi2_cc', not {method!r}")
-    if n == 0:
+    if method != "exact" and b == c:  # no evidence either way (statsmodels would divide by 0)
         return 0.0, 1.0
-    diff = abs(b - c) - (1 if method == "chi2_cc" else 0)
-    statistic = max(diff, 0) ** 2 / n
-    return float(statistic), float(stats.chi2.sf(statistic, 1))
+    result = contingency_tables.mcnemar(
+        [[0, b], [c, 0]], exact=method == "exact", correction=method == "chi2_cc"
+    )
+    return float(result.statistic), float(result.pvalue)
 
 
 def mcnemar(correct_a: Sequence, correct_b: Sequence, method: str = "auto") -> McNemarResult:
