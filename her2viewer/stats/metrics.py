@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -118,6 +119,14 @@ class McNemarResult:
     def to_dict(self) -> dict:
         """Return the fields as a JSON-ready dict."""
         return {**asdict(self), "table": [list(row) for row in self.table]}
+
+
+@contextmanager
+def _undefined_is_nan():
+    """Silence scikit-learn's warning for a measure it sets to NaN (e.g. one class only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        yield
 
 
 def confusion_matrix(truth: Sequence, pred: Sequence, labels: Sequence) -> np.ndarray:
@@ -415,8 +424,7 @@ def roc_curve(truth: Sequence, score: Sequence) -> tuple[np.ndarray, np.ndarray,
         called positive when its score is >= the threshold.
     """
     t = _as_bool(truth)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
+    with _undefined_is_nan():
         fpr, tpr, thresholds = skm.roc_curve(
             t, np.asarray(score, dtype=float), pos_label=True, drop_intermediate=False
         )
@@ -484,7 +492,8 @@ def cohen_kappa(a: Sequence, b: Sequence, labels: Sequence, weights: str | None 
     if len(a) != len(b):
         raise ValueError("the two raters must rate the same cases")
     _codes(a, labels), _codes(b, labels)
-    return float(skm.cohen_kappa_score(a, b, labels=labels, weights=weights))
+    with _undefined_is_nan():
+        return float(skm.cohen_kappa_score(a, b, labels=labels, weights=weights))
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -141,3 +143,11 @@ def test_bootstrap_cm_is_scipy_bootstrap_of_sklearn_f1(seed):
     ).confidence_interval
     ours = m.bootstrap_cm_ci(m.f1_from_cm, truth, pred, (False, True), n_boot=300, seed=seed)
     assert ours == pytest.approx((theirs.low, theirs.high), abs=1e-12)
+
+
+def test_undefined_measures_are_nan_without_library_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(m.cohen_kappa([1, 1, 1], [1, 1, 1], [0, 1]))
+        assert np.isnan(m.fleiss_kappa(np.array([[3, 0], [3, 0]])))
+        assert (m.roc_curve([1, 1], [0.2, 0.3])[0] == 0).all()
