@@ -50,7 +50,7 @@ def validated(
 def validation_sentence(path: str | Path, what: str, exc: ValidationError) -> str:
     """One sentence for the first error of a validation."""
     error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"]) or "the manifest"
+    field = ".".join(str(part) for part in error["loc"])
     if error["type"] == "missing":
         return f"{path}: {what} lacks the field '{field}'."
     reason = error["msg"].rstrip(".")
@@ -58,4 +58,5 @@ def validation_sentence(path: str | Path, what: str, exc: ValidationError) -> st
     reason = reason.removeprefix("value error, ")
     got = repr(error["input"])
     got = got if len(got) <= 40 else got[:37] + "..."
-    return f"{path}: {what} field '{field}' is invalid ({reason}; got {got})."
+    subject = f"{what} field '{field}'" if field else what
+    return f"{path}: {subject} is invalid ({reason}; got {got})."

@@ -12,6 +12,10 @@ Input CSVs (UTF-8, header row): cases ``case_id, he_path[, ihc_path]`` with path
 relative to the CSV; truth ``case_id, truth``; model predictions
 ``case_id, prediction[, probability]``; imported answers
 ``reader, case_id, answer[, confidence, arm, seconds, comment]``.
+
+The question stored in a study file is checked by the pydantic model
+:class:`QuestionRecord`, so a damaged definition is one sentence naming the file and
+the field.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StrictBool, StrictStr, ValidationInfo, field_validator
 
 from her2viewer.errors import StudyError
+from her2viewer.manifests import validated
 
 #: Question type name -> (answer labels in order, positive labels, ordinal).
 QUESTION_TYPES = {
@@ -119,15 +127,64 @@ class Question:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Question:
-        """Inverse of :meth:`to_dict`."""
+    def from_dict(cls, data: object, path: str | Path = "the study file") -> Question:
+        """Inverse of :meth:`to_dict`, checked by :class:`QuestionRecord`.
+
+        Raises
+        ------
+        StudyError
+            One sentence naming ``path`` and the first wrong field.
+        """
+        record = validated(QuestionRecord, data, path, "the study definition", StudyError)
         return cls(
-            data["kind"],
-            tuple(data["labels"]),
-            tuple(data["positive"]),
-            bool(data["ordinal"]),
-            data.get("confidence", "none"),
+            record.kind,
+            tuple(record.labels),
+            tuple(record.positive),
+            record.ordinal,
+            record.confidence,
         )
+
+
+class QuestionRecord(BaseModel):
+    """A question as a study file stores it (:meth:`Question.to_dict`).
+
+    ``status`` and ``ihc_score`` questions must hold their type's fixed labels,
+    positive labels and order; a ``custom`` one needs two or more distinct labels, and
+    its positive labels are among them.
+    """
+
+    kind: Literal["status", "ihc_score", "custom"]
+    labels: Annotated[list[StrictStr], Field(min_length=2)]
+    positive: list[StrictStr]
+    ordinal: StrictBool
+    confidence: Literal[tuple(CONFIDENCE_SCALES)] = "none"
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("the labels must be distinct")
+        return _fixed(labels, info, 0)
+
+    @field_validator("positive")
+    @classmethod
+    def _among_labels(cls, positive: list[str], info: ValidationInfo) -> list[str]:
+        if not set(positive) <= set(info.data.get("labels", positive)):
+            raise ValueError("the positive labels must be among the labels")
+        return _fixed(positive, info, 1)
+
+    @field_validator("ordinal")
+    @classmethod
+    def _ordinal(cls, ordinal: bool, info: ValidationInfo) -> bool:
+        return _fixed(ordinal, info, 2)
+
+
+def _fixed(value, info: ValidationInfo, index: int):
+    """Refuse a field of a ``status`` or ``ihc_score`` question that is not its type's."""
+    fixed = QUESTION_TYPES.get(info.data.get("kind"))
+    if fixed and (tuple(value) if isinstance(value, list) else value) != fixed[index]:
+        raise ValueError(f"{info.data['kind']} questions have {info.field_name} {fixed[index]}")
+    return value
 
 
 def make_question(

@@ -301,8 +301,11 @@ class StudyStore:
                 f"{self.path.name} has study schema {version}; this version reads {SCHEMA_VERSION}."
             )
         try:
-            self.question = Question.from_dict(json.loads(self.meta("question")))
-        except (*DATABASE_ERRORS, ValueError, KeyError, TypeError) as exc:
+            self.question = Question.from_dict(json.loads(self.meta("question")), self.path.name)
+        except StudyError:
+            self.conn.close()
+            raise
+        except (*DATABASE_ERRORS, ValueError, TypeError) as exc:
             self.conn.close()
             raise database_error(self.path, exc) from exc
 
