@@ -24,9 +24,10 @@ MODELS = (
 
 #: Third-party data and libraries the application carries: (name, what it is, licence).
 THIRD_PARTY = (
-    ("viridis, magma, inferno, plasma, cividis", "colormaps (via OpenCV)", "CC0"),
-    ("turbo", "colormap (via OpenCV)", "Apache-2.0"),
-    ("coolwarm", "colormap control points of Moreland (2009)", "public domain"),
+    ("viridis, magma, inferno, plasma, cividis", "colormaps (via matplotlib)", "CC0"),
+    ("turbo", "colormap (via matplotlib)", "Apache-2.0"),
+    ("coolwarm", "colormap of Moreland (2009), via matplotlib", "public domain"),
+    ("Okabe-Ito", "colour-blind-safe palette of masks and figures", "free to use"),
     ("Qt 6 / PySide6", "user interface", "LGPL-3.0"),
     ("OpenSlide (openslide-bin)", "whole-slide image reading", "LGPL-2.1"),
     ("PyTorch, torchvision", "neural networks", "BSD-3-Clause"),
