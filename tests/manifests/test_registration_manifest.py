@@ -50,16 +50,6 @@ def test_the_matrix_rules_name_the_field(tmp_path):
     assert "field 'matrix'" in message and "bottom row" in message
 
 
-def test_a_good_file_round_trips_with_defaults(tmp_path):
-    path = tmp_path / "reg.json"
-    path.write_text(json.dumps({"matrix": IDENTITY, "kind": "her2viewer.registration"}))
-    loaded = Registration.load(path)
-    assert np.array_equal(loaded.matrix, np.eye(3)) and loaded.method == "unknown"
-    assert np.isnan(loaded.error_px) and loaded.quality == {}
-    again = Registration.load(Registration(np.eye(3), "m", 2.5, {"dice": 0.9}).save(path))
-    assert (again.method, again.error_px, again.quality) == ("m", 2.5, {"dice": 0.9})
-
-
 def test_view_refuses_a_negative_error_in_one_line(tmp_path, capsys):
     import cv2
 
