@@ -6,7 +6,7 @@ discretisation, on the original image and on each configured filtered image
 (:mod:`her2viewer.radiomics.filters`; shape only on the original, as PyRadiomics).
 Each value follows the formulas in the PyRadiomics documentation (van Griethuysen
 et al., Cancer Research 2017), and is checked against PyRadiomics' own published
-baseline for its breast1 test case (``tests/test_radiomics_features.py``).
+baseline for its breast1 test case (``tests/radiomics/test_radiomics_features.py``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from her2viewer.radiomics.optional import INSTALL_HINT, missing_modules
 from her2viewer.radiomics.params import read_params
 from her2viewer.radiomics.volume import Volume, read_dicom_series
 
-DATA = Path(__file__).resolve().parent / "data" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "data" / "radiomics"
 
 
 def _one_sentence(text: str) -> None:

@@ -26,7 +26,7 @@ from her2viewer.radiomics.params import read_params, settings_for_features
 from her2viewer.radiomics.predict import predict_case
 from her2viewer.radiomics.volume import Volume, load_volume, write_nrrd
 
-DATA = Path(__file__).resolve().parent / "data" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "data" / "radiomics"
 WAVELET_ORDER = ["LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH", "LLL"]
 
 

@@ -46,7 +46,7 @@ def test_nrrd_detached_header(tmp_path, volume):
 
 
 def test_real_breast1_header():
-    data = Path(__file__).resolve().parent / "data" / "radiomics"
+    data = Path(__file__).resolve().parents[1] / "data" / "radiomics"
     image = load_volume(data / "breast1_image.nrrd")
     assert image.array.shape == (21, 120, 45)
     assert image.spacing == pytest.approx((2.1, 0.664062, 0.664062))

@@ -17,7 +17,7 @@ from her2viewer.radiomics.optional import INSTALL_HINT
 from her2viewer.radiomics.predict import predict_case
 from her2viewer.radiomics.volume import Volume, load_volume, write_nrrd
 
-DATA = Path(__file__).resolve().parent / "data" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "data" / "radiomics"
 IMAGE, MASK = DATA / "breast1_image.nrrd", DATA / "breast1_label.nrrd"
 
 

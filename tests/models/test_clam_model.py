@@ -137,7 +137,7 @@ def test_shipped_demo_bundle_loads_and_says_synthetic():
 
     from her2viewer.features.encoders import encoder_for_bundle
 
-    path = Path(__file__).resolve().parents[1] / "resources" / "models" / "clam_synthetic_demo"
+    path = Path(__file__).resolve().parents[2] / "resources" / "models" / "clam_synthetic_demo"
     assert sum(f.stat().st_size for f in path.iterdir()) < 5 * 2**20
     model, meta = load_clam(path)
     assert "SYNTHETIC" in meta["note"] and meta["class_names"] == ["negative", "positive"]

@@ -16,7 +16,7 @@ from her2viewer.radiomics.features import (
 )
 from her2viewer.radiomics.volume import Volume, load_volume
 
-DATA = Path(__file__).resolve().parent / "data" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "data" / "radiomics"
 
 
 def _baseline(case: str = "breast1") -> tuple[dict[str, float], str]:

@@ -12,7 +12,7 @@ import pytest
 from her2viewer.cli import main
 from her2viewer.radiomics.volume import Volume, write_nifti, write_nrrd
 
-DATA = Path(__file__).resolve().parent / "data" / "radiomics"
+DATA = Path(__file__).resolve().parents[1] / "data" / "radiomics"
 
 
 def test_extract_breast1_json(capsys):
