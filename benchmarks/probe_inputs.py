@@ -755,9 +755,9 @@ SLIDE_VERBS = (
     ("extract", "{slide} -o {out}/f --random-weights 0 --device cpu", "not_evaluable"),
     ("clam heatmap", "{slide} --model {clam} -o {out}/h.png --device cpu", "not_evaluable"),
     ("view", "{slide} --screenshot {out}/v.png --size 640x400", "clean"),
-    ("patchcnn predict", "{slide} --device cpu --limit 4 --tumor none", "not_evaluable"),
+    ("grade predict", "{slide} --device cpu --limit 4 --tumor none", "not_evaluable"),
     (
-        "patchcnn gradcam",
+        "grade gradcam",
         "{slide} --out {out}/g.npy --device cpu --limit 2 --tumor none",
         "not_evaluable",
     ),
@@ -778,8 +778,8 @@ WRITER_VERBS = (
     ("study report", "{out}/study.h2study -o {o} --bootstrap 20", ""),
     ("view", "{he} --screenshot {o} --size 640x400", ".png"),
     ("her2net predict", "{he} --out {o} --device cpu --threads 1", ""),
-    ("patchcnn predict", "{ihc} --out {o} --device cpu --limit 4 --tumor none", ".json"),
-    ("patchcnn gradcam", "{ihc} --out {o} --device cpu --limit 2 --tumor none", ".npy"),
+    ("grade predict", "{ihc} --out {o} --device cpu --limit 4 --tumor none", ".json"),
+    ("grade gradcam", "{ihc} --out {o} --device cpu --limit 2 --tumor none", ".npy"),
     ("ihc score", "{ihc} --map {o}", ".png"),
     ("ihc train-baseline", "{labels} -o {o}", ".json"),
     ("evaluate", "{preds} -o {o}", ""),
@@ -802,7 +802,7 @@ extract | error | pickle named .safetensors | {he} -o {out}/f --encoder-weights
     {evil_safetensors} --device cpu
 extract | error | pickle as torchscript | {he} -o {out}/f --encoder torchscript:{evil_pt}
     --device cpu
-patchcnn predict | error | pickle weights | {ihc} --model {evil_pt} --arch resnet34 --device cpu
+grade predict | error | pickle weights | {ihc} --model {evil_pt} --arch resnet34 --device cpu
 her2net predict | error | pickle bundle | {he} --model {evil_pt} --device cpu
 ihc predict-mil | error | pickle bundle | {evil_pt} {ihc}
 ihc predict-baseline | error | pickle as JSON model | {evil_json} {ihc}
@@ -820,11 +820,11 @@ clam infer | error | no model_kind | --model {clam_no_kind} --features {feat}
 clam infer | clean | zip-slip | --model {zip_slip} --features {feat}
 clam infer | error | zip bomb | --model {zip_bomb} --features {feat}
 clam infer | error | not a bundle | --model {not_json_bundle} --features {feat}
-patchcnn predict | error | NaN grading head | {ihc} --model {grading_nan} --device cpu --limit
+grade predict | error | NaN grading head | {ihc} --model {grading_nan} --device cpu --limit
     4 --tumor none
-patchcnn predict | error | input_size 0 | {ihc} --model {grading_input0} --device cpu --limit 4
+grade predict | error | input_size 0 | {ihc} --model {grading_input0} --device cpu --limit 4
     --tumor none
-patchcnn predict | error | schema abc | {ihc} --model {grading_schema_abc} --device cpu --limit
+grade predict | error | schema abc | {ihc} --model {grading_schema_abc} --device cpu --limit
     4 --tumor none
 her2net predict | error | no segmenter | {he} --model {her2net_no_segmenter} --device cpu
 her2net predict | error | tile_size x | {he} --model {her2net_tile_x} --device cpu
@@ -878,8 +878,8 @@ clam heatmap | error | overlap 1.0 | {he} --model {clam} -o {out}/h.png --overla
 clam heatmap | error | overlap 0.99 | {he} --model {clam} -o {out}/h.png --overlap 0.99
 her2net predict | demo_notice | default bundle | {he} --device cpu --threads 1
 her2net predict | demo_notice | default, JSON | {he} --device cpu --threads 1 --json
-patchcnn predict | demo_notice | default bundle | {ihc} --device cpu --limit 4 --tumor none
-patchcnn predict | demo_notice | default, JSON | {ihc} --device cpu --limit 4 --tumor none
+grade predict | demo_notice | default bundle | {ihc} --device cpu --limit 4 --tumor none
+grade predict | demo_notice | default, JSON | {ihc} --device cpu --limit 4 --tumor none
     --json
 clam infer | demo_notice | demo bundle | --model {clam} --features {feat}
 clam infer | demo_notice | demo bundle JSON | --model {clam} --features {feat} --json
@@ -933,10 +933,10 @@ BASES = {
     "study report": "{out}/study.h2study -o {out}/r --bootstrap 20 --seed 0",
     "study mcnemar-range": "--cases 10 --correct-a 5 --correct-b 6",
     "view": "{he} --screenshot {out}/v.png --size 640x400",
-    "patchcnn train": "{labels} --out {out}/g --limit 2 --input-size 32 --batch-size 4 "
+    "grade train": "{labels} --out {out}/g --limit 2 --input-size 32 --batch-size 4 "
     "--device cpu --tumor none",
-    "patchcnn predict": "{ihc} --device cpu --limit 4 --tumor none",
-    "patchcnn gradcam": "{ihc} --out {out}/g.npy --device cpu --limit 2 --tumor none",
+    "grade predict": "{ihc} --device cpu --limit 4 --tumor none",
+    "grade gradcam": "{ihc} --out {out}/g.npy --device cpu --limit 2 --tumor none",
     "her2net train": "--cohort {labels} -o {out}/b --seg-epochs 1 --cls-epochs 1 --tile-size 256 "
     "--magnification 2 --seg-width 4 --seg-depth 2 --cls-width 4 --classifier resnet18 "
     "--batch-size 8 --device cpu --threads 1",
