@@ -86,3 +86,12 @@ def leftovers(folder: Path) -> list[Path]:
         for p in folder.rglob("*")
         if p.name.endswith((".partial", ".tmp")) or p.name.startswith(".write-check")
     ]
+
+
+def one_line_error(capsys, *fragments: str) -> str:
+    """Check an in-process verb printed one line on stderr, no traceback, holding ``fragments``."""
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err

@@ -20,17 +20,9 @@ from her2viewer.errors import RegistrationError, StainError
 from her2viewer.registration import Registration
 from her2viewer.slide import open_slide
 from her2viewer.stain import HDAB
-from tests.reliability.conftest import fill_disk, leftovers
+from tests.reliability.conftest import fill_disk, leftovers, one_line_error
 
 IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-
-
-def _one_line_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def _registration_file(folder, matrix_text: str):
@@ -74,7 +66,7 @@ def test_view_refuses_a_flat_transform_in_one_sentence(tmp_path, capsys):
     out = tmp_path / "shot.png"
     args = ["view", str(slide), str(slide), "--transform", str(bad), "--screenshot", str(out)]
     assert main(args) == 2
-    _one_line_error(capsys, "reg.json", "bottom row")
+    one_line_error(capsys, "reg.json", "bottom row")
     assert not out.exists()
 
 
@@ -83,18 +75,18 @@ def test_register_failure_exits_2_and_writes_nothing(tmp_path, capsys):
     blank = _image(tmp_path, "blank.png", np.full((300, 400, 3), 255, np.uint8))
     out = tmp_path / "reg.json"
     assert main(["register", str(blank), str(blank), "-o", str(out)]) == 2
-    _one_line_error(capsys, "registration failed", "blank.png")
+    one_line_error(capsys, "registration failed", "blank.png")
     assert not out.exists() and leftovers(tmp_path) == []
 
 
 def test_register_checks_its_output_before_working(tmp_path, capsys):
     missing = tmp_path / "missing.svs"  # never opened: the output is refused first
     assert main(["register", str(missing), str(missing), "-o", str(tmp_path)]) == 2
-    _one_line_error(capsys, str(tmp_path), "folder")
+    one_line_error(capsys, str(tmp_path), "folder")
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file")
     assert main(["register", str(missing), str(missing), "-o", str(blocker / "r.json")]) == 2
-    _one_line_error(capsys, "notes.txt")
+    one_line_error(capsys, "notes.txt")
 
 
 def test_register_on_a_full_disk_leaves_nothing(synthetic_case, tiny_disk, capsys):
@@ -103,7 +95,7 @@ def test_register_on_a_full_disk_leaves_nothing(synthetic_case, tiny_disk, capsy
     out = disk / "reg.json"
     he, ihc = synthetic_case / "he.svs", synthetic_case / "ihc.svs"
     assert main(["register", str(he), str(ihc), "-o", str(out)]) == 2
-    _one_line_error(capsys, "reg.json", "disk is full")
+    one_line_error(capsys, "reg.json", "disk is full")
     assert not out.exists() and leftovers(disk) == []
 
 
@@ -177,7 +169,7 @@ def test_a_baseline_model_with_nan_is_refused(tmp_path, capsys, field):
     path.write_text(json.dumps(data))
     image = _image(tmp_path, "ihc.png", skimage.data.immunohistochemistry())
     assert main(["ihc", "predict-baseline", str(path), str(image)]) == 2
-    _one_line_error(capsys, "baseline.json", "NaN")
+    one_line_error(capsys, "baseline.json", "NaN")
 
 
 # -- the IHC training verbs refuse bad labels and outputs in one sentence --------------
@@ -196,7 +188,7 @@ def test_ihc_training_labels_are_checked_in_one_sentence(tmp_path, capsys, conte
     else:
         labels.write_text(content)
     assert main(["ihc", "train-baseline", str(labels), "-o", str(tmp_path / "m.json")]) == 2
-    _one_line_error(capsys, "labels.csv", fragment)
+    one_line_error(capsys, "labels.csv", fragment)
 
 
 def test_ihc_train_mil_features_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
@@ -206,4 +198,4 @@ def test_ihc_train_mil_features_folder_that_is_a_file_is_one_sentence(tmp_path, 
     blocker.write_text("a file")
     args = ["ihc", "train-mil", str(labels), "-o", str(tmp_path / "mil")]
     assert main([*args, "--features-dir", str(blocker), "--random-weights", "0"]) == 2
-    _one_line_error(capsys, "features", "it is a file")
+    one_line_error(capsys, "features", "it is a file")

@@ -19,15 +19,7 @@ from her2viewer.errors import ModelError, SlideError
 from her2viewer.models.bundle import load_bundle
 from her2viewer.slide import open_slide
 from her2viewer.slide.image_backend import MAX_IMAGE_PIXELS, _to_rgb8
-from tests.reliability.conftest import fill_disk, leftovers
-
-
-def _one_line_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
+from tests.reliability.conftest import fill_disk, leftovers, one_line_error
 
 
 def _png_declaring(path, width: int, height: int) -> None:
@@ -60,7 +52,7 @@ def test_a_small_png_declaring_60000_squared_is_refused_before_decoding(tmp_path
     _png_declaring(path, 60000, 60000)
     assert path.stat().st_size < 10_000
     assert main(["info", str(path)]) == 2
-    _one_line_error(capsys, "bomb.png", "60000 x 60000", "gigapixels", "pyramidal TIFF")
+    one_line_error(capsys, "bomb.png", "60000 x 60000", "gigapixels", "pyramidal TIFF")
 
 
 def test_a_flat_tiff_declaring_too_many_pixels_is_refused(tmp_path):
@@ -151,18 +143,18 @@ def test_view_refuses_bad_numbers_at_parse_time(option, capsys):
 def test_view_center_outside_the_slide_is_refused(small_png, tmp_path, capsys):
     out = tmp_path / "shot.png"
     assert main(["view", str(small_png), "--center", "5000,10", "--screenshot", str(out)]) == 2
-    _one_line_error(capsys, "--center", "small.png", "600 x 400")
+    one_line_error(capsys, "--center", "small.png", "600 x 400")
     assert not out.exists()
 
 
 # -- item 5: the screenshot is written, or refused in one sentence ---------------------
 def test_screenshot_into_a_folder_or_under_a_file_is_refused(small_png, tmp_path, capsys):
     assert main(["view", str(small_png), "--screenshot", str(tmp_path)]) == 2
-    _one_line_error(capsys, str(tmp_path), "folder")
+    one_line_error(capsys, str(tmp_path), "folder")
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
     assert main(["view", str(small_png), "--screenshot", str(blocker / "shot.png")]) == 2
-    _one_line_error(capsys, "notes.txt")
+    one_line_error(capsys, "notes.txt")
     assert blocker.read_text() == "a file, not a folder"
 
 
@@ -172,7 +164,7 @@ def test_screenshot_on_a_full_disk_leaves_nothing(small_png, tiny_disk, capsys):
     out = disk / "shot.png"
     code = main(["view", str(small_png), "--screenshot", str(out), "--size", "640x480"])
     assert code == 2
-    _one_line_error(capsys, "shot.png", "disk is full")
+    one_line_error(capsys, "shot.png", "disk is full")
     assert not out.exists() and leftovers(disk) == []
 
 
@@ -205,7 +197,7 @@ def test_a_slide_that_cannot_be_decoded_is_refused_before_rendering(
     slide = _garbled(synthetic_case, tmp_path, levels=(0, 2))
     out = tmp_path / "shot.png"
     assert main(["view", str(slide), "--screenshot", str(out)]) == 2
-    _one_line_error(capsys, "garbled.svs", "could not be decoded")
+    one_line_error(capsys, "garbled.svs", "could not be decoded")
     assert not out.exists()
 
 
@@ -214,7 +206,7 @@ def test_tiles_that_fail_while_rendering_refuse_the_screenshot(synthetic_case, t
     out = tmp_path / "shot.png"
     args = ["view", str(slide), "--screenshot", str(out), "--size", "640x480"]
     assert main([*args, "--magnification", "20"]) == 2
-    _one_line_error(capsys, "could not be read", "garbled.svs")
+    one_line_error(capsys, "could not be read", "garbled.svs")
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -224,5 +216,5 @@ def test_demo_data_on_a_full_disk_is_one_sentence_and_leaves_nothing(tiny_disk, 
     fill_disk(disk, leave_bytes=60_000)
     out = disk / "cohort"
     assert main(["demo-data", str(out), "--cases", "1", "--size", "1024x1024"]) == 2
-    _one_line_error(capsys, "disk is full")
+    one_line_error(capsys, "disk is full")
     assert leftovers(disk) == [] and not list(out.rglob("*.svs"))
