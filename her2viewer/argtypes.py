@@ -13,14 +13,15 @@ import math
 from collections.abc import Callable
 
 
-def _describe(low: float | None, high: float | None, high_open: bool) -> str:
+def _describe(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if low is None and high is None:
         return "a finite number"
     if high is None:
-        return f"at least {low:g}"
+        return f"{'above' if low_open else 'at least'} {low:g}"
     if low is None:
         return f"{'below' if high_open else 'at most'} {high:g}"
-    return f"from {low:g} to {high:g}{' (exclusive)' if high_open else ''}"
+    low_text = f"{low:g}{' (exclusive)' if low_open else ''}"
+    return f"from {low_text} to {high:g}{' (exclusive)' if high_open else ''}"
 
 
 def bounded(
@@ -28,6 +29,7 @@ def bounded(
     low: float | None = None,
     high: float | None = None,
     *,
+    low_open: bool = False,
     high_open: bool = False,
 ) -> Callable[[str], float | int]:
     """Return a parse function for a finite ``kind`` (int or float) in ``[low, high]``.
@@ -38,8 +40,8 @@ def bounded(
         ``int`` or ``float``.
     low, high : float, optional
         Inclusive bounds; None leaves that side open.
-    high_open : bool
-        Exclude ``high`` itself.
+    low_open, high_open : bool
+        Exclude ``low`` or ``high`` itself.
 
     Returns
     -------
@@ -53,11 +55,11 @@ def bounded(
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not {expected}") from None
-        too_low = low is not None and value < low
+        too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and (value >= high if high_open else value > high)
         if not math.isfinite(value) or too_low or too_high:
             raise argparse.ArgumentTypeError(
-                f"{text} is out of range; use {_describe(low, high, high_open)}"
+                f"{text} is out of range; use {_describe(low, high, low_open, high_open)}"
             )
         return value
 
