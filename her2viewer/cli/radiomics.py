@@ -6,9 +6,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from her2viewer.argtypes import bounded
 from her2viewer.cli.options import add_json_option, add_output_option
 from her2viewer.errors import RadiomicsError
-from her2viewer.outputs import check_output_file
+from her2viewer.outputs import check_output_file, prepare_output_dir
 from her2viewer.radiomics.features import RadiomicsSettings, extract_features
 from her2viewer.radiomics.filters import parse_filter_spec
 from her2viewer.radiomics.model import (
@@ -41,9 +42,11 @@ def _settings_options(parser) -> None:
         "wavelet[:wavelet=coif1,level=1,start_level=0], square, squareroot, logarithm, "
         "exponential, gradient",
     )
-    parser.add_argument("--label", type=int, help="ROI value in the mask (default 1)")
-    parser.add_argument("--bin-width", type=float, help="default 25")
-    parser.add_argument("--shift", type=float, help="voxelArrayShift (default 0)")
+    parser.add_argument("--label", type=bounded(int, 1), help="ROI value in the mask (default 1)")
+    parser.add_argument(
+        "--bin-width", type=bounded(float, 0, low_open=True), help="above 0 (default 25)"
+    )
+    parser.add_argument("--shift", type=bounded(float), help="voxelArrayShift (default 0)")
     parser.add_argument("--classes", help="comma-separated feature classes (default: all)")
 
 
@@ -70,10 +73,22 @@ def register(subparsers) -> None:
     add_output_option(train, "model JSON to write", required=True)
     train.add_argument("--figures", default=None, help="folder for ROC/PR/learning-curve PNGs")
     train.add_argument("--label-column", default="label")
-    train.add_argument("--variance", type=float, default=0.95, help="PCA cumulative variance")
-    train.add_argument("--test-size", type=float, default=0.3)
-    train.add_argument("--folds", type=int, default=5)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--variance",
+        type=bounded(float, 0, 1, low_open=True),
+        default=0.95,
+        help="PCA cumulative variance to keep, above 0 up to 1 (default 0.95)",
+    )
+    train.add_argument(
+        "--test-size",
+        type=bounded(float, 0, 1, low_open=True, high_open=True),
+        default=0.3,
+        help="fraction of cases held out for testing, between 0 and 1 (default 0.3)",
+    )
+    train.add_argument(
+        "--folds", type=bounded(int, 2), default=5, help="cross-validation folds, at least 2"
+    )
+    train.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
     add_json_option(train, "the full report")
     train.set_defaults(func=run_train)
     evaluate = sub.add_parser("evaluate", help="AUC and confusion of a saved model on a CSV")
@@ -149,6 +164,9 @@ def run_extract_batch(args) -> int:
 def run_train(args) -> int:
     """Train the three classifiers, write the model JSON and optional figures."""
     table = read_feature_table(args.features, args.label_column)
+    check_output_file(args.out)  # before the minutes of training
+    if args.figures:
+        prepare_output_dir(args.figures)
     fitted, report = train_models(table, args.test_size, args.variance, args.folds, args.seed)
     save_models(args.out, fitted, table, report)
     if args.figures:

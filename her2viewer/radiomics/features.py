@@ -28,6 +28,8 @@ from her2viewer.radiomics.texture import (
 from her2viewer.radiomics.volume import Volume
 
 FEATURE_CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+#: Most gray levels a bin width may give over an ROI (texture matrices grow with its square).
+MAX_GRAY_LEVELS = 4096
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,19 @@ def discretize(values: np.ndarray, bin_width: float) -> np.ndarray:
 
     Bin edges start at ``min - (min % bin_width)`` and step by ``bin_width``; a flat
     region gets one bin.
+
+    Raises
+    ------
+    RadiomicsError
+        When the bin width gives more than :data:`MAX_GRAY_LEVELS` levels over the ROI.
     """
     low, high = float(values.min()), float(values.max())
+    n_bins = (high - low) / bin_width
+    if not n_bins < MAX_GRAY_LEVELS:
+        raise RadiomicsError(
+            f"A bin width of {bin_width:g} gives {n_bins:.3g} gray levels over the ROI "
+            f"(at most {MAX_GRAY_LEVELS}); use a larger bin width."
+        )
     edges = np.arange(low - (low % bin_width), high + 2 * bin_width, bin_width)
     if len(edges) == 1:
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])

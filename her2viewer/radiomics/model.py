@@ -32,6 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from her2viewer.errors import RadiomicsError
+from her2viewer.outputs import write_text_atomic
 from her2viewer.stats.metrics import auc_delong, confusion_matrix, roc_curve
 
 MODEL_NAMES = ("logistic_regression", "random_forest", "mlp")
@@ -255,9 +256,7 @@ def save_models(path: str | Path, fitted: dict, table: FeatureTable, report: dic
         "models": models,
         "report": report,
     }
-    path = Path(path)
-    path.write_text(json.dumps(payload))
-    return path
+    return write_text_atomic(path, json.dumps(payload))
 
 
 def _tree_proba(tree: dict, x: np.ndarray) -> np.ndarray:

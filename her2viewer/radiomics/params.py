@@ -21,6 +21,7 @@ one-line error instead of being silently ignored.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -74,8 +75,22 @@ def _load(path: Path) -> dict:
         raise ValueError(" ".join(str(exc).split())) from exc
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: What each setting read into :class:`RadiomicsSettings` must be, and its check.
+_VALID = {
+    "binWidth": ("a number above 0", lambda v: _is_number(v) and v > 0),
+    "label": ("a whole number of at least 1", lambda v: _is_number(v) and v >= 1 and v == int(v)),
+    "voxelArrayShift": ("a finite number", _is_number),
+}
+
+
 def _check_settings(setting: dict, name: str) -> None:
     for key, value in setting.items():
+        if key in _VALID and not _VALID[key][1](value):
+            raise RadiomicsError(f"{name}: setting {key}={value!r} must be {_VALID[key][0]}.")
         if key in _SETTINGS or key in _NO_EFFECT or key in _FILTER_KEYS:
             continue
         if key not in _DEFAULT_ONLY:
