@@ -25,6 +25,7 @@ from safetensors.torch import load_file as load_safetensors_file
 from torch import nn
 
 from her2viewer.errors import ModelError
+from her2viewer.weights import load_tensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -126,19 +127,25 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"Encoder weights file not found: {path}.")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_safetensors_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the user's to fix
-        raise ModelError(f"Cannot read encoder weights {path.name} ({exc}).") from exc
+    if path.suffix == ".safetensors":
+        state = _load_safetensors(path)
+    else:
+        state = load_tensors(path, "encoder weights")
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path.name} does not hold a state dict of tensors.")
     return state
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors_file(str(path))
+    except Exception as exc:  # any unreadable file is the user's to fix
+        raise ModelError(
+            f"Cannot read encoder weights from {path.name}: it is not a safetensors file."
+        ) from exc
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,6 +12,7 @@ import torch
 
 from her2viewer.errors import ModelError
 from her2viewer.outputs import atomic_output, prepare_output_dir
+from her2viewer.weights import load_tensors
 
 
 @dataclass
@@ -105,10 +106,7 @@ def _text(value):
 
 
 def _read_pt(path: Path) -> FeatureFile:
-    try:
-        tensor = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable or unsafe pickle
-        raise ModelError(f"Cannot read {path.name} as a features tensor ({exc}).") from exc
+    tensor = load_tensors(path, "features")
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2:
         raise ModelError(f"{path.name} must hold one N x D features tensor.")
     return FeatureFile(tensor.float().numpy(), None)

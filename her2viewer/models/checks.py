@@ -11,8 +11,8 @@ One place for the rules that keep a model from answering when it should not:
   (a stain cannot be measured, so it is stated in the warning, not checked);
 - :func:`apply_pixel_size`: the pixel size a user gives (``--mpp``) for a slide that
   records none;
-- :func:`refuse_pickle`: a checkpoint that needs unpickling is refused for safety, with
-  the way to convert it.
+- :func:`refuse_pickle` (from :mod:`her2viewer.weights`, below features/ too): a
+  checkpoint that needs unpickling is refused for safety, with the way to convert it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 
 from her2viewer.errors import Her2ViewerError, ModelError
 from her2viewer.slide.base import estimate_objective_power
+from her2viewer.weights import refuse_pickle as refuse_pickle  # re-exported
 
 #: Appended to every result of a bundle whose ``bundle.json`` says ``"synthetic": true``.
 DEMO_NOTICE = "synthetic demo model, no clinical meaning"
@@ -136,23 +137,6 @@ def check_slide_scope(meta: dict, info, model_name: str) -> str | None:
             f"slides at {low:g}x to {high:g}x only; its result may be meaningless."
         )
     return None
-
-
-def refuse_pickle(path: str | Path, exc: Exception) -> ModelError:
-    """The error for a checkpoint that cannot be read as plain tensors.
-
-    A file that needs unpickling of arbitrary Python objects is refused for safety
-    (never loaded with ``weights_only=False``); the sentence says how to convert it.
-    """
-    name = Path(path).name
-    text = str(exc)
-    if "global" in text.lower():  # the pickle asks for a Python object beyond tensors
-        return ModelError(
-            f"{name} is refused for safety: it holds pickled Python objects, not only tensors; "
-            "convert it in a trusted Python session by loading it there and saving its "
-            "state_dict with torch.save (or as .safetensors), then use that file."
-        )
-    return ModelError(f"Cannot read weights from {name}: it is damaged or not a PyTorch file.")
 
 
 def demo_manifest(stain: str) -> dict:

@@ -21,8 +21,9 @@ from torch import nn
 
 from her2viewer.errors import ModelError
 from her2viewer.models.bundle import is_bundle, load_bundle, save_bundle, shipped_bundle
-from her2viewer.models.checks import refuse_pickle, require_finite
+from her2viewer.models.checks import require_finite
 from her2viewer.paths import RESOURCES_DIR
+from her2viewer.weights import load_tensors
 
 #: Reference sizes ``[embed_dim, hidden, attention]`` by name (CLAM's ``size_dict``).
 SIZES = {"small": (512, 256), "big": (512, 384)}
@@ -436,10 +437,7 @@ def load_clam_checkpoint(path: str | Path, **overrides) -> CLAM:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"CLAM checkpoint not found: {path}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is a user error here
-        raise refuse_pickle(path, exc) from exc
+    state = load_tensors(path)
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -103,7 +103,7 @@ def test_wrong_weights_file(tmp_path):
     with pytest.raises(ModelError, match="not a torchvision ResNet-50"):
         resnet50_trunc(weights=tmp_path / "bad.pth")
     torch.save({"x": object}, tmp_path / "pickle.pth")
-    with pytest.raises(ModelError, match="Cannot read encoder weights"):
+    with pytest.raises(ModelError, match="pickle.pth is refused for safety"):
         resnet50_trunc(weights=tmp_path / "pickle.pth")
 
 
