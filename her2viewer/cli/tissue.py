@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from her2viewer.analysis.ihc import NOT_EVALUABLE
 from her2viewer.argtypes import bounded
 from her2viewer.cli.options import add_json_option, add_output_option, add_patch_grid_options
 from her2viewer.outputs import check_output_file, prepare_output_dir
@@ -67,6 +68,29 @@ def _params(args):
     )
 
 
+def _status(name: str, seg, patches: int | None = None) -> dict:
+    """``status`` and ``reason`` of a summary: not evaluable when there is nothing to patch.
+
+    Parameters
+    ----------
+    name : str
+        The slide's file name, for the reason.
+    seg : TissueSegmentation
+        The segmentation.
+    patches : int, optional
+        How many patches the grid holds (``patch`` only).
+    """
+    if not seg.contours:
+        return {"status": NOT_EVALUABLE, "reason": f"no tissue was found in {name}"}
+    if patches == 0:
+        return {
+            "status": NOT_EVALUABLE,
+            "reason": f"no patch of the tissue of {name} passed the background filter "
+            "(raise --max-background or lower --size)",
+        }
+    return {"status": "ok", "reason": None}
+
+
 def _print(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -76,7 +100,11 @@ def _print(summary: dict, as_json: bool) -> None:
 
 
 def run_segment(args) -> int:
-    """Segment a slide and write ``<stem>_tissue_mask.png`` and ``<stem>_tissue.geojson``."""
+    """Segment a slide and write ``<stem>_tissue_mask.png`` and ``<stem>_tissue.geojson``.
+
+    With no tissue found, the (empty) mask is still written and the summary says the
+    slide is not evaluable.
+    """
     out = prepare_output_dir(args.out)
     start = time.perf_counter()
     with open_slide(args.slide) as slide:
@@ -86,6 +114,7 @@ def run_segment(args) -> int:
         geojson_path = write_geojson(out / f"{stem}_tissue.geojson", segmentation_to_geojson(seg))
         summary = {
             "slide": slide.info.path,
+            **_status(Path(slide.info.path).name, seg),
             "contours": len(seg.contours),
             "holes": sum(len(h) for h in seg.holes),
             "tissue_fraction": round(float(seg.mask.mean()), 4),
@@ -100,7 +129,11 @@ def run_segment(args) -> int:
 
 
 def run_patch(args) -> int:
-    """Segment a slide, lay the patch grid and write the coords h5."""
+    """Segment a slide, lay the patch grid and write the coords h5.
+
+    A slide with no patch (no tissue, or all of it background) is not evaluable: the
+    summary says why and no coords file is written.
+    """
     check_output_file(args.out)
     start = time.perf_counter()
     with open_slide(args.slide) as slide:
@@ -108,15 +141,17 @@ def run_patch(args) -> int:
         grid = make_patch_grid(
             slide, seg, args.mag, args.size, args.step, args.contour_fn, args.max_background
         )
-        path = write_coords_h5(args.out, grid)
+        status = _status(Path(slide.info.path).name, seg, len(grid))
+        path = write_coords_h5(args.out, grid) if len(grid) else None
         summary = {
             "slide": slide.info.path,
+            **status,
             "patches": len(grid),
             "magnification": grid.magnification,
             "patch_size": grid.target_size,
             "patch_level": grid.patch_level,
             "patch_size_level0": grid.patch_size_level0,
-            "coords": str(path),
+            "coords": str(path) if path else None,
             "seconds": round(time.perf_counter() - start, 3),
             "warnings": grid.warnings,
         }
