@@ -11,7 +11,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import cv2
 import numpy as np
@@ -63,9 +62,6 @@ def _check_matrix(matrix) -> np.ndarray:
     return np.asarray(matrix, float).reshape(3, 3)
 
 
-Row = Annotated[list[float], Field(min_length=3, max_length=3)]
-
-
 class RegistrationFile(BaseModel):
     """The checked fields of a registration JSON (others, such as ``kind``, are kept).
 
@@ -75,7 +71,7 @@ class RegistrationFile(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    matrix: Annotated[list[Row], Field(min_length=3, max_length=3)]
+    matrix: list  # shape and values checked by matrix_problem, whose sentence says "3x3"
     method: str = "unknown"
     error_px: float = math.nan
     quality: dict = Field(default_factory=dict)
@@ -84,11 +80,11 @@ class RegistrationFile(BaseModel):
 
     @field_validator("matrix")
     @classmethod
-    def _usable(cls, matrix: list[list[float]]) -> list[list[float]]:
+    def _usable(cls, matrix: list) -> list[list[float]]:
         problem = matrix_problem(matrix)
         if problem is not None:
             raise ValueError(problem)
-        return matrix
+        return np.asarray(matrix, float).reshape(3, 3).tolist()
 
     @field_validator("error_px")
     @classmethod

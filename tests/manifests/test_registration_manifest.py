@@ -33,7 +33,7 @@ def _load_error(tmp_path, data) -> str:
         ({"matrix": IDENTITY, "method": ["a"]}, "'method'"),
         ({"matrix": IDENTITY, "fixed": {"a": 1}}, "'fixed'"),
         ({"matrix": [[1, 0, 0], [0, 1, 0]]}, "'matrix'"),
-        ({"matrix": [[1, 0], [0, 1], [0, 0]]}, "'matrix.0'"),
+        ({"matrix": [[1, 0], [0, 1], [0, 0]]}, "'matrix'"),  # the sentence says 3x3
     ],
 )
 def test_a_wrong_field_is_named(tmp_path, data, field):
