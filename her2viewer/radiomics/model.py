@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,7 +298,18 @@ def load_models(path: str | Path) -> dict:
         raise RadiomicsError(f"Cannot read radiomics model {path.name}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RadiomicsError(f"{path.name} is not a her2viewer radiomics model file.")
+    if not _all_finite(payload.get("models")):
+        raise RadiomicsError(f"{path.name} holds non-finite (NaN or infinite) model weights.")
     return payload
+
+
+def _all_finite(value: object) -> bool:
+    """Return True when every number nested in ``value`` (dicts, lists) is finite."""
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def predict_saved(payload: dict, features: dict[str, float] | np.ndarray, model: str) -> np.ndarray:
@@ -317,7 +329,18 @@ def predict_saved(payload: dict, features: dict[str, float] | np.ndarray, model:
                 f"Feature '{missing[0]}' is missing; extract with the same settings."
             )
         features = np.array([[features[f] for f in payload["features"]]])
+    features = np.asarray(features, float)
+    bad = ~np.isfinite(features).all(axis=0)
+    if bad.any():
+        raise RadiomicsError(
+            f"Feature '{payload['features'][int(np.argmax(bad))]}' is NaN or infinite; "
+            "the model cannot score it."
+        )
     spec = payload["models"][model]
-    z = (np.asarray(features, float) - np.array(spec["mean"])) / np.array(spec["scale"])
+    z = (features - np.array(spec["mean"])) / np.array(spec["scale"])
     z = (z - np.array(spec["pca_mean"])) @ np.array(spec["components"]).T
-    return _classifier_proba(spec["classifier"], z)
+    with np.errstate(over="ignore"):  # a saturated logistic is 0 or 1, still finite
+        proba = _classifier_proba(spec["classifier"], z)
+    if not np.isfinite(proba).all():
+        raise RadiomicsError(f"Model '{model}' gives a non-finite probability for these features.")
+    return proba

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from her2viewer.cli import main
 from her2viewer.errors import RadiomicsError
 from her2viewer.radiomics.features import discretize
+from her2viewer.radiomics.model import load_models, predict_saved
 from her2viewer.radiomics.params import read_params
 from tests.reliability.conftest import fill_disk, leftovers, one_line_error
 
@@ -108,3 +110,18 @@ def test_params_file_settings_checked(tmp_path, setting, value):
     params.write_text(f"setting:\n  {setting}: {value}\n")
     with pytest.raises(RadiomicsError, match=setting):
         read_params(params)
+
+
+def test_nan_weights_are_an_error_not_a_class(capsys, tmp_path, radiomics_model):
+    payload = json.loads(radiomics_model.read_text())
+    payload["models"]["logistic_regression"]["classifier"]["coef"][0] = float("nan")
+    model = tmp_path / "nan.json"
+    model.write_text(json.dumps(payload))
+    _refused(capsys, ["radiomics", "predict", str(model), IMAGE, MASK], "nan.json", "non-finite")
+
+
+def test_nan_feature_is_an_error_not_a_class(radiomics_model):
+    payload = load_models(radiomics_model)
+    features = dict.fromkeys(payload["features"], 1.0) | {payload["features"][1]: float("nan")}
+    with pytest.raises(RadiomicsError, match=payload["features"][1]):
+        predict_saved(payload, features, "logistic_regression")
