@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,16 +141,18 @@ def _learning_curve(model, x, y, cv, seed, n_components) -> dict:
     """Train/validation AUC for growing training sets (each large enough for the PCA)."""
     fold_size = len(y) * (cv.n_splits - 1) // cv.n_splits
     start = min(1.0, max(0.3, (n_components + 2) / fold_size))
-    sizes, train, valid = learning_curve(
-        model,
-        x,
-        y,
-        cv=cv,
-        scoring="roc_auc",
-        train_sizes=np.linspace(start, 1.0, 3),
-        shuffle=True,
-        random_state=seed,
-    )
+    with warnings.catch_warnings():  # small sets round fractions to one size: harmless
+        warnings.filterwarnings("ignore", "Removed duplicate entries", RuntimeWarning)
+        sizes, train, valid = learning_curve(
+            model,
+            x,
+            y,
+            cv=cv,
+            scoring="roc_auc",
+            train_sizes=np.linspace(start, 1.0, 3),
+            shuffle=True,
+            random_state=seed,
+        )
     return {
         "sizes": sizes.tolist(),
         "train_auc": train.mean(1).tolist(),

@@ -12,7 +12,12 @@ import pytest
 from her2viewer.cli import main
 from her2viewer.errors import RadiomicsError
 from her2viewer.radiomics.features import discretize
-from her2viewer.radiomics.model import load_models, predict_saved
+from her2viewer.radiomics.model import (
+    load_models,
+    predict_saved,
+    read_feature_table,
+    train_models,
+)
 from her2viewer.radiomics.params import read_params
 from tests.reliability.conftest import fill_disk, leftovers, one_line_error
 
@@ -125,3 +130,13 @@ def test_nan_feature_is_an_error_not_a_class(radiomics_model):
     features = dict.fromkeys(payload["features"], 1.0) | {payload["features"][1]: float("nan")}
     with pytest.raises(RadiomicsError, match=payload["features"][1]):
         predict_saved(payload, features, "logistic_regression")
+
+
+def test_train_on_few_cases_prints_no_sklearn_warning(tmp_path, recwarn):
+    rng = np.random.default_rng(0)
+    table = tmp_path / "features.csv"
+    rows = [["case_id", "label", *(f"f{k}" for k in range(20))]]
+    rows += [[f"c{i}", i % 2, *(40 * (i % 2) + rng.normal(0, 15, 20))] for i in range(12)]
+    table.write_text("\n".join(",".join(map(str, row)) for row in rows))
+    train_models(read_feature_table(table), folds=2)
+    assert not [w for w in recwarn if "duplicate" in str(w.message)]
