@@ -87,7 +87,8 @@ class Probe:
     ``ok`` (exit 0), ``clean`` (exit 0 or one-sentence error), ``not_evaluable``
     (one-sentence error or "not evaluable" on exit 0), ``demo_notice`` (exit 0 and the
     synthetic-demo notice). ``prep`` names a sandbox preparation in :data:`PREPS`;
-    ``outputs`` are paths (templates) that must exist and be non-empty after exit 0.
+    ``outputs`` are paths (templates over ``{out}`` and the working folder ``{cwd}``) that
+    must exist and be non-empty after exit 0; they are the verb's own, never "outside".
     """
 
     verb: str
@@ -915,7 +916,9 @@ HEADLESS = (
         env=NO_DISPLAY,
     ),
     Probe("study results", "{out}/report", "clean", "no display", "study", env=NO_DISPLAY),
-    Probe("view", "{he} --size 640x400", "clean", "no display, no screenshot", env=NO_DISPLAY),
+    # without a display `view` renders to ./view.png, its documented output (as make run does)
+    Probe("view", "{he} --size 640x400", "clean", "no display, no screenshot", env=NO_DISPLAY,
+          outputs=("{cwd}/view.png",)),
 )
 
 #: Valid, cheap arguments per verb: the base that one abused numeric option is added to.
@@ -1219,7 +1222,8 @@ def post_checks(job: Job, outcome: Outcome, ctx: dict) -> str | None:
             with contextlib.suppress(OSError):
                 os.unlink(marker)
         return "code_executed" if "pickle" in probe.name else "written_outside"
-    changed = _outside(job, ctx)
+    declared = [Path(t.format(out=out, cwd=out.parent)) for t in probe.outputs]
+    changed = [p for p in _outside(job, ctx) if Path(p) not in declared]
     if changed:
         outcome.extra.append(f"outside: {changed[:3]}")
         return "written_outside"
@@ -1235,8 +1239,7 @@ def post_checks(job: Job, outcome: Outcome, ctx: dict) -> str | None:
     if formulas:
         outcome.extra.append(f"formula: {formulas[:2]}")
         return "wrong_result"
-    for template in probe.outputs:
-        target = Path(template.format(out=out))
+    for target in declared:
         if not target.is_file() or target.stat().st_size == 0:
             outcome.extra.append(f"missing output {target.name}")
             return "wrong_result"

@@ -41,7 +41,11 @@ def register(subparsers) -> None:
         "without it the panes sync relatively",
     )
     view.add_argument("--geojson", action="append", default=[], help="GeoJSON layer (repeat)")
-    view.add_argument("--screenshot", help="render offscreen to this PNG (or .jpg, .bmp) and exit")
+    view.add_argument(
+        "--screenshot",
+        help="render offscreen to this PNG (or .jpg, .bmp) and exit; without a display the "
+        "render goes to ./view.png (./demo.png with --demo)",
+    )
     view.add_argument(
         "--size",
         type=size_type("1600x1000", *WINDOW_SIDES),
