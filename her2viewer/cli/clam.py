@@ -10,6 +10,9 @@ import numpy as np
 
 from her2viewer.argtypes import bounded
 from her2viewer.cli.options import (
+    EPOCHS,
+    LEARNING_RATE,
+    SEED,
     add_batching_options,
     add_device_option,
     add_json_option,
@@ -33,6 +36,19 @@ TOP_K = 5
 MAX_OVERLAP = 0.9
 #: CLAM's create_heatmaps.py draws attention with a diverging map.
 CLAM_COLORMAP = "coolwarm"
+#: Parse-time checks of ``clam train``'s numeric hyper-parameters (the string ones are
+#: checked when the model is built).
+TRAIN_TYPES = {
+    "dropout": bounded(float, 0.0, 1.0, high_open=True),
+    "lr": LEARNING_RATE,
+    "weight_decay": bounded(float, 0.0, 1.0),
+    "bag_weight": bounded(float, 0.0, 1.0),
+    "k_sample": bounded(int, 1, 4096),
+    "max_epochs": EPOCHS,
+    "patience": EPOCHS,
+    "min_epochs": bounded(int, 0, 100_000),
+    "seed": SEED,
+}
 
 
 def register(subparsers) -> None:
@@ -62,7 +78,10 @@ def register(subparsers) -> None:
     )
     heat.add_argument("--blur", action="store_true", help="Gaussian blur as CLAM")
     heat.add_argument(
-        "--binarize", type=bounded(float), metavar="T", help="scores >= T -> 1, else 0"
+        "--binarize",
+        type=bounded(float, 0.0, 1.0),
+        metavar="T",
+        help="percentile scores >= T (0 to 1) -> 1, else 0",
     )
     heat.add_argument(
         "--colormap", choices=sorted(COLORMAPS), default=CLAM_COLORMAP, help="default: coolwarm"
@@ -86,7 +105,7 @@ def register(subparsers) -> None:
     add_output_option(train, "output folder (fold_<k>/ bundles)", required=True)
     train.add_argument("--label-column", help="label column (default label or her2_status)")
     train.add_argument("--classes", help="comma-separated class order (default: sorted labels)")
-    train.add_argument("--folds", type=int, default=5)
+    train.add_argument("--folds", type=bounded(int, 3, 100), default=5, help="(default 5)")
     train.add_argument("--no-gate", action="store_true", help="ungated attention")
     train.add_argument(
         "--subtyping", action="store_true", help="instance loss on out-of-class branches too"
@@ -102,7 +121,8 @@ def register(subparsers) -> None:
             continue
         flag = "--" + item.name.replace("_", "-")
         value = getattr(defaults, item.name)
-        train.add_argument(flag, type=type(value), default=value, help=f"(default {value})")
+        kind = TRAIN_TYPES.get(item.name, str)
+        train.add_argument(flag, type=kind, default=value, help=f"(default {value})")
     train.set_defaults(func=run_train)
 
 

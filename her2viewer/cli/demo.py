@@ -6,10 +6,16 @@ import json
 import time
 from pathlib import Path
 
+from her2viewer.argtypes import bounded
 from her2viewer.case_report import render_case_report
-from her2viewer.cli.options import add_json_option, size_type
+from her2viewer.cli.options import SEED, add_json_option, size_type
 from her2viewer.demo import analyse_demo_case, ensure_demo_case, format_summary
 from her2viewer.slide.synthetic import write_cohort
+
+#: Most cases ``demo-data`` writes.
+MAX_CASES = 10_000
+#: Sides (px) of a synthetic slide: write_cohort needs 512, larger than the maximum fills a disk.
+MIN_SIDE, MAX_SIDE = 512, 100_000
 
 
 def register(subparsers) -> None:
@@ -23,12 +29,22 @@ def register(subparsers) -> None:
 
     data = subparsers.add_parser("demo-data", help="write a synthetic paired H&E/IHC cohort")
     data.add_argument("out", help="output folder")
-    data.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
-    data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     data.add_argument(
-        "--size", type=size_type("8000x6000"), default=(8000, 6000), help="WxH (default 8000x6000)"
+        "--cases",
+        type=bounded(int, 1, MAX_CASES),
+        default=8,
+        help=f"number of cases, 1 to {MAX_CASES} (default 8)",
     )
-    data.add_argument("--workers", type=int, default=1, help="cases written in parallel")
+    data.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
+    data.add_argument(
+        "--size",
+        type=size_type("8000x6000", MIN_SIDE, MAX_SIDE),
+        default=(8000, 6000),
+        help=f"WxH, each side {MIN_SIDE} to {MAX_SIDE} (default 8000x6000)",
+    )
+    data.add_argument(
+        "--workers", type=bounded(int, 1, 64), default=1, help="cases written in parallel"
+    )
     data.set_defaults(func=run_demo_data)
 
 

@@ -8,27 +8,65 @@ is the verb's old, deprecated spelling, still accepted. Training is
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 
 import numpy as np
 
 from her2viewer.analysis.grade import GradeOptions, analyse_grade, gradcam_slide
-from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
-from her2viewer.errors import ModelError
+from her2viewer.argtypes import bounded
+from her2viewer.cli.options import (
+    EPOCHS,
+    LEARNING_RATE,
+    SEED,
+    add_device_option,
+    add_json_option,
+    add_output_option,
+)
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.patch_cnn import ARCHITECTURES
-from her2viewer.models.patch_data import TUMOR_RULES
+from her2viewer.models.patch_data import SCORE_NAMES, TUMOR_RULES
 from her2viewer.outputs import atomic_output, check_output_file
 from her2viewer.slide import open_slide
 from her2viewer.training.grade_train import RECIPES, train_cohort
 
 #: The verb's old spelling, still accepted with a note on stderr.
 DEPRECATED_ALIAS = "patchcnn"
+#: CNN input sides: ResNets need 32 px to keep one cell after their five halvings.
+INPUT_SIZE = bounded(int, 32, 1024)
+
+
+def _scores(text: str) -> tuple[int, ...]:
+    """Parse ``--scores``: two or more distinct IHC scores (0-3), comma-separated."""
+    try:
+        scores = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        scores = ()
+    if len(scores) < 2 or len(set(scores)) < len(scores) or not set(scores) <= set(SCORE_NAMES):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not two or more distinct IHC scores from 0 to 3, e.g. 1,2,3"
+        )
+    return scores
+
+
+def _rect(text: str) -> tuple[float, float, float, float]:
+    """Parse ``--rect``: finite level-0 ``X0,Y0,X1,Y1`` with ``X0 < X1`` and ``Y0 < Y1``."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        x0 = y0 = x1 = y1 = math.nan
+    finite = all(math.isfinite(v) for v in (x0, y0, x1, y1))
+    if not (finite and x0 < x1 and y0 < y1):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a finite region X0,Y0,X1,Y1 with X0 < X1 and Y0 < Y1"
+        )
+    return x0, y0, x1, y1
 
 
 def _common(parser) -> None:
-    parser.add_argument("--limit", type=int, default=None, help="at most N patches per slide")
+    parser.add_argument("--limit", type=bounded(int, 1, 10**6), help="at most N patches per slide")
     parser.add_argument(
         "--tumor",
         default="auto",
@@ -65,15 +103,20 @@ def register(subparsers) -> None:
     add_output_option(train, "bundle folder or .zip to write", required=True)
     train.add_argument("--arch", default="resnet34", choices=ARCHITECTURES)
     train.add_argument("--recipe", default="linear-head", choices=RECIPES)
-    train.add_argument("--scores", default="1,2,3", help="IHC scores to grade (default 1,2,3)")
     train.add_argument(
-        "--input-size", type=int, default=128, help="resize 512 px patches to this for the CNN"
+        "--scores", type=_scores, default=(1, 2, 3), help="IHC scores to grade (default 1,2,3)"
     )
-    train.add_argument("--step", type=int, default=None, help="grid step (px at 20x)")
-    train.add_argument("--epochs", type=int, default=5, help="full recipe only")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lr", type=float, default=1e-3, help="full recipe only")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--input-size",
+        type=INPUT_SIZE,
+        default=128,
+        help="resize 512 px patches to this for the CNN (32 to 1024)",
+    )
+    train.add_argument("--step", type=bounded(int, 32, 8192), help="grid step (px at 20x)")
+    train.add_argument("--epochs", type=EPOCHS, default=5, help="full recipe only")
+    train.add_argument("--batch-size", type=bounded(int, 1, 4096), default=16)
+    train.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="full recipe only")
+    train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--no-macenko", action="store_true", help="skip stain normalisation")
     _common(train)
     train.set_defaults(func=_noting_alias(run_train))
@@ -88,23 +131,32 @@ def register(subparsers) -> None:
     _model_option(cam)
     add_output_option(cam, ".npy score map (NaN outside patches)", required=True)
     cam.add_argument("--grade", default=None, help="class to explain (default: predicted)")
-    cam.add_argument("--downsample", type=float, default=16.0, help="level-0 px per map px")
-    cam.add_argument("--rect", default=None, help="only level-0 region X0,Y0,X1,Y1")
+    cam.add_argument(
+        "--downsample",
+        type=bounded(float, 1.0, 1024.0),
+        default=16.0,
+        help="level-0 px per map px, 1 to 1024 (default 16)",
+    )
+    cam.add_argument("--rect", type=_rect, help="only level-0 region X0,Y0,X1,Y1")
     _common(cam)
     cam.set_defaults(func=_noting_alias(run_gradcam))
 
 
 def _noting_alias(run):
-    """Wrap a sub-verb's ``run`` so that the old spelling ``patchcnn`` prints a note first."""
+    """Wrap a sub-verb's ``run`` so that the old spelling ``patchcnn`` notes it on success.
+
+    The note comes only after the verb succeeded, so that an error stays one line.
+    """
 
     def run_verb(args) -> int:
+        status = run(args)
         if args.verb == DEPRECATED_ALIAS:
             print(
                 f"her2viewer: note: '{DEPRECATED_ALIAS}' is deprecated and will be removed in "
                 "the next release; use 'grade'.",
                 file=sys.stderr,
             )
-        return run(args)
+        return status
 
     return run_verb
 
@@ -120,7 +172,7 @@ def _emit(summary: dict, as_json: bool) -> None:
 def run_train(args) -> int:
     """Train a patch CNN and write a bundle with its held-out metrics."""
     meta = train_cohort(
-        args.labels, args.out, args.arch, tuple(int(s) for s in args.scores.split(",")),
+        args.labels, args.out, args.arch, args.scores,
         args.recipe, args.input_size, args.seed, args.limit, args.step, args.tumor,
         not args.no_macenko, args.epochs, args.batch_size, args.lr, args.device,
     )  # fmt: skip
@@ -162,22 +214,12 @@ def run_predict(args) -> int:
     return 0
 
 
-def _rect(text: str | None) -> tuple[float, float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        x0, y0, x1, y1 = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise ModelError(f"--rect must look like 0,0,4096,4096, got {text!r}.") from exc
-    return x0, y0, x1, y1
-
-
 def run_gradcam(args) -> int:
     """Write a slide-level Grad-CAM score map (``.npy``, level-0 aligned)."""
     check_output_file(args.out)
     result = gradcam_slide(
         args.slide, args.model, args.grade, args.arch, args.limit, args.downsample, args.device,
-        tumor=args.tumor, rect=_rect(args.rect), mpp=args.mpp,
+        tumor=args.tumor, rect=args.rect, mpp=args.mpp,
     )  # fmt: skip
     with atomic_output(args.out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, result.values)

@@ -6,7 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from her2viewer.argtypes import bounded
 from her2viewer.cli.options import (
+    EPOCHS,
+    LEARNING_RATE,
+    MAGNIFICATION,
+    SEED,
     add_batching_options,
     add_device_option,
     add_json_option,
@@ -15,10 +20,14 @@ from her2viewer.cli.options import (
     add_threads_option,
     apply_threads,
 )
-from her2viewer.errors import ModelError
 from her2viewer.jobs import Progress, run_inline
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, POSITIVE_PERCENT, SEGMENTERS
+
+#: Tile and network input sides (px).
+TILE_SIDE = bounded(int, 16, 4096)
+#: Base channel widths of the segmenter and classifier.
+WIDTH = bounded(int, 1, 1024)
 
 # torch-heavy modules are imported inside the run_* functions, so that building the
 # command line (every verb's start-up) does not load torch.
@@ -41,20 +50,20 @@ def register(subparsers) -> None:
     add_output_option(train, "bundle folder to write", required=True)
     train.add_argument("--work", help="stage folder (default OUT.work); rerun to resume")
     train.add_argument("--tile-labels", help="manual-label CSV (case_id,x,y,label) instead of IHC")
-    train.add_argument("--magnification", type=float, default=4.0)
-    train.add_argument("--tile-size", type=int, default=512)
-    train.add_argument("--input-size", type=int, default=None, help="network input side")
+    train.add_argument("--magnification", type=MAGNIFICATION, default=4.0)
+    train.add_argument("--tile-size", type=TILE_SIDE, default=512, help="16 to 4096 (512)")
+    train.add_argument("--input-size", type=TILE_SIDE, help="network input side (16 to 4096)")
     train.add_argument("--segmenter", choices=SEGMENTERS, default="unet")
-    train.add_argument("--seg-width", type=int, default=64)
-    train.add_argument("--seg-depth", type=int, default=4)
+    train.add_argument("--seg-width", type=WIDTH, default=64)
+    train.add_argument("--seg-depth", type=bounded(int, 1, 8), default=4)
     train.add_argument("--classifier", choices=CLASSIFIERS, default="resnet50")
-    train.add_argument("--cls-width", type=int, default=64, help="base width (64 = standard)")
+    train.add_argument("--cls-width", type=WIDTH, default=64, help="base width (64 = standard)")
     train.add_argument("--integrated", choices=KINDS, default="rf")
-    train.add_argument("--seg-epochs", type=int, default=20)
-    train.add_argument("--cls-epochs", type=int, default=20)
-    train.add_argument("--lr", type=float, default=1e-5)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seg-epochs", type=EPOCHS, default=20)
+    train.add_argument("--cls-epochs", type=EPOCHS, default=20)
+    train.add_argument("--lr", type=LEARNING_RATE, default=1e-5)
+    train.add_argument("--batch-size", type=bounded(int, 1, 4096), default=32)
+    train.add_argument("--seed", type=SEED, default=0)
     _device_options(train)
     add_progress_options(train)
     train.set_defaults(func=run_train)
@@ -65,9 +74,9 @@ def register(subparsers) -> None:
     add_output_option(predict, "folder for the overlay files (default: the cache)")
     predict.add_argument(
         "--threshold",
-        type=float,
+        type=bounded(float, 0.0, 100.0),
         default=POSITIVE_PERCENT,
-        help=f"positive when P >= this %% (default {POSITIVE_PERCENT:g})",
+        help=f"positive when P >= this %%, 0 to 100 (default {POSITIVE_PERCENT:g})",
     )
     add_mpp_option(predict)
     add_batching_options(predict)
@@ -104,8 +113,6 @@ def run_train(args) -> int:
     from her2viewer.models.her2net.training import Her2NetTrainConfig, train_her2net
 
     apply_threads(args.threads)
-    if args.tile_size < 16 or (args.input_size is not None and args.input_size < 16):
-        raise ModelError("Tile and input sizes must be at least 16 pixels.")
     config = Her2NetTrainConfig(
         magnification=args.magnification,
         tile_size=args.tile_size,

@@ -12,7 +12,6 @@ import sys
 
 from her2viewer.argtypes import bounded
 from her2viewer.devices import DEVICE_CHOICES
-from her2viewer.errors import ModelError
 from her2viewer.tissue.patching import MAX_PATCH_SIZE
 
 DEVICE_HELP = "compute device: auto picks CUDA, then Apple MPS, then CPU (default auto)"
@@ -20,6 +19,14 @@ DEVICE_HELP = "compute device: auto picks CUDA, then Apple MPS, then CPU (defaul
 MAGNIFICATION = bounded(float, 0.1, 400.0)
 #: Delivered patch sides a grid may ask for.
 PATCH_SIZE = bounded(int, 8, MAX_PATCH_SIZE)
+#: Random seeds (numpy takes 0 to 2**32 - 1).
+SEED = bounded(int, 0, 2**32 - 1)
+#: Learning rates: positive and finite (1e-12 stands for "above 0").
+LEARNING_RATE = bounded(float, 1e-12, 10.0)
+#: Training epochs.
+EPOCHS = bounded(int, 1, 100_000)
+#: Most torch CPU threads ``--threads`` may ask for (10**12 overflowed torch).
+MAX_THREADS = 1024
 
 
 class DeprecatedSpelling(argparse.Action):
@@ -46,21 +53,17 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--threads`` (torch's CPU threads), which :func:`apply_threads` sets."""
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=bounded(int, 1, MAX_THREADS),
+        help=f"torch CPU threads, 1 to {MAX_THREADS} (default: torch's choice)",
+    )
 
 
 def apply_threads(threads: int | None) -> None:
-    """Give torch the CPU threads asked for with ``--threads`` (nothing when left out).
-
-    Raises
-    ------
-    ModelError
-        When ``threads`` is below 1.
-    """
+    """Give torch the CPU threads asked for with ``--threads`` (nothing when left out)."""
     if threads is None:
         return
-    if threads < 1:
-        raise ModelError(f"--threads must be at least 1, got {threads}.")
     import torch  # only when a verb runs, so that building the command line stays light
 
     torch.set_num_threads(threads)
