@@ -27,6 +27,8 @@ LEARNING_RATE = bounded(float, 1e-12, 10.0)
 EPOCHS = bounded(int, 1, 100_000)
 #: Most torch CPU threads ``--threads`` may ask for (10**12 overflowed torch).
 MAX_THREADS = 1024
+#: The one parse function of ``--threads`` (one definition for every verb).
+THREADS = bounded(int, 1, MAX_THREADS)
 
 
 class DeprecatedSpelling(argparse.Action):
@@ -55,7 +57,7 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--threads`` (torch's CPU threads), which :func:`apply_threads` sets."""
     parser.add_argument(
         "--threads",
-        type=bounded(int, 1, MAX_THREADS),
+        type=THREADS,
         help=f"torch CPU threads, 1 to {MAX_THREADS} (default: torch's choice)",
     )
 
