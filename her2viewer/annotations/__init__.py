@@ -1,0 +1,1 @@
+"""Annotations a pathologist draws: model, classes, measurements, undo, store, formats, ROIs."""

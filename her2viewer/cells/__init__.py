@@ -1,0 +1,1 @@
+"""Cell-by-cell analysis: nuclei, cells, membranes, and the breast biomarker rule tables."""

@@ -1,0 +1,1 @@
+"""Shapely geometry for every polygon: repair, measures in um, QuPath GeoJSON, spatial index."""
