@@ -1,9 +1,9 @@
 """DeLong's AUC variance and paired test against a brute-force structural-components computation.
 
-No raw data of a published DeLong example (pROC's aSAH, DeLong et al. 1988) is available
-offline, so the reference here is DeLong et al. (1988) computed literally: the pairwise
-kernel psi(X, Y) over every positive/negative pair, its structural components V10 and V01,
-and their covariance matrices S10, S01 (eq. 3 of the paper).
+The reference here is DeLong et al. (1988) computed literally: the pairwise kernel psi(X, Y)
+over every positive/negative pair, its structural components V10 and V01, and their covariance
+matrices S10, S01 (eq. 3 of the paper). test_delong_published.py checks the same components
+against values published for the Van Dyke data.
 """
 
 from __future__ import annotations
