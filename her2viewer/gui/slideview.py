@@ -137,6 +137,9 @@ class SlideView(QWidget):
         self.crosshair: tuple[float, float] | None = None
         self.sync_enabled = True
         self.show_hud = True
+        #: The annotation tool (see ``gui.annotations``): mouse and key events go to it
+        #: first, and when it takes one (returns True) the view does not pan. None: pan/zoom.
+        self.tool = None
         self.stats = PaintStats()
         self.frame_ms: deque[float] = deque(maxlen=10000)
         self._source = 0
@@ -628,6 +631,14 @@ class SlideView(QWidget):
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
     # -- input ---------------------------------------------------------------------
+    def _tool_takes(self, method: str, event) -> bool:
+        """Offer an input event to :attr:`tool` (``press``, ``move``, ...); whether it took it."""
+        return (
+            self.tool is not None
+            and self.slide is not None
+            and getattr(self.tool, method)(self, event)
+        )
+
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt override
         delta = event.angleDelta().y()
         if delta and self.slide is not None:
@@ -636,6 +647,8 @@ class SlideView(QWidget):
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.activated.emit()
+        if self._tool_takes("press", event):
+            return
         if event.button() == Qt.MouseButton.LeftButton:
             self._drag_pos = event.position()
             self._velocity = QPointF()
@@ -644,7 +657,8 @@ class SlideView(QWidget):
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
         pos = event.position()
-        if self._drag_pos is not None and self.slide is not None:
+        taken = self._tool_takes("move", event)
+        if not taken and self._drag_pos is not None and self.slide is not None:
             delta = pos - self._drag_pos
             self._drag_pos = pos
             self._moves.append((time.perf_counter(), delta))
@@ -653,7 +667,7 @@ class SlideView(QWidget):
             self.cursor_moved.emit(*self.screen_to_level0(pos.x(), pos.y()))
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if self._drag_pos is None:
+        if self._tool_takes("release", event) or self._drag_pos is None:
             return
         self._drag_pos = None
         self.unsetCursor()
@@ -663,6 +677,8 @@ class SlideView(QWidget):
             self._animator.start()
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._tool_takes("double_click", event):
+            return
         if self.slide is not None:
             shift = event.modifiers() & Qt.KeyboardModifier.ShiftModifier
             self.smooth_zoom(0.5 if shift else 2.0, event.position())
@@ -673,6 +689,8 @@ class SlideView(QWidget):
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
         if self.slide is None:
             return super().keyPressEvent(event)
+        if self._tool_takes("key", event):
+            return None
         key = event.key()
         step_x, step_y = self.width() * 0.2, self.height() * 0.2
         moves = {
