@@ -45,3 +45,20 @@ def cache_dir() -> Path:
     path = Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_dir() -> Path:
+    """Return the per-user data directory (annotation stores), creating it if needed.
+
+    ``HER2VIEWER_DATA`` overrides the platform default (used by tests). Unlike the
+    cache, nothing here may be deleted to save space: it holds the user's own work.
+
+    Returns
+    -------
+    Path
+        An existing directory.
+    """
+    override = os.environ.get("HER2VIEWER_DATA")
+    path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -28,6 +28,19 @@ def isolated_cache(tmp_path_factory):
         os.environ["HER2VIEWER_CACHE"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data(tmp_path_factory):
+    """Point the user data folder (annotation stores) at a temporary folder for the session."""
+    path = tmp_path_factory.mktemp("data")
+    previous = os.environ.get("HER2VIEWER_DATA")
+    os.environ["HER2VIEWER_DATA"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("HER2VIEWER_DATA", None)
+    else:
+        os.environ["HER2VIEWER_DATA"] = previous
+
+
 @pytest.fixture(scope="session")
 def cmu_svs() -> Path:
     """The real Aperio SVS from OpenSlide's test data (CC0)."""
