@@ -140,6 +140,9 @@ class SlideView(QWidget):
         #: The annotation tool (see ``gui.annotations``): mouse and key events go to it
         #: first, and when it takes one (returns True) the view does not pan. None: pan/zoom.
         self.tool = None
+        #: Objects with ``paint(painter, view)`` drawing vectors (annotations) over the tiles,
+        #: in screen coordinates, before the HUD.
+        self.vector_painters: list = []
         self.stats = PaintStats()
         self.frame_ms: deque[float] = deque(maxlen=10000)
         self._source = 0
@@ -455,6 +458,7 @@ class SlideView(QWidget):
             self._paint_empty(painter)
         else:
             self._paint_slide(painter)
+            self._paint_vectors(painter)
             if self.show_hud:
                 self._paint_hud(painter)
             if self.message:
@@ -586,6 +590,13 @@ class SlideView(QWidget):
             painter.drawImage(
                 self._place(*tile_region(level, col, row, info.width, info.height)), tile.image
             )
+
+    def _paint_vectors(self, painter: QPainter) -> None:
+        """Let each of :attr:`vector_painters` draw, each with the painter's state restored."""
+        for vector_painter in self.vector_painters:
+            painter.save()
+            vector_painter.paint(painter, self)
+            painter.restore()
 
     def _paint_hud(self, painter: QPainter) -> None:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
