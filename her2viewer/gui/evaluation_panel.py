@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from her2viewer.errors import EvaluationError
 from her2viewer.gui.job_panel import JobPanel
@@ -121,17 +121,10 @@ def _one_vs_rest(truth, labels, probabilities: np.ndarray) -> list[dict]:
             "label": label, "fpr": fpr.tolist(), "tpr": tpr.tolist(),
             "auc": float(roc_auc_score(t, probabilities[:, i])),
             "precision": precision.tolist(), "recall": recall.tolist(),
+            "average_precision": float(average_precision_score(t, probabilities[:, i])),
             "prevalence": float(t.mean()),
         })  # fmt: skip
     return curves
-
-
-def average_precision(precision, recall) -> float:
-    """Average precision from a precision-recall curve (recall decreasing), as scikit-learn.
-
-    ``AP = sum_n (R_n - R_{n+1}) P_n`` over the curve's points.
-    """
-    return float(-np.sum(np.diff(np.asarray(recall)) * np.asarray(precision)[:-1]))
 
 
 def _number(value) -> float:
@@ -344,7 +337,7 @@ class EvaluationPanel(QWidget):
             self.pr_items[positive] = pr.plot(
                 result["pr"]["recall"], result["pr"]["precision"],
                 pen=pg.mkPen(CURVE_COLOR, width=2.5),
-                name=f"{positive}: AP {_fmt(average_precision(**result['pr']))}",
+                name=f"{positive}: AP {_fmt(result['pr'].get('average_precision'))}",
             )  # fmt: skip
         else:
             for plot in (roc, pr):
@@ -378,7 +371,7 @@ class EvaluationPanel(QWidget):
             self.roc_items[label] = roc.plot(
                 curve["fpr"], curve["tpr"], pen=pen, name=f"{label} vs rest: AUC {curve['auc']:.3f}"
             )
-            ap = average_precision(curve["precision"], curve["recall"])
+            ap = curve["average_precision"]
             self.pr_items[label] = pr.plot(
                 curve["recall"], curve["precision"], pen=pen, name=f"{label}: AP {ap:.3f}"
             )
@@ -466,7 +459,7 @@ class EvaluationPanel(QWidget):
                          _ci(estimate["low"], estimate["high"]), estimate["method"],
                          estimate["n"]])  # fmt: skip
         for curve in result.get("one_vs_rest") or []:
-            ap = average_precision(curve["precision"], curve["recall"])
+            ap = curve["average_precision"]
             rows.append([f"AUC / AP, {curve['label']} vs rest",
                          f"{curve['auc']:.3f} / {ap:.3f}", "–", "–", result["n"]])  # fmt: skip
         self.table.setRowCount(len(rows))

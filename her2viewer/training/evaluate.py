@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from her2viewer.errors import EvaluationError
 from her2viewer.models.checks import require_finite
@@ -116,7 +116,11 @@ def evaluate_predictions(
             result["auc"] = _auc_with_bootstrap(t, score, seed)
             result["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(),
                              "thresholds": [float(x) for x in thresholds]}  # fmt: skip
-            result["pr"] = {"precision": precision.tolist(), "recall": recall.tolist()}
+            result["pr"] = {
+                "precision": precision.tolist(),
+                "recall": recall.tolist(),
+                "average_precision": float(average_precision_score(t, score)),
+            }
     else:
         metrics = multiclass_metrics(truth, prediction, labels, seed=seed)
         result["metrics"] = {k: e.to_dict() for k, e in metrics.items()}
