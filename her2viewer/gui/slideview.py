@@ -435,6 +435,10 @@ class SlideView(QWidget):
         x0, y0, x1, y1 = self.visible_bounds()
         return x < x1 and y < y1 and x + w > x0 and y + h > y0
 
+    def cached_slide_tile(self, level: int, col: int, row: int) -> CachedTile | None:
+        """The slide's own tile of a place (no layers) when it is cached; never reads."""
+        return self.cache.peek(self._tile_key((), level, col, row))
+
     def fully_loaded(self) -> bool:
         """Whether the overview and all visible target-level tiles (and layers) are cached."""
         if self.slide is None:
