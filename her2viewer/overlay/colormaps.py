@@ -21,7 +21,9 @@ from her2viewer.stats.style import PALETTE
 COLORMAPS = (
     "coolwarm", "jet", "viridis", "inferno", "magma", "plasma", "turbo", "hot", "cividis", "RdBu",
 )  # fmt: skip
-DEFAULT_COLORMAP = "jet"
+#: The heatmap default: CLAM draws its attention heatmaps with coolwarm (diverging, so the
+#: 0.5 midpoint reads as neutral), and viewers compare ours with its reference pictures.
+DEFAULT_COLORMAP = "coolwarm"
 #: Default class colours of masks (RGB): class ``k`` (1, 2, ...) takes the k-th
 #: Okabe-Ito colour; class 0 is background.
 MASK_COLORS = {label: tuple(rgb) for label, rgb in enumerate(PALETTE[:-1], start=1)}

@@ -55,7 +55,6 @@ def demo_layers(case_dir: str | Path) -> tuple[list[OverlayLayer], list[OverlayL
         "HER2-high density (smoothed truth, not a model)",
         values=smooth,
         downsample=ds,
-        colormap="jet",
         vmin=0.0,
         vmax=1.0,
         threshold=0.1,
