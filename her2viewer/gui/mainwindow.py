@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.about import AboutDialog
+from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
 from her2viewer.gui.slideview import MAG_PRESETS, SlideView
@@ -233,6 +234,8 @@ class MainWindow(QMainWindow):
         self.sync_box.setChecked(True)
         self.sync_box.toggled.connect(self._on_sync_toggled)
         toolbar.addWidget(self.sync_box)
+        view_menu.addSeparator()
+        self.landmarks = LandmarkMode(self, view_menu)  # pick matching points on both panes
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
 
