@@ -86,10 +86,7 @@ def _feature_list(data: object, source: str) -> list:
         raise GeoJSONError(f"{source} is a FeatureCollection without a list of features.")
     if isinstance(data, dict) and data.get("type") == "Feature":
         return [data]
-    raise GeoJSONError(
-        f"{source} is not GeoJSON features (expected a FeatureCollection, a list of Features "
-        "or one Feature)."
-    )
+    raise GeoJSONError(f"{source} is not a GeoJSON FeatureCollection, Feature or list of Features.")
 
 
 def _geometry(value: object, where: str) -> BaseGeometry:
@@ -225,7 +222,8 @@ def read_features(path: str | Path) -> list[Feature]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GeoJSONError(
-            f"{path} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+            f"{path} is not a readable GeoJSON file "
+            f"(not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno})."
         ) from exc
     return parse_features(data, str(path))
 

@@ -12,7 +12,6 @@ draws and do not change the pixels.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -21,8 +20,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import shapely
+from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry.base import BaseGeometry
 
 from her2viewer.errors import Her2ViewerError
+from her2viewer.geometry.geojson import GeoJSONError, read_features
+from her2viewer.geometry.index import SpatialIndex
+from her2viewer.geometry.shapes import repair
 from her2viewer.overlay.colormaps import (
     DEFAULT_COLORMAP,
     MASK_COLORS,
@@ -373,14 +378,18 @@ class MaskLayer(OverlayLayer):
 
 @dataclass(eq=False)
 class VectorLayer(OverlayLayer):
-    """Polygons and points in level-0 coordinates (contours, annotations).
+    """Polygons, lines and points in level-0 coordinates (contours, annotations).
 
     Attributes
     ----------
     polygons : list of numpy.ndarray
-        ``(N, 2)`` level-0 vertex arrays (closed implicitly).
+        ``(N, 2)`` level-0 outer rings (closed implicitly).
+    holes : list of list of numpy.ndarray
+        Inner rings of each polygon (empty when none are given).
+    lines : list of numpy.ndarray
+        ``(N, 2)`` open polylines.
     names : list of str
-        One name per polygon (shown under the cursor).
+        One name per polygon, then one per line (shown under the cursor).
     points : numpy.ndarray
         ``(M, 2)`` level-0 points.
     color : (int, int, int)
@@ -398,53 +407,61 @@ class VectorLayer(OverlayLayer):
     line_width: int = 2
     fill_alpha: int = 0
     opacity: float = 1.0
+    holes: list = field(default_factory=list)
+    lines: list = field(default_factory=list)
 
     kind = "vector"
 
     def __post_init__(self):
-        self.polygons = [np.asarray(p, np.float64).reshape(-1, 2) for p in self.polygons]
-        self.names = list(self.names) + [self.name] * (len(self.polygons) - len(self.names))
-        self.points = (
-            np.zeros((0, 2))
-            if self.points is None
-            else np.asarray(self.points, float).reshape(-1, 2)
-        )
-        self._boxes = [
-            (p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()) if len(p) else None
-            for p in self.polygons
-        ]
+        def as_curve(points) -> np.ndarray:
+            return np.asarray(points, np.float64).reshape(-1, 2)
+
+        self.polygons = [as_curve(p) for p in self.polygons]
+        self.holes = [[as_curve(h) for h in rings] for rings in self.holes]
+        self.holes += [[] for _ in range(len(self.polygons) - len(self.holes))]
+        self.lines = [as_curve(line) for line in self.lines]
+        n_shapes = len(self.polygons) + len(self.lines)
+        self.names = list(self.names) + [self.name] * (n_shapes - len(self.names))
+        self.points = np.zeros((0, 2)) if self.points is None else as_curve(self.points)
+        shapes = [_polygon_shape(p, h) for p, h in zip(self.polygons, self.holes, strict=True)]
+        self._index = SpatialIndex(shapes + [_line_shape(line) for line in self.lines])
 
     @classmethod
     def from_geojson(cls, path: str | Path, name: str | None = None, **options) -> VectorLayer:
-        """Read polygons and points from a (QuPath-style) GeoJSON file in level-0 px."""
+        """Read polygons, lines and points from a (QuPath) GeoJSON file in level-0 px.
+
+        Raises
+        ------
+        OverlayError
+            One sentence naming the file when it is not readable GeoJSON.
+        """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise OverlayError(f"{path.name} is not a readable GeoJSON file ({exc}).") from exc
-        features = _features(data, path)
-        polygons, names, points = [], [], []
+            features = read_features(path)
+        except GeoJSONError as exc:
+            raise OverlayError(str(exc)) from exc
+        polygons, holes, lines, polygon_names, line_names, points = [], [], [], [], [], []
         for feature in features:
-            geometry = feature.get("geometry") or {}
-            label = _feature_name(feature)
-            kind, coords = geometry.get("type"), geometry.get("coordinates")
-            rings = {"Polygon": [coords] if coords else [], "MultiPolygon": coords or []}.get(kind)
-            if rings is not None:
-                for polygon in rings:
-                    polygons.append(np.asarray(polygon[0], float))
-                    names.append(label)
-            elif kind == "Point":
-                points.append(coords)
-            elif kind == "MultiPoint":
-                points.extend(coords)
-            elif kind == "LineString":
-                polygons.append(np.asarray(coords, float))
-                names.append(label)
+            label = feature.class_name or feature.name or feature.object_type
+            for part in shapely.get_parts(feature.geometry):
+                if part.is_empty:
+                    continue
+                if part.geom_type == "Polygon":
+                    polygons.append(np.asarray(part.exterior.coords))
+                    holes.append([np.asarray(r.coords) for r in part.interiors])
+                    polygon_names.append(label)
+                elif part.geom_type == "LineString":
+                    lines.append(np.asarray(part.coords))
+                    line_names.append(label)
+                else:
+                    points.append(np.asarray(part.coords))
         return cls(
             name or path.stem,
             polygons=polygons,
-            names=names,
-            points=np.asarray(points, float) if points else None,
+            holes=holes,
+            lines=lines,
+            names=polygon_names + line_names,
+            points=np.concatenate(points) if points else None,
             **options,
         )
 
@@ -453,15 +470,10 @@ class VectorLayer(OverlayLayer):
         out_w, out_h = out_size
         sx, sy = out_w / w, out_h / h
         pad = self.line_width / min(sx, sy)
-        shown = [
-            p
-            for p, box in zip(self.polygons, self._boxes, strict=True)
-            if box
-            and box[2] >= x - pad
-            and box[0] <= x + w + pad
-            and box[3] >= y - pad
-            and box[1] <= y + h + pad
-        ]
+        shown = self._index.in_box(x - pad, y - pad, x + w + pad, y + h + pad)
+        n_polygons = len(self.polygons)
+        rings = [r for i in shown if i < n_polygons for r in (self.polygons[i], *self.holes[i])]
+        lines = [self.lines[i - n_polygons] for i in shown if i >= n_polygons]
         pts = self.points
         inside = (
             (pts[:, 0] >= x - pad)
@@ -469,48 +481,48 @@ class VectorLayer(OverlayLayer):
             & (pts[:, 1] >= y - pad)
             & (pts[:, 1] <= y + h + pad)
         )
-        if not shown and not inside.any():
+        if not rings and not lines and not inside.any():
             return None
         rgba = np.zeros((out_h, out_w, 4), np.uint8)
         shift = 4  # sub-pixel precision for cv2 drawing
         scale = np.array([sx, sy]) * (1 << shift)
         offset = np.array([x, y])
-        curves = [np.round((p - offset) * scale).astype(np.int32) for p in shown]
+
+        def curves(arrays: list) -> list:
+            return [np.round((p - offset) * scale).astype(np.int32) for p in arrays if len(p)]
+
         colour = (*self.color, 255)
-        if self.fill_alpha and curves:
-            cv2.fillPoly(rgba, curves, (*self.color, int(self.fill_alpha)), cv2.LINE_AA, shift)
-        if curves:
-            cv2.polylines(rgba, curves, True, colour, self.line_width, cv2.LINE_AA, shift)
+        closed, opened = curves(rings), curves(lines)
+        if self.fill_alpha and closed:
+            cv2.fillPoly(rgba, closed, (*self.color, int(self.fill_alpha)), cv2.LINE_AA, shift)
+        for curve_list, is_closed in ((closed, True), (opened, False)):
+            if curve_list:
+                cv2.polylines(
+                    rgba, curve_list, is_closed, colour, self.line_width, cv2.LINE_AA, shift
+                )
         radius = max(2, self.line_width * 2)
         for px, py in (pts[inside] - offset) * np.array([sx, sy]):
             cv2.circle(rgba, (int(round(px)), int(round(py))), radius, colour, -1, cv2.LINE_AA)
         return rgba if rgba[..., 3].any() else None
 
     def value_at(self, x: float, y: float) -> str | None:
-        for polygon, box, name in zip(self.polygons, self._boxes, self.names, strict=True):
-            if box and box[0] <= x <= box[2] and box[1] <= y <= box[3]:
-                curve = polygon.astype(np.float32).reshape(-1, 1, 2)
-                if cv2.pointPolygonTest(curve, (float(x), float(y)), False) >= 0:
-                    return name
-        return None
+        """Return the name of the smallest polygon (or line) under ``(x, y)``."""
+        hits = self._index.at_point(x, y)
+        return self.names[hits[0]] if hits else None
 
 
-def _features(data, path: Path) -> list:
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        return data.get("features") or []
-    if isinstance(data, dict) and data.get("type") == "Feature":
-        return [data]
-    raise OverlayError(f"{path.name} is JSON but not a GeoJSON Feature or FeatureCollection.")
+def _polygon_shape(outer: np.ndarray, holes: list[np.ndarray]) -> BaseGeometry:
+    """Return the valid shapely polygon of a ring and its holes, for hit-testing."""
+    if len(outer) < 3:
+        return _line_shape(outer)
+    return repair(Polygon(outer, [h for h in holes if len(h) >= 3]))
 
 
-def _feature_name(feature: dict) -> str:
-    props = feature.get("properties") or {}
-    classification = props.get("classification")
-    if isinstance(classification, dict) and classification.get("name"):
-        return str(classification["name"])
-    return str(props.get("name") or props.get("objectType") or "annotation")
+def _line_shape(points: np.ndarray) -> BaseGeometry:
+    """Return the shapely geometry of a polyline (a point or nothing when too short)."""
+    if len(points) >= 2:
+        return LineString(points)
+    return Point(points[0]) if len(points) else Polygon()
 
 
 def render_level(layer: OverlayLayer, downsample: float, size: tuple[int, int]) -> np.ndarray:

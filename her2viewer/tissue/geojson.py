@@ -1,4 +1,4 @@
-"""QuPath-compatible GeoJSON for tissue contours and other polygons."""
+"""QuPath-compatible GeoJSON for tissue contours and other polygons (via geometry.geojson)."""
 
 from __future__ import annotations
 
@@ -7,33 +7,34 @@ import os
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry import Polygon
 
+from her2viewer.geometry.geojson import Feature, features_to_geojson, read_features
 from her2viewer.outputs import write_text_atomic
 from her2viewer.tissue.segmentation import TissueSegmentation
 
 TISSUE_COLOUR = (0, 160, 0)
 
 
-def _ring(points: np.ndarray) -> list[list[float]]:
-    ring = [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(points).reshape(-1, 2)]
-    if ring and ring[0] != ring[-1]:
-        ring.append(ring[0])
-    return ring
+def _ring(points: np.ndarray) -> np.ndarray | None:
+    """Return a ring as ``(N, 2)`` floats, or None when it has fewer than three vertices."""
+    ring = np.asarray(points, np.float64).reshape(-1, 2)
+    return ring if len(ring) >= 3 else None
 
 
-def polygons_to_geojson(
+def polygon_features(
     polygons: list[np.ndarray],
     holes: list[list[np.ndarray]] | None = None,
     classification: str = "Tissue",
     colour: tuple[int, int, int] = TISSUE_COLOUR,
     object_type: str = "annotation",
-) -> dict:
-    """Return a GeoJSON FeatureCollection QuPath imports, one Feature per polygon.
+) -> list[Feature]:
+    """Return one :class:`~her2viewer.geometry.geojson.Feature` per polygon (rings as drawn).
 
     Parameters
     ----------
     polygons : list of numpy.ndarray
-        Outer rings, ``(N, 2)`` level-0 ``(x, y)``.
+        Outer rings, ``(N, 2)`` level-0 ``(x, y)``; rings of fewer than three vertices are skipped.
     holes : list of list of numpy.ndarray, optional
         Inner rings of each polygon.
     classification : str
@@ -46,21 +47,34 @@ def polygons_to_geojson(
     holes = holes or [[] for _ in polygons]
     features = []
     for outer, inner in zip(polygons, holes, strict=True):
-        rings = [_ring(outer)] + [_ring(h) for h in inner]
-        rings = [r for r in rings if len(r) >= 4]
-        if not rings:
+        shell = _ring(outer)
+        if shell is None:
             continue
+        interiors = [r for r in map(_ring, inner) if r is not None]
         features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": rings},
-                "properties": {
-                    "objectType": object_type,
-                    "classification": {"name": classification, "color": list(colour)},
-                },
-            }
+            Feature(
+                Polygon(shell, interiors),
+                object_type=object_type,
+                class_name=classification,
+                color=colour,
+            )
         )
-    return {"type": "FeatureCollection", "features": features}
+    return features
+
+
+def polygons_to_geojson(
+    polygons: list[np.ndarray],
+    holes: list[list[np.ndarray]] | None = None,
+    classification: str = "Tissue",
+    colour: tuple[int, int, int] = TISSUE_COLOUR,
+    object_type: str = "annotation",
+) -> dict:
+    """Return a GeoJSON FeatureCollection QuPath imports, one Feature per polygon.
+
+    The parameters are those of :func:`polygon_features`.
+    """
+    features = polygon_features(polygons, holes, classification, colour, object_type)
+    return features_to_geojson(features)
 
 
 def segmentation_to_geojson(segmentation: TissueSegmentation) -> dict:
@@ -82,19 +96,21 @@ def write_geojson(path: str | os.PathLike, collection: dict) -> Path:
 def read_geojson_polygons(path: str | os.PathLike) -> list[tuple[str, list[np.ndarray]]]:
     """Read polygons from a GeoJSON file as ``(class name, [outer, *holes])`` pairs.
 
-    Polygons and MultiPolygons are read; other geometries are skipped.
+    Polygons and MultiPolygons are read (repaired if invalid); other geometries are skipped.
+
+    Raises
+    ------
+    GeoJSONError
+        One sentence when the file is not GeoJSON features.
     """
-    data = json.loads(Path(path).read_text())
-    features = data.get("features", []) if data.get("type") == "FeatureCollection" else [data]
     result = []
-    for feature in features:
-        geometry = feature.get("geometry") or {}
-        classification = (feature.get("properties") or {}).get("classification") or {}
-        name = classification.get("name", "") if isinstance(classification, dict) else ""
-        polygons = {
-            "Polygon": [geometry.get("coordinates")],
-            "MultiPolygon": geometry.get("coordinates"),
-        }
-        for polygon in polygons.get(geometry.get("type"), []) or []:
-            result.append((name, [np.asarray(ring, np.float64) for ring in polygon]))
+    for feature in read_features(path):
+        geometry = feature.geometry
+        if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            continue
+        for polygon in getattr(geometry, "geoms", [geometry]):
+            if polygon.is_empty:
+                continue
+            rings = [polygon.exterior, *polygon.interiors]
+            result.append((feature.class_name or "", [np.asarray(r.coords) for r in rings]))
     return result

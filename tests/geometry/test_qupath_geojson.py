@@ -182,8 +182,8 @@ def test_nan_measurement_is_written_as_valid_json(tmp_path):
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("{not json", "is not JSON"),
-        ('{"type": "Polygon", "coordinates": []}', "is not GeoJSON features"),
+        ("{not json", "is not a readable GeoJSON file (not JSON"),
+        ('{"type": "Polygon", "coordinates": []}', "is not a GeoJSON FeatureCollection"),
         ('[{"type": "Feature", "geometry": null}]', "feature 1 of"),
         (
             '[{"type": "Feature", "geometry": {"type": "Point", "coordinates": [0, 0]}},'
