@@ -16,6 +16,11 @@ class SpatialIndex:
     ----------
     geometries : sequence of shapely geometries
         Level-0 pixel coordinates; the list is fixed (build a new index after an edit).
+
+    Attributes
+    ----------
+    geometries : numpy.ndarray
+        The indexed geometries (object array), in the order given.
     """
 
     def __init__(self, geometries: Sequence[BaseGeometry]):

@@ -87,7 +87,7 @@ def measure(geom: BaseGeometry, mpp: float | None) -> dict:
     geom : shapely geometry
         Level-0 pixel coordinates.
     mpp : float or None
-        Micrometres per level-0 pixel; ``None`` when the slide does not say.
+        Micrometres per level-0 pixel; ``None`` (or not positive) when the slide does not say.
 
     Returns
     -------
@@ -101,6 +101,8 @@ def measure(geom: BaseGeometry, mpp: float | None) -> dict:
     lines = [p for p in parts if p.geom_type in _LINEAL]
     points = [p for p in parts if p.geom_type in _PUNTAL]
     result: dict = {}
+    if mpp is not None and not mpp > 0:
+        mpp = None  # a zero or NaN pixel size is as good as none
     scale = 1.0 if mpp is None else float(mpp)
     if polygons or geom.geom_type in _POLYGONAL:
         area = sum(p.area for p in polygons) * scale**2

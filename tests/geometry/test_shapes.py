@@ -62,6 +62,7 @@ def test_measure_with_and_without_mpp():
         {"area_um2": 1250.0, "area_mm2": 0.00125, "perimeter_um": 150.0}
     )
     assert measure(rect, None) == {"area_px2": 5000.0, "perimeter_px": 300.0}
+    assert measure(rect, 0.0) == measure(rect, float("nan")) == measure(rect, None)
     line = LineString([(0, 0), (30, 40)])
     assert measure(line, 0.25) == {"length_um": 12.5}
     assert measure(line, None) == {"length_px": 50.0}
