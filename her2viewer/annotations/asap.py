@@ -26,6 +26,7 @@ from her2viewer.annotations.xmlio import (
     HOLE_ATTR,
     ID_ATTR,
     IGNORE_CLASS,
+    IGNORE_COLOR,
     LOCKED_ATTR,
     SHAPE_ATTR,
     AnnotationFormatError,
@@ -150,8 +151,9 @@ def write_asap(path: str | Path, features: Sequence[Feature]) -> None:
 
 def _write_piece(parent: ET.Element, feature: Feature, piece, colors: dict) -> None:
     """Add one ``<Annotation>`` for a piece of ``feature`` and note its group's colour."""
-    group = IGNORE_CLASS if piece.shape == "hole" else feature.class_name or NO_GROUP
-    color = feature.color or DEFAULT_COLOR
+    hole = piece.shape == "hole"
+    group = IGNORE_CLASS if hole else feature.class_name or NO_GROUP
+    color = IGNORE_COLOR if hole else feature.color or DEFAULT_COLOR
     if group != NO_GROUP:
         color = colors.setdefault(group, color)
     element = ET.SubElement(
@@ -163,7 +165,7 @@ def _write_piece(parent: ET.Element, feature: Feature, piece, colors: dict) -> N
         Color=color_hex(color),
     )
     element.set(ID_ATTR, feature.id)
-    if piece.shape == "hole":
+    if hole:
         element.set(HOLE_ATTR, "1")
     if piece.shape == "polyline":
         element.set(SHAPE_ATTR, "polyline")

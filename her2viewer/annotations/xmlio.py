@@ -22,6 +22,7 @@ import shapely
 from shapely.geometry import LineString, MultiLineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from her2viewer.annotations.model import DEFAULT_CLASSES
 from her2viewer.errors import Her2ViewerError
 from her2viewer.geometry.geojson import Feature
 from her2viewer.geometry.shapes import repair
@@ -37,6 +38,8 @@ LOCKED_ATTR = "her2viewerLocked"
 SHAPE_ATTR = "her2viewerShape"
 #: The class holes and stray negative regions get where the format has no holes (QuPath's name).
 IGNORE_CLASS = "Ignore*"
+#: Its colour in QuPath's class list.
+IGNORE_COLOR = next(c.color for c in DEFAULT_CLASSES if c.name == IGNORE_CLASS)
 
 _DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -181,6 +184,8 @@ def pieces(geom: BaseGeometry) -> Iterator[Piece]:
     Polygons give their outline and one ``hole`` per interior ring; lines of two points are
     ``line`` (a ruler), longer ones ``polyline``; a point is ``point``, a multipoint ``points``.
     """
+    if geom.is_empty:
+        return
     if isinstance(geom, Polygon):
         kind = "rectangle" if is_rectangle(geom) else "polygon"
         yield Piece(kind, ring_coords(geom.exterior))
@@ -216,6 +221,7 @@ def features_from_parts(parts: Sequence[Part]) -> list[Feature]:
                 Feature(
                     geometry=repair(hole.geometry),
                     class_name=IGNORE_CLASS,
+                    color=IGNORE_COLOR,
                     name=hole.name or None,
                 )
             )
