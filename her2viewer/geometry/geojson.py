@@ -4,7 +4,8 @@ Read: a FeatureCollection, a bare list of Features or one Feature;
 ``properties.objectType`` (annotation, detection, cell; QuPath 0.2's ``id`` of
 ``PathAnnotationObject`` etc. is understood), ``classification`` with ``color``
 ``[r, g, b]`` or the older ``colorRGB`` (packed, signed ARGB int), ``name``,
-``isLocked``, ``measurements`` as an object or a list of ``{name, value}``,
+``isLocked``, ``measurements`` as an object or a list of ``{name, value}``
+(numbers, ``null`` or quoted ``"NaN"``), a derived class given as ``names``,
 ``nucleusGeometry`` of cells; Polygon (with holes), MultiPolygon, LineString,
 MultiLineString, Point and MultiPoint geometries. Invalid polygons are repaired
 on import. Written: a FeatureCollection (or a bare list), each Feature with an
@@ -127,9 +128,12 @@ def _number(value: object) -> float | None:
     """Return ``value`` as a float (``null`` is NaN), or None when it is not a number."""
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    return float(value)
+    try:
+        return float(value)  # QuPath may quote "NaN" and "Infinity"
+    except ValueError:
+        return None
 
 
 def _measurements(value: object) -> dict[str, float]:
@@ -161,13 +165,15 @@ def _parse_feature(raw: object, where: str) -> Feature:
     nucleus = raw.get("nucleusGeometry", properties.get("nucleusGeometry"))
     name = properties.get("name")
     class_name = classification.get("name")
+    if class_name is None and isinstance(classification.get("names"), list):
+        class_name = ": ".join(map(str, classification["names"]))  # a derived class
     return Feature(
         geometry=_geometry(raw.get("geometry"), where),
         object_type=str(object_type),
         class_name=None if class_name is None else str(class_name),
         color=_color(classification),
         name=None if name is None else str(name),
-        locked=bool(properties.get("isLocked", False)),
+        locked=properties.get("isLocked") is True,
         measurements=_measurements(properties.get("measurements")),
         id=str(raw_id),
         nucleus=None if nucleus is None else _geometry(nucleus, f"the nucleus of {where}"),

@@ -110,6 +110,18 @@ def test_qupath_02_bare_list_with_packed_colour_and_measurement_list():
     assert detection.id != line.id
 
 
+def test_derived_class_names_and_quoted_numbers():
+    raw = _feature(
+        SQUARE,
+        classification={"names": ["Tumor", "Positive"], "color": [1, 2, 3]},
+        measurements={"a": "NaN", "b": "2.5", "c": "text", "d": True},
+        isLocked="yes",
+    )
+    (feature,) = parse_features(raw, "f.geojson")
+    assert feature.class_name == "Tumor: Positive" and not feature.locked
+    assert list(feature.measurements) == ["a", "b"] and feature.measurements["b"] == 2.5
+
+
 def test_one_feature_and_every_geometry_type():
     geometries = [
         SQUARE,
