@@ -10,6 +10,7 @@ through :mod:`her2viewer.annotations.commands`, which record each edit for undo.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import uuid
 import zlib
@@ -186,6 +187,16 @@ class AnnotationDocument:
             self._check_new_id(ann.id)
             self._by_id[ann.id] = ann
             self._order.append(ann.id)
+
+    @property
+    def mpp(self) -> float | None:
+        """Micrometres per level-0 pixel, None when the slide does not say (measures in px)."""
+        return self._mpp
+
+    @mpp.setter
+    def mpp(self, value: float | None) -> None:
+        known = value is not None and math.isfinite(value) and value > 0
+        self._mpp = float(value) if known else None  # zero or NaN is as good as none
 
     # reading ----------------------------------------------------------------------------------
 

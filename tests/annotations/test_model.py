@@ -105,6 +105,10 @@ def test_measurements_in_um_and_px():
     m = doc.measurements(square)
     assert m["area_px2"] == pytest.approx(1e6) and "area_um2" not in m
     assert m["units"].startswith("px")
+    for unknown in (0.0, float("nan"), float("inf"), -1.0):
+        doc.mpp = unknown
+        assert doc.mpp is None and "area_px2" in doc.measurements(square)
+        assert "area_px2" in doc.class_summary()[0]
 
 
 def test_measurements_include_results():
