@@ -238,6 +238,7 @@ class LandmarkMode(QObject):
         self.action.toggled.connect(lambda on: self.start() if on else self.stop())
         if menu is not None:
             menu.addAction(self.action)
+        window.slide_changed.connect(lambda _index: self.stop())  # points of another slide
 
     @property
     def active(self) -> bool:
@@ -270,7 +271,8 @@ class LandmarkMode(QObject):
         if not self.active:
             return
         for view, tool in zip(self.tool.views, self._saved_tools, strict=True):
-            view.tool = tool
+            if view.tool is self.tool:  # (a new slide brings its own annotation tools)
+                view.tool = tool
             view.vector_painters.remove(self.tool)
             view.update()
         self.tool = self.fit = None

@@ -122,3 +122,15 @@ def test_collinear_clicks_say_so_and_cannot_be_applied(pair, qtbot):
             qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(x, 200))
     assert mode.fit is None and "collinear" in mode.panel.summary.text()
     assert not mode.apply_fit() and "3 or more pairs" in window.errors[-1]
+
+
+def test_another_slide_ends_the_mode(pair, synthetic_case):
+    window, _ = pair
+    he_view, ihc_view = window.views[:2]
+    mode = _mode(window)
+    previous = he_view.tool
+    mode.start()
+    tool = mode.tool
+    assert window.open_in_pane(synthetic_case.parent / "case001" / "ihc.svs", 1).wait()
+    assert not mode.active and he_view.tool is previous
+    assert ihc_view.tool is not tool and tool not in ihc_view.vector_painters
