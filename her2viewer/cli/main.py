@@ -27,6 +27,7 @@ VERB_MODULES = tuple(
         "ihc",
         "grade",
         "register",
+        "annotations",
         "radiomics",
         "study",
         "evaluate",
