@@ -183,6 +183,8 @@ class AnnotationDocument:
         self._order: list[str] = []
         self._subscribers: list[Callable[[DocumentChange], None]] = []
         self._hierarchy: dict[str, str | None] | None = None
+        self._point_sets: list[Annotation] | None = None
+        self._point_trees: dict[str, tuple[BaseGeometry, shapely.STRtree]] = {}
         for ann in annotations:
             self._check_new_id(ann.id)
             self._by_id[ann.id] = ann
@@ -250,8 +252,11 @@ class AnnotationDocument:
 
     def _notify(self, kind: str, ids: Iterable[str]) -> None:
         """Forget cached derived data and tell every subscriber about one change."""
-        self._hierarchy = None
+        self._hierarchy = self._point_sets = None
         change = DocumentChange(kind, tuple(ids))
+        if kind == "removed":
+            for ann_id in change.ids:
+                self._point_trees.pop(ann_id, None)
         for callback in list(self._subscribers):
             callback(change)
 
@@ -407,16 +412,24 @@ class AnnotationDocument:
 
     def _points_inside(self, area: BaseGeometry) -> dict[str, int]:
         """Return ``{"n_points <class>": count}`` of the point annotations inside ``area``."""
+        with self.lock:
+            if self._point_sets is None:
+                self._point_sets = [a for a in self if a.kind == "points"]
+            point_sets = self._point_sets
         counts: dict[str, int] = {}
-        shapely.prepare(area)
-        for other in self:
-            if other.kind != "points":
-                continue
-            points = shapely.get_parts(other.geometry)
-            inside = int(np.count_nonzero(shapely.covers(area, points)))
-            key = f"n_points {other.class_name or UNCLASSIFIED}"
+        for points in point_sets:
+            inside = len(self._point_tree(points).query(area, predicate="covers"))
+            key = f"n_points {points.class_name or UNCLASSIFIED}"
             counts[key] = counts.get(key, 0) + inside
         return counts
+
+    def _point_tree(self, points: Annotation) -> shapely.STRtree:
+        """Return the spatial index of a point annotation's points (kept while it is unchanged)."""
+        cached = self._point_trees.get(points.id)
+        if cached is None or cached[0] is not points.geometry:
+            cached = (points.geometry, shapely.STRtree(shapely.get_parts(points.geometry)))
+            self._point_trees[points.id] = cached
+        return cached[1]
 
     def class_summary(self) -> list[dict]:
         """Return per class (the class list, then other classes used, then unclassified):

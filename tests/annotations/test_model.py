@@ -100,6 +100,11 @@ def test_measurements_in_um_and_px():
     assert m["perimeter_um"] == pytest.approx(2000)
     assert m["n_points Tumor"] == 2 and m["n_points Immune cells"] == 1
     assert doc.measurements(line)["length_um"] == pytest.approx(250)
+    doc._put(tumor_points.replace(geometry=MultiPoint([(1, 1)])))  # counts follow edits
+    doc._remove([immune.id])
+    m = doc.measurements(square)
+    assert m["n_points Tumor"] == 1 and "n_points Immune cells" not in m
+    doc._put(tumor_points)
     assert doc.measurements(tumor_points)["n_points"] == 3
     doc.mpp = None
     m = doc.measurements(square)
