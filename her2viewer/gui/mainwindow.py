@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.about import AboutDialog
+from her2viewer.gui.annotations.controller import AnnotationTools
 from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
@@ -135,6 +136,7 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(label)
         self._docks()
         self._menus()
+        self.annotations = AnnotationTools(self)  # tools, and a store per pane's slide
         self.add_pane()
         self.setAcceptDrops(True)
         self.setWindowTitle("her2viewer")
@@ -280,6 +282,8 @@ class MainWindow(QMainWindow):
         sync.setChecked(view.sync_enabled)
         sync.toggled.connect(lambda on: self.sync.set_view_sync(view, on))
         menu.addAction("Fit (Home)", view.fit)
+        if view in self.annotations.controllers:
+            self.annotations.controllers[view].fill_menu(menu, pos.x(), pos.y())
         menu.popup(view.mapToGlobal(pos))
 
     def set_active(self, view: SlideView) -> None:
@@ -289,6 +293,7 @@ class MainWindow(QMainWindow):
         self.layers_panel.set_view(view)
         if view.slide is not None:
             self.properties.set_slide(view.slide, id(view.slide))
+        self.annotations.pane_activated(view)
         self._update_presets()
         self._on_view_changed(view)
 
@@ -359,6 +364,7 @@ class MainWindow(QMainWindow):
         path = Path(slide.info.path)
         with self.sync.paused():  # a pane fitting its new slide does not move the others
             view.set_slide(slide, title=path.name)
+        self.annotations.slide_shown(view, slide)
         self._tile_failures.pop(id(view), None)
         self.slides[index] = slide
         if old is not None:
@@ -552,6 +558,7 @@ class MainWindow(QMainWindow):
         self._retired = []
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.annotations.close_all()
         for opener in self._openers:
             opener.shutdown()
         for view in self.views:

@@ -1,0 +1,1 @@
+"""Drawing and editing annotations in the slide panes (tools, painter, panels)."""
