@@ -26,6 +26,7 @@ from her2viewer.annotations.model import (
     AnnotationError,
     annotation_from_feature,
 )
+from her2viewer.annotations.store import AnnotationStore, journal_path, store_path
 from her2viewer.cli.options import add_json_option, add_output_option
 from her2viewer.geometry.geojson import Feature
 from her2viewer.geometry.shapes import apply_matrix, measure
@@ -271,17 +272,16 @@ def run_transfer(args) -> int:
 
 def _slide_store(slide_path: str) -> tuple[Path, float | None]:
     """Return the annotation store path and the pixel size of a slide."""
-    from her2viewer.annotations.store import store_path
-
     with open_slide(slide_path) as slide:
         return store_path(slide.info.fingerprint), slide_mpp(slide.info)
 
 
-def _open_store(path: Path, mpp: float | None):
-    """Open (and after a crash, recover) the annotation store at ``path``."""
-    from her2viewer.annotations.store import AnnotationStore
-
-    return AnnotationStore.open(path, mpp=mpp)
+def _open_store(path: Path, mpp: float | None) -> AnnotationStore:
+    """Open (and after a crash, recover) the annotation store at ``path``; print its notices."""
+    store = AnnotationStore.open(path, mpp=mpp)
+    for notice in store.notices:
+        print(f"note: {notice}")
+    return store
 
 
 def run_import(args) -> int:
@@ -302,7 +302,6 @@ def run_import(args) -> int:
         anns = [a if a.id not in document else a.replace(id=uuid.uuid4().hex) for a in incoming]
         if anns:
             stack.push(Add(anns, f"import {Path(args.file).name}"))
-        store.flush()
         total = len(document)
     finally:
         store.close()
@@ -322,7 +321,7 @@ def run_export(args) -> int:
     fmt = output_format(args.output, args.format)
     check_output_file(args.output)
     path, mpp = _slide_store(args.slide)
-    if not path.is_file():
+    if not (path.is_file() or journal_path(path).is_file()):
         raise AnnotationError(
             f"{args.slide} has no stored annotations (none drawn or imported; no {path})."
         )

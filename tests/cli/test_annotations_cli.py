@@ -10,10 +10,13 @@ import pytest
 from PIL import Image
 from shapely.geometry import LineString, MultiPoint, box
 
+from her2viewer.annotations.formats import read_annotations
+from her2viewer.annotations.store import store_path
 from her2viewer.cli.main import main
 from her2viewer.geometry.geojson import Feature, read_features, write_features
 from her2viewer.geometry.shapes import apply_matrix
 from her2viewer.registration import Registration
+from her2viewer.slide import open_slide
 from tests.reliability.conftest import assert_one_line_error, one_line_error, run_verb
 
 TOLERANCE_PX = 0.01
@@ -36,9 +39,10 @@ def drawn(tmp_path):
 
 @pytest.fixture()
 def plain_png(tmp_path):
-    """A small image slide that records no pixel size."""
+    """A small image slide that records no pixel size (its own pixels: its own store)."""
     path = tmp_path / "plain.png"
-    Image.fromarray(np.full((300, 400, 3), 230, np.uint8)).save(path)
+    pixels = np.random.default_rng().integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
     return path
 
 
@@ -144,3 +148,33 @@ def test_a_doctype_is_refused_on_the_command_line(tmp_path):
     result = run_verb("annotations", "convert", str(bad), str(tmp_path / "out.geojson"))
     assert_one_line_error(result, "evil.xml", "DOCTYPE")
     assert not (tmp_path / "out.geojson").exists()
+
+
+def test_import_then_export_through_the_slide_store(plain_png, drawn, tmp_path, capsys):
+    slide = str(plain_png)
+    with open_slide(plain_png) as opened:
+        path = store_path(opened.info.fingerprint)
+    detection = Feature(box(0, 0, 5, 5), object_type="detection", class_name="Tumor")
+    write_features(tmp_path / "with_cells.geojson", [*read_features(drawn), detection])
+    assert main(["annotations", "import", slide, str(tmp_path / "with_cells.geojson")]) == 0
+    out = capsys.readouterr().out
+    assert "imported 3 annotations" in out and "1 detections/cells not imported" in out
+    assert path.is_file()
+    exported = tmp_path / "exported.xml"
+    assert main(["annotations", "export", slide, str(exported), "--format", "imagescope"]) == 0
+    back = {f.id: f for f in read_annotations(exported)}
+    for feature in read_features(drawn):
+        twin = back[feature.id]
+        assert twin.geometry.hausdorff_distance(feature.geometry) < TOLERANCE_PX
+        assert twin.class_name == feature.class_name
+    assert main(["annotations", "import", slide, str(exported)]) == 0  # same ids: new copies
+    assert "(6 stored)" in capsys.readouterr().out
+    assert main(["annotations", "import", slide, str(drawn), "--replace"]) == 0
+    assert "(3 stored, 6 replaced)" in capsys.readouterr().out
+
+
+def test_export_of_a_slide_without_annotations_is_refused(plain_png, tmp_path, capsys):
+    out = tmp_path / "none.geojson"
+    assert main(["annotations", "export", str(plain_png), str(out)]) == 2
+    one_line_error(capsys, "plain.png has no stored annotations")
+    assert not out.exists()
