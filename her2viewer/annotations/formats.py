@@ -19,6 +19,7 @@ from her2viewer.annotations.asap import read_asap, write_asap
 from her2viewer.annotations.imagescope import read_imagescope, write_imagescope
 from her2viewer.annotations.xmlio import AnnotationFormatError
 from her2viewer.geometry.geojson import Feature, GeoJSONError, read_features, write_features
+from her2viewer.outputs import describe_os_error
 
 __all__ = [
     "FORMATS",
@@ -52,8 +53,9 @@ def detect_format(path: str | Path) -> str:
     """
     path = Path(path)
     if path.suffix.lower() not in JSON_SUFFIXES + XML_SUFFIXES:
+        what = f"the suffix '{path.suffix}'" if path.suffix else "no suffix"
         raise AnnotationFormatError(
-            f"{path} has the suffix '{path.suffix}', which is not an annotation file's; "
+            f"{path} has {what}, which is not an annotation file's; "
             f"use {_SUFFIX_HELP}, or name the format."
         )
     try:
@@ -62,7 +64,9 @@ def detect_format(path: str | Path) -> str:
     except FileNotFoundError as exc:
         raise AnnotationFormatError(f"{path}: no such annotation file.") from exc
     except OSError as exc:
-        raise AnnotationFormatError(f"cannot read the annotation file {path}: {exc}.") from exc
+        raise AnnotationFormatError(
+            f"cannot read the annotation file {path}: {describe_os_error(exc)}."
+        ) from exc
     return _format_of(head, path)
 
 

@@ -26,7 +26,7 @@ from her2viewer.annotations.model import DEFAULT_CLASSES
 from her2viewer.errors import Her2ViewerError
 from her2viewer.geometry.geojson import Feature
 from her2viewer.geometry.shapes import repair
-from her2viewer.outputs import write_bytes_atomic
+from her2viewer.outputs import describe_os_error, write_bytes_atomic
 
 #: Extra attribute naming the feature an element belongs to (several elements, one feature).
 ID_ATTR = "her2viewerId"
@@ -88,7 +88,9 @@ def parse_xml(path: str | Path, what: str) -> ET.Element:
     except FileNotFoundError as exc:
         raise AnnotationFormatError(f"{path}: no such annotation file.") from exc
     except OSError as exc:
-        raise AnnotationFormatError(f"cannot read the annotation file {path}: {exc}.") from exc
+        raise AnnotationFormatError(
+            f"cannot read the annotation file {path}: {describe_os_error(exc)}."
+        ) from exc
     if _DECLARATION.search(data):
         raise AnnotationFormatError(
             f"{path} declares a DOCTYPE or ENTITY, which {what} files never need; "

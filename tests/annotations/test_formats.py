@@ -289,3 +289,12 @@ def test_full_disk_leaves_nothing(tiny_disk, fmt):  # noqa: F811
     with pytest.raises(OutputError, match="disk is full"):
         write_annotations(disk / "big.xml", sample_features() * 20, fmt)
     assert not (disk / "big.xml").exists() and not leftovers(disk)
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"), [("d.geojson", "it is a folder"), ("d", "no suffix")]
+)
+def test_a_folder_is_not_an_annotation_file(tmp_path, name, fragment):
+    (tmp_path / name).mkdir()
+    with pytest.raises(AnnotationFormatError, match=fragment):
+        read_annotations(tmp_path / name)
