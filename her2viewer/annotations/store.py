@@ -38,6 +38,11 @@ from her2viewer.geometry.geojson import GeoJSONError, features_to_geojson, parse
 from her2viewer.outputs import describe_os_error, output_error, write_text_atomic
 from her2viewer.paths import data_dir
 
+try:  # advisory file locks (POSIX); elsewhere two writers are not prevented
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 #: The longest a change may stay out of the snapshot, in seconds.
 MAX_DELAY_S = 1.0
 
@@ -50,7 +55,7 @@ _DAMAGED = (ValueError, TypeError, KeyError, AttributeError, GeoJSONError, Annot
 
 
 class AnnotationStoreError(AnnotationError):
-    """An annotation store cannot be read."""
+    """An annotation store cannot be read, or another program has it open."""
 
 
 def store_path(fingerprint: str) -> Path:
@@ -81,6 +86,32 @@ def store_path(fingerprint: str) -> Path:
 def journal_path(path: Path) -> Path:
     """Return the journal file beside the store file ``path``."""
     return path.with_name(path.name + ".journal")
+
+
+def _lock(path: Path) -> int | None:
+    """Hold an exclusive lock on ``<name>.lock`` beside the store file and return its descriptor.
+
+    Raises
+    ------
+    AnnotationStoreError
+        When another program (a window or a command) has the store open.
+    """
+    if fcntl is None:
+        return None
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise output_error(lock, exc, what="create") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise AnnotationStoreError(
+            f"the annotations in {path} are open in another her2viewer window or command; "
+            "close it first."
+        ) from exc
+    return fd
 
 
 def _aside_path(path: Path) -> Path:
@@ -193,6 +224,11 @@ def _replay(document: AnnotationDocument, journal: Path, after: int, notices: li
     return last
 
 
+#: The stores this process has open, by resolved path (see :meth:`AnnotationStore.open`).
+_OPEN: dict[Path, AnnotationStore] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class AnnotationStore:
     """Keep a document saved: a journal line per change, a snapshot within ``delay_s``.
 
@@ -220,10 +256,19 @@ class AnnotationStore:
         Sentences for the user about damaged files found by :meth:`open`.
     """
 
-    def __init__(self, path: Path, document: AnnotationDocument, delay_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        path: Path,
+        document: AnnotationDocument,
+        delay_s: float = 0.5,
+        *,
+        _lock_fd: int | None = None,
+    ) -> None:
         if not 0.0 <= delay_s <= MAX_DELAY_S:
             raise ValueError(f"delay_s must be between 0 and {MAX_DELAY_S} s, not {delay_s}")
         self.path = Path(path)
+        self._lock_fd = _lock_fd if _lock_fd is not None else _lock(self.path)
+        self._users = 1
         self.journal = journal_path(self.path)
         self.document = document
         self.delay_s = delay_s
@@ -252,20 +297,35 @@ class AnnotationStore:
         """Load the stored document of ``path`` (snapshot, then journal) and keep it saved.
 
         A damaged snapshot or journal is kept aside, never overwritten, and
-        :attr:`notices` says so in one sentence each.
+        :attr:`notices` says so in one sentence each. Opening a store this
+        process already has open returns that store (two panes showing one slide
+        share its document); each :meth:`open` needs its :meth:`close`.
 
         Raises
         ------
         AnnotationStoreError
-            When a store file exists but cannot be read (permissions).
+            When a store file exists but cannot be read (permissions), or another
+            program has the store open.
         """
         path = Path(path)
-        notices: list[str] = []
-        document, seq = _load_snapshot(path, mpp, notices)
-        _replay(document, journal_path(path), seq, notices)
-        store = cls(path, document, delay_s)
-        store.notices = notices
-        return store
+        with _OPEN_LOCK:
+            shared = _OPEN.get(path.resolve())
+            if shared is not None:
+                shared._users += 1
+                return shared
+            lock_fd = _lock(path)
+            try:
+                notices: list[str] = []
+                document, seq = _load_snapshot(path, mpp, notices)
+                _replay(document, journal_path(path), seq, notices)
+                store = cls(path, document, delay_s, _lock_fd=lock_fd)
+            except BaseException:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise
+            store.notices = notices
+            _OPEN[path.resolve()] = store
+            return store
 
     # journal ------------------------------------------------------------------------------------
 
@@ -402,7 +462,18 @@ class AnnotationStore:
                 raise
 
     def close(self) -> None:
-        """Stop watching the document, write what is unsaved and stop the background thread."""
+        """Stop watching the document, write what is unsaved and stop the background thread.
+
+        A store opened more than once stays open (saving) until its last close.
+        """
+        with _OPEN_LOCK:
+            self._users -= 1
+            still_used = self._users > 0
+            if not still_used and _OPEN.get(self.path.resolve()) is self:
+                del _OPEN[self.path.resolve()]
+        if still_used:
+            self.flush()
+            return
         if not self._closing:
             self.document.unsubscribe(self._on_change)
             with self._cond:
@@ -412,6 +483,7 @@ class AnnotationStore:
         try:
             self.flush()
         finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._lock_fd = None

@@ -233,3 +233,19 @@ def test_full_disk_keeps_the_document_and_retries(tiny_disk):  # noqa: F811
 def test_delay_is_at_most_a_second(tmp_path):
     with pytest.raises(ValueError, match="delay_s"):
         AnnotationStore(tmp_path / "x.geojson", AnnotationDocument(), delay_s=5)
+
+
+def test_one_store_per_slide_shared_in_process_refused_elsewhere(tmp_path):
+    path = tmp_path / "slide.geojson"
+    first = AnnotationStore.open(path)
+    second = AnnotationStore.open(path)
+    assert second is first  # two panes on one slide share its annotations
+    with pytest.raises(AnnotationError, match="open in another her2viewer window or command"):
+        AnnotationStore(path, AnnotationDocument())  # as another program would
+    CommandStack(first.document).push(Add([Annotation(box(0, 0, 1, 1), name="a")]))
+    first.close()
+    assert _names_on_disk(path) == ["a"]  # a close saves even while the other pane keeps it
+    second.close()
+    third = AnnotationStore.open(path)
+    assert third is not first and [a.name for a in third.document] == ["a"]
+    third.close()
