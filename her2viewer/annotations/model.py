@@ -95,6 +95,9 @@ class Annotation:
             raise AnnotationError(f"annotation {self.name or self.id} has an empty geometry.")
         object.__setattr__(self, "geometry", geometry)
 
+    def __hash__(self) -> int:  # equal annotations share their id; ``results`` is a dict
+        return hash(self.id)
+
     def replace(self, **changes) -> Annotation:
         """Return a copy with ``changes`` applied (same ``id`` unless one is given)."""
         return dataclasses.replace(self, **changes)

@@ -42,6 +42,7 @@ def test_annotation_is_immutable_and_repaired():
         ann.name = "x"
     renamed = ann.replace(name="hot spot")
     assert renamed.id == ann.id and renamed.name == "hot spot" and ann.name == ""
+    assert len({ann, renamed, ann.replace()}) == 2  # hashable (sets of selected annotations)
 
 
 def test_annotation_refuses_unknown_kind_and_empty_geometry():
