@@ -15,7 +15,7 @@ from __future__ import annotations
 import shapely
 from PySide6.QtCore import QObject, QPointF, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QComboBox, QMenu, QToolBar
+from PySide6.QtWidgets import QComboBox, QMenu, QSpinBox, QToolBar
 from shapely.geometry import MultiPoint, Point
 
 from her2viewer.annotations.commands import (
@@ -35,7 +35,7 @@ from her2viewer.annotations.store import AnnotationStore, store_path
 from her2viewer.errors import Her2ViewerError
 from her2viewer.geometry.index import SpatialIndex
 from her2viewer.gui.annotations.layer import AnnotationPainter
-from her2viewer.gui.annotations.tools import HANDLE_PX, make_tools, move_vertex
+from her2viewer.gui.annotations.tools import BRUSH_PX, HANDLE_PX, make_tools, move_vertex
 
 #: The tools in toolbar order: (name, label, QuPath's shortcut).
 TOOLS = (
@@ -455,6 +455,10 @@ class AnnotationTools(QObject):
         self.class_box.setToolTip("Class of new annotations (1-9 set it by number)")
         self.class_box.activated.connect(self._on_class_chosen)
         toolbar.addWidget(self.class_box)
+        self.brush_box = QSpinBox(minimum=2, maximum=400, value=round(BRUSH_PX), suffix=" px")
+        self.brush_box.setToolTip("Brush diameter on the screen")
+        self.brush_box.valueChanged.connect(self._on_brush_size)
+        toolbar.addWidget(self.brush_box)
         self._fill_classes()
 
     def _action(self, menu, text: str, slot, shortcut: str = "") -> QAction:
@@ -487,11 +491,14 @@ class AnnotationTools(QObject):
             self.window.show_error(notice)
         controller = AnnotationController(view, store.document, CommandStack(store.document), self)
         controller.set_tool(self.tool_name)
+        controller.tools["brush"].size_px = self.brush_box.value()
         controller.message.connect(lambda text: self.window.statusBar().showMessage(text, 8000))
         controller.tool_changed.connect(self._on_tool_changed)
         controller.class_changed.connect(self._on_class_changed)
         # after the command is recorded (documents notify while it is done)
-        store.document.subscribe(lambda _change: QTimer.singleShot(0, self, self._update_undo))
+        store.document.subscribe(
+            lambda change: QTimer.singleShot(0, self, lambda: self._on_document_changed(change))
+        )
         painter = AnnotationPainter(store.document, lambda c=controller: c.selected_ids)
         view.vector_painters.insert(0, painter)
         self.stores[view], self.controllers[view], self.painters[view] = store, controller, painter
@@ -538,6 +545,15 @@ class AnnotationTools(QObject):
         if controller is not None:
             self._on_class_changed(controller.current_class or "")
 
+    def _on_document_changed(self, change) -> None:
+        if change.kind in ("classes", "reset"):
+            self._fill_classes()
+        self._update_undo()
+
+    def _on_brush_size(self, size_px: int) -> None:
+        for controller in self.controllers.values():
+            controller.tools["brush"].size_px = size_px
+
     def _on_class_chosen(self, row: int) -> None:
         name = self.class_box.itemData(row)
         for controller in self.controllers.values():
@@ -555,5 +571,10 @@ class AnnotationTools(QObject):
 
     def _update_undo(self) -> None:
         stack = self.active.stack if self.active else None
-        self.undo_action.setEnabled(bool(stack and stack.can_undo))
-        self.redo_action.setEnabled(bool(stack and stack.can_redo))
+        for action, verb, can, what in (
+            (self.undo_action, "&Undo", "can_undo", "undo_description"),
+            (self.redo_action, "&Redo", "can_redo", "redo_description"),
+        ):
+            action.setEnabled(bool(stack and getattr(stack, can)))
+            description = getattr(stack, what) if action.isEnabled() else None
+            action.setText(f"{verb} {description}" if description else verb)
