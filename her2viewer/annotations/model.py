@@ -350,14 +350,20 @@ class AnnotationDocument:
         """Return a document of the annotation features (detections and cells are not annotations).
 
         A class a feature names that is not in ``classes`` is added with the
-        feature's colour, so a QuPath file keeps its colours.
+        feature's colour, so a QuPath file keeps its colours. A repeated id is
+        replaced by a new one.
         """
         annotations: list[Annotation] = []
+        seen: set[str] = set()
         class_list = list(classes)
         for feature in features:
             if feature.object_type != "annotation":
                 continue
-            annotations.append(annotation_from_feature(feature))
+            ann = annotation_from_feature(feature)
+            if ann.id in seen:  # files joined by hand repeat ids; each object stays
+                ann = ann.replace(id=uuid.uuid4().hex)
+            seen.add(ann.id)
+            annotations.append(ann)
             name = feature.class_name
             if name is not None and all(c.name != name for c in class_list):
                 class_list.append(PathClass(name, feature.color or class_color(name)))

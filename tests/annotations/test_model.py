@@ -181,9 +181,12 @@ def test_from_features_reads_qupath_objects():
         Feature(LineString([(0, 0), (1, 1)])),
         Feature(Point(3, 3), class_name="Tumor"),
         Feature(box(0, 0, 1, 1), object_type="detection"),
+        Feature(box(0, 0, 2, 2), id="same"),
+        Feature(box(0, 0, 3, 3), id="same"),
     ]
     doc = AnnotationDocument.from_features(features, mpp=0.25)
-    assert [a.kind for a in doc] == ["polygon", "polyline", "line", "points"]
+    assert [a.kind for a in doc] == ["polygon", "polyline", "line", "points", "polygon", "polygon"]
+    assert len({a.id for a in doc}) == 6 and list(doc)[4].id == "same"
     assert doc.path_class("Gland") == PathClass("Gland", (1, 2, 3))
     assert doc.mpp == 0.25
     assert list(doc)[3].geometry.geom_type == "MultiPoint"
