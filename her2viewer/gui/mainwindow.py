@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.about import AboutDialog
 from her2viewer.gui.annotations.controller import AnnotationTools
+from her2viewer.gui.annotations.panel import AnnotationPanel
 from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
@@ -128,6 +129,7 @@ class MainWindow(QMainWindow):
         self.minimap = MiniMap()
         self.layers_panel = LayersPanel()
         self.properties = PropertiesPanel(self.loader)
+        self.annotation_panel = AnnotationPanel()
         self.active: SlideView | None = None
         self.pages: QTabWidget | None = None  # made when a second page (Radiology, ...) joins
         self._slide_bars: list[QWidget] = []
@@ -137,6 +139,8 @@ class MainWindow(QMainWindow):
         self._docks()
         self._menus()
         self.annotations = AnnotationTools(self)  # tools, and a store per pane's slide
+        self.annotations.active_changed.connect(self.annotation_panel.set_controller)
+        self.annotation_panel.error.connect(self.show_error)
         self.add_pane()
         self.setAcceptDrops(True)
         self.setWindowTitle("her2viewer")
@@ -145,13 +149,15 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------
     def _docks(self) -> None:
-        """Overview on top, then Layers with Properties in a tab behind it (the label and
-        macro images no longer crowd the analysis docks below on a small screen)."""
+        """Overview on top, then Layers with Properties and Annotations in tabs behind it
+        (the label and macro images no longer crowd the analysis docks below on a small
+        screen)."""
         docks = []
         for title, widget in (
             ("Overview", self.minimap),
             ("Layers", self.layers_panel),
             ("Properties", self.properties),
+            ("Annotations", self.annotation_panel),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
@@ -163,6 +169,7 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             docks.append(dock)
         self.tabifyDockWidget(docks[1], docks[2])
+        self.tabifyDockWidget(docks[2], docks[3])
         docks[1].raise_()
         self.resizeDocks([docks[0]], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
