@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.about import AboutDialog
 from her2viewer.gui.annotations.controller import AnnotationTools
+from her2viewer.gui.annotations.pair import PairAnnotations
 from her2viewer.gui.annotations.panel import AnnotationPanel
 from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.opener import SlideOpener
@@ -108,6 +109,8 @@ class MainWindow(QMainWindow):
     pair_opened = Signal()
     #: Emitted with a pane's index when it shows another slide (results of the old one go).
     slide_changed = Signal(int)
+    #: Emitted with a pane's index when its level-0 link to pane 0 was set or cleared.
+    pane_transform_changed = Signal(int)
 
     def __init__(self, loader: TileLoader | None = None, settings: QSettings | None = None):
         super().__init__()
@@ -141,6 +144,7 @@ class MainWindow(QMainWindow):
         self.annotations = AnnotationTools(self)  # tools, and a store per pane's slide
         self.annotations.active_changed.connect(self.annotation_panel.set_controller)
         self.annotation_panel.error.connect(self.show_error)
+        self.pair_annotations = PairAnnotations(self, self.annotations)  # copy across, follow
         self.add_pane()
         self.setAcceptDrops(True)
         self.setWindowTitle("her2viewer")
@@ -291,6 +295,7 @@ class MainWindow(QMainWindow):
         menu.addAction("Fit (Home)", view.fit)
         if view in self.annotations.controllers:
             self.annotations.controllers[view].fill_menu(menu, pos.x(), pos.y())
+            self.pair_annotations.fill_menu(menu, view)
         menu.popup(view.mapToGlobal(pos))
 
     def set_active(self, view: SlideView) -> None:
@@ -392,6 +397,7 @@ class MainWindow(QMainWindow):
         source = self.views[0]
         if to_first is not None and source.slide is not None:
             source.view_changed.emit()
+        self.pane_transform_changed.emit(index)
 
     def add_layer(self, layer: OverlayLayer, index: int = 0) -> None:
         """Add an overlay layer to pane ``index``."""
