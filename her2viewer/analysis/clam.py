@@ -6,7 +6,8 @@ raw attention of the predicted-class branch (CLAM_MB) or the single branch
 own patches, or ``percentileofscore(reference, a) / 100`` against the
 non-overlapping block map when overlapping patches are scored); optional
 binarisation; scores are averaged where patches overlap; optional Gaussian blur;
-kept only inside tissue. Colours are the overlay room's job.
+kept only inside tissue. Colours are the overlay room's job. With a region (annotations)
+only the patches whose centre lies in it are given to the model and mapped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,10 +25,11 @@ import torch
 from scipy.stats import percentileofscore, rankdata
 
 from her2viewer.analysis.contract import load_npz, save_npz
+from her2viewer.annotations.roi import Region, RoiError, region_summary, summary_region
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder, encoder_for_bundle
 from her2viewer.features.engine import BatchFn, extract_features
-from her2viewer.features.store import read_features
+from her2viewer.features.store import FeatureFile, read_features
 from her2viewer.jobs import JobContext
 from her2viewer.models.bundle import is_bundle, load_bundle
 from her2viewer.models.checks import demo_notice
@@ -144,6 +146,8 @@ class ClamResult:
         :data:`~her2viewer.models.checks.DEMO_NOTICE` for a synthetic demo bundle.
     partial : bool
         True for a provisional map of the patches encoded so far.
+    roi : dict
+        The region analysed and its area (:func:`~her2viewer.annotations.roi.region_summary`).
     """
 
     values: np.ndarray
@@ -154,6 +158,7 @@ class ClamResult:
     class_names: list[str] = field(default_factory=list)
     notice: str | None = None
     partial: bool = False
+    roi: dict = field(default_factory=dict)
 
     def top_patches(self, k: int = 8, high: bool = True) -> np.ndarray:
         """Level-0 corners of the ``k`` highest (or lowest) attention patches."""
@@ -192,6 +197,7 @@ class ClamResult:
             "downsample": float(self.downsample),
             "partial": self.partial,
             "notice": self.notice,
+            **self.roi,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -216,6 +222,7 @@ class ClamResult:
         return cls(
             arrays["values"], summary["downsample"], arrays["coords"], arrays["patch_scores"],
             prediction, summary["class_names"], summary["notice"], summary["partial"],
+            summary_region(summary),
         )  # fmt: skip
 
 
@@ -259,6 +266,7 @@ class ClamOptions:
     device: str = "auto"
     batch_size: int | None = None  # None: the device's default (features.engine.default_batching)
     workers: int | None = None
+    region: Region | None = None  # only patches whose centre lies in it (level-0 pixels)
 
 
 def analyse_clam(
@@ -296,8 +304,11 @@ def analyse_clam(
     ------
     ModelError
         No encoder known for a plain checkpoint, or features that do not fit.
+    RoiError
+        A region outside the slide, or holding no patch centre.
     """
     options = options or ClamOptions()
+    region = options.region.on_slide(slide.info) if options.region is not None else None
     model, meta = load_clam(bundle)
     encoder = encoder or _bundle_encoder(bundle, meta)
     if encoder.dim != model.config.embed_dim:
@@ -325,12 +336,13 @@ def analyse_clam(
         )
         scores = scores.astype(np.float32)
         notice = demo_notice(meta)
+        roi = region_summary(region, slide.info.mpp_x)
         return ClamResult(
-            values, float(downsample), coords, scores, prediction, names, notice, partial
+            values, float(downsample), coords, scores, prediction, names, notice, partial, roi
         )
 
     def watch(grid: PatchGrid) -> BatchFn:
-        return _PartialMaps(model, grid, heatmap, on_partial)
+        return _PartialMaps(model, grid, heatmap, on_partial, region)
 
     run = dict(
         progress=context.report if context else None, cancel=context.token if context else None
@@ -338,13 +350,34 @@ def analyse_clam(
     block = _features_for(
         slide, seg, encoder, folder, options, 0.0, on_batch_for=watch if on_partial else None, **run
     )
-    prediction = predict(model, block.features, f"The features of {Path(slide.info.path).name}")
     size0 = int(block.attrs["patch_size_level0"])
+    block = _within(block, region, size0, slide)
+    prediction = predict(model, block.features, f"The features of {Path(slide.info.path).name}")
     if options.overlap <= 0:
         return heatmap(block.coords, attention_scores(model, prediction), prediction, 0.0, size0)
     over = _features_for(slide, seg, encoder, folder, options, options.overlap, **run)
+    over = _within(over, region, size0, slide)
     scores = attention_scores(model, prediction, over.features)
     return heatmap(over.coords, scores, prediction, options.overlap, size0)
+
+
+def _within(feats: FeatureFile, region: Region | None, size0: int, slide: Slide) -> FeatureFile:
+    """The patches of ``feats`` whose centre lies in ``region`` (all of them without one).
+
+    Raises
+    ------
+    RoiError
+        When no patch centre lies inside the region.
+    """
+    if region is None:
+        return feats
+    inside = region.contains_patches(feats.coords, size0)
+    if not inside.any():
+        raise RoiError(
+            f"No tissue patch of {Path(slide.info.path).name} has its centre inside the region "
+            f"({region.description}): no tissue inside the region."
+        )
+    return replace(feats, features=feats.features[inside], coords=feats.coords[inside])
 
 
 def _bundle_encoder(model_path, meta: dict) -> Encoder:
@@ -359,8 +392,9 @@ def _bundle_encoder(model_path, meta: dict) -> Encoder:
 class _PartialMaps:
     """Turns the batches of a running extraction into provisional heatmaps."""
 
-    def __init__(self, model, grid: PatchGrid, heatmap, callback, interval: float = 1.0):
+    def __init__(self, model, grid: PatchGrid, heatmap, callback, region=None, interval=1.0):
         self.model, self.grid, self.heatmap, self.callback = model, grid, heatmap, callback
+        self.region = region
         self.rows: dict[int, np.ndarray] = {}
         self.interval, self.last = interval, 0.0
 
@@ -374,9 +408,14 @@ class _PartialMaps:
         starts = sorted(self.rows)
         feats_done = np.concatenate([self.rows[s] for s in starts])
         coords = np.concatenate([self.grid.coords[s : s + len(self.rows[s])] for s in starts])
+        size0 = self.grid.patch_size_level0
+        if self.region is not None:
+            inside = self.region.contains_patches(coords, size0)
+            if not inside.any():
+                return
+            feats_done, coords = feats_done[inside], coords[inside]
         prediction = predict(self.model, feats_done)
         scores = to_percentiles(prediction.branch_attention())
-        size0 = self.grid.patch_size_level0
         self.callback(self.heatmap(coords, scores, prediction, 0.0, size0, partial=True))
 
 

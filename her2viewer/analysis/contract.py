@@ -8,6 +8,11 @@ result with ``layers()``, ``summary()`` (JSON-able) and ``save(path)`` / ``load(
 ``functools.partial(analyse_path, analyse_x, path, bundle, options)`` as a job that
 pickles (``Job(fn, process=True)``). Results with arrays save to one ``.npz`` file
 through :func:`save_npz` / :func:`load_npz`.
+
+Every slide analysis takes an optional ``region`` in its options (a
+:class:`~her2viewer.annotations.roi.Region`: annotations minus Ignore*, level-0 pixels) and
+then looks only inside it; its ``summary()`` says which region it covers (``region``, None
+for the whole slide) and the region's area (``region_area_um2`` or ``region_area_px2``).
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from her2viewer.analysis.gradcam import GradCamMap, slide_gradcam
+from her2viewer.annotations.roi import Region, region_summary, summary_region
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
@@ -80,6 +81,8 @@ class GradeResult:
     warning : str or None
         The sentence of :func:`~her2viewer.models.checks.check_slide_scope` when the
         slide is outside what the bundle accepts.
+    roi : dict
+        The region graded and its area (:func:`~her2viewer.annotations.roi.region_summary`).
     """
 
     coords: np.ndarray
@@ -93,6 +96,7 @@ class GradeResult:
     step_level0: int
     notice: str | None = None
     warning: str | None = None
+    roi: dict = field(default_factory=dict)
 
     def layers(self) -> list[MaskLayer]:
         """Per-patch grade layer: the grid cell around each patch centre in its grade's colour.
@@ -132,6 +136,7 @@ class GradeResult:
             "patch_grades": dict(zip(self.classes, counts.tolist(), strict=True)),
             "notice": self.notice,
             "warning": self.warning,
+            **self.roi,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -152,6 +157,7 @@ class GradeResult:
                     "slide_size": list(self.slide_size),
                     "coords": self.coords.tolist(),
                     "probs": self.probs.tolist(),
+                    **self.roi,
                 }
             ),
         )
@@ -167,6 +173,7 @@ class GradeResult:
                 list(data["classes"]), data["grade"], np.asarray(data["mean_probability"]),
                 int(data["patch_size_level0"]), tuple(data["slide_size"]),
                 data["patch_choice"], int(data["step_level0"]), data["notice"], data["warning"],
+                summary_region(data),
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"No readable grading result in {path}.") from exc
@@ -205,6 +212,8 @@ class GradeOptions:
         Grid step (px at 20x); half the patch by default.
     mpp : float, optional
         Pixel size (um/px) for a slide that records none.
+    region : Region, optional
+        Grade only the patches whose centre lies in this region (level-0 pixels).
     """
 
     arch: str | None = None
@@ -213,6 +222,7 @@ class GradeOptions:
     tumor: str = "auto"
     step: int = GRADING_STEP
     mpp: float | None = None
+    region: Region | None = None
 
 
 def analyse_grade(
@@ -236,16 +246,19 @@ def analyse_grade(
     Raises
     ------
     ModelError
-        When the bundle needs a pixel size the slide lacks, or the model's output is
-        not finite.
+        When the bundle needs a pixel size the slide lacks, the model's output is not
+        finite, or no tissue patch lies in the region.
+    RoiError
+        When the region lies outside the slide.
     """
     options = options or GradeOptions()
+    region = options.region.on_slide(slide.info) if options.region is not None else None
     model, meta = _model(bundle, options.arch)
     warning = _scope(slide, meta, bundle, options.mpp)
     progress = (lambda done, total: context.report(done, total, PHASE)) if context else None
     chosen = slide_patches(
         slide.info.path, limit=options.limit, tumor=options.tumor, step=options.step,
-        progress=progress, mpp=options.mpp,
+        progress=progress, mpp=options.mpp, roi=region,
     )  # fmt: skip
     probs = predict_proba(
         model, input_transform(meta)(chosen.patches), device=choose_device(options.device)
@@ -257,7 +270,7 @@ def analyse_grade(
     return GradeResult(
         chosen.coords, probs, classes, classes[index], mean, chosen.patch_size_level0,
         (slide.info.width, slide.info.height), chosen.rule, chosen.step_level0,
-        demo_notice(meta), warning,
+        demo_notice(meta), warning, region_summary(region, slide.info.mpp_x),
     )  # fmt: skip
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import asdict, astuple
+from dataclasses import asdict, astuple, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from her2viewer.analysis.ihc import NOT_TUMOR, score_ihc
+from her2viewer.annotations.roi import summary_region
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
 from her2viewer.models.her2net.model import Her2NetModel, load_her2net
@@ -129,6 +130,7 @@ class Her2NetResult(Her2NetPrediction):
             files=summary["overlays"],
             notice=summary.get("notice"),
             warning=summary.get("warning"),
+            roi=summary_region(summary),
         )
 
 
@@ -199,7 +201,8 @@ def result_cache_dir(slide: Slide, bundle_path: str | Path, options: Her2NetOpti
             slide.info.mpp_x,
             str(bundle_path),
             stamp.stat().st_mtime_ns,
-            asdict(options),
+            asdict(replace(options, region=None)),
+            options.region.key if options.region is not None else None,
         ],
         sort_keys=True,
     )

@@ -20,6 +20,10 @@ whatever its percentage. 2+ and 3+ are HER2 positive as in the seed studies;
 
 A slide with no tissue, or no tumor-cell region in its tissue, is *not evaluable*
 (status ``not_evaluable``, with the reason): it never gets a negative call.
+
+With a region (:class:`~her2viewer.annotations.roi.Region`, e.g. the Tumor annotations)
+only the tissue pixels inside it are measured and only the cell regions whose centre lies
+inside it are scored; the result names the region and its area.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from her2viewer.analysis.contract import load_npz, save_npz
+from her2viewer.annotations.roi import Region, region_summary, summary_region
 from her2viewer.errors import StainError
 from her2viewer.jobs import JobContext
 from her2viewer.overlay.layers import MaskLayer
@@ -157,6 +162,8 @@ class IhcScore:
         The stain matrix used.
     reason : str
         Why the slide is not evaluable; empty when it is.
+    roi : dict
+        The region scored and its area (:func:`~her2viewer.annotations.roi.region_summary`).
     """
 
     score: int | None
@@ -170,6 +177,7 @@ class IhcScore:
     stain_matrix: np.ndarray = field(repr=False)
     n_tumor_regions: int
     reason: str = ""
+    roi: dict = field(default_factory=dict)
 
     @property
     def evaluable(self) -> bool:
@@ -207,6 +215,7 @@ class IhcScore:
             "dab": asdict(self.dab),
             "stain_matrix": self.stain_matrix.tolist(),
             "map_downsample": self.map_downsample,
+            **self.roi,
         }
 
 
@@ -344,10 +353,18 @@ def _read_scaled(slide: Slide, x: int, y: int, size0: int, out: int) -> np.ndarr
     return rgb if side == out else cv2.resize(rgb, (out, out), interpolation=cv2.INTER_AREA)
 
 
-def _tissue_tiles(slide: Slide, rows: int, cols: int, tile0: float) -> list[tuple[int, int]]:
-    """Tiles (row, col) that touch tissue; every tile when no tissue is detected (small images)."""
+def _tissue_tiles(
+    slide: Slide, rows: int, cols: int, tile0: float, region: Region | None = None
+) -> list[tuple[int, int]]:
+    """Tiles (row, col) that touch tissue (and the region); every tile (touching the region)
+    when no tissue is detected (small images)."""
     tissue = segment_tissue(slide, IHC_TISSUE)
     everything = [(r, c) for r in range(rows) for c in range(cols)]
+    if region is not None:
+        boxes = [(c * tile0, r * tile0, (c + 1) * tile0, (r + 1) * tile0) for r, c in everything]
+        everything = [
+            t for t, hit in zip(everything, region.intersects_boxes(boxes), strict=True) if hit
+        ]
     if not tissue.mask.any():
         return everything
     step = tile0 / tissue.downsample
@@ -360,11 +377,21 @@ def _tissue_tiles(slide: Slide, rows: int, cols: int, tile0: float) -> list[tupl
     ]
 
 
+def _tissue_inside(rgb: np.ndarray, inside: np.ndarray | None) -> np.ndarray | None:
+    """Tissue pixels of a tile (inside the region), or None when under 1% of it is tissue."""
+    tissue = tissue_pixels(rgb)
+    if inside is not None:
+        tissue &= inside
+    share = tissue.sum() / max(1, tissue.size if inside is None else inside.sum())
+    return tissue if share >= 0.01 else None
+
+
 def score_ihc(
     slide: Slide,
     rules: IhcRules | None = None,
     thresholds: DabThresholds | None = None,
     matrix: np.ndarray | None = None,
+    region: Region | None = None,
 ) -> IhcScore:
     """Score a HER2 IHC slide or image by the guideline rules.
 
@@ -380,13 +407,21 @@ def score_ihc(
     matrix : numpy.ndarray, optional
         Stain matrix; by default the reference H-DAB vectors (:data:`HDAB`), as
         QuPath does; :func:`slide_stain_matrix` gives a per-slide estimate.
+    region : Region, optional
+        Score only inside it (level-0 pixels of this slide); the whole slide by default.
 
     Returns
     -------
     IhcScore
+
+    Raises
+    ------
+    RoiError
+        When the region lies outside the slide.
     """
     rules = rules or IhcRules()
     matrix = HDAB if matrix is None else matrix
+    region = region.on_slide(slide.info) if region is not None else None
     ds = _analysis_downsample(slide)
     mpp = (slide.info.mpp_x or ANALYSIS_MPP) * ds
     side = max(4, round(rules.region_um / mpp))
@@ -397,10 +432,12 @@ def score_ihc(
     cols = math.ceil(slide.info.width / tile0)
     category = np.full((rows * TILE_REGIONS, cols * TILE_REGIONS), NOT_TUMOR, np.uint8)
     measures = []
-    for r, c in _tissue_tiles(slide, rows, cols, tile0):
-        rgb = _read_scaled(slide, round(c * tile0), round(r * tile0), round(tile0), tile)
-        tissue = tissue_pixels(rgb)
-        if tissue.mean() < 0.01:
+    for r, c in _tissue_tiles(slide, rows, cols, tile0, region):
+        x, y = round(c * tile0), round(r * tile0)
+        rgb = _read_scaled(slide, x, y, round(tile0), tile)
+        inside = None if region is None else region.mask((tile, tile), ds, (x, y))
+        tissue = _tissue_inside(rgb, inside)
+        if tissue is None:
             continue
         stains = separate_stains(rgb, matrix)
         rs, cs = r * TILE_REGIONS, c * TILE_REGIONS
@@ -411,7 +448,9 @@ def score_ihc(
     map_rows = math.ceil(slide.info.height / (side * ds))
     map_cols = math.ceil(slide.info.width / (side * ds))
     category = category[:map_rows, :map_cols]
-    reason = _not_evaluable_reason(slide, measures, category)
+    if region is not None:
+        category[~region.mask(category.shape, side * ds)] = NOT_TUMOR
+    reason = _not_evaluable_reason(slide, measures, category, region)
     score = None if reason else apply_rules(category, rules, side * side / cell_px)
     status = NOT_EVALUABLE if reason else "positive" if score >= 2 else "negative"
     result = IhcScore(
@@ -426,18 +465,22 @@ def score_ihc(
         stain_matrix=np.asarray(matrix),
         n_tumor_regions=int((category != NOT_TUMOR).sum()),
         reason=reason,
+        roi=region_summary(region, slide.info.mpp_x),
     )
     _require_finite(result, slide)
     return result
 
 
-def _not_evaluable_reason(slide: Slide, measures: list, category: np.ndarray) -> str:
+def _not_evaluable_reason(
+    slide: Slide, measures: list, category: np.ndarray, region: Region | None
+) -> str:
     """Why there is nothing to score (no tissue, no tumor-cell region), or ``""``."""
     name = os.path.basename(slide.info.path)
+    where = f"inside the region ({region.description}) of {name}" if region else f"in {name}"
     if not measures:
-        return f"no tissue was found in {name}"
+        return f"no tissue {where}" if region else f"no tissue was found {where}"
     if not (category != NOT_TUMOR).any():
-        return f"no tumor-cell regions were found in the tissue of {name}"
+        return f"no tumor-cell regions were found in the tissue {where}"
     return ""
 
 
@@ -467,11 +510,14 @@ class IhcOptions:
     estimate_stains : bool
         Estimate the hematoxylin vector on the slide (:func:`slide_stain_matrix`)
         instead of the reference H-DAB vectors.
+    region : Region, optional
+        Score only inside this region (level-0 pixels of the IHC slide).
     """
 
     rules: IhcRules = field(default_factory=IhcRules)
     thresholds: DabThresholds | None = None
     estimate_stains: bool = False
+    region: Region | None = None
 
 
 @dataclass
@@ -513,6 +559,7 @@ class IhcResult(IhcScore):
         kept["dab"] = DabMeasures(**summary["dab"])
         kept["stain_matrix"] = np.asarray(summary["stain_matrix"])
         kept["reason"] = summary["reason"] or ""
+        kept["roi"] = summary_region(summary)
         return cls(**kept, category_map=category_map)
 
 
@@ -539,7 +586,7 @@ def analyse_ihc(
     if context is not None:
         context.report(0, 1, "scoring")
     matrix = slide_stain_matrix(slide) if options.estimate_stains else None
-    score = score_ihc(slide, options.rules, options.thresholds, matrix)
+    score = score_ihc(slide, options.rules, options.thresholds, matrix, options.region)
     if context is not None:
         context.report(1, 1, "scoring")
     return IhcResult(**vars(score))

@@ -6,13 +6,14 @@ data (no Qt), so scripts can run it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from her2viewer.analysis.contract import load_npz, save_npz
 from her2viewer.analysis.ihc import IhcOptions, IhcResult, analyse_ihc
+from her2viewer.annotations.roi import Region
 from her2viewer.jobs import JobContext
 from her2viewer.overlay.layers import HeatmapLayer, MaskLayer
 from her2viewer.registration import Registration, register_slides, warp_map
@@ -34,11 +35,15 @@ class IhcPairOptions:
     ihc_path : str
         The paired IHC slide (registered onto the H&E slide the analysis is given).
     ihc : IhcOptions
-        How the IHC slide is scored.
+        How the IHC slide is scored (its ``region`` in IHC level-0 pixels).
+    he_region : Region, optional
+        A region drawn on the H&E: mapped onto the IHC through the registration and
+        scored there (instead of ``ihc.region``).
     """
 
     ihc_path: str
     ihc: IhcOptions = field(default_factory=IhcOptions)
+    he_region: Region | None = None
 
 
 @dataclass
@@ -133,6 +138,15 @@ def dab_map(slide: Slide, downsample: float = DAB_MAP_DOWNSAMPLE) -> tuple[np.nd
     return np.clip(stains[..., 1], 0.0, None), slide.info.levels[level].downsample
 
 
+def _ihc_options(options: IhcPairOptions, registration: Registration) -> IhcOptions:
+    """The IHC scoring options, with an H&E region mapped onto the IHC."""
+    if options.he_region is None:
+        return options.ihc
+    matrix = registration.inverse().matrix  # H&E level-0 -> IHC level-0
+    region = options.he_region.transformed(matrix, "drawn on the H&E, mapped onto the IHC")
+    return replace(options.ihc, region=region)
+
+
 def analyse_ihc_pair(
     slide: Slide,
     bundle: None = None,
@@ -165,7 +179,7 @@ def analyse_ihc_pair(
         report(0, len(steps), steps[0])
         registration = register_slides(slide, ihc)
         report(1, len(steps), steps[1])  # also where a cancelled job stops
-        score = analyse_ihc(ihc, None, options.ihc)
+        score = analyse_ihc(ihc, None, _ihc_options(options, registration))
         report(2, len(steps), steps[2])
         values, downsample = dab_map(ihc)
     report(3, len(steps), "done")

@@ -21,8 +21,8 @@ import shapely
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
+from her2viewer.annotations.formats import read_annotations
 from her2viewer.errors import Her2ViewerError
-from her2viewer.geometry.geojson import read_features
 from her2viewer.geometry.shapes import apply_matrix, measure
 from her2viewer.slide import SlideInfo
 
@@ -256,4 +256,4 @@ def load_region(path: str | Path, classes: Sequence[str] | None = None) -> Regio
     Her2ViewerError
         When the file cannot be read (the format reader's sentence).
     """
-    return region_from_features(read_features(path), classes, source=str(path))
+    return region_from_features(read_annotations(path), classes, source=str(path))

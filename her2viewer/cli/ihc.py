@@ -28,7 +28,14 @@ from her2viewer.analysis.ihc_baseline import (
     max_tile_dab,
     read_labels,
 )
-from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
+from her2viewer.annotations.roi import region_text
+from her2viewer.cli.options import (
+    add_device_option,
+    add_json_option,
+    add_output_option,
+    add_roi_options,
+    roi_region,
+)
 from her2viewer.outputs import check_output_file, prepare_output_dir
 from her2viewer.overlay.export import write_image
 from her2viewer.slide import open_slide
@@ -60,6 +67,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="estimate the hematoxylin vector on the slide (Macenko) instead of the reference",
     )
+    add_roi_options(score)
     score.set_defaults(func=run_score)
     train = verbs.add_parser("train-baseline", help="fit seed 003's stain-intensity baseline")
     train.add_argument("labels", help="cohort CSV with ihc_path, ihc_score, her2_status")
@@ -106,14 +114,18 @@ def _check_png_output(path: str | None) -> None:
 def run_score(args) -> int:
     """Print the rule-based score of one IHC slide or image ("not evaluable" without tumor)."""
     _check_png_output(args.map)
+    region = roi_region(args)
     with open_slide(args.slide) as slide:
         rules = IhcRules.for_guideline(args.guideline)
-        result = analyse_ihc(slide, None, IhcOptions(rules, estimate_stains=args.estimate_stains))
+        options = IhcOptions(rules, estimate_stains=args.estimate_stains, region=region)
+        result = analyse_ihc(slide, None, options)
     if args.map:
         write_image(args.map, _category_png(result.category_map), ".png")
     if args.json:
         print(json.dumps(result.summary(), indent=2))
         return 0
+    if region is not None:
+        print(f"Region: {region_text(result.summary())}")
     if not result.evaluable:
         print(f"HER2 IHC {result.label} ({result.guideline}): {result.reason}.")
         return 0

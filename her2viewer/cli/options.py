@@ -146,6 +146,41 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_roi_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--roi FILE`` and ``--roi-class NAME`` (repeatable), which :func:`roi_region` reads."""
+    parser.add_argument(
+        "--roi",
+        metavar="FILE",
+        help="analyse only inside the annotations of FILE (QuPath GeoJSON, ASAP or ImageScope "
+        "XML; level-0 px of this slide), minus its Ignore* annotations",
+    )
+    parser.add_argument(
+        "--roi-class",
+        action="append",
+        metavar="NAME",
+        help="use the --roi annotations of this class only (repeatable; default: every class "
+        "but Ignore*)",
+    )
+
+
+def roi_region(args):
+    """The :class:`~her2viewer.annotations.roi.Region` of ``--roi``/``--roi-class``, or None.
+
+    Raises
+    ------
+    RoiError
+        One sentence when ``--roi-class`` comes without ``--roi``, or the file has no such
+        class or no area annotation.
+    """
+    from her2viewer.annotations.roi import RoiError, load_region
+
+    if args.roi is None:
+        if args.roi_class:
+            raise RoiError("--roi-class chooses annotations of a --roi FILE; give --roi too.")
+        return None
+    return load_region(args.roi, args.roi_class)
+
+
 def size_type(example: str, low: int = 1, high: int | None = None):
     """Return an ``argparse`` type for a ``WxH`` size, each side in ``[low, high]``.
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from her2viewer.annotations.roi import Region
 from her2viewer.errors import ModelError
 from her2viewer.models.checks import apply_pixel_size
 from her2viewer.models.patch_cnn import PATCH_SIZE, keep_patches
@@ -195,6 +196,7 @@ def slide_patches(
     progress: Callable[[int, int], None] | None = None,
     most: int | None = None,
     mpp: float | None = None,
+    roi: Region | None = None,
 ) -> SlidePatches:
     """Read the tumor-enriched tissue patches of one slide.
 
@@ -221,6 +223,8 @@ def slide_patches(
         Refuse (before reading) more than this many candidate patches.
     mpp : float, optional
         Pixel size (um/px) for a slide that records none (``--mpp``).
+    roi : Region, optional
+        Only patches whose centre lies in this annotated region (level-0 pixels).
 
     Raises
     ------
@@ -236,6 +240,8 @@ def slide_patches(
     with open_slide(path) as slide:
         apply_pixel_size(slide, mpp)
         grid, index = _grid(slide, patch_size, magnification, max_background, step, rect)
+        if roi is not None:
+            index = index[roi.contains_patches(grid.coords[index], grid.patch_size_level0)]
         if region is not None:
             fraction = region_fraction(region, grid.coords[index], grid.patch_size_level0)
             index = index[fraction >= MIN_TUMOR_FRACTION]
@@ -255,7 +261,13 @@ def slide_patches(
         keep &= density >= np.median(density[keep])
         rule = "stain density"
     if not keep.any():
-        where = "in the view" if rect is not None else "on the slide"
+        where = (
+            "in the view"
+            if rect is not None
+            else f"inside the region ({roi.description})"
+            if roi is not None
+            else "on the slide"
+        )
         raise ModelError(f"No tissue patch ({rule}) {where} of {Path(path).name} to grade.")
     size0 = grid.patch_size_level0
     step0 = max(1, int(round((step or patch_size) * size0 / patch_size)))

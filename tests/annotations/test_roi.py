@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import shapely
 
+from her2viewer.annotations.formats import write_annotations
 from her2viewer.annotations.roi import (
     Region,
     RoiError,
@@ -144,3 +145,11 @@ def test_load_region_reads_a_geojson_file(tmp_path):
     region = load_region(path, ["Stroma"])
     assert region.geometry.equals(shapely.box(300, 300, 400, 400))
     assert region.description == "1 Stroma annotation (minus 1 Ignore*) from roi.geojson"
+
+
+def test_load_region_reads_asap_and_imagescope_xml(tmp_path):
+    for fmt in ("asap", "imagescope"):
+        path = tmp_path / f"{fmt}.xml"
+        write_annotations(path, _features()[:4], format=fmt)
+        region = load_region(path, ["Tumor"])
+        assert region.geometry.area == pytest.approx(150 * 100 - 20 * 20), fmt

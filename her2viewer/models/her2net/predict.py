@@ -10,10 +10,12 @@ The overlay layers, the result files and the cache are the analysis's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
+from her2viewer.annotations.roi import Region, RoiError, region_summary
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
 from her2viewer.models.checks import check_slide_scope, demo_notice, require_finite
@@ -59,7 +61,8 @@ def high_expression_percent(tumor_pixels, strong) -> float:
 
 @dataclass(frozen=True)
 class Her2NetOptions:
-    """Thresholds of one prediction (seed values by default)."""
+    """Thresholds of one prediction (seed values by default); ``region`` restricts it to the
+    tiles whose centre lies in an annotated region (level-0 pixels of the slide)."""
 
     positive_percent: float = POSITIVE_PERCENT
     tumor_min_fraction: float = TUMOR_MIN_FRACTION
@@ -67,6 +70,7 @@ class Her2NetOptions:
     strong_threshold: float = 0.5
     batch_size: int = 32
     workers: int = 2
+    region: Region | None = None
 
 
 @dataclass
@@ -105,6 +109,8 @@ class Her2NetPrediction:
     warning : str or None
         The sentence of :func:`~her2viewer.models.checks.check_slide_scope` when the
         slide is outside what the bundle accepts.
+    roi : dict
+        The region analysed and its area (:func:`~her2viewer.annotations.roi.region_summary`).
     """
 
     her2_status: str
@@ -122,6 +128,7 @@ class Her2NetPrediction:
     files: dict = field(default_factory=dict)
     notice: str | None = None
     warning: str | None = None
+    roi: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """JSON-ready figures (no masks)."""
@@ -141,6 +148,7 @@ class Her2NetPrediction:
             "overlays": dict(self.files),
             "notice": self.notice,
             "warning": self.warning,
+            **self.roi,
         }
 
 
@@ -180,6 +188,9 @@ def predict_her2net(
     options = options or Her2NetOptions()
     warning = check_slide_scope(model.meta, slide.info, _model_name(model))
     layout = tile_layout(slide, model.magnification, model.tile_size, model.input_size)
+    region = options.region.on_slide(slide.info) if options.region is not None else None
+    if region is not None:
+        layout = _inside(layout, region, slide)
     ds = layout.mask_downsample
     w, h = layout.slide_size
     tumor_mask = np.zeros((math.ceil(h / ds), math.ceil(w / ds)), bool)
@@ -213,7 +224,25 @@ def predict_her2net(
         bundle=str(model.meta.get("name", "")),
         notice=demo_notice(model.meta),
         warning=warning,
+        roi=region_summary(region, slide.info.mpp_x),
     )
+
+
+def _inside(layout: TileLayout, region: Region, slide: Slide) -> TileLayout:
+    """The layout's tiles whose centre lies in ``region``.
+
+    Raises
+    ------
+    RoiError
+        When no tile centre lies inside it (a region smaller than a tile).
+    """
+    inside = region.contains_patches(layout.coords, layout.tile_size0)
+    if not inside.any():
+        raise RoiError(
+            f"No HER2Net tile ({layout.tile_size0} px) of {Path(slide.info.path).name} has its "
+            f"centre inside the region ({region.description}); draw a larger region."
+        )
+    return replace(layout, coords=layout.coords[inside])
 
 
 def _model_name(model: Her2NetModel) -> str:
