@@ -5,6 +5,11 @@
 panes' slides in a background job, then links the panes through the registration (navigation and the
 cursor move in step), adds the DAB and score-category layers to the IHC pane, maps the
 H&E pane's masks (e.g. a tumor mask) in place onto the IHC, and shows the score.
+
+*Score selected region* scores only inside the annotations selected on the active pane
+(or every annotation of a class), minus the Ignore* ones; a region drawn on the H&E is
+mapped onto the IHC by the registration. The score is written into those annotations'
+results (one undoable command), so the measurement table shows it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
 
+from her2viewer.analysis.ihc import CATEGORIES, IhcOptions
 from her2viewer.analysis.ihc_pair import IhcPairOptions, IhcPairResult, analyse_ihc_pair
+from her2viewer.annotations.commands import Replace
+from her2viewer.annotations.model import DEFAULT_CLASSES
+from her2viewer.annotations.roi import (
+    Region,
+    RoiError,
+    is_ignore_class,
+    region_from_features,
+    region_text,
+)
+from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
 from her2viewer.overlay.layers import MaskLayer
 from her2viewer.registration import Registration
@@ -24,6 +40,11 @@ from her2viewer.registration import Registration
 #: Ranges of the manual correction controls (degrees, level-0 px).
 NUDGE_DEGREES = 15.0
 NUDGE_PIXELS = 2000.0
+#: The region choices before the classes ("Class: Tumor", ...).
+WHOLE_SLIDE, SELECTED = "Whole slide", "Selected annotations"
+CLASS_PREFIX = "Class: "
+#: How the panes are named in a region's description.
+PANE_NAMES = ("H&E", "IHC")
 
 
 class IhcWidget(ResultWidget):
@@ -39,6 +60,8 @@ class IhcWidget(ResultWidget):
         super().__init__()
         self.result: IhcPairResult | None = None
         self.registration: Registration | None = None
+        #: The pane and region of the last run (None: the whole slide).
+        self.region: tuple[int, Region] | None = None
         self.rotation, self.dx, self.dy = (QDoubleSpinBox() for _ in range(3))
         for box, limit, step in (
             (self.rotation, NUDGE_DEGREES, 0.1),
@@ -48,6 +71,13 @@ class IhcWidget(ResultWidget):
             box.setRange(-limit, limit)
             box.setSingleStep(step)
         form = QFormLayout()
+        self.region_box = QComboBox()
+        classes = [c.name for c in DEFAULT_CLASSES if not is_ignore_class(c.name)]
+        self.region_box.addItems([WHOLE_SLIDE, SELECTED, *(CLASS_PREFIX + c for c in classes)])
+        score_region = QPushButton("Score selected region")
+        form.addRow("region", self.region_box)
+        form.addRow(score_region)
+        score_region.clicked.connect(self.score_selected_region)
         form.addRow("nudge rotation (deg)", self.rotation)
         form.addRow("nudge x (px)", self.dx)
         form.addRow("nudge y (px)", self.dy)
@@ -58,16 +88,57 @@ class IhcWidget(ResultWidget):
         save_button.clicked.connect(self._save_dialog)
 
     def panes(self) -> tuple[int, ...] | None:
-        """Both panes (H&E first, IHC second); None after a message."""
+        """Both panes (H&E first, IHC second), the chosen region noted; None after a message."""
         slides = [s for s in getattr(self.window, "slides", []) if s is not None]
         if len(slides) < 2:
             self.window.show_error("Open an H&E slide and its paired IHC slide first.")
             return None
+        try:
+            self.region = self.chosen_region()
+        except Her2ViewerError as exc:
+            self.window.show_error(str(exc))
+            return None
         return (0, 1)
 
+    def score_selected_region(self) -> None:
+        """Score the IHC inside the annotations selected on the active pane."""
+        self.region_box.setCurrentText(SELECTED)
+        self.panel.run()
+
+    def chosen_region(self) -> tuple[int, Region] | None:
+        """The pane and region the region box asks for (None: the whole slide).
+
+        Raises
+        ------
+        RoiError
+            When there is no annotated pane, nothing is selected, or no such class.
+        """
+        choice = self.region_box.currentText()
+        if choice == WHOLE_SLIDE:
+            return None
+        controller = self.window.annotations.active
+        if controller is None:
+            raise RoiError("Click the pane whose annotations are to be scored first.")
+        pane = self.window.views.index(controller.view)
+        where = f"the {PANE_NAMES[pane]} pane"
+        annotations = list(controller.document)
+        if choice == SELECTED:
+            if not controller.selected_ids:
+                raise RoiError(f"Select the annotations to score on {where} first.")
+            ids = controller.selected_ids
+            return pane, region_from_features(annotations, ids=ids, source=f"{where} (selected)")
+        name = choice.removeprefix(CLASS_PREFIX)
+        return pane, region_from_features(annotations, [name], source=where)
+
     def options(self, panes: tuple[int, ...]) -> IhcPairOptions:
-        """The IHC slide of the second pane."""
-        return IhcPairOptions(self.window.slides[panes[1]].info.path)
+        """The IHC slide of the second pane and the region (on the IHC, or on the H&E)."""
+        path = self.window.slides[panes[1]].info.path
+        if self.region is None:
+            return IhcPairOptions(path)
+        pane, region = self.region
+        if pane == panes[1]:
+            return IhcPairOptions(path, IhcOptions(region=region))
+        return IhcPairOptions(path, he_region=region)
 
     def layers(self, result: IhcPairResult, pane: int) -> list[tuple[object, int]]:
         """The IHC layers and the H&E pane's visible masks mapped onto the IHC pane."""
@@ -85,14 +156,34 @@ class IhcWidget(ResultWidget):
         shares = ", ".join(f"{k.replace('_', ' ')} {v:.0f}%" for k, v in score.percentages.items())
         return (
             f"IHC {score.label} ({score.guideline}): {score.recommendation}. "
-            f"Tumor regions: {shares}. Registered by {result.registration.method}, "
+            f"Tumor regions: {shares}. Region: {region_text(score.summary())}. "
+            f"Registered by {result.registration.method}, "
             f"residual {result.registration.error_px:.1f} px."
         )
 
     def show(self, result: IhcPairResult) -> None:
-        """Link the panes by the registration."""
+        """Link the panes by the registration; a region's annotations get the score."""
         self.result = result
         self._link(result.registration)
+        self._record(result)
+
+    def _record(self, result: IhcPairResult) -> None:
+        """Put the region's figures into its annotations' results (one undoable command)."""
+        if self.region is None:
+            return
+        pane, region = self.region
+        controller = self.window.annotations.controllers.get(self.window.views[pane])
+        if controller is None:
+            return
+        figures = region_figures(result.score)
+        document = controller.document
+        changed = {
+            i: document.get(i).replace(results={**document.get(i).results, **figures})
+            for i in region.ids
+            if i in document
+        }
+        if changed:
+            controller.push(Replace(changed, "IHC score of the region"))
 
     def clear(self) -> None:
         """Forget the registration: the panes sync relatively again."""
@@ -134,6 +225,14 @@ class IhcWidget(ResultWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Save transform", "", "JSON (*.json)")
         if path:
             self.save_transform(path)
+
+
+def region_figures(score) -> dict:
+    """An IHC score's figures as an annotation shows them in its measurements."""
+    summary = score.summary()
+    area = {k: v for k, v in summary.items() if k.startswith("region_area_")}
+    percentages = {f"IHC % {name}": round(score.percentages[name], 1) for name in CATEGORIES}
+    return {"IHC score": score.label, **percentages, **{f"IHC {k}": v for k, v in area.items()}}
 
 
 def attach_ihc_panel(window) -> AnalysisPanel:
