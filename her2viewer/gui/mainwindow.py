@@ -165,7 +165,8 @@ class MainWindow(QMainWindow):
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
-            dock.setWidget(widget if widget is self.minimap else scrolled(widget))
+            scrolls = widget is self.minimap or widget is self.annotation_panel  # by itself
+            dock.setWidget(widget if scrolls else scrolled(widget))
             dock.setFeatures(
                 QDockWidget.DockWidgetFeature.DockWidgetMovable
                 | QDockWidget.DockWidgetFeature.DockWidgetFloatable

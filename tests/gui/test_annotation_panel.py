@@ -73,7 +73,7 @@ def pane(window, white_slide, qtbot):
 
 def test_annotations_dock_follows_the_active_pane(window, pane):
     dock = window.findChild(QDockWidget, "Annotations")
-    assert dock is not None and dock.widget().widget() is window.annotation_panel
+    assert dock is not None and dock.widget() is window.annotation_panel
     assert window.annotation_panel.tree.controller is pane[0]
 
 

@@ -144,7 +144,10 @@ class AnnotationTree(QTreeWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setUniformRowHeights(True)
-        self.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header = self.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # names give way
         self.follower = DocumentFollower(self)
         self.follower.changed.connect(self._apply)
         self.itemSelectionChanged.connect(self._on_selection)
@@ -206,7 +209,8 @@ class AnnotationTree(QTreeWidget):
         font = item.font(1)
         font.setItalic(ann.locked)
         item.setFont(1, font)
-        item.setToolTip(1, "locked" if ann.locked else "")
+        notes = [f"transferred from {ann.transferred_from}"] if ann.transferred_from else []
+        item.setToolTip(1, "; ".join(notes + ["locked"] * ann.locked))
         item.setText(2, number_text(values.get(self._area_key)))
         item.setText(3, number_text(values.get("n_points")))
         for column in (2, 3):
