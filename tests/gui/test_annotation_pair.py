@@ -40,7 +40,7 @@ def _tumor() -> Annotation:
     )
 
 
-def test_copy_to_the_other_pane_goes_through_the_registration(pair):
+def test_copy_to_the_other_pane_goes_through_the_registration(pair, qtbot):
     window, ihc_to_he = pair
     he_view, ihc_view = window.views[:2]
     window.set_pane_transform(1, ihc_to_he)
@@ -56,6 +56,10 @@ def test_copy_to_the_other_pane_goes_through_the_registration(pair):
     assert copy.id != tumor.id and copy.transferred_from == "he.svs"
     assert (copy.class_name, copy.name) == ("Tumor", "invasive")
     assert ihc.selected_ids == [copy.id]
+    window.set_active(ihc_view)  # the Annotations dock says where the copy came from
+    tree = window.annotation_panel.tree
+    qtbot.waitUntil(lambda: copy.id in tree.items)
+    assert tree.items[copy.id].toolTip(1) == "transferred from he.svs"
     # editable there, and one undoable step
     ihc.translate_selected(10, 0)
     assert ihc.document.get(copy.id).geometry.bounds[0] == pytest.approx(expected.bounds[0] + 10)
