@@ -19,8 +19,10 @@ from her2viewer.cli.options import (
     add_output_option,
     add_patch_grid_options,
     add_progress_options,
+    add_roi_options,
     add_threads_option,
     apply_threads,
+    roi_region,
 )
 from her2viewer.errors import ModelError
 from her2viewer.outputs import check_output_file, write_text_atomic
@@ -95,6 +97,7 @@ def register(subparsers) -> None:
     add_batching_options(heat)
     heat.add_argument("--encoder", help="encoder for a plain checkpoint (default: the bundle's)")
     heat.add_argument("--encoder-weights", help="weights file for --encoder")
+    add_roi_options(heat)
     heat.set_defaults(func=run_heatmap)
 
     train = verbs.add_parser(
@@ -176,6 +179,7 @@ def run_heatmap(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         workers=args.workers,
+        region=roi_region(args),
     )
     out, summary_path = _heatmap_outputs(args)
     encoder = build_encoder(args.encoder, weights=args.encoder_weights) if args.encoder else None

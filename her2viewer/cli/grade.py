@@ -24,6 +24,8 @@ from her2viewer.cli.options import (
     add_device_option,
     add_json_option,
     add_output_option,
+    add_roi_options,
+    roi_region,
 )
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.patch_cnn import ARCHITECTURES
@@ -123,6 +125,7 @@ def register(subparsers) -> None:
     predict = sub.add_parser("predict", help="grade a slide: per-patch and slide-level grade")
     predict.add_argument("slide")
     _model_option(predict)
+    add_roi_options(predict)
     add_output_option(predict, "JSON of per-patch grades (coords, probs)")
     _common(predict)
     predict.set_defaults(func=_noting_alias(run_predict))
@@ -199,7 +202,9 @@ def run_predict(args) -> int:
     """
     if args.out:
         check_output_file(args.out)
-    options = GradeOptions(args.arch, args.limit, args.device, args.tumor, mpp=args.mpp)
+    options = GradeOptions(
+        args.arch, args.limit, args.device, args.tumor, mpp=args.mpp, region=roi_region(args)
+    )
     with open_slide(args.slide) as slide:
         result = analyse_grade(slide, args.model, options)
     if result.warning:

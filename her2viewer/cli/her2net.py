@@ -17,8 +17,10 @@ from her2viewer.cli.options import (
     add_json_option,
     add_output_option,
     add_progress_options,
+    add_roi_options,
     add_threads_option,
     apply_threads,
+    roi_region,
 )
 from her2viewer.jobs import Progress, run_inline
 from her2viewer.models.checks import add_mpp_option, with_notice
@@ -82,6 +84,7 @@ def register(subparsers) -> None:
     add_batching_options(predict)
     _device_options(predict)
     add_json_option(predict, "the summary")
+    add_roi_options(predict)
     predict.set_defaults(func=run_predict)
 
     evaluate = verbs.add_parser("evaluate", help="status metrics, tumor mIoU and P on a cohort")
@@ -141,6 +144,7 @@ def run_train(args) -> int:
 def run_predict(args) -> int:
     """``her2net predict``: status, P, areas and overlay paths."""
     from her2viewer.analysis.her2net import analyse_her2net
+    from her2viewer.annotations.roi import region_text
     from her2viewer.models.checks import apply_pixel_size
     from her2viewer.models.her2net.model import demo_bundle_path, load_her2net
     from her2viewer.models.her2net.predict import Her2NetOptions
@@ -148,12 +152,13 @@ def run_predict(args) -> int:
     from her2viewer.slide import open_slide
 
     apply_threads(args.threads)
+    region = roi_region(args)
     if args.out:
         prepare_output_dir(args.out)
     bundle = Path(args.model) if args.model else demo_bundle_path()
     model = load_her2net(bundle, args.device)
     batching = {k: getattr(args, k) for k in ("batch_size", "workers") if getattr(args, k)}
-    options = Her2NetOptions(positive_percent=args.threshold, **batching)
+    options = Her2NetOptions(positive_percent=args.threshold, region=region, **batching)
     with open_slide(args.slide) as slide:
         apply_pixel_size(slide, args.mpp)
         result = run_inline(
@@ -176,6 +181,8 @@ def run_predict(args) -> int:
             f"{status}, tumor {s['tumor_area_px']:.0f} px, strong {s['strong_area_px']:.0f} px; "
             f"overlays in {Path(s['overlays']['result']).parent}"
         )
+        if region is not None:
+            print(f"Region: {region_text(s)}")
     return 0
 
 

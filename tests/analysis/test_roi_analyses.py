@@ -248,3 +248,28 @@ def test_clam_uses_only_patches_centred_in_the_region(case, tmp_path):
     right = result.values[:, int((1500 + 128) / result.downsample) + 1 :]
     assert np.isnan(right).all()
     assert result.summary()["region_area_um2"] == pytest.approx(900_000)
+
+
+@pytest.fixture(scope="module")
+def left_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("left") / "left.geojson"
+    write_features(path, [Feature(LEFT.geometry, class_name="Tumor")])
+    return path
+
+
+def test_every_analysis_verb_takes_the_roi_options(case, left_file, tmp_path, capsys):
+    runs = {
+        "grade": ["grade", "predict", case.slide, "--device", "cpu"],
+        "her2net": ["her2net", "predict", case.folder / "he.svs", "--workers", "1", "--quiet"],
+        "clam": [
+            "clam", "heatmap", case.folder / "he.svs", "--model", demo_clam_bundle_path(),
+            "-o", tmp_path / "attention.png", "--device", "cpu", "--workers", "1", "--quiet",
+        ],
+    }  # fmt: skip
+    for verb, args in runs.items():
+        json_flag = [] if verb == "clam" else ["--json"]
+        code = main([*map(str, args), *json_flag, "--roi", str(left_file), "--roi-class", "Tumor"])
+        assert code == 0, verb
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["region"] == "1 Tumor annotation from left.geojson", verb
+        assert summary["region_area_mm2"] == pytest.approx(0.9), verb
