@@ -204,6 +204,8 @@ class LandmarkPanel(QWidget):
             )
             for col, text in enumerate(cells):
                 self.table.setItem(row, col, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.table.resizeRowsToContents()
         complete = sum(None not in pair for pair in pairs)
         if fit is not None:
             self.summary.setText(f"{complete} pairs: affine RMS residual {fit.rms_px:.1f} px.")
