@@ -187,3 +187,13 @@ def test_hit_tests_find_points_lines_and_areas():
     assert painter.ids_at(5000, 200) == []
     assert painter.ids_in(0, 450, 60, 550) == [region.id, points.id]
     assert painter.ids_in(0, 600, 60, 700) == [region.id]
+
+
+def test_names_only_where_the_object_is_wide_on_screen(view):
+    rect = Annotation(shapely.box(600, 500, 1800, 1400), class_name="Tumor", name="Invasive")
+    painter = AnnotationPainter(AnnotationDocument([rect]))
+    for downsample, labelled in ((4.0, True), (24.0, False)):  # 300 and 50 px wide on screen
+        view.set_state(ViewState(1500, 1000, downsample))
+        row, col = screen(view, 600, 500)
+        pixel = painted(view, painter)[row + 5, col + 6].astype(int)  # in the label's box
+        assert (pixel.sum() < 400) == labelled  # the dark label, else the light fill

@@ -137,9 +137,9 @@ class _Snapshot:
         self.big = np.flatnonzero(big)
         self.small = np.flatnonzero(~big)
         self.index = SpatialIndex(geometries[self.small])
-        sizes = self.bounds[self.small, 2:] - self.bounds[self.small, :2]
-        #: The widest object (level-0 px) but the big point sets.
-        self.widest = float(sizes.max()) if len(sizes) else 0.0
+        #: Positions of the named annotations (but the big point sets) and their widths.
+        self.named = np.array([p for p in self.small.tolist() if anns[p].name], dtype=int)
+        self.named_widths = self.bounds[self.named, 2] - self.bounds[self.named, 0]
 
     def coords(self, position: int) -> np.ndarray:
         """The ``(N, 2)`` level-0 coordinates of a point annotation sorted by x (cached by id)."""
@@ -433,17 +433,22 @@ class AnnotationPainter:
                 painter.drawPoints(polygon)
 
     def _draw_names(self, painter: QPainter, matrix, bounds, downsample: float) -> None:
-        """Draw the names of the named objects wide enough on screen, at their top left."""
+        """Draw the names of the named objects in view wide enough on screen, at their top
+        left (a test of the bounds of the named ones only: it runs every frame)."""
         snapshot = self._index
-        if snapshot.widest / downsample < NAME_MIN_PX:
-            return
-        hits = snapshot.small[snapshot.index.in_box(*bounds)]
-        b = snapshot.bounds[hits]
-        wide = hits[(b[:, 2] - b[:, 0]) / downsample >= NAME_MIN_PX].tolist()
-        named = [snapshot.anns[i] for i in wide if snapshot.anns[i].name][:MAX_NAMES]
+        x0, y0, x1, y1 = bounds
+        b = snapshot.bounds[snapshot.named]
+        shown = (
+            (snapshot.named_widths >= NAME_MIN_PX * downsample)
+            & (b[:, 0] <= x1)
+            & (b[:, 2] >= x0)
+            & (b[:, 1] <= y1)
+            & (b[:, 3] >= y0)
+        )
+        named = [snapshot.anns[i] for i in snapshot.named[shown][:MAX_NAMES].tolist()]
         if not named:
             return
-        corners = _to_screen(matrix, np.array([a.geometry.bounds[:2] for a in named]))
+        corners = _to_screen(matrix, b[shown][:MAX_NAMES, :2])
         painter.setPen(QColor(255, 255, 255))
         metrics = painter.fontMetrics()
         for ann, (x, y) in zip(named, corners.tolist(), strict=True):
