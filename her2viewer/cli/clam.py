@@ -24,6 +24,7 @@ from her2viewer.cli.options import (
     apply_threads,
     roi_region,
 )
+from her2viewer.cli.progress import Reporter, progress_reporter
 from her2viewer.errors import ModelError
 from her2viewer.outputs import check_output_file, write_text_atomic
 from her2viewer.overlay.colormaps import COLORMAPS
@@ -98,6 +99,7 @@ def register(subparsers) -> None:
     heat.add_argument("--encoder", help="encoder for a plain checkpoint (default: the bundle's)")
     heat.add_argument("--encoder-weights", help="weights file for --encoder")
     add_roi_options(heat)
+    add_progress_options(heat)
     heat.set_defaults(func=run_heatmap)
 
     train = verbs.add_parser(
@@ -189,7 +191,8 @@ def run_heatmap(args) -> int:
             raise ModelError(
                 f"Level {level} does not exist; the slide has {len(slide.info.levels)} levels."
             )
-        result = analyse_clam(slide, args.model, options, encoder=encoder)
+        with progress_reporter(args, "clam heatmap", "patches") as progress:
+            result = analyse_clam(slide, args.model, options, progress.context(), encoder=encoder)
         info = slide.info.levels[level]
         base = slide.level_image(level)
     layer = HeatmapLayer(
@@ -240,14 +243,15 @@ def run_train(args) -> int:
     cohort = load_cohort(args.features_dir, args.labels, args.label_column, classes)
     values = {f.name: getattr(args, f.name) for f in fields(ClamTrainConfig) if f.name != "gated"}
     config = ClamTrainConfig(gated=not args.no_gate, **values)
-    summary = cross_validate(
-        cohort,
-        args.out,
-        config,
-        args.folds,
-        on_epoch=_print_epoch if args.progress else None,
-        provenance={"features_dir": str(args.features_dir), "labels": Path(args.labels).name},
-    )
+    with progress_reporter(args, "clam train", "epochs") as progress:
+        summary = cross_validate(
+            cohort,
+            args.out,
+            config,
+            args.folds,
+            on_epoch=_epoch_reporter(progress, config.max_epochs, args.folds),
+            provenance={"features_dir": str(args.features_dir), "labels": Path(args.labels).name},
+        )
     pooled = summary["pooled_test"]
     auc = pooled.get("auc", {}).get("value", float("nan"))
     print(
@@ -257,9 +261,19 @@ def run_train(args) -> int:
     return 0
 
 
-def _print_epoch(record: dict) -> None:
-    print(
-        f"fold {record['fold']} epoch {record['epoch']:3d}: train loss {record['train_loss']:.4f}"
-        f"  val loss {record['val_loss']:.4f}  val AUC {record['val_auc']:.3f}",
-        flush=True,
-    )
+def _epoch_reporter(progress: Reporter, max_epochs: int, folds: int):
+    """Return an ``on_epoch`` callback reporting each fold's epochs (at most ``max_epochs``)."""
+
+    def on_epoch(record: dict) -> None:
+        fold = record["fold"]
+        stage = f"clam train fold_{fold} ({fold + 1}/{folds})"
+        if stage != progress.description:
+            progress.stage(stage)
+        progress(
+            record["epoch"] + 1,
+            max_epochs,
+            f"train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+            f"val AUC {record['val_auc']:.3f}",
+        )
+
+    return on_epoch

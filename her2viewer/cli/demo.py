@@ -8,7 +8,8 @@ from pathlib import Path
 
 from her2viewer.argtypes import bounded
 from her2viewer.case_report import render_case_report
-from her2viewer.cli.options import SEED, add_json_option, size_type
+from her2viewer.cli.options import SEED, add_json_option, add_progress_options, size_type
+from her2viewer.cli.progress import progress_reporter
 from her2viewer.demo import analyse_demo_case, ensure_demo_case, format_summary
 from her2viewer.slide.synthetic import write_cohort
 
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     data.add_argument(
         "--workers", type=bounded(int, 1, 64), default=1, help="cases written in parallel"
     )
+    add_progress_options(data)
     data.set_defaults(func=run_demo_data)
 
 
@@ -61,7 +63,10 @@ def run_demo(args) -> int:
 def run_demo_data(args) -> int:
     """Write a synthetic cohort and print where its labels are."""
     start = time.perf_counter()
-    labels = write_cohort(Path(args.out), args.cases, args.seed, args.size, args.workers)
+    with progress_reporter(args, "demo-data", "cases") as progress:
+        labels = write_cohort(
+            Path(args.out), args.cases, args.seed, args.size, args.workers, progress
+        )
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.cases} synthetic cases to {labels.parent} in {elapsed:.1f} s; "

@@ -6,7 +6,6 @@ import contextlib
 import csv
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from her2viewer.cli.options import (
     add_patch_grid_options,
     add_progress_options,
 )
+from her2viewer.cli.progress import Reporter, progress_reporter
 from her2viewer.errors import ModelError, OutputError
 from her2viewer.outputs import check_output_file, output_error, prepare_output_dir
 from her2viewer.tissue import PRESETS
@@ -147,22 +147,9 @@ def _csv_slides(path: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _progress_bar(name: str):
-    start = time.perf_counter()
-
-    def show(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        width = 30
-        filled = int(width * done / total)
-        bar = "#" * filled + "-" * (width - filled)
-        print(f"\r{name} [{bar}] {done}/{total} ({rate:.1f}/s)", end="", file=sys.stderr)
-        if done == total:
-            print(file=sys.stderr)
-
-    return show
-
-
-def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
+def extract_slide(
+    name: str, path: Path, encoder: Encoder, args, progress: Reporter | None = None
+) -> dict:
     """Segment, patch (or reuse the coords file) and extract one slide; return its summary.
 
     Features and coordinates already in the output folder are reused only when
@@ -189,7 +176,7 @@ def extract_slide(name: str, path: Path, encoder: Encoder, args) -> dict:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
-            progress=_progress_bar(name) if args.progress and not args.json else None,
+            progress=progress,
             pt_path=pt_path(out, name) if args.pt else None,
         )
     return {
@@ -309,9 +296,13 @@ def run_extract(args) -> int:
     slides = slide_list(args.slides)
     encoder = encoder_from_args(args)
     summaries = []
-    with extraction_lock(prepare_output_dir(args.out)):
-        for name, path in slides:
-            summary = extract_slide(name, path, encoder, args)
+    with (
+        extraction_lock(prepare_output_dir(args.out)),
+        progress_reporter(args, "extract", "patches") as progress,
+    ):
+        for index, (name, path) in enumerate(slides, 1):
+            progress.stage(f"extract {name} ({index}/{len(slides)})")
+            summary = extract_slide(name, path, encoder, args, progress)
             summaries.append(summary)
             if not args.json:
                 print(_summary_line(summary))

@@ -24,9 +24,11 @@ from her2viewer.cli.options import (
     add_device_option,
     add_json_option,
     add_output_option,
+    add_progress_options,
     add_roi_options,
     roi_region,
 )
+from her2viewer.cli.progress import progress_reporter
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.patch_cnn import ARCHITECTURES
 from her2viewer.models.patch_data import SCORE_NAMES, TUMOR_RULES
@@ -121,6 +123,7 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--no-macenko", action="store_true", help="skip stain normalisation")
     _common(train)
+    add_progress_options(train)
     train.set_defaults(func=_noting_alias(run_train))
     predict = sub.add_parser("predict", help="grade a slide: per-patch and slide-level grade")
     predict.add_argument("slide")
@@ -128,6 +131,7 @@ def register(subparsers) -> None:
     add_roi_options(predict)
     add_output_option(predict, "JSON of per-patch grades (coords, probs)")
     _common(predict)
+    add_progress_options(predict)
     predict.set_defaults(func=_noting_alias(run_predict))
     cam = sub.add_parser("gradcam", help="Grad-CAM score map of a slide (level-0 aligned)")
     cam.add_argument("slide")
@@ -174,11 +178,13 @@ def _emit(summary: dict, as_json: bool) -> None:
 
 def run_train(args) -> int:
     """Train a patch CNN and write a bundle with its held-out metrics."""
-    meta = train_cohort(
-        args.labels, args.out, args.arch, args.scores,
-        args.recipe, args.input_size, args.seed, args.limit, args.step, args.tumor,
-        not args.no_macenko, args.epochs, args.batch_size, args.lr, args.device,
-    )  # fmt: skip
+    with progress_reporter(args, "grade train", "steps") as progress:
+        meta = train_cohort(
+            args.labels, args.out, args.arch, args.scores,
+            args.recipe, args.input_size, args.seed, args.limit, args.step, args.tumor,
+            not args.no_macenko, args.epochs, args.batch_size, args.lr, args.device,
+            context=progress.context(),
+        )  # fmt: skip
     test = meta["metrics"]["test"]
     _emit(
         {
@@ -205,8 +211,11 @@ def run_predict(args) -> int:
     options = GradeOptions(
         args.arch, args.limit, args.device, args.tumor, mpp=args.mpp, region=roi_region(args)
     )
-    with open_slide(args.slide) as slide:
-        result = analyse_grade(slide, args.model, options)
+    with (
+        open_slide(args.slide) as slide,
+        progress_reporter(args, "grade predict", "patches") as progress,
+    ):
+        result = analyse_grade(slide, args.model, options, progress.context())
     if result.warning:
         print(result.warning, file=sys.stderr)
     if args.out:

@@ -22,7 +22,8 @@ from her2viewer.cli.options import (
     apply_threads,
     roi_region,
 )
-from her2viewer.jobs import Progress, run_inline
+from her2viewer.cli.progress import progress_reporter
+from her2viewer.jobs import run_inline
 from her2viewer.models.checks import add_mpp_option, with_notice
 from her2viewer.models.her2net.choices import CLASSIFIERS, KINDS, POSITIVE_PERCENT, SEGMENTERS
 
@@ -85,6 +86,7 @@ def register(subparsers) -> None:
     _device_options(predict)
     add_json_option(predict, "the summary")
     add_roi_options(predict)
+    add_progress_options(predict)
     predict.set_defaults(func=run_predict)
 
     evaluate = verbs.add_parser("evaluate", help="status metrics, tumor mIoU and P on a cohort")
@@ -99,15 +101,6 @@ def register(subparsers) -> None:
 def _device_options(parser) -> None:
     add_device_option(parser)
     add_threads_option(parser)
-
-
-def _progress(args):
-    """Return the callback that prints progress on stderr, or None under ``--quiet``."""
-    return _print_progress if args.progress else None
-
-
-def _print_progress(progress: Progress) -> None:
-    print(f"{progress.message} ({progress.done}/{progress.total})", file=sys.stderr, flush=True)
 
 
 def run_train(args) -> int:
@@ -131,12 +124,13 @@ def run_train(args) -> int:
         seed=args.seed,
         device=args.device,
     )
-    path = run_inline(
-        lambda ctx: train_her2net(
-            args.cohort, args.out, config, args.work, ctx, high_mask=ihc_high_mask
-        ),
-        _progress(args),
-    )
+    with progress_reporter(args, "her2net train", "steps") as progress:
+        path = run_inline(
+            lambda ctx: train_her2net(
+                args.cohort, args.out, config, args.work, ctx, high_mask=ihc_high_mask
+            ),
+            progress.listener,
+        )
     print(path)
     return 0
 
@@ -159,11 +153,14 @@ def run_predict(args) -> int:
     model = load_her2net(bundle, args.device)
     batching = {k: getattr(args, k) for k in ("batch_size", "workers") if getattr(args, k)}
     options = Her2NetOptions(positive_percent=args.threshold, region=region, **batching)
-    with open_slide(args.slide) as slide:
+    with (
+        open_slide(args.slide) as slide,
+        progress_reporter(args, "her2net predict", "tiles") as progress,
+    ):
         apply_pixel_size(slide, args.mpp)
         result = run_inline(
             lambda ctx: analyse_her2net(slide, bundle, options, ctx, model=model, out_dir=args.out),
-            None,
+            progress.listener,
         )
     if result.warning:
         print(result.warning, file=sys.stderr)
@@ -196,7 +193,10 @@ def run_evaluate(args) -> int:
     if args.out:
         check_output_file(args.out)
     model = load_her2net(args.model, args.device)
-    report = run_inline(lambda ctx: evaluate_cohort(args.cohort, model, None, ctx), _progress(args))
+    with progress_reporter(args, "her2net evaluate", "cases") as progress:
+        report = run_inline(
+            lambda ctx: evaluate_cohort(args.cohort, model, None, ctx), progress.listener
+        )
     text = json.dumps(report, indent=2)
     if args.out:
         write_text_atomic(args.out, text)

@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from her2viewer.argtypes import bounded
-from her2viewer.cli.options import add_json_option, add_output_option
+from her2viewer.cli.options import add_json_option, add_output_option, add_progress_options
+from her2viewer.cli.progress import progress_reporter
 from her2viewer.errors import RadiomicsError
 from her2viewer.outputs import check_output_file, prepare_output_dir
 from her2viewer.radiomics.features import RadiomicsSettings, extract_features
@@ -67,6 +68,7 @@ def register(subparsers) -> None:
     )
     add_output_option(batch, "features CSV to write", required=True)
     _settings_options(batch)
+    add_progress_options(batch)
     batch.set_defaults(func=run_extract_batch)
     train = sub.add_parser("train", help="PCA -> LR / RF / MLP on a labelled features CSV")
     train.add_argument("features", help="features CSV with a binary label column")
@@ -149,10 +151,13 @@ def run_extract_batch(args) -> int:
     out = check_output_file(args.out)  # before the features are computed
     settings = _settings(args)
     table = []
-    for row in rows:
-        features = _features(cases.parent / row["image"], cases.parent / row["mask"], settings)
-        extra = {"label": row["label"]} if "label" in row else {}
-        table.append({"case_id": row["case_id"], **extra, **features})
+    with progress_reporter(args, "radiomics extract-batch", "cases") as progress:
+        for row in rows:
+            progress(len(table), len(rows), row["case_id"])
+            features = _features(cases.parent / row["image"], cases.parent / row["mask"], settings)
+            extra = {"label": row["label"]} if "label" in row else {}
+            table.append({"case_id": row["case_id"], **extra, **features})
+        progress(len(table), len(rows))
     header = list(table[0])
     write_csv(out, header, ([row[name] for name in header] for row in table))
     print(

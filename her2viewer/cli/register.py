@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from her2viewer.cli.options import add_json_option, add_output_option
+from her2viewer.cli.options import add_json_option, add_output_option, add_progress_options
+from her2viewer.cli.progress import progress_reporter
 from her2viewer.errors import RegistrationError
 from her2viewer.outputs import check_output_file
 from her2viewer.registration.core import register_slides
@@ -25,6 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("moving", help="moving slide (IHC)")
     add_output_option(parser, "transform JSON to write (replaced if it exists)", required=True)
     add_json_option(parser, "the transform")
+    add_progress_options(parser)
     parser.set_defaults(func=run_register)
 
 
@@ -32,9 +34,13 @@ def run_register(args) -> int:
     """Register, write the JSON and print a summary; exit 2 when registration fails."""
     start = time.perf_counter()
     check_output_file(args.out)  # before minutes of work
-    with open_slide(args.fixed) as fixed, open_slide(args.moving) as moving:
+    with (
+        open_slide(args.fixed) as fixed,
+        open_slide(args.moving) as moving,
+        progress_reporter(args, "register", "steps") as progress,
+    ):
         try:
-            result = register_slides(fixed, moving)
+            result = register_slides(fixed, moving, progress.context())
         except RegistrationError as exc:
             raise RegistrationError(f"registration failed: {exc}") from exc
     result.save(args.out)

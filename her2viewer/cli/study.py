@@ -7,6 +7,7 @@ from pathlib import Path
 
 from her2viewer.argtypes import bounded
 from her2viewer.cli.options import add_json_option, add_output_option, add_progress_options
+from her2viewer.cli.progress import progress_reporter
 from her2viewer.errors import StudyError
 from her2viewer.stats.metrics import mcnemar_splits
 from her2viewer.study.definition import (
@@ -105,6 +106,7 @@ def register(subparsers) -> None:
     report.add_argument(
         "--seed", type=bounded(int, 0), default=0, help="bootstrap seed (default 0)"
     )
+    add_progress_options(report)
     report.set_defaults(func=run_report)
 
     read = verbs.add_parser("read", help="open the blinded reading window")
@@ -137,7 +139,7 @@ def run_create(args) -> int:
     if args.model_predictions:
         predictions = load_predictions(Path(args.model_predictions), question, ids)
     elif args.model:
-        predictions, overlays = _run_model(cases, question, Path(args.model), args.progress)
+        predictions, overlays = _run_model(cases, question, Path(args.model), args)
     with StudyStore.create(
         Path(args.study),
         question,
@@ -165,18 +167,13 @@ def run_create(args) -> int:
     return 0
 
 
-def _run_model(cases, question, bundle: Path, show_progress: bool):
+def _run_model(cases, question, bundle: Path, args):
     from her2viewer.study.model import predict_cases
 
     if not bundle.exists():
         raise StudyError(f"{bundle}: no such model bundle.")
-
-    def progress(done: int, total: int) -> None:
-        print(f"model: {done}/{total} cases", flush=True)
-
-    predictions, overlays, skipped = predict_cases(
-        cases, question, bundle, progress=progress if show_progress else None
-    )
+    with progress_reporter(args, "study create: model", "cases") as progress:
+        predictions, overlays, skipped = predict_cases(cases, question, bundle, progress=progress)
     if skipped:
         print(f"model: {len(skipped)} case(s) without a slide have no model prediction")
     return predictions, overlays
@@ -248,7 +245,10 @@ def run_report(args) -> int:
     """Write the report folder."""
     from her2viewer.study.report import write_report
 
-    summary = write_report(Path(args.study), Path(args.out), args.bootstrap, args.seed)
+    with progress_reporter(args, "study report", "steps") as progress:
+        summary = write_report(
+            Path(args.study), Path(args.out), args.bootstrap, args.seed, progress.context()
+        )
     print(
         f"wrote report for {summary['study']['n_cases']} cases and "
         f"{len(summary['readers'])} reader-arm(s) to {args.out}/report.html"

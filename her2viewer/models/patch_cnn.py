@@ -245,6 +245,7 @@ def train_patch_cnn(
     lr: float = 1e-3,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train in place with Adam and cross-entropy on augmented batches.
 
@@ -258,13 +259,15 @@ def train_patch_cnn(
         ``(N,)`` class indices.
     epochs, batch_size, lr, seed, device
         The usual.
+    progress : callable, optional
+        ``progress(done, total)`` after each epoch.
     """
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     target = torch.as_tensor(np.asarray(y), dtype=torch.long)
     losses, start = [], time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order, total = torch.randperm(len(x), generator=generator), 0.0
         for batch in order.split(batch_size):
             optimiser.zero_grad()
@@ -274,6 +277,8 @@ def train_patch_cnn(
             optimiser.step()
             total += loss.item() * len(batch)
         losses.append(total / len(x))
+        if progress is not None:
+            progress(epoch + 1, epochs)
     model.eval()
     return TrainResult(losses, time.perf_counter() - start)
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from her2viewer.errors import RegistrationError
+from her2viewer.jobs import JobContext
 from her2viewer.registration.transform import Registration
 from her2viewer.slide import Slide
 from her2viewer.stain import rgb_to_od
@@ -38,6 +39,14 @@ MIN_CORRELATION = 0.85
 MAX_RESIDUAL_FINE_PX = 4.0
 BLOCK = 64
 TISSUE_PARAMS = PRESETS["ihc"]
+#: The steps of :func:`register_slides`, reported through its job context.
+STEPS = (
+    "tissue of the fixed slide",
+    "tissue of the moving slide",
+    "rotation and flip search",
+    "affine refinement",
+    "quality check",
+)
 
 
 @dataclass
@@ -146,6 +155,16 @@ def _residuals(fixed: _View, warped: np.ndarray) -> np.ndarray:
     return np.asarray(shifts, float)
 
 
+def _step_reporter(context: JobContext | None):
+    """Return ``report(done)``: ``done`` of the :data:`STEPS`, named by the next one."""
+
+    def report(done: int) -> None:
+        if context is not None:
+            context.report(done, len(STEPS), STEPS[done] if done < len(STEPS) else "done")
+
+    return report
+
+
 def _downsamples(fixed: Slide, moving: Slide) -> tuple[float, float, float]:
     """Coarse fixed downsample, fine fixed downsample, moving/fixed pixel-size ratio."""
     coarse = max(fixed.info.width, fixed.info.height) / COARSE_SIDE
@@ -154,7 +173,9 @@ def _downsamples(fixed: Slide, moving: Slide) -> tuple[float, float, float]:
     return coarse, fine, (mpp_f / mpp_m) if mpp_f and mpp_m else 1.0
 
 
-def register_slides(fixed_slide: Slide, moving_slide: Slide) -> Registration:
+def register_slides(
+    fixed_slide: Slide, moving_slide: Slide, context: JobContext | None = None
+) -> Registration:
     """Register ``moving_slide`` (e.g. IHC) onto ``fixed_slide`` (e.g. H&E) automatically.
 
     Rotations of any angle and mirror flips are searched; scale may differ a little
@@ -164,6 +185,8 @@ def register_slides(fixed_slide: Slide, moving_slide: Slide) -> Registration:
     ----------
     fixed_slide, moving_slide : Slide
         Open slides of the same tissue (any stains).
+    context : JobContext, optional
+        Progress per step (:data:`STEPS`) and cancellation.
 
     Returns
     -------
@@ -181,8 +204,12 @@ def register_slides(fixed_slide: Slide, moving_slide: Slide) -> Registration:
         With a one-line reason when either slide has no tissue or when the slides
         do not match (mask overlap, texture correlation or local residuals too poor).
     """
+    report = _step_reporter(context)
+    report(0)
     tissue_f = segment_tissue(fixed_slide, TISSUE_PARAMS)
+    report(1)
     tissue_m = segment_tissue(moving_slide, TISSUE_PARAMS)
+    report(2)
     for slide, tissue in ((fixed_slide, tissue_f), (moving_slide, tissue_m)):
         if not tissue.mask.any():
             raise RegistrationError(f"{slide.info.path}: no tissue found, nothing to register.")
@@ -192,10 +219,12 @@ def register_slides(fixed_slide: Slide, moving_slide: Slide) -> Registration:
         _view(moving_slide, coarse * ratio, tissue_m),
     )
     affine = _coarse(coarse_f, coarse_m)
+    report(3)
     fine_f, fine_m = _view(fixed_slide, fine, tissue_f), _view(moving_slide, fine * ratio, tissue_m)
     rho, affine = _ecc(
         fine_f, fine_m, _refine_scale(affine, coarse_f, fine_f, coarse_m, fine_m), 80
     )
+    report(4)
     warped = _warp(fine_m, affine, fine_f.gray.shape)
     warped_mask = (
         _warp(
@@ -222,6 +251,7 @@ def register_slides(fixed_slide: Slide, moving_slide: Slide) -> Registration:
             f"tissue overlap {dice:.2f}, correlation {rho:.2f}, local residual "
             f"{median * fine:.0f} px; are they sections of the same block?"
         )
+    report(5)
     full = np.vstack([affine, [0, 0, 1]])  # fixed fine px -> moving fine px
     matrix = fine_f.to_level0 @ np.linalg.inv(full) @ np.linalg.inv(fine_m.to_level0)
     return Registration(

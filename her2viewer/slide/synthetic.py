@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -632,6 +633,7 @@ def write_cohort(
     seed: int = 0,
     size: tuple[int, int] = (8000, 6000),
     workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a synthetic paired cohort and its ``labels.csv``.
 
@@ -647,6 +649,8 @@ def write_cohort(
         Level-0 ``(width, height)`` of every slide.
     workers : int
         Processes writing cases in parallel.
+    progress : callable, optional
+        ``progress(done, total)`` before the first case and after each one.
 
     Returns
     -------
@@ -655,11 +659,14 @@ def write_cohort(
     """
     out = prepare_output_dir(out_dir)
     specs = cohort_specs(n_cases, seed, *size)
-    if workers > 1 and len(specs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            truths = list(pool.map(write_case, specs, [out] * len(specs)))
-    else:
-        truths = [write_case(spec, out) for spec in specs]
+    report = progress or (lambda done, total: None)
+    report(0, len(specs))
+    truths = []
+    parallel = workers > 1 and len(specs) > 1
+    with ProcessPoolExecutor(workers) if parallel else nullcontext() as pool:
+        for truth in (pool.map if pool else map)(write_case, specs, [out] * len(specs)):
+            truths.append(truth)
+            report(len(truths), len(specs))
     rows = [
         [
             spec.case_id,

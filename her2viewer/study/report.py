@@ -19,6 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from her2viewer.errors import OutputError, StudyError
+from her2viewer.jobs import JobContext
 from her2viewer.outputs import (
     describe_os_error,
     output_error,
@@ -246,7 +247,13 @@ def _document(summary: dict, figures: list[tuple[str, Figure]]) -> Report:
     )
 
 
-def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict:
+def write_report(
+    study_path: Path,
+    out_dir: Path,
+    n_boot: int = 2000,
+    seed: int = 0,
+    context: JobContext | None = None,
+) -> dict:
     """Analyse a study and write its report folder, complete or not at all.
 
     The report is written into a hidden temporary folder beside ``out_dir``
@@ -261,6 +268,8 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
         Report folder: new, empty, or an earlier report, which is replaced as a whole.
     n_boot, seed : int
         Bootstrap resamples and seed (see :func:`her2viewer.study.stats.analyse`).
+    context : JobContext, optional
+        Progress per step (statistics, then the files) and cancellation.
 
     Returns
     -------
@@ -272,18 +281,24 @@ def write_report(study_path: Path, out_dir: Path, n_boot: int = 2000, seed: int 
     with StudyStore(study_path, readonly=True) as store:
         store.require_owner("report")
         _check_stored_answers(store)
-        summary = analyse(store, n_boot=n_boot, seed=seed)
-        prepare_output_dir(out.parent)
+        prepare_output_dir(out.parent)  # a folder nobody may write to is said before the work
         staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
         try:
             staging.mkdir()  # not mkdtemp: the report keeps the folder permissions of the umask
         except OSError as exc:
             raise output_error(out, exc) from exc
         try:
+            if context is not None:
+                context.report(0, 2, "statistics and bootstrap intervals")
+            summary = analyse(store, n_boot=n_boot, seed=seed)
+            if context is not None:
+                context.report(1, 2, "figures, tables, HTML and PDF")
             _write_files(store, summary, staging, out)
             _put_in_place(staging, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    if context is not None:
+        context.report(2, 2, "done")
     return summary
 
 

@@ -21,6 +21,7 @@ import torch
 
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError, StainError
+from her2viewer.jobs import JobContext
 from her2viewer.models.patch_cnn import (
     augment,
     build_patch_cnn,
@@ -45,10 +46,11 @@ HEAD_C_GRID = (0.01, 0.1, 1.0)
 AGGREGATION = "mean patch probability, argmax"
 
 
-def _gather(cases, score_index, limit, seed, tumor, step):
+def _gather(cases, score_index, limit, seed, tumor, step, on_case):
     xs, ys, groups = [], [], []
     for case in cases:
         patches = slide_patches(case.path, limit=limit, seed=seed, tumor=tumor, step=step).patches
+        on_case(case)
         xs.append(patches)
         ys += [score_index[case.score]] * len(patches)
         groups += [case.case_id] * len(patches)
@@ -81,14 +83,21 @@ def _head_probs(model, arch, features) -> np.ndarray:
     return torch.softmax(logits, 1).numpy()
 
 
-def _train_linear_head(model, arch, data, transform, seed, device, log) -> tuple[dict, dict]:
+def _train_linear_head(
+    model, arch, data, transform, seed, device, log, report
+) -> tuple[dict, dict]:
     """Grade head on frozen features (+ one augmented training view), C chosen on validation."""
     x_train, y_train, _ = data["train"]
-    features = {
-        n: head_inputs(model, arch, transform(x), device=device) for n, (x, _, _) in data.items()
-    }
+
+    def features_of(x, name):
+        def progress(done, total):
+            report(done, total, f"features of the {name} patches")
+
+        return head_inputs(model, arch, x, device=device, progress=progress)
+
+    features = {n: features_of(transform(x), n) for n, (x, _, _) in data.items()}
     view = augment(transform(x_train), torch.Generator().manual_seed(seed))
-    train_x = np.concatenate([features["train"], head_inputs(model, arch, view, device=device)])
+    train_x = np.concatenate([features["train"], features_of(view, "augmented training")])
     train_y = np.concatenate([y_train, y_train])
     scores = {}
     for c in HEAD_C_GRID:
@@ -127,6 +136,7 @@ def train_cohort(
     device: str = "auto",
     log=lambda message: None,
     extra: dict | None = None,
+    context: JobContext | None = None,
 ) -> dict:
     """Train a patch-grading CNN on a cohort and write its bundle with held-out metrics.
 
@@ -152,6 +162,8 @@ def train_cohort(
         Receives progress lines.
     extra : dict, optional
         More metadata for ``bundle.json`` (notes, provenance).
+    context : JobContext, optional
+        Progress (slides read, feature batches or epochs) and cancellation.
 
     Returns
     -------
@@ -165,7 +177,16 @@ def train_cohort(
     parts = patient_split([c.score for c in cases], [c.patient_id for c in cases], seed=seed)
     split = {name: [cases[i] for i in index] for name, index in parts.items()}
     index = {s: k for k, s in enumerate(scores)}
-    data = {name: _gather(group, index, limit, seed, tumor, step) for name, group in split.items()}
+    report = context.report if context is not None else _no_report
+    read = iter(range(1, len(cases) + 1))
+
+    def on_case(case) -> None:
+        report(next(read), len(cases), f"patches of {case.case_id}")
+
+    data = {
+        name: _gather(group, index, limit, seed, tumor, step, on_case)
+        for name, group in split.items()
+    }
     log(", ".join(f"{n}: {len(d[1])} patches of {len(split[n])} slides" for n, d in data.items()))
     torch_device = choose_device(device)
     meta = {
@@ -181,12 +202,15 @@ def train_cohort(
     if recipe == "linear-head":
         model, meta["backbone"] = seeded_backbone(arch, seed, len(classes))
         meta["head"], probs = _train_linear_head(
-            model, arch, data, transform, seed, torch_device, log
+            model, arch, data, transform, seed, torch_device, log, report
         )
     else:
         model = build_patch_cnn(arch, len(classes), seed=seed)
         x, y, _ = data["train"]
-        result = train_patch_cnn(model, transform(x), y, epochs, batch_size, lr, seed, torch_device)
+        result = train_patch_cnn(
+            model, transform(x), y, epochs, batch_size, lr, seed, torch_device,
+            progress=lambda done, total: report(done, total, "training epochs"),
+        )  # fmt: skip
         meta["train_losses"] = result.losses
         probs = {
             n: predict_proba(model, transform(data[n][0]), device=torch_device)
@@ -204,3 +228,7 @@ def train_cohort(
     meta |= extra or {}
     save_patch_cnn(out, model.cpu(), meta)
     return meta
+
+
+def _no_report(done: int, total: int, message: str = "") -> None:
+    """Progress nobody listens to."""

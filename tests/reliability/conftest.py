@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -95,3 +96,19 @@ def one_line_error(capsys, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in err, err
     return err
+
+
+def error_after_progress(err: str, *fragments: str) -> str:
+    """Check the stderr of a verb that failed during its work: progress lines may come first,
+    then its error is the one last line, with no traceback; return that line."""
+    *progress, line = err.strip().splitlines()
+    assert "Traceback" not in err and line.startswith("her2viewer: error: "), err
+    assert all(re.search(r": \d+(/\d+)? ", p) and "error" not in p for p in progress), err
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+def last_line_error(capsys, *fragments: str) -> str:
+    """:func:`error_after_progress` for an in-process verb."""
+    return error_after_progress(capsys.readouterr().err, *fragments)

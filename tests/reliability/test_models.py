@@ -299,10 +299,10 @@ def test_her2net_needs_a_pixel_size_and_takes_mpp(tmp_path, capsys):
     line = _error(capsys)
     assert "plain.png records no pixel size" in line and "--mpp" in line
     out = str(tmp_path / "o")
-    assert main(["her2net", "predict", png, "--mpp", "0.5", "--json", "--out", out]) == 0
+    assert main(["her2net", "predict", png, "--mpp", "0.5", "--json", "--out", out, "--quiet"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["notice"] == DEMO_NOTICE and captured.err == ""
-    assert main(["her2net", "predict", png, "--mpp", "2", "--out", out]) == 0
+    assert main(["her2net", "predict", png, "--mpp", "2", "--out", out, "--quiet"]) == 0
     warning = capsys.readouterr().err.strip()
     assert warning.startswith("Warning: plain.png is at 5x") and "\n" not in warning
     assert main(["her2net", "predict", png, "--mpp", "nan"]) == 2
@@ -320,7 +320,7 @@ def test_her2net_out_on_a_file_is_one_sentence(tmp_path, capsys):
 
 
 def test_her2net_out_on_a_full_disk_leaves_nothing_half_written(tiny_disk, tmp_path, capsys):
-    from tests.reliability.conftest import fill_disk, leftovers
+    from tests.reliability.conftest import fill_disk, last_line_error, leftovers
 
     png = str(_gray_png(tmp_path / "plain.png"))
     disk = tiny_disk(256)
@@ -328,7 +328,7 @@ def test_her2net_out_on_a_full_disk_leaves_nothing_half_written(tiny_disk, tmp_p
     out.mkdir()
     fill_disk(disk, 0)
     assert main(["her2net", "predict", png, "--mpp", "0.5", "--out", str(out)]) == 2
-    assert "disk is full" in _error(capsys)
+    assert "disk is full" in last_line_error(capsys)  # after the tiles' progress
     assert leftovers(disk) == [] and not (out / "her2net.json").exists()
 
 

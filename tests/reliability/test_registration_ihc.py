@@ -20,7 +20,7 @@ from her2viewer.errors import RegistrationError, StainError
 from her2viewer.registration import Registration
 from her2viewer.slide import open_slide
 from her2viewer.stain import HDAB
-from tests.reliability.conftest import fill_disk, leftovers, one_line_error
+from tests.reliability.conftest import fill_disk, last_line_error, leftovers, one_line_error
 
 IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 
@@ -75,7 +75,7 @@ def test_register_failure_exits_2_and_writes_nothing(tmp_path, capsys):
     blank = _image(tmp_path, "blank.png", np.full((300, 400, 3), 255, np.uint8))
     out = tmp_path / "reg.json"
     assert main(["register", str(blank), str(blank), "-o", str(out)]) == 2
-    one_line_error(capsys, "registration failed", "blank.png")
+    last_line_error(capsys, "registration failed", "blank.png")  # after the tissue steps
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -95,7 +95,7 @@ def test_register_on_a_full_disk_leaves_nothing(synthetic_case, tiny_disk, capsy
     out = disk / "reg.json"
     he, ihc = synthetic_case / "he.svs", synthetic_case / "ihc.svs"
     assert main(["register", str(he), str(ihc), "-o", str(out)]) == 2
-    one_line_error(capsys, "reg.json", "disk is full")
+    last_line_error(capsys, "reg.json", "disk is full")  # after the registration's progress
     assert not out.exists() and leftovers(disk) == []
 
 

@@ -19,7 +19,7 @@ from her2viewer.errors import ModelError, SlideError
 from her2viewer.models.bundle import load_bundle
 from her2viewer.slide import open_slide
 from her2viewer.slide.image_backend import MAX_IMAGE_PIXELS, _to_rgb8
-from tests.reliability.conftest import fill_disk, leftovers, one_line_error
+from tests.reliability.conftest import fill_disk, last_line_error, leftovers, one_line_error
 
 
 def _png_declaring(path, width: int, height: int) -> None:
@@ -216,5 +216,5 @@ def test_demo_data_on_a_full_disk_is_one_sentence_and_leaves_nothing(tiny_disk, 
     fill_disk(disk, leave_bytes=60_000)
     out = disk / "cohort"
     assert main(["demo-data", str(out), "--cases", "1", "--size", "1024x1024"]) == 2
-    one_line_error(capsys, "disk is full")
+    last_line_error(capsys, "disk is full")  # after the line saying 0/1 cases
     assert leftovers(disk) == [] and not list(out.rglob("*.svs"))

@@ -24,7 +24,12 @@ from her2viewer.errors import StudyError
 from her2viewer.study.reading import ReadingSession
 from her2viewer.study.store import StudyStore
 from her2viewer.tables import FORMULA_PREFIXES
-from tests.reliability.conftest import assert_one_line_error, fill_disk, leftovers
+from tests.reliability.conftest import (
+    assert_one_line_error,
+    error_after_progress,
+    fill_disk,
+    leftovers,
+)
 
 HOSTILE = ['=HYPERLINK("http://evil","x")', "=cmd|' /C calc'!A0", "+1+2", "@SUM(A1)", "-3"]
 
@@ -327,7 +332,8 @@ def test_report_is_complete_or_absent(tmp_path, capsys, tiny_disk):
     disk = tiny_disk(128)
     fill_disk(disk, 16 * 1024)
     code, _, err = _cli(capsys, "study", "report", study, "-o", disk / "rep", "--bootstrap", 20)
-    _one_line(code, err, str(disk / "rep"), "the disk is full", "nothing was written")
+    assert code == 2  # the disk fills while the files are written, after the statistics
+    error_after_progress(err, str(disk / "rep"), "the disk is full", "nothing was written")
     assert [p.name for p in disk.iterdir()] == [".filler"] and not leftovers(disk)
     out = tmp_path / "rep"
     assert _cli(capsys, "study", "report", study, "-o", out, "--bootstrap", 20)[0] == 0
