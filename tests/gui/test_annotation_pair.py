@@ -126,3 +126,13 @@ def test_copy_is_refused_without_a_registration_or_a_selection(pair):
     menu = QMenu()
     window.pair_annotations.fill_menu(menu, he_view)
     assert not menu.actions()  # nothing selected: no entry
+
+
+def test_an_unusable_link_is_refused_in_one_sentence(pair):
+    window, _ = pair
+    he_view, ihc_view = window.views[:2]
+    window.set_pane_transform(1, np.diag([1e-5, 1e-5, 1.0]))  # a flat map, no registration's
+    _draw(window, 0, _tumor())
+    assert window.pair_annotations.copy_selected(he_view) == []
+    assert window.errors[-1].startswith("Cannot carry annotations through this registration")
+    assert len(window.annotations.controllers[ihc_view].document) == 0

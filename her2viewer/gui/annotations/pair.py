@@ -24,6 +24,7 @@ from PySide6.QtGui import QAction
 from her2viewer.annotations.commands import Add, Replace
 from her2viewer.annotations.model import Annotation
 from her2viewer.annotations.transfer import remap, transfer
+from her2viewer.errors import Her2ViewerError
 
 
 @dataclass
@@ -104,7 +105,11 @@ class PairAnnotations(QObject):
             return []
         matrix = self.window.sync.matrix(view, target)
         name = Path(view.slide.info.path).name
-        copies = transfer(self.tools.controllers[view].selected(), matrix, source=name)
+        try:
+            copies = transfer(self.tools.controllers[view].selected(), matrix, source=name)
+        except Her2ViewerError as exc:  # a link no registration could give (a flat map)
+            self.window.show_error(str(exc))
+            return []
         controller = self.tools.controllers[target]
         if not controller.push(Add(copies, f"Copy {len(copies)} from {name}")):
             return []
