@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 
 from her2viewer.cells import rules
 from her2viewer.cells.detect import NucleusDetector, load_detector
-from her2viewer.cells.measure import CellTable, measure_cells
+from her2viewer.cells.measure import CellOutlines, CellTable, measure_cells
 from her2viewer.cells.profiles import ScoringProfile
 from her2viewer.jobs.core import JobContext
 from her2viewer.stain.deconvolution import HDAB, separate_stains
@@ -118,10 +118,11 @@ def _field_cells(
     profile: ScoringProfile,
     detector: NucleusDetector,
     stain_matrix: np.ndarray,
-) -> CellTable:
+) -> tuple[CellTable, np.ndarray, np.ndarray]:
+    """The cells of one field: measurements, nucleus labels and cell labels."""
     stains = separate_stains(rgb, stain_matrix)
     nuclei = detector.detect(rgb, mpp, stains)
-    table, _ = measure_cells(
+    table, cells = measure_cells(
         nuclei,
         stains[..., 0],
         stains[..., 1],
@@ -130,18 +131,25 @@ def _field_cells(
         profile.nucleus.membrane_width_um,
         profile.thresholds.weak,
     )
-    return table
+    return table, nuclei, cells
 
 
-def _tile_cells(read: Reader, core, bounds, margin, mpp, profile, detector, matrix) -> CellTable:
+def _tile_cells(
+    read: Reader, core, bounds, margin, mpp, profile, detector, matrix, outlines: bool
+) -> tuple[CellTable, CellOutlines | None]:
     cx, cy, cw, ch = core
     bx, by, bw, bh = bounds
     x0, y0 = max(bx, cx - margin), max(by, cy - margin)
     x1, y1 = min(bx + bw, cx + cw + margin), min(by + bh, cy + ch + margin)
     rgb = read(x0, y0, x1 - x0, y1 - y0)
-    table = _field_cells(rgb, mpp, profile, detector, matrix).shifted(x0, y0)
+    table, nuclei, cells = _field_cells(rgb, mpp, profile, detector, matrix)
+    table = table.shifted(x0, y0)
     owned = (table.x >= cx) & (table.x < cx + cw) & (table.y >= cy) & (table.y < cy + ch)
-    return table.take(owned)
+    if not outlines:
+        return table.take(owned), None
+    labels = np.flatnonzero(owned) + 1
+    shapes = CellOutlines.of_labels(nuclei, cells, labels, (x0, y0))
+    return table.take(owned), shapes
 
 
 def detect_cells(
@@ -182,22 +190,59 @@ def detect_cells(
     CellTable
         Centroids in the reader's pixel frame; each cell once.
     """
+    table, _ = detect_cell_shapes(
+        read, bounds, mpp, profile, detector, stain_matrix, context, tile, workers
+    )
+    return table
+
+
+def detect_cell_shapes(
+    read: Reader,
+    bounds: tuple[int, int, int, int],
+    mpp: float,
+    profile: ScoringProfile,
+    detector: NucleusDetector | None = None,
+    stain_matrix: np.ndarray = HDAB,
+    context: JobContext | None = None,
+    tile: int = TILE_PX,
+    workers: int = 2,
+    outlines: bool = False,
+    keep_core: Callable[[tuple[int, int, int, int]], bool] | None = None,
+) -> tuple[CellTable, CellOutlines | None]:
+    """:func:`detect_cells`, with the cells' outlines and a choice of tiles.
+
+    Parameters
+    ----------
+    read, bounds, mpp, profile, detector, stain_matrix, context, tile, workers
+        As :func:`detect_cells`.
+    outlines : bool
+        Also trace every nucleus and cell outline (:class:`CellOutlines`, rows as the table's).
+    keep_core : callable, optional
+        ``keep_core((x, y, w, h))`` False skips that core tile (no tissue there, outside
+        a region); every tile by default. Skipped tiles still lend their pixels as
+        context to their neighbours, so no cell is cut.
+
+    Returns
+    -------
+    (CellTable, CellOutlines or None)
+    """
     detector = detector or load_detector(None, profile.nucleus)
-    cores = list(tile_cores(*bounds, tile))
+    cores = [c for c in tile_cores(*bounds, tile) if keep_core is None or keep_core(c)]
     margin = margin_px(profile, mpp)
-    tables = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [
-            pool.submit(
-                _tile_cells, read, core, bounds, margin, mpp, profile, detector, stain_matrix
-            )
-            for core in cores
-        ]
+    args = (bounds, margin, mpp, profile, detector, stain_matrix, outlines)
+    results = []
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = [pool.submit(_tile_cells, read, core, *args) for core in cores]
         for done, future in enumerate(futures, start=1):
-            tables.append(future.result())
+            results.append(future.result())
             if context is not None:
                 context.report(done, len(cores), f"cells: tile {done}/{len(cores)}")
-    return CellTable.concatenate(tables)
+    finally:  # a cancelled or failed run does not wait for the tiles not yet started
+        pool.shutdown(wait=True, cancel_futures=True)
+    table = CellTable.concatenate([t for t, _ in results])
+    shapes = CellOutlines.concatenate([s for _, s in results]) if outlines else None
+    return table, shapes
 
 
 def inside(table: CellTable, region, scale: float = 1.0) -> np.ndarray:

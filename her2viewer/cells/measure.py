@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from her2viewer.cells.detect import boundary_lengths
 
@@ -91,6 +92,106 @@ class CellTable:
     def columns(self) -> dict[str, np.ndarray]:
         """The columns by name, in declaration order."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _ragged_take(xy: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    """Rows ``rows`` of a ragged array (points ``xy`` split at ``offsets``)."""
+    lengths = np.diff(offsets)[rows]
+    starts = offsets[:-1][rows]
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    points = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
+    return xy[points], new_offsets
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The outer contour (x, y pixel centres) of the largest part of a small bool mask."""
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    if not contours:
+        return np.zeros((0, 2), np.float32)
+    return max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float32)
+
+
+@dataclass
+class CellOutlines:
+    """Nucleus and cell outlines of a table's rows, as ragged point arrays.
+
+    Row ``i``'s nucleus is ``nucleus_xy[nucleus_offsets[i]:nucleus_offsets[i + 1]]`` (and
+    likewise its cell), in the same pixel frame as the table's ``x``/``y``.
+    """
+
+    nucleus_xy: np.ndarray
+    nucleus_offsets: np.ndarray
+    cell_xy: np.ndarray
+    cell_offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.nucleus_offsets.size - 1)
+
+    @classmethod
+    def empty(cls) -> CellOutlines:
+        """Outlines of no cells."""
+        none = np.zeros((0, 2), np.float32)
+        return cls(none, np.zeros(1, np.int64), none, np.zeros(1, np.int64))
+
+    @classmethod
+    def of_labels(
+        cls, nuclei: np.ndarray, cells: np.ndarray, labels: np.ndarray, origin=(0, 0)
+    ) -> CellOutlines:
+        """Trace the outlines of ``labels`` in a field's nucleus and cell label images.
+
+        ``origin`` (the field's top-left corner) is added to every point.
+        """
+        shapes = []
+        for image in (nuclei, cells):
+            boxes = ndimage.find_objects(image)
+            rings = []
+            for label in labels:
+                box = boxes[label - 1] if label - 1 < len(boxes) else None
+                if box is None:
+                    rings.append(np.zeros((0, 2), np.float32))
+                    continue
+                ring = _outline(image[box] == label)
+                rings.append(ring + np.array([box[1].start, box[0].start], np.float32) + origin)
+            lengths = [len(r) for r in rings]
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            shapes += [np.concatenate(rings) if rings else np.zeros((0, 2), np.float32), offsets]
+        return cls(*shapes)
+
+    @classmethod
+    def concatenate(cls, parts: list[CellOutlines]) -> CellOutlines:
+        """One set of outlines of the rows of several."""
+        if not parts:
+            return cls.empty()
+        out = []
+        for xy, offsets in (("nucleus_xy", "nucleus_offsets"), ("cell_xy", "cell_offsets")):
+            starts = np.cumsum([0] + [getattr(p, xy).shape[0] for p in parts[:-1]])
+            out.append(np.concatenate([getattr(p, xy) for p in parts]))
+            tails = [getattr(p, offsets)[1:] + s for p, s in zip(parts, starts, strict=True)]
+            out.append(np.concatenate([[0], *tails]).astype(np.int64))
+        return cls(*out)
+
+    def take(self, index) -> CellOutlines:
+        """The rows selected by a boolean mask or an index array."""
+        rows = np.arange(len(self))[index]
+        nucleus_xy, nucleus_offsets = _ragged_take(self.nucleus_xy, self.nucleus_offsets, rows)
+        cell_xy, cell_offsets = _ragged_take(self.cell_xy, self.cell_offsets, rows)
+        return CellOutlines(nucleus_xy, nucleus_offsets, cell_xy, cell_offsets)
+
+    def scaled(self, factor: float) -> CellOutlines:
+        """The outlines with every coordinate multiplied by ``factor`` (to level 0)."""
+        return CellOutlines(
+            self.nucleus_xy * factor, self.nucleus_offsets, self.cell_xy * factor, self.cell_offsets
+        )
+
+    def nucleus(self, row: int) -> np.ndarray:
+        """The nucleus outline of one row, ``(k, 2)``."""
+        return self.nucleus_xy[self.nucleus_offsets[row] : self.nucleus_offsets[row + 1]]
+
+    def cell(self, row: int) -> np.ndarray:
+        """The cell outline of one row, ``(k, 2)``."""
+        return self.cell_xy[self.cell_offsets[row] : self.cell_offsets[row + 1]]
 
 
 def expand_cells(nuclei: np.ndarray, distance_px: float) -> np.ndarray:
