@@ -72,8 +72,7 @@ class IhcWidget(ResultWidget):
             box.setSingleStep(step)
         form = QFormLayout()
         self.region_box = QComboBox()
-        classes = [c.name for c in DEFAULT_CLASSES if not is_ignore_class(c.name)]
-        self.region_box.addItems([WHOLE_SLIDE, SELECTED, *(CLASS_PREFIX + c for c in classes)])
+        self.refresh_regions()
         score_region = QPushButton("Score selected region")
         form.addRow("region", self.region_box)
         form.addRow(score_region)
@@ -99,6 +98,15 @@ class IhcWidget(ResultWidget):
             self.window.show_error(str(exc))
             return None
         return (0, 1)
+
+    def refresh_regions(self, controller=None) -> None:
+        """Offer the classes of the active pane's annotations (QuPath's defaults without one)."""
+        classes = controller.document.classes if controller is not None else DEFAULT_CLASSES
+        names = [CLASS_PREFIX + c.name for c in classes if not is_ignore_class(c.name)]
+        current = self.region_box.currentText()
+        self.region_box.clear()
+        self.region_box.addItems([WHOLE_SLIDE, SELECTED, *names])
+        self.region_box.setCurrentText(current)
 
     def score_selected_region(self) -> None:
         """Score the IHC inside the annotations selected on the active pane."""
@@ -240,4 +248,5 @@ def attach_ihc_panel(window) -> AnalysisPanel:
     it runs whenever a pair is opened."""
     panel = dock_analysis(window, IhcWidget(), "IHC")
     window.pair_opened.connect(panel.run)
+    window.annotations.active_changed.connect(panel.widget.refresh_regions)
     return panel

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import shapely
 
 from her2viewer.analysis.ihc import IhcOptions, analyse_ihc
-from her2viewer.annotations.commands import Add
-from her2viewer.annotations.model import Annotation
+from her2viewer.annotations.commands import Add, EditClasses
+from her2viewer.annotations.model import Annotation, PathClass
 from her2viewer.annotations.roi import region_from_features
 from her2viewer.gui.ihc_panel import attach_ihc_panel
 from her2viewer.slide import open_slide
+
+
+@pytest.fixture(autouse=True)
+def own_stores(tmp_path, monkeypatch):
+    """Annotation stores of this test only: what it draws on the shared cases stays here."""
+    monkeypatch.setenv("HER2VIEWER_DATA", str(tmp_path / "data"))
 
 
 def _pair(window, synthetic_cohort):
@@ -65,7 +72,14 @@ def test_a_region_drawn_on_the_he_is_mapped_onto_the_ihc(panel_window, synthetic
     _pair(window, synthetic_cohort)
     panel = attach_ihc_panel(window)
     panel.widget.region_box.setCurrentText("Class: Tumor")
-    window.set_active(window.views[0])
+    document = window.annotations.controllers[window.views[0]].document
+    classes = [*document.classes, PathClass("Invasive", (200, 0, 0))]
+    window.annotations.controllers[window.views[0]].push(EditClasses(classes))
+    window.set_active(window.views[0])  # the region box offers the pane's own classes
+    box = panel.widget.region_box
+    offered = [box.itemText(i) for i in range(box.count())]
+    assert "Class: Invasive" in offered and "Class: Ignore*" not in offered
+    assert box.currentText() == "Class: Tumor"
     panel.run()  # nothing of class Tumor on the H&E yet: one sentence, no job
     assert panel.job is None and "No annotation of class Tumor" in window.errors[-1]
     controller, ann = _draw(window, 0, shapely.box(800, 600, 2000, 1700))
