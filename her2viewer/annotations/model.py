@@ -389,9 +389,22 @@ class AnnotationDocument:
         areas = [(i, a) for i, a in enumerate(anns) if a.is_area]
         if not areas:
             return parents
-        tree = shapely.STRtree([a.geometry for _, a in areas])
+        containers = np.array([a.geometry for _, a in areas], dtype=object)
         geoms = np.array([a.geometry for a in anns], dtype=object)
-        children, candidates = tree.query(geoms, predicate="covered_by")
+        children, candidates = shapely.STRtree(containers).query(geoms)
+        # cheap tests first (covered_by costs ~70 us a pair; 10,000 areas and 100,000 points
+        # took ~0.8 s): not itself, and bounds within bounds (a slide-wide point set meets
+        # the bounds of every area)
+        inner, outer = shapely.bounds(geoms)[children], shapely.bounds(containers)[candidates]
+        positions = np.array([i for i, _ in areas])
+        keep = (
+            (positions[candidates] != children)
+            & np.all(inner[:, :2] >= outer[:, :2], axis=1)
+            & np.all(inner[:, 2:] <= outer[:, 2:], axis=1)
+        )
+        children, candidates = children[keep], candidates[keep]
+        covered = shapely.covered_by(geoms[children], containers[candidates])
+        children, candidates = children[covered], candidates[covered]
         best: dict[int, tuple[float, int]] = {}
         for child, candidate in zip(children.tolist(), candidates.tolist(), strict=True):
             position, container = areas[candidate]
@@ -469,6 +482,6 @@ class AnnotationDocument:
         else:
             row["area_px2"] = area
         row["n_points"] = sum(
-            len(shapely.get_parts(a.geometry)) for a in anns if a.kind == "points"
+            int(shapely.get_num_geometries(a.geometry)) for a in anns if a.kind == "points"
         )
         return row
