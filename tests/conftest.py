@@ -28,17 +28,16 @@ def isolated_cache(tmp_path_factory):
         os.environ["HER2VIEWER_CACHE"] = previous
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_data(tmp_path_factory):
-    """Point the user data folder (annotation stores) at a temporary folder for the session."""
+@pytest.fixture(autouse=True)
+def isolated_data(tmp_path_factory, monkeypatch):
+    """Give every test its own user data folder (annotation stores, sessions, slide settings).
+
+    Per test, not per session: a store or a saved session left by one test must never show up
+    in another test that opens the same synthetic slide.
+    """
     path = tmp_path_factory.mktemp("data")
-    previous = os.environ.get("HER2VIEWER_DATA")
-    os.environ["HER2VIEWER_DATA"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("HER2VIEWER_DATA", None)
-    else:
-        os.environ["HER2VIEWER_DATA"] = previous
+    monkeypatch.setenv("HER2VIEWER_DATA", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")
