@@ -25,6 +25,7 @@ VERB_MODULES = tuple(
         "clam",
         "her2net",
         "ihc",
+        "cells",
         "grade",
         "register",
         "annotations",
@@ -33,6 +34,7 @@ VERB_MODULES = tuple(
         "evaluate",
         "view",
         "demo",
+        "export",
     )
 )
 

@@ -16,6 +16,7 @@ from her2viewer.errors import SlideError
 from her2viewer.slide.base import LevelInfo, Slide, SlideInfo
 from her2viewer.slide.image_backend import PIL_SUFFIXES, TIFF_SUFFIXES, ImageSlide
 from her2viewer.slide.openslide_backend import OpenSlideSlide
+from her2viewer.slide.settings import apply_pixel_size, load_settings
 
 __all__ = ["LevelInfo", "Slide", "SlideError", "SlideInfo", "open_slide", "SUPPORTED_SUFFIXES"]
 
@@ -72,7 +73,8 @@ def open_slide(path: str | os.PathLike) -> Slide:
     Returns
     -------
     Slide
-        An open slide; close it (or use it as a context manager) when done.
+        An open slide; close it (or use it as a context manager) when done. A file
+        without a pixel size gets the one the user stored for it (``slide.settings``).
 
     Raises
     ------
@@ -82,6 +84,13 @@ def open_slide(path: str | os.PathLike) -> Slide:
     """
     path = Path(path).expanduser()
     _check_file(path)
+    slide = _open_backend(path)
+    if slide.info.mpp_x is None:  # the pixel size the user gave this slide, if any
+        apply_pixel_size(slide, load_settings(slide.info.fingerprint).mpp)
+    return slide
+
+
+def _open_backend(path: Path) -> Slide:
     suffix = path.suffix.lower()
     if suffix in PIL_SUFFIXES:
         return ImageSlide(path)

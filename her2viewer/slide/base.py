@@ -65,6 +65,8 @@ class SlideInfo:
     associated_images: tuple[str, ...]
     fingerprint: str
     properties: dict[str, str] = field(default_factory=dict, compare=False)
+    #: The pixel size is the user's (``slide.settings``), the file records none.
+    mpp_set_by_user: bool = False
 
     @property
     def level_count(self) -> int:
