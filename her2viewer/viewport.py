@@ -8,7 +8,8 @@ the power-of-two *virtual levels* of the tile grid (level ``k`` has ``2**k`` lev
 pixels per tile pixel and tiles of :data:`TILE_SIZE` pixels).
 
 The view state is a centre in level-0 pixels, a downsample (level-0 pixels per
-screen pixel) and a rotation in radians. One zoom limit applies to every input
+screen pixel), a rotation in radians and a horizontal mirror flip (applied on the
+screen, after the rotation). One zoom limit applies to every input
 (the scan's own pixels, :data:`MIN_DOWNSAMPLE`, to four times the fitted view), the
 slide always stays in sight, and a state that is not finite is ignored.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -40,12 +41,47 @@ ScreenRect = tuple[int, int, int, int]
 
 @dataclass
 class ViewState:
-    """Where a view looks: centre (level-0 px), downsample, rotation (radians)."""
+    """Where a view looks: centre (level-0 px), downsample, rotation (radians) and
+    whether the screen shows it mirrored left-right (``flip``)."""
 
     cx: float
     cy: float
     downsample: float
     angle: float = 0.0
+    flip: bool = False
+
+    @property
+    def rotation_degrees(self) -> float:
+        """The rotation as shown to the user: degrees clockwise on the screen, 0-360."""
+        return (-math.degrees(self.angle)) % 360.0
+
+    def rotated_to(self, degrees: float) -> ViewState:
+        """The same view turned to ``degrees`` clockwise (about the pane's centre)."""
+        return replace(self, angle=-math.radians(degrees % 360.0))
+
+    def flipped(self) -> ViewState:
+        """The same view mirrored left-right on the screen (again: back)."""
+        return replace(self, flip=not self.flip)
+
+    def linear(self) -> np.ndarray:
+        """2x2 matrix taking a level-0 offset from the centre to a screen offset."""
+        c, n = math.cos(-self.angle), math.sin(-self.angle)
+        linear = np.array([[c, -n], [n, c]]) / self.downsample
+        if self.flip:
+            linear[0] *= -1.0
+        return linear
+
+
+def state_from_linear(cx: float, cy: float, linear: np.ndarray) -> ViewState:
+    """The view state centred on ``(cx, cy)`` whose :meth:`ViewState.linear` is nearest
+    ``linear`` (exact for rotations, scalings and mirrors)."""
+    det = float(np.linalg.det(linear))
+    flip = det < 0
+    rotation = np.array(linear, float)
+    if flip:
+        rotation[0] *= -1.0
+    angle = -math.atan2(rotation[1, 0] - rotation[0, 1], rotation[0, 0] + rotation[1, 1])
+    return ViewState(float(cx), float(cy), 1.0 / math.sqrt(abs(det)), angle, flip)
 
 
 class PlannedTile(NamedTuple):
@@ -95,25 +131,23 @@ def tile_pixels(level: int, region: tuple[int, int, int, int]) -> tuple[int, int
 def map_state(state: ViewState, matrix: np.ndarray) -> ViewState:
     """Map a view state through a 3x3 level-0 transform (source px -> destination px).
 
-    The destination looks at the mapped centre, with the downsample scaled and the
-    rotation turned by the transform's similarity part, so the same tissue sits under
-    the same screen point in both panes.
+    The destination looks at the mapped centre, with the downsample scaled, the rotation
+    turned and the mirror flipped by the transform's similarity part (a mirrored
+    registration shows mirrored), so the same tissue sits under the same screen point in
+    both panes.
     """
     centre = matrix @ [state.cx, state.cy, 1.0]
-    linear = matrix[:2, :2]
-    scale = math.sqrt(abs(np.linalg.det(linear)))
-    turn = math.atan2(linear[1, 0], linear[0, 0])
-    return ViewState(
-        float(centre[0]), float(centre[1]), state.downsample * scale, state.angle + turn
-    )
+    linear = state.linear() @ np.linalg.inv(matrix[:2, :2])
+    return state_from_linear(centre[0] / centre[2], centre[1] / centre[2], linear)
 
 
 def relative_transform(source: ViewState, target: ViewState) -> np.ndarray:
-    """Transform that maps ``source``'s view onto ``target``'s as they are now (QuPath-style)."""
-    scale = target.downsample / source.downsample
+    """Transform that maps ``source``'s view onto ``target``'s as they are now (QuPath-style),
+    rotations and flips included."""
+    linear = np.linalg.inv(target.linear()) @ source.linear()
     matrix = np.eye(3)
-    matrix[:2, :2] *= scale
-    matrix[:2, 2] = [target.cx - scale * source.cx, target.cy - scale * source.cy]
+    matrix[:2, :2] = linear
+    matrix[:2, 2] = [target.cx, target.cy] - linear @ [source.cx, source.cy]
     return matrix
 
 
@@ -145,8 +179,7 @@ class Viewport:
     def l0_to_screen_matrix(self) -> np.ndarray:
         """Return the 3x3 matrix mapping level-0 pixels to screen pixels."""
         s = self.state
-        c, n = math.cos(-s.angle), math.sin(-s.angle)
-        linear = np.array([[c, -n], [n, c]]) / s.downsample
+        linear = s.linear()
         matrix = np.eye(3)
         matrix[:2, :2] = linear
         centre = np.array([self.screen_width / 2, self.screen_height / 2])
@@ -165,8 +198,9 @@ class Viewport:
 
     def screen_rect_mapper(self) -> Callable[[float, float, float, float], ScreenRect]:
         """A function giving the whole screen pixels ``(left, top, width, height)`` of a
-        level-0 rect ``(x, y, w, h)`` in the current, unrotated view; rects that meet in
-        level-0 meet on screen, with no gap or overlap (one mapper per painted frame)."""
+        level-0 rect ``(x, y, w, h)`` in the current view, unrotated and unflipped; rects
+        that meet in level-0 meet on screen, with no gap or overlap (one mapper per painted
+        frame)."""
         s = self.state
         inv = 1.0 / s.downsample
         ox = s.cx - self.screen_width / 2 * s.downsample
@@ -213,11 +247,11 @@ class Viewport:
         (and the zoom clamped unless ``clamp_zoom`` is false)."""
         ds = self.clamp_downsample(state.downsample) if clamp_zoom else state.downsample
         mx, my = self.screen_width / 4 * ds, self.screen_height / 4 * ds
-        return ViewState(
-            min(max(state.cx, -mx), self.l0_width + mx),
-            min(max(state.cy, -my), self.l0_height + my),
-            ds,
-            state.angle,
+        return replace(
+            state,
+            cx=min(max(state.cx, -mx), self.l0_width + mx),
+            cy=min(max(state.cy, -my), self.l0_height + my),
+            downsample=ds,
         )
 
     def set_state(self, state: ViewState, keep_fit: bool = False, clamp: bool = True) -> bool:
@@ -233,31 +267,30 @@ class Viewport:
         return True
 
     def fit_state(self) -> ViewState:
-        """The state showing the whole slide, at the current rotation."""
+        """The state showing the whole slide, at the current rotation and flip."""
         ds = self.fit_downsample()
-        return ViewState(self.l0_width / 2, self.l0_height / 2, ds, self.state.angle)
+        return replace(self.state, cx=self.l0_width / 2, cy=self.l0_height / 2, downsample=ds)
 
     def zoomed_at(self, factor: float, screen_x: float, screen_y: float) -> ViewState:
         """The state zoomed by ``factor`` (>1 magnifies, clamped) about a screen point,
         which keeps showing the same level-0 point."""
         anchor = self.screen_to_l0(screen_x, screen_y)
-        s = self.state
-        ds = self.clamp_downsample(s.downsample / factor)
-        c, n = math.cos(s.angle), math.sin(s.angle)
-        dx = (screen_x - self.screen_width / 2) * ds
-        dy = (screen_y - self.screen_height / 2) * ds
-        return ViewState(anchor[0] - (c * dx - n * dy), anchor[1] - (n * dx + c * dy), ds, s.angle)
+        zoomed = replace(
+            self.state, downsample=self.clamp_downsample(self.state.downsample / factor)
+        )
+        offset = [screen_x - self.screen_width / 2, screen_y - self.screen_height / 2]
+        dx, dy = np.linalg.solve(zoomed.linear(), offset)
+        return replace(zoomed, cx=anchor[0] - float(dx), cy=anchor[1] - float(dy))
 
     def panned_by(self, screen_dx: float, screen_dy: float) -> ViewState:
         """The state with the content moved by ``(screen_dx, screen_dy)`` screen pixels."""
         s = self.state
-        c, n = math.cos(s.angle), math.sin(s.angle)
-        mx, my = screen_dx * s.downsample, screen_dy * s.downsample
-        return ViewState(s.cx - (c * mx - n * my), s.cy - (n * mx + c * my), s.downsample, s.angle)
+        dx, dy = np.linalg.solve(s.linear(), [screen_dx, screen_dy])
+        return replace(s, cx=s.cx - float(dx), cy=s.cy - float(dy))
 
     def centred_on(self, l0_x: float, l0_y: float) -> ViewState:
-        """The state centred on a level-0 point, at the same zoom and rotation."""
-        return ViewState(l0_x, l0_y, self.state.downsample, self.state.angle)
+        """The state centred on a level-0 point, at the same zoom, rotation and flip."""
+        return replace(self.state, cx=l0_x, cy=l0_y)
 
     # -- tiles ---------------------------------------------------------------------
     def target_level(self) -> int:

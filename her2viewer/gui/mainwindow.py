@@ -32,8 +32,11 @@ from her2viewer.gui.annotations.controller import AnnotationTools
 from her2viewer.gui.annotations.pair import PairAnnotations
 from her2viewer.gui.annotations.panel import AnnotationPanel
 from her2viewer.gui.landmarks import LandmarkMode
+from her2viewer.gui.magnifier import Magnifier
 from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
+from her2viewer.gui.readout import readout_text
+from her2viewer.gui.rotation import RotationControls
 from her2viewer.gui.slideview import MAG_PRESETS, SlideView
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
@@ -250,6 +253,7 @@ class MainWindow(QMainWindow):
         toolbar.addWidget(self.sync_box)
         view_menu.addSeparator()
         self.landmarks = LandmarkMode(self, view_menu)  # pick matching points on both panes
+        self.rotation = RotationControls(self, view_menu)  # rotate/flip the active pane
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
 
@@ -281,6 +285,7 @@ class MainWindow(QMainWindow):
         view.view_changed.connect(lambda v=view: self._on_view_changed(v))
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         view.customContextMenuRequested.connect(lambda pos, v=view: self._pane_menu(v, pos))
+        Magnifier(view)  # hold Z: the tissue under the cursor at 4x
         self.sync.add(view)
         if self.active is None:
             self.set_active(view)
@@ -308,6 +313,7 @@ class MainWindow(QMainWindow):
             self.properties.set_slide(view.slide, id(view.slide))
         self.annotations.pane_activated(view)
         self._update_presets()
+        self.rotation.follow(view)
         self._on_view_changed(view)
 
     # -- opening -------------------------------------------------------------------
@@ -522,6 +528,7 @@ class MainWindow(QMainWindow):
     def _on_view_changed(self, view: SlideView) -> None:
         if view is not self.active or view.slide is None:
             return
+        self.rotation.follow(view)
         mag = view.magnification()
         self._status["mag"].setText(
             f"{mag:.2f}x" if mag else f"downsample {view.state.downsample:.2f} (no mpp)"
@@ -538,7 +545,7 @@ class MainWindow(QMainWindow):
             self._status["pos"].setText("")
             self._status["value"].setText("")
             return
-        self._status["pos"].setText(f"x {x:,.0f}  y {y:,.0f} px (level 0)")
+        self._status["pos"].setText(readout_text(view, x, y))
         values = [
             _hover_text(layer.name, value)
             for layer in reversed(view.layers)

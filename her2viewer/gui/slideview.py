@@ -16,7 +16,7 @@ import itertools
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -30,10 +30,12 @@ from her2viewer.gui.tiles import (
     TileKey,
     TileLoader,
     compose_tile,
+    display_tile,
     layer_tile,
     read_virtual_tile,
     rgb_to_image,
 )
+from her2viewer.overlay.display import DisplaySettings
 from her2viewer.overlay.layers import OverlayLayer
 from her2viewer.overlay.scalebar import scale_bar
 from her2viewer.viewport import (
@@ -81,7 +83,8 @@ def produce_tile(
 ) -> CachedTile:
     """Make the tile drawn at a place, on a worker thread: read the slide tile (unless
     cached) and blend each shown layer's tile over it, rendering and caching layer tiles
-    as needed. Without shown layers the slide tile itself is returned."""
+    as needed. Without shown layers the slide tile itself is returned. A signature that
+    starts with the pane's :class:`DisplaySettings` applies them to the slide tile first."""
     slide_key = TileKey("slide", source, 0, level, col, row)
     base = cache.peek(slide_key)
     if base is None:
@@ -90,6 +93,11 @@ def produce_tile(
             cache.put(slide_key, base)
     if not signature:
         return base
+    if isinstance(signature[0], DisplaySettings):  # levels or a stain view, before layers
+        base = display_tile(base, signature[0])
+        signature = signature[1:]
+        if not signature:
+            return base
     info = slide.info
     region = tile_region(level, col, row, info.width, info.height)
     size = tile_pixels(level, region)
@@ -133,6 +141,8 @@ class SlideView(QWidget):
         self.message: str | None = None
         self.slide = None
         self.layers: list[OverlayLayer] = []  # bottom to top
+        #: How the slide's pixels are drawn (levels, stain view): see :meth:`set_display`.
+        self.display = DisplaySettings()
         self._viewport = Viewport()
         self.crosshair: tuple[float, float] | None = None
         self.sync_enabled = True
@@ -173,6 +183,7 @@ class SlideView(QWidget):
         self.slide = slide
         self.message = None
         self.layers = []
+        self.display = DisplaySettings()
         self.crosshair = None
         self._source = next(_sources)
         self._last_composed.clear()
@@ -206,6 +217,11 @@ class SlideView(QWidget):
         new = min(max(index + steps, 0), len(self.layers) - 1)
         self.layers.insert(new, self.layers.pop(index))
         self.layers_changed.emit()
+        self.refresh()
+
+    def set_display(self, display: DisplaySettings) -> None:
+        """Draw the slide with ``display``; the tiles shown stay until redrawn (no flicker)."""
+        self.display = display
         self.refresh()
 
     def refresh(self) -> None:
@@ -325,8 +341,7 @@ class SlideView(QWidget):
     def set_magnification(self, magnification: float) -> None:
         """Zoom about the centre to ``magnification`` (e.g. 10 for 10x)."""
         ds = self.slide.downsample_for_magnification(magnification)
-        s = self.state
-        self.set_state(ViewState(s.cx, s.cy, ds, s.angle))
+        self.set_state(replace(self.state, downsample=ds))
 
     def smooth_zoom(self, factor: float, pos: QPointF) -> None:
         """Start or extend an animated zoom about ``pos``."""
@@ -361,12 +376,14 @@ class SlideView(QWidget):
         return self.viewport.target_level()
 
     def overlay_signature(self) -> tuple:
-        """What the composed tiles depend on: shown layers, versions, opacities."""
-        return tuple(
+        """What the composed tiles depend on: the display settings (unless neutral), then
+        the shown layers, versions, opacities."""
+        shown = tuple(
             (layer.uid, layer.version, round(layer.opacity, 3))
             for layer in self.layers
             if layer.visible and layer.opacity > 0
         )
+        return shown if self.display.neutral else (self.display, *shown)
 
     def _tile_key(self, signature: tuple, level: int, col: int, row: int) -> TileKey:
         """Key of the tile drawn at a place: the slide itself, or slide + shown layers."""
@@ -435,6 +452,17 @@ class SlideView(QWidget):
         x0, y0, x1, y1 = self.visible_bounds()
         return x < x1 and y < y1 and x + w > x0 and y + h > y0
 
+    def request_slide_tiles(self, owner: int, level: int, tiles: list[tuple[int, int]]) -> None:
+        """Ask the loader, for ``owner`` (e.g. a magnifier), for the slide's own tiles of
+        ``level`` at ``(col, row)`` places, in order (cached ones are skipped)."""
+        self.loader.submit(
+            owner,
+            [
+                ((0, i), self._tile_key((), level, c, r), self._tile_producer((), level, c, r))
+                for i, (c, r) in enumerate(tiles)
+            ],
+        )
+
     def cached_slide_tile(self, level: int, col: int, row: int) -> CachedTile | None:
         """The slide's own tile of a place (no layers) when it is cached; never reads."""
         return self.cache.peek(self._tile_key((), level, col, row))
@@ -480,7 +508,7 @@ class SlideView(QWidget):
         )
 
     def _paint_slide(self, painter: QPainter) -> None:
-        rotated = abs(self.state.angle) > 1e-9
+        rotated = abs(self.state.angle) > 1e-9 or self.state.flip
         smooth = self.state.downsample >= 1 and not self._moving
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
         if rotated:
