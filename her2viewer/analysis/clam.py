@@ -374,8 +374,8 @@ def _within(feats: FeatureFile, region: Region | None, size0: int, slide: Slide)
     inside = region.contains_patches(feats.coords, size0)
     if not inside.any():
         raise RoiError(
-            f"No tissue patch of {Path(slide.info.path).name} has its centre inside the region "
-            f"({region.description}): no tissue inside the region."
+            f"No tissue inside the region ({region.description}) of "
+            f"{Path(slide.info.path).name}: no tissue patch has its centre there."
         )
     return replace(feats, features=feats.features[inside], coords=feats.coords[inside])
 

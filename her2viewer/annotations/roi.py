@@ -132,8 +132,9 @@ class Region:
         RoiError
             When the region lies outside the slide.
         """
-        inside = shapely.intersection(self.geometry, shapely.box(0, 0, info.width, info.height))
-        if inside.is_empty or inside.area <= 0:
+        slide = shapely.box(0, 0, info.width, info.height)
+        inside = _polygonal(shapely.intersection(self.geometry, slide))
+        if inside.is_empty:
             raise RoiError(
                 f"The region ({self.description}) lies outside {Path(info.path).name} "
                 f"({info.width} x {info.height} px); was it drawn on another slide?"
@@ -170,9 +171,8 @@ def _class_label(classes: Sequence[str] | None) -> str:
     return "/".join(classes) + " " if classes else ""
 
 
-def _chosen(features, classes, ids, source: str) -> list:
+def _chosen(annotations: list, classes, ids, source: str) -> list:
     """The non-Ignore* annotations of ``classes`` / ``ids`` (every one by default)."""
-    annotations = [f for f in features if getattr(f, "object_type", "annotation") == "annotation"]
     chosen = [f for f in annotations if not is_ignore_class(f.class_name)]
     if ids is not None:
         wanted = set(ids)
@@ -215,7 +215,8 @@ def region_from_features(
         One sentence when no annotation is chosen, none has an area, or nothing is left
         once the Ignore* ones are subtracted.
     """
-    chosen = _chosen(features, classes, ids, source)
+    annotations = [f for f in features if getattr(f, "object_type", "annotation") == "annotation"]
+    chosen = _chosen(annotations, classes, ids, source)
     areas = [f for f in chosen if f.geometry.geom_type in AREA_TYPES and f.geometry.area > 0]
     skipped = len(chosen) - len(areas)
     where = source or "the annotations"
@@ -225,7 +226,9 @@ def region_from_features(
             "a region needs an area (polygon, rectangle, ellipse)."
         )
     ignore = [
-        f for f in features if is_ignore_class(f.class_name) and f.geometry.geom_type in AREA_TYPES
+        f
+        for f in annotations
+        if is_ignore_class(f.class_name) and f.geometry.geom_type in AREA_TYPES
     ]
     geometry = shapely.union_all([f.geometry for f in areas])
     if ignore:

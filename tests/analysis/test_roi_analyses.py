@@ -233,6 +233,13 @@ def test_her2net_uses_only_tiles_centred_in_the_region(case):
     assert left.summary()["region_area_mm2"] == pytest.approx(0.9)
 
 
+def test_a_region_holding_no_tile_centre_is_one_sentence(case):
+    tiny = Region(shapely.box(10, 10, 20, 20), "a speck")
+    with open_slide(case.folder / "he.svs") as slide, pytest.raises(RoiError) as error:
+        analyse_her2net(slide, demo_bundle_path(), Her2NetOptions(workers=1, region=tiny))
+    assert "inside the region (a speck); draw a larger region" in str(error.value)
+
+
 def test_grading_uses_only_patches_centred_in_the_region(case):
     with open_slide(case.slide) as slide:
         result = analyse_grade(slide, None, GradeOptions(device="cpu", region=LEFT))

@@ -55,6 +55,14 @@ def test_default_is_every_area_annotation_but_ignore_and_detections():
     assert both.geometry.area == pytest.approx(region.geometry.area)
 
 
+def test_an_ignore_detection_is_not_subtracted():
+    features = [
+        Feature(shapely.box(0, 0, 100, 100), class_name="Tumor"),
+        Feature(shapely.box(0, 0, 50, 50), object_type="detection", class_name="Ignore*"),
+    ]
+    assert region_from_features(features).geometry.area == pytest.approx(100 * 100)
+
+
 def test_selected_ids_only():
     features = _features()
     region = region_from_features(features, ids=[features[3].id])
