@@ -197,3 +197,12 @@ def test_names_only_where_the_object_is_wide_on_screen(view):
         row, col = screen(view, 600, 500)
         pixel = painted(view, painter)[row + 5, col + 6].astype(int)  # in the label's box
         assert (pixel.sum() < 400) == labelled  # the dark label, else the light fill
+
+
+def test_a_rotated_view_draws_where_its_matrix_maps(view):
+    rect = Annotation(shapely.box(600, 500, 1800, 1400), class_name="Tumor")
+    view.set_state(ViewState(1200, 950, 4.0, angle=0.6))
+    pixels = painted(view, AnnotationPainter(AnnotationDocument([rect])))
+    for x, y in ((600, 950), (1200, 500), (1800, 950), (1200, 1400)):  # the four sides
+        assert near(pixels, view, x, y, TUMOR)
+    assert not near(pixels, view, 1200, 950, TUMOR)  # inside: the light fill only

@@ -18,6 +18,8 @@ updates only the rows a change touched unless the nesting changed.
 
 from __future__ import annotations
 
+import functools
+
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
@@ -56,8 +58,9 @@ REFRESH_MS = 50
 ID_COLUMNS = ("id", "name", "class", "kind")
 
 
+@functools.lru_cache(maxsize=256)
 def swatch(color: tuple[int, int, int]) -> QIcon:
-    """A small square icon of ``color``."""
+    """A small square icon of ``color`` (one per colour, shared by the rows)."""
     pixmap = QPixmap(12, 12)
     pixmap.fill(QColor(*color))
     return QIcon(pixmap)
