@@ -280,8 +280,14 @@ def decide(cells: Cells, tumor_site: str = "breast", specimen: str = "resection"
     if cells.marker == "her2" and tumor_site == "gastric":
         clusters = largest_clusters(cells, reach_um=12.0) if specimen == "biopsy" else None
         return rules.her2_gastric(c[1], c[2], c[3], total, specimen, clusters)
-    if cells.marker == "her2":
+    return decide_counts(cells.marker, c, total)
+
+
+def decide_counts(marker: str, counts, total: int) -> rules.Decision:
+    """Apply the marker's breast guideline to the cells per class (``counts[0..3]``)."""
+    c = [int(v) for v in counts]
+    if marker == "her2":
         return rules.her2_breast(c[1], c[2], c[3], total)
-    if cells.marker == "ki67":
+    if marker == "ki67":
         return rules.ki67(c[1] + c[2] + c[3], total)
-    return rules.er_pr(cells.marker, c[1], c[2], c[3], total)
+    return rules.er_pr(marker, c[1], c[2], c[3], total)

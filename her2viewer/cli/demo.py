@@ -8,6 +8,7 @@ from pathlib import Path
 
 from her2viewer.argtypes import bounded
 from her2viewer.case_report import render_case_report
+from her2viewer.cells.profiles import MARKERS
 from her2viewer.cli.options import SEED, add_json_option, add_progress_options, size_type
 from her2viewer.cli.progress import progress_reporter
 from her2viewer.demo import analyse_demo_case, ensure_demo_case, format_summary
@@ -46,6 +47,15 @@ def register(subparsers) -> None:
     data.add_argument(
         "--workers", type=bounded(int, 1, 64), default=1, help="cases written in parallel"
     )
+    data.add_argument(
+        "--cells",
+        action="store_true",
+        help="draw the IHC slides cell by cell and write each cell's truth (cells.csv) and the "
+        "guideline category (truth.json); no H&E",
+    )
+    data.add_argument(
+        "--marker", choices=MARKERS, help="stain of the --cells slides (default her2)"
+    )
     add_progress_options(data)
     data.set_defaults(func=run_demo_data)
 
@@ -62,11 +72,21 @@ def run_demo(args) -> int:
 
 def run_demo_data(args) -> int:
     """Write a synthetic cohort and print where its labels are."""
+    from her2viewer.cells.truth import CellTruthError, write_cell_cohort  # the engine: lazily
+
+    if args.marker and not args.cells:
+        raise CellTruthError("--marker applies to cell-by-cell slides only: add --cells.")
     start = time.perf_counter()
     with progress_reporter(args, "demo-data", "cases") as progress:
-        labels = write_cohort(
-            Path(args.out), args.cases, args.seed, args.size, args.workers, progress
-        )
+        if args.cells:
+            labels = write_cell_cohort(
+                Path(args.out), args.cases, args.marker or "her2", args.seed, args.size,
+                args.workers, progress,
+            )  # fmt: skip
+        else:
+            labels = write_cohort(
+                Path(args.out), args.cases, args.seed, args.size, args.workers, progress
+            )
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.cases} synthetic cases to {labels.parent} in {elapsed:.1f} s; "
