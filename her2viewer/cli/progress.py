@@ -70,9 +70,9 @@ class Reporter:
         """Return a job context whose reports come here (for library functions taking one)."""
         return JobContext(listeners=[self.listener])
 
-    def stage(self, description: str, unit: str | None = None) -> None:
-        """Start a new stage named ``description`` (counting ``unit``, if given)."""
-        self.description, self.unit = description, unit or self.unit
+    def stage(self, description: str) -> None:
+        """Start a new stage named ``description`` at the next report."""
+        self.description = description
         self._last = None
 
     def rate(self, done: int) -> float | None:
