@@ -26,7 +26,14 @@ from her2viewer.analysis.contract import load_npz, save_npz
 from her2viewer.analysis.ihc import IHC_TISSUE, slide_stain_matrix
 from her2viewer.annotations.roi import Region, region_summary
 from her2viewer.cells.detect import load_detector
-from her2viewer.cells.engine import CLASS_NAMES, Cells, class_of_cells, decide, detect_cell_shapes
+from her2viewer.cells.engine import (
+    CLASS_NAMES,
+    TILE_PX,
+    Cells,
+    class_of_cells,
+    decide,
+    detect_cell_shapes,
+)
 from her2viewer.cells.measure import CellOutlines, CellTable
 from her2viewer.cells.profiles import MARKERS, ScoringProfile, load_profile
 from her2viewer.errors import Her2ViewerError
@@ -84,8 +91,11 @@ class CellsOptions:
         Trace nucleus and cell outlines (for GeoJSON).
     device : str
         Device of a TorchScript model.
-    workers : int
-        Tile threads.
+    workers, tile : int
+        Tile threads and core tile side (analysis pixels).
+    stain_matrix : numpy.ndarray, optional
+        Stain vectors already estimated on this slide (the panel's live preview); estimated
+        on the slide when None.
     """
 
     marker: str = "her2"
@@ -99,6 +109,8 @@ class CellsOptions:
     outlines: bool = True
     device: str = "cpu"
     workers: int = 2
+    tile: int = TILE_PX
+    stain_matrix: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -405,6 +417,12 @@ def _bounds(slide: Slide, region: Region | None, downsample: float) -> tuple[int
     return left, top, max(1, right - left), max(1, bottom - top)
 
 
+def _stain_matrix(slide: Slide, options: CellsOptions) -> np.ndarray:
+    if options.stain_matrix is not None:
+        return np.asarray(options.stain_matrix)
+    return slide_stain_matrix(slide)
+
+
 def analyse_cells(
     slide: Slide,
     bundle: None = None,
@@ -442,8 +460,9 @@ def analyse_cells(
         mpp0 * downsample,
         profile,
         detector,
-        slide_stain_matrix(slide),
+        _stain_matrix(slide, options),
         context,
+        tile=options.tile,
         workers=options.workers,
         outlines=options.outlines,
         keep_core=_core_filter(slide, region, downsample),

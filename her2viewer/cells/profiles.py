@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.manifests import validated
+from her2viewer.outputs import write_text_atomic
 
 MARKERS = ("her2", "er", "pr", "ki67")
 
@@ -150,3 +151,8 @@ def _read_profile(path: Path) -> ScoringProfile:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"Scoring profile {path.name} is not readable JSON ({exc}).") from exc
     return validated(ScoringProfile, data, path, "the scoring profile", ProfileError)
+
+
+def save_profile(profile: ScoringProfile, path: str | Path) -> Path:
+    """Write a profile as JSON (atomically), to be read back by :func:`load_profile`."""
+    return write_text_atomic(path, profile.model_dump_json(indent=2) + "\n")

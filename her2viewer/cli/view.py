@@ -165,6 +165,7 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
     ``failures`` collects the tile reads that failed; any makes the screenshot an error.
     """
     from her2viewer.gui.app import demo_window, prepare_demo_case
+    from her2viewer.gui.cells_panel import attach_cells_panel
     from her2viewer.gui.clam_panel import attach_clam_panel
     from her2viewer.gui.evaluation_panel import attach_evaluation_panel, show_evaluation_tab
     from her2viewer.gui.grading_panel import attach_grading_panel
@@ -177,6 +178,7 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
     ihc = attach_ihc_panel(window)
     attach_clam_panel(window)  # on demand: features on a CPU take minutes for a whole slide
     attach_grading_panel(window)  # on demand, like CLAM
+    attach_cells_panel(window)  # on demand: the live preview follows its sliders
     radiology = attach_radiology_panel(window, args.radiomics_model)
     evaluation = attach_evaluation_panel(window)
     window.resize(width, height)
