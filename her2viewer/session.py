@@ -1,0 +1,180 @@
+"""Sessions: what the viewer showed, saved when it closes and restored on the next start.
+
+A :class:`Session` holds the open slides (one per pane, left to right), each pane's view
+(centre, downsample, rotation, flip) and sync toggle, the shown layers' visibility and
+opacity by name, the registration linking pane 2 to pane 1, the analyses whose results
+were shown (each saved to its own file beside the session, reloaded with its result
+class's ``load()``, never recomputed) and the folder of the last slide opened. It is
+plain data (Qt-free), checked by pydantic when read; a damaged file is one sentence.
+
+Where it lives: :func:`session_path` (``paths.data_dir()/sessions/last.json``; a project
+folder's ``session.json`` once projects exist).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+
+from her2viewer.errors import Her2ViewerError
+from her2viewer.manifests import validated
+from her2viewer.outputs import write_text_atomic
+from her2viewer.paths import data_dir
+
+#: Version of the session file written.
+SESSION_VERSION = 1
+#: Suffix of the folder holding a session's analysis results, beside the session file.
+RESULTS_SUFFIX = "-results"
+
+
+class SessionError(Her2ViewerError):
+    """A session file that cannot be read (one sentence naming it)."""
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+
+
+class ViewModel(BaseModel):
+    """A pane's view: centre (level-0 px), downsample, rotation (radians), mirror flip."""
+
+    cx: Finite
+    cy: Finite
+    downsample: Finite = Field(gt=0)
+    angle: Finite = 0.0
+    flip: bool = False
+
+
+class LayerModel(BaseModel):
+    """How a layer was shown, found again by its name."""
+
+    name: str
+    visible: bool = True
+    opacity: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class PaneModel(BaseModel):
+    """One pane: its slide, view, sync toggle and layer settings."""
+
+    slide: str
+    view: ViewModel | None = None
+    sync: bool = True
+    layers: list[LayerModel] = []
+
+
+class AnalysisModel(BaseModel):
+    """An analysis result shown: its panel (the dock's title), pane and saved file (a name
+    in the session's results folder)."""
+
+    panel: str
+    pane: int = Field(ge=0)
+    file: str
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if Path(value).name != value or value in ("", ".", ".."):
+            raise ValueError("must be a file name in the session's results folder")
+        return value
+
+
+class Session(BaseModel):
+    """Everything restored on the next start (see the module's docstring)."""
+
+    version: int = SESSION_VERSION
+    panes: list[PaneModel] = []
+    registration: list[list[float]] | None = None
+    analyses: list[AnalysisModel] = []
+    last_folder: str | None = None
+
+    @field_validator("registration")
+    @classmethod
+    def _matrix(cls, value):
+        if value is not None and (
+            len(value) != 3
+            or any(len(row) != 3 for row in value)
+            or not all(math.isfinite(v) for row in value for v in row)
+        ):
+            raise ValueError("must be a 3x3 matrix of finite numbers")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value > SESSION_VERSION:
+            raise ValueError(f"this her2viewer reads session versions up to {SESSION_VERSION}")
+        return value
+
+
+def session_path(project: str | Path | None = None) -> Path:
+    """Where the session is kept: the user's last session, or a project folder's own
+    (``<project>/session.json``: the seam for projects)."""
+    if project is not None:
+        return Path(project) / "session.json"
+    return data_dir() / "sessions" / "last.json"
+
+
+def results_dir(path: str | Path) -> Path:
+    """The folder of a session's analysis results (``last-results`` beside ``last.json``)."""
+    path = Path(path)
+    return path.with_name(path.stem + RESULTS_SUFFIX)
+
+
+def result_name(panel: str, pane: int) -> str:
+    """The file name of the result of analysis ``panel`` on pane ``pane``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", panel.lower()).strip("-") or "analysis"
+    return f"{slug}-pane{pane}.npz"
+
+
+def save_session(session: Session, path: str | Path) -> Path:
+    """Write ``session`` to ``path`` atomically and delete result files it no longer names.
+
+    Raises
+    ------
+    OutputError
+        One sentence naming the file when it cannot be written (the old one stays).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, session.model_dump_json(indent=2) + "\n")
+    kept = {analysis.file for analysis in session.analyses}
+    folder = results_dir(path)
+    if folder.is_dir():
+        for stale in folder.glob("*.npz"):
+            if stale.name not in kept:
+                stale.unlink(missing_ok=True)
+    return path
+
+
+def load_session(path: str | Path) -> Session | None:
+    """The session saved at ``path``; None when there is none.
+
+    Raises
+    ------
+    SessionError
+        One sentence naming the file when it is not a session this version reads.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SessionError(f"{path}: the saved session cannot be read ({exc}).") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SessionError(
+            f"{path}: the saved session is not valid JSON (line {exc.lineno})."
+        ) from None
+    return validated(Session, data, path, "the saved session", SessionError)
