@@ -206,3 +206,12 @@ def test_a_rotated_view_draws_where_its_matrix_maps(view):
     for x, y in ((600, 950), (1200, 500), (1800, 950), (1200, 1400)):  # the four sides
         assert near(pixels, view, x, y, TUMOR)
     assert not near(pixels, view, 1200, 950, TUMOR)  # inside: the light fill only
+
+
+def test_a_selected_point_set_has_a_handle_on_each_point_in_view(view):
+    coords = np.c_[np.linspace(0, 2990, 5000), np.full(5000, 1000.0)]  # more than MAX_HANDLES
+    points = Annotation(shapely.MultiPoint(coords), kind="points", class_name="Negative")
+    painter = AnnotationPainter(AnnotationDocument([points]), lambda: [points.id])
+    view.set_state(ViewState(1500, 1000, 1.0))  # 600 px of the line: about 1000 points
+    pixels = painted(view, painter)
+    assert near(pixels, view, 1500, 1000, SELECTED.getRgb()[:3], tolerance=30)

@@ -301,7 +301,7 @@ class AnnotationPainter:
             self._shown_bucket = bucket
         self._draw_tiles(painter, matrix, keys)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        self._draw_selection(painter, matrix, bucket)
+        self._draw_selection(painter, matrix, bucket, (view.width(), view.height()))
         if self.show_names:
             self._draw_names(painter, matrix, bounds, view.state.downsample)
 
@@ -322,7 +322,8 @@ class AnnotationPainter:
 
     def _stand_in(self, bucket: int, bounds, keys: list[TileKey]) -> list[TileKey]:
         """The tiles to show while ``keys`` are incomplete: the last complete bucket's
-        when all of them are cached (so a zoom never blanks the annotations), else ``keys``."""
+        when all of them are cached (zooming in they are, so the annotations never blink),
+        else ``keys``."""
         if self._shown_bucket is None or self._shown_bucket == bucket:
             return keys
         previous = _tiles_in(self._shown_bucket, bounds)
@@ -408,8 +409,9 @@ class AnnotationPainter:
         """The selected annotations still in the document."""
         return [self.document.get(i) for i in self.selection_provider() if i in self.document]
 
-    def _draw_selection(self, painter: QPainter, matrix: np.ndarray, bucket: int) -> None:
-        """Outline the selected annotations and draw their vertex handles, in screen space."""
+    def _draw_selection(self, painter: QPainter, matrix: np.ndarray, bucket: int, size) -> None:
+        """Outline the selected annotations and draw their vertex handles (points: a
+        handle each) on a screen of ``size``, in screen space."""
         selected = self._selected()
         if not selected:
             return
@@ -424,6 +426,8 @@ class AnnotationPainter:
         painter.resetTransform()
         vertices = [shapely.get_coordinates(a.geometry) for a in selected]
         screen = _to_screen(matrix, np.concatenate(vertices))
+        x, y = screen[:, 0], screen[:, 1]
+        screen = screen[(x >= 0) & (x <= size[0]) & (y >= 0) & (y <= size[1])]
         if len(screen) <= MAX_HANDLES:
             polygon = qpolygon(screen)
             for width, color in ((8.0, QColor(20, 20, 20)), (6.0, SELECTED)):
