@@ -144,27 +144,26 @@ class RichReporter(Reporter):
         self.task = None  # the bar appears at the first report: an error before it stays alone
 
     def _show(self, done: int, total: int, message: str, new_stage: bool) -> None:
-        if self.task is None:
-            self.bar.start()
-        if new_stage:  # a new task: the rate, elapsed time and ETA start again
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(
-                self.description, total=total or None, unit=self.unit, rate="", eta="", message=""
-            )
         rate = self.rate(done)
-        self.bar.update(
-            self.task,
+        fields = dict(
             total=total or None,
             completed=done,
             message=message,
             rate="?/s" if rate is None else f"{rate:.1f}/s",
             eta=format_seconds((total - done) / rate) if rate and total else "?",
         )
+        if not new_stage:
+            self.bar.update(self.task, **fields)
+            return
+        if self.task is not None:  # a new task: the rate, elapsed time and ETA start again
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(self.description, unit=self.unit, **fields)
+        if not self.bar.live.is_started:
+            self.bar.start()
 
     def close(self) -> None:
         """Draw the last state and move to a new line (also when the verb failed)."""
-        if self.task is not None:
+        if self.bar.live.is_started:
             self.bar.stop()
 
 
