@@ -72,9 +72,14 @@ def pane(window, white_slide, qtbot):
 
 
 def test_annotations_dock_follows_the_active_pane(window, pane):
+    controller, anns = pane
     dock = window.findChild(QDockWidget, "Annotations")
     assert dock is not None and dock.widget() is window.annotation_panel
-    assert window.annotation_panel.tree.controller is pane[0]
+    tree = window.annotation_panel.tree
+    assert tree.controller is controller
+    item = tree.items[anns["tumor"].id]
+    window.set_active(controller.view)  # a click into the pane: no rebuild
+    assert tree.items[anns["tumor"].id] is item
 
 
 def test_tree_nests_and_measures_like_the_document(window, pane):

@@ -524,6 +524,9 @@ class AnnotationPanel(QTabWidget):
             widget.error.connect(self.error)
 
     def set_controller(self, controller) -> None:
-        """Follow the annotations of ``controller`` (the active pane's; None: none)."""
+        """Follow the annotations of ``controller`` (the active pane's; None: none); the
+        same controller again (a click into its pane) changes nothing."""
+        if controller is self.tree.controller:
+            return
         for widget in (self.tree, self.classes, self.measurements):
             widget.set_controller(controller)
