@@ -224,6 +224,8 @@ def run_predict(args) -> int:
     if not args.json:
         summary["grade"] = with_notice(result.grade, result.notice)
         del summary["notice"], summary["warning"]
+        if summary["region"] is None:  # the whole slide: nothing to say
+            del summary["region"]
     _emit(summary, args.json)
     return 0
 

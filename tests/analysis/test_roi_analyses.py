@@ -280,3 +280,11 @@ def test_every_analysis_verb_takes_the_roi_options(case, left_file, tmp_path, ca
         summary = json.loads(capsys.readouterr().out)
         assert summary["region"] == "1 Tumor annotation from left.geojson", verb
         assert summary["region_area_mm2"] == pytest.approx(0.9), verb
+
+
+def test_grade_text_names_a_region_only_when_there_is_one(case, left_file, capsys):
+    assert main(["grade", "predict", str(case.slide), "--device", "cpu", "--quiet"]) == 0
+    assert "region" not in capsys.readouterr().out
+    args = ["grade", "predict", str(case.slide), "--device", "cpu", "--roi", str(left_file)]
+    assert main([*args, "--quiet"]) == 0
+    assert "region: 1 annotation from left.geojson" in capsys.readouterr().out
