@@ -33,6 +33,7 @@ from her2viewer.cells.engine import (
     class_of_cells,
     decide,
     detect_cell_shapes,
+    margin_px,
 )
 from her2viewer.cells.measure import CellOutlines, CellTable
 from her2viewer.cells.profiles import MARKERS, ScoringProfile, load_profile
@@ -405,15 +406,17 @@ def _core_filter(slide: Slide, region: Region | None, downsample: float):
     return has_tissue
 
 
-def _bounds(slide: Slide, region: Region | None, downsample: float) -> tuple[int, int, int, int]:
-    """The analysed rectangle ``(x, y, w, h)`` in analysis pixels."""
+def _bounds(
+    slide: Slide, region: Region | None, downsample: float, margin: int
+) -> tuple[int, int, int, int]:
+    """The analysed rectangle ``(x, y, w, h)`` in analysis pixels: the slide, or the region's
+    box and ``margin`` around it (the cells at its edge are found whole)."""
+    width, height = (math.ceil(v / downsample) for v in (slide.info.width, slide.info.height))
     if region is None:
-        x0, y0, x1, y1 = 0.0, 0.0, slide.info.width, slide.info.height
-    else:
-        x0, y0, x1, y1 = region.geometry.bounds
-    left, top = int(x0 // downsample), int(y0 // downsample)
-    right = min(math.ceil(x1 / downsample), math.ceil(slide.info.width / downsample))
-    bottom = min(math.ceil(y1 / downsample), math.ceil(slide.info.height / downsample))
+        return 0, 0, width, height
+    x0, y0, x1, y1 = (v / downsample for v in region.geometry.bounds)
+    left, top = max(0, int(x0) - margin), max(0, int(y0) - margin)
+    right, bottom = min(width, math.ceil(x1) + margin), min(height, math.ceil(y1) + margin)
     return left, top, max(1, right - left), max(1, bottom - top)
 
 
@@ -456,7 +459,7 @@ def analyse_cells(
     detector = load_detector(options.model, profile.nucleus, device=options.device)
     table, outlines = detect_cell_shapes(
         slide_reader(slide, downsample),
-        _bounds(slide, region, downsample),
+        _bounds(slide, region, downsample, margin_px(profile, mpp0 * downsample)),
         mpp0 * downsample,
         profile,
         detector,

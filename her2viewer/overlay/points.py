@@ -60,7 +60,9 @@ class PointsLayer(OverlayLayer):
         classes = np.zeros(len(xy), np.int64) if self.classes is None else self.classes
         self.classes = np.asarray(classes, np.int64).reshape(-1)
         if self.classes.size != len(xy):
-            raise OverlayError(f"points '{self.name}': {len(xy)} points but {classes.size} classes")
+            raise OverlayError(
+                f"points '{self.name}': {len(xy)} points but {self.classes.size} classes"
+            )
         self._order = np.argsort(xy[:, 0], kind="stable")
         self.xy = xy
         self._xs = xy[self._order, 0]
