@@ -172,7 +172,7 @@ def _run_model(cases, question, bundle: Path, args):
 
     if not bundle.exists():
         raise StudyError(f"{bundle}: no such model bundle.")
-    with progress_reporter(args, "study create: model", "cases") as progress:
+    with progress_reporter(args, "study create (model)", "cases") as progress:
         predictions, overlays, skipped = predict_cases(cases, question, bundle, progress=progress)
     if skipped:
         print(f"model: {len(skipped)} case(s) without a slide have no model prediction")
