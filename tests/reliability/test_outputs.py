@@ -52,7 +52,7 @@ def test_output_dir_that_is_a_file_or_read_only(tmp_path):
 
 
 def test_csv_cells_are_escaped_against_formula_injection(tmp_path):
-    hostile = ["=HYPERLINK(\"http://x\")", "+1", "-cmd", "@SUM(A1)", "\tx", "\rx", "ok"]
+    hostile = ['=HYPERLINK("http://x")', "+1", "-cmd", "@SUM(A1)", "\tx", "\rx", "ok"]
     path = write_csv(tmp_path / "t.csv", ["value", "n"], [[cell, -1.5] for cell in hostile])
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))[1:]
