@@ -215,3 +215,16 @@ def test_a_selected_point_set_has_a_handle_on_each_point_in_view(view):
     view.set_state(ViewState(1500, 1000, 1.0))  # 600 px of the line: about 1000 points
     pixels = painted(view, painter)
     assert near(pixels, view, 1500, 1000, SELECTED.getRgb()[:3], tolerance=30)
+
+
+def test_a_detached_painter_lets_go_of_the_document(view):
+    document = AnnotationDocument([Annotation(shapely.box(600, 500, 1800, 1400))])
+    painter = AnnotationPainter(document)
+    view.fit()
+    painted(view, painter)
+    assert painter._tiles
+    painter.detach()
+    assert not painter._tiles
+    snapshot = painter._ensure_index()
+    CommandStack(document).push(Add([Annotation(shapely.box(0, 0, 10, 10))]))
+    assert painter._index is snapshot  # no longer told of changes

@@ -509,7 +509,9 @@ class AnnotationTools(QObject):
         controller = self.controllers.pop(view, None)
         if controller is not None:
             controller.detach()
-            view.vector_painters.remove(self.painters.pop(view))
+            painter = self.painters.pop(view)
+            view.vector_painters.remove(painter)
+            painter.detach()  # its tile cache goes with it
             self.stores.pop(view).close()
 
     def close_all(self) -> None:

@@ -201,6 +201,15 @@ class AnnotationPainter:
         self._point_indexes: dict[str, SpatialIndex] = {}
         document.subscribe(self._on_change)
 
+    def detach(self) -> None:
+        """Stop following the document and drop every cache (its pane shows another slide)."""
+        self.document.unsubscribe(self._on_change)
+        self._tiles.clear()
+        self._paths.clear()
+        self._coords.clear()
+        self._point_indexes.clear()
+        self._index = None
+
     # -- the document --------------------------------------------------------------
     def _on_change(self, change) -> None:
         """Drop what the change made stale (by id where it names ids) and repaint."""
