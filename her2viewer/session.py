@@ -4,8 +4,8 @@ A :class:`Session` holds the open slides (one per pane, left to right), each pan
 (centre, downsample, rotation, flip) and sync toggle, the shown layers' visibility and
 opacity by name, the registration linking pane 2 to pane 1, the analyses whose results
 were shown (each saved to its own file beside the session, reloaded with its result
-class's ``load()``, never recomputed) and the folder of the last slide opened. It is
-plain data (Qt-free), checked by pydantic when read; a damaged file is one sentence.
+class's ``load()``, never recomputed). It is plain data (Qt-free), checked by pydantic
+when read; a damaged file is one sentence.
 
 Where it lives: :func:`session_path` (``paths.data_dir()/sessions/last.json``; a project
 folder's ``session.json`` once projects exist).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -73,11 +74,11 @@ class PaneModel(BaseModel):
 
 
 class AnalysisModel(BaseModel):
-    """An analysis result shown: its panel (the dock's title), pane and saved file (a name
-    in the session's results folder)."""
+    """An analysis result shown: its panel (the dock's title), the panes it belongs to (the
+    analysed one first) and its saved file (a name in the session's results folder)."""
 
     panel: str
-    pane: int = Field(ge=0)
+    panes: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
     file: str
 
     @field_validator("file")
@@ -95,7 +96,6 @@ class Session(BaseModel):
     panes: list[PaneModel] = []
     registration: list[list[float]] | None = None
     analyses: list[AnalysisModel] = []
-    last_folder: str | None = None
 
     @field_validator("registration")
     @classmethod
@@ -131,13 +131,14 @@ def results_dir(path: str | Path) -> Path:
 
 
 def result_name(panel: str, pane: int) -> str:
-    """The file name of the result of analysis ``panel`` on pane ``pane``."""
+    """The name of the saved result of analysis ``panel`` on pane ``pane``: no suffix, as
+    each result's ``save()`` writes its own format (one ``.npz``, a JSON or a folder)."""
     slug = re.sub(r"[^a-z0-9]+", "-", panel.lower()).strip("-") or "analysis"
-    return f"{slug}-pane{pane}.npz"
+    return f"{slug}-pane{pane}"
 
 
 def save_session(session: Session, path: str | Path) -> Path:
-    """Write ``session`` to ``path`` atomically and delete result files it no longer names.
+    """Write ``session`` to ``path`` atomically and delete saved results it no longer names.
 
     Raises
     ------
@@ -150,8 +151,12 @@ def save_session(session: Session, path: str | Path) -> Path:
     kept = {analysis.file for analysis in session.analyses}
     folder = results_dir(path)
     if folder.is_dir():
-        for stale in folder.glob("*.npz"):
-            if stale.name not in kept:
+        for stale in folder.iterdir():
+            if stale.name in kept:
+                continue
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
                 stale.unlink(missing_ok=True)
     return path
 

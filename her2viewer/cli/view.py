@@ -125,10 +125,13 @@ def run_view(args) -> int:
     from her2viewer.gui.app import has_display, make_app
     from her2viewer.gui.mainwindow import MainWindow
     from her2viewer.gui.tiles import shared_loader
+    from her2viewer.session import session_path
 
-    if not args.demo and not args.slide and not args.volume and not args.evaluation:
+    nothing = not args.demo and not args.slide and not args.volume and not args.evaluation
+    if nothing and not session_path().exists():
         raise ViewerError(
-            "give a SLIDE, --volume or --evaluation, or --demo for the synthetic demo case."
+            "give a SLIDE, --volume or --evaluation, or --demo for the synthetic demo case"
+            " (there is no saved session to restore)."
         )
     offscreen = bool(args.screenshot) or not has_display()
     out = _screenshot_path(args) if offscreen else None
@@ -183,6 +186,7 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
     evaluation = attach_evaluation_panel(window)
     window.resize(width, height)
     window.show()
+    window.sessions.autosave = out is None  # an offscreen render keeps the user's session
     summary = ""
     if args.demo:
         from her2viewer.demo import analyse_demo_case, format_summary
@@ -196,6 +200,10 @@ def _show(app, window, args, slides, out, transform, start, failures) -> int:
             raise ViewerError(window.errors[-1])
         if len(slides) > 1 and transform is None:
             ihc.run()  # a pair without a saved transform is registered in the background
+    elif not args.volume and not args.evaluation:  # nothing asked: the last session
+        restoring = window.sessions.restore()  # a slide gone since: said in the usual box
+        if restoring is not None:
+            restoring.wait()
     if args.volume:
         show_radiology(radiology)
         radiology.open_case(args.volume, args.mask)

@@ -31,6 +31,8 @@ from her2viewer.gui.about import AboutDialog
 from her2viewer.gui.annotations.controller import AnnotationTools
 from her2viewer.gui.annotations.pair import PairAnnotations
 from her2viewer.gui.annotations.panel import AnnotationPanel
+from her2viewer.gui.display_panel import DisplayPanel
+from her2viewer.gui.exports import ExportActions
 from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.magnifier import Magnifier
 from her2viewer.gui.opener import SlideOpener
@@ -136,6 +138,9 @@ class MainWindow(QMainWindow):
         self.layers_panel = LayersPanel()
         self.properties = PropertiesPanel(self.loader)
         self.annotation_panel = AnnotationPanel()
+        self.display_panel = DisplayPanel(self.loader)  # levels, stain view, image type, pixel size
+        self.display_panel.error.connect(self.show_error)
+        self.display_panel.pixel_size_changed.connect(self.set_active)  # properties, presets
         self.active: SlideView | None = None
         self.pages: QTabWidget | None = None  # made when a second page (Radiology, ...) joins
         self._slide_bars: list[QWidget] = []
@@ -165,6 +170,7 @@ class MainWindow(QMainWindow):
             ("Layers", self.layers_panel),
             ("Properties", self.properties),
             ("Annotations", self.annotation_panel),
+            ("Display", self.display_panel),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
@@ -178,6 +184,7 @@ class MainWindow(QMainWindow):
             docks.append(dock)
         self.tabifyDockWidget(docks[1], docks[2])
         self.tabifyDockWidget(docks[2], docks[3])
+        self.tabifyDockWidget(docks[3], docks[4])
         docks[1].raise_()
         self.resizeDocks([docks[0]], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
@@ -230,6 +237,7 @@ class MainWindow(QMainWindow):
         self._fill_recent()
         file_menu.addSeparator()
         self._action(file_menu, "Save &screenshot…", self.screenshot_dialog)
+        self.exports = ExportActions(self, file_menu)  # snapshot of the pane, region export
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         view_menu = self.menuBar().addMenu("&View")
         toolbar = QToolBar("Navigation")
@@ -281,6 +289,7 @@ class MainWindow(QMainWindow):
         opener.failed.connect(lambda token, message, i=index: self._on_failed(i, token, message))
         self._openers.append(opener)
         view.activated.connect(lambda v=view: self.set_active(v))
+        self.display_panel.watch(view)  # its image type is guessed from its overview
         view.cursor_moved.connect(lambda x, y, v=view: self._on_cursor(v, x, y))
         view.view_changed.connect(lambda v=view: self._on_view_changed(v))
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -309,6 +318,7 @@ class MainWindow(QMainWindow):
         self.active = view
         self.minimap.set_view(view)
         self.layers_panel.set_view(view)
+        self.display_panel.set_view(view)
         if view.slide is not None:
             self.properties.set_slide(view.slide, id(view.slide))
         self.annotations.pane_activated(view)

@@ -327,6 +327,7 @@ class PropertiesPanel(QWidget):
         if not info.objective_power and info.objective_power_estimate:
             power += f" (estimated {info.objective_power_estimate:g}x from mpp)"
         mpp = f"{info.mpp_x:.4f} x {info.mpp_y:.4f} µm/px" if info.mpp_x else "not recorded"
+        mpp += " (set by user)" if info.mpp_set_by_user else ""
         rows = [
             ("File", info.path),
             ("Vendor", info.vendor),

@@ -33,6 +33,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
 from her2viewer.jobs.core import FOREGROUND, lower_thread_priority
+from her2viewer.overlay.display import DisplaySettings, apply_display
 from her2viewer.viewport import tile_pixels, tile_region  # the Qt-free tile grid
 
 #: How much nicer (lower priority) tile workers are than the GUI thread.
@@ -74,6 +75,12 @@ def rgb_to_image(rgb: np.ndarray) -> CachedTile:
     height, width = bgra.shape[:2]
     image = QImage(bgra.data, width, height, width * 4, QImage.Format.Format_RGB32)
     return CachedTile(image, bgra)
+
+
+def display_tile(base: CachedTile, display: DisplaySettings) -> CachedTile:
+    """A slide tile as a pane's levels and stain view draw it (on a worker thread)."""
+    rgb = cv2.cvtColor(base.array, cv2.COLOR_BGRA2RGB)
+    return rgb_to_image(apply_display(rgb, display))
 
 
 def layer_tile(rgba: np.ndarray | None) -> CachedTile:

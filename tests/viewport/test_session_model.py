@@ -32,8 +32,7 @@ def _session() -> Session:
             PaneModel(slide="/slides/ihc.svs", sync=False),
         ],
         registration=[[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]],
-        analyses=[AnalysisModel(panel="IHC score", pane=1, file=result_name("IHC score", 1))],
-        last_folder="/slides",
+        analyses=[AnalysisModel(panel="IHC score", panes=[1, 0], file=result_name("IHC score", 1))],
     )
 
 
@@ -54,11 +53,13 @@ def test_saving_drops_result_files_the_session_no_longer_names(isolated_data):
     path = session_path()
     folder = results_dir(path)
     folder.mkdir(parents=True)
-    kept, stale = folder / "ihc-score-pane1.npz", folder / "her2net-pane0.npz"
+    kept, stale, stale_folder = folder / "ihc-score-pane1", folder / "x", folder / "her2net-pane0"
     kept.write_bytes(b"x")
     stale.write_bytes(b"x")
+    stale_folder.mkdir()
+    (stale_folder / "her2net.json").write_text("{}")
     save_session(_session(), path)
-    assert kept.exists() and not stale.exists()
+    assert kept.exists() and not stale.exists() and not stale_folder.exists()
 
 
 @pytest.mark.parametrize(
@@ -71,8 +72,9 @@ def test_saving_drops_result_files_the_session_no_longer_names(isolated_data):
             "downsample",
         ),
         (json.dumps({"registration": [[1, 0], [0, 1]]}), "3x3"),
+        (json.dumps({"analyses": [{"panel": "x", "panes": [], "file": "x.npz"}]}), "panes"),
         (
-            json.dumps({"analyses": [{"panel": "x", "pane": 0, "file": "../../etc/x.npz"}]}),
+            json.dumps({"analyses": [{"panel": "x", "panes": [0], "file": "../../etc/x.npz"}]}),
             "results folder",
         ),
         (json.dumps({"version": 99}), "session versions up to"),
@@ -89,5 +91,5 @@ def test_a_damaged_session_is_one_sentence_naming_the_file(tmp_path, content, fr
 
 
 def test_result_names_are_plain_file_names():
-    assert result_name("IHC score", 1) == "ihc-score-pane1.npz"
-    assert result_name("///", 0) == "analysis-pane0.npz"
+    assert result_name("IHC score", 1) == "ihc-score-pane1"
+    assert result_name("///", 0) == "analysis-pane0"
