@@ -39,6 +39,7 @@ from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
 from her2viewer.gui.readout import readout_text
 from her2viewer.gui.rotation import RotationControls
+from her2viewer.gui.sessions import SessionKeeper
 from her2viewer.gui.slideview import MAG_PRESETS, SlideView
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
@@ -153,6 +154,7 @@ class MainWindow(QMainWindow):
         self.annotations.active_changed.connect(self.annotation_panel.set_controller)
         self.annotation_panel.error.connect(self.show_error)
         self.pair_annotations = PairAnnotations(self, self.annotations)  # copy across, follow
+        self.sessions = SessionKeeper(self)  # saved on close, restored on start (gui.app)
         self.add_pane()
         self.setAcceptDrops(True)
         self.setWindowTitle("her2viewer")
@@ -434,7 +436,7 @@ class MainWindow(QMainWindow):
         """Ask for a slide file and open it (in the second pane when ``paired``)."""
         patterns = " ".join(f"*{s}" for s in SUPPORTED_SUFFIXES)
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open slide", "", f"Slides ({patterns});;All files (*)"
+            self, "Open slide", self.last_folder(), f"Slides ({patterns});;All files (*)"
         )
         if not path:
             return
@@ -455,7 +457,7 @@ class MainWindow(QMainWindow):
     def geojson_dialog(self) -> None:
         """Ask for a GeoJSON file and add it as a vector layer of the active pane."""
         path, _ = QFileDialog.getOpenFileName(
-            self, "Add GeoJSON layer", "", "GeoJSON (*.geojson *.json)"
+            self, "Add GeoJSON layer", self.last_folder(), "GeoJSON (*.geojson *.json)"
         )
         if path:
             self.add_geojson(path)
@@ -480,6 +482,11 @@ class MainWindow(QMainWindow):
             self.grab().save(path)
 
     # -- recent files --------------------------------------------------------------
+    def last_folder(self) -> str:
+        """The folder of the slide opened last (where file dialogs open); "" before any."""
+        recent = self.recent_files()
+        return str(Path(recent[0]).parent) if recent else ""
+
     def recent_files(self) -> list[str]:
         """Most recently opened slide paths, newest first."""
         value = self.settings.value("recent", [])
@@ -506,8 +513,8 @@ class MainWindow(QMainWindow):
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         geojson = [p for p in paths if p.lower().endswith((".geojson", ".json"))]
         slides = [p for p in paths if p not in geojson]
-        if slides:  # first, so dropped annotations land on the new slide
-            opening = self.open_slides(slides[:2])
+        if slides:  # first, so dropped annotations land on the new slide; side by side
+            opening = self.open_slides(slides)
             opening.finished.connect(lambda _ok: self._add_geojsons(geojson))
         else:
             self._add_geojsons(geojson)
@@ -589,6 +596,7 @@ class MainWindow(QMainWindow):
         self._retired = []
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.sessions.window_closing()
         self.annotations.close_all()
         for opener in self._openers:
             opener.shutdown()
