@@ -228,3 +228,15 @@ def test_a_detached_painter_lets_go_of_the_document(view):
     snapshot = painter._ensure_index()
     CommandStack(document).push(Add([Annotation(shapely.box(0, 0, 10, 10))]))
     assert painter._index is snapshot  # no longer told of changes
+
+
+def test_tiles_around_the_view_are_ready_before_a_pan(view, qtbot):
+    rng = np.random.default_rng(1)
+    boxes = [shapely.box(x, y, x + 40, y + 40) for x, y in rng.uniform(0, 2900, (300, 2))]
+    painter = AnnotationPainter(AnnotationDocument([Annotation(b) for b in boxes]))
+    view.set_state(ViewState(1500, 1000, 2.0))
+    painted(view, painter)
+    qtbot.waitUntil(lambda: not painter._ring)  # rendered between frames
+    view.pan_by(-200, -150)  # a tile (256 level-0 px) further right and down
+    view.repaint()
+    assert painter.stats.rendered == 0 and painter.stats.tiles > 0

@@ -5,7 +5,8 @@ An :class:`AnnotationPainter` is one of a :class:`~her2viewer.gui.slideview.Slid
 frame (about 70 ms with QPainter), so the annotations are drawn as the slide is: into
 transparent tiles of :data:`TILE` screen pixels per zoom bucket (a quarter of a power
 of two), cached, and blitted each frame; panning only renders the tiles that come into
-view, within a time budget per frame. A tile draws only the objects a
+view, within a time budget per frame, and the ring around the view is rendered between
+frames so that a pan finds its tiles ready. A tile draws only the objects a
 :class:`~her2viewer.geometry.index.SpatialIndex` finds in it, each as an outline
 simplified for the bucket (cached per object and bucket), objects smaller than
 :data:`DOT_PX` screen pixels as one dot, and point sets with ``drawPoints`` in one batch
@@ -42,6 +43,9 @@ MAX_TILES = 1024
 MAX_PATH_BUCKETS = 4
 #: Milliseconds of tile rendering per frame; the rest follows in the next frames.
 RENDER_BUDGET_MS = 6.0
+#: Milliseconds of rendering the ring of tiles around the view per turn of the event
+#: loop, between frames (a pan then finds the tiles coming into view ready).
+PREFETCH_MS = 3.0
 #: Objects smaller than this on screen (px) are drawn as one dot.
 DOT_PX = 2.0
 #: Objects smaller than this on screen (px) are drawn without antialiasing (faster).
@@ -195,6 +199,7 @@ class AnnotationPainter:
         self._tiles: OrderedDict[TileKey, QImage | None] = OrderedDict()
         self._paths: OrderedDict[int, dict[str, QPainterPath]] = OrderedDict()
         self._shown_bucket: int | None = None
+        self._ring: list[TileKey] = []  # tiles around the view still to render
         self._index: _Snapshot | None = None
         self._bounds_of: dict[str, tuple[float, float, float, float]] = {}
         self._coords: dict[str, np.ndarray] = {}
@@ -209,6 +214,7 @@ class AnnotationPainter:
         self._coords.clear()
         self._point_indexes.clear()
         self._index = None
+        self._ring = []
 
     # -- the document --------------------------------------------------------------
     def _on_change(self, change) -> None:
@@ -308,6 +314,7 @@ class AnnotationPainter:
             keys = self._stand_in(bucket, bounds, keys)
         else:
             self._shown_bucket = bucket
+            self._want_ring(bucket, bounds)
         self._draw_tiles(painter, matrix, keys)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         self._draw_selection(painter, matrix, bucket, (view.width(), view.height()))
@@ -328,6 +335,30 @@ class AnnotationPainter:
             while len(self._tiles) > MAX_TILES:
                 self._tiles.popitem(last=False)
         return 0
+
+    def _want_ring(self, bucket: int, bounds) -> None:
+        """Ask for the tiles one tile around the view (rendered by :meth:`_prefetch`)."""
+        grow = TILE * bucket_downsample(bucket)
+        x0, y0, x1, y1 = bounds
+        around = _tiles_in(bucket, (x0 - grow, y0 - grow, x1 + grow, y1 + grow))
+        was_empty = not self._ring
+        self._ring = [k for k in around if k not in self._tiles]
+        if self._ring and was_empty:
+            QTimer.singleShot(0, self._prefetch)
+
+    def _prefetch(self) -> None:
+        """Render ring tiles for :data:`PREFETCH_MS`, then let the event loop run."""
+        deadline = time.perf_counter() + PREFETCH_MS / 1000
+        if self._ring:
+            self._ensure_index()
+        while self._ring and time.perf_counter() < deadline:
+            key = self._ring.pop(0)
+            if key not in self._tiles:
+                self._tiles[key] = self._render_tile(key)
+        while len(self._tiles) > MAX_TILES:
+            self._tiles.popitem(last=False)
+        if self._ring:
+            QTimer.singleShot(0, self._prefetch)
 
     def _stand_in(self, bucket: int, bounds, keys: list[TileKey]) -> list[TileKey]:
         """The tiles to show while ``keys`` are incomplete: the last complete bucket's
