@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from her2viewer.annotations.model import Annotation
+from her2viewer.annotations.model import PROPERTY_KEY, Annotation
 from her2viewer.errors import RegistrationError
+from her2viewer.geometry.geojson import Feature
 from her2viewer.geometry.shapes import apply_matrix
 from her2viewer.registration import Registration, registration_from_landmarks
 from her2viewer.registration.transform import matrix_problem
@@ -173,3 +174,42 @@ def landmark_registration(fit: LandmarkFit, moving: str = "", fixed: str = "") -
     """
     quality = {"landmarks": len(fit.residuals_px), "residuals_px": fit.residuals_px.tolist()}
     return Registration(fit.matrix, LANDMARK_METHOD, fit.rms_px, quality, fixed, moving)
+
+
+def transfer_features(features: Iterable[Feature], matrix, *, source: str) -> list[Feature]:
+    """Copy the objects of an annotation file onto the other slide of a pair.
+
+    The file-level twin of :func:`transfer`: every object is carried (detections and cells
+    too, nuclei included), ids kept, measurements dropped (they belong to the other slide),
+    and each is marked with the ``transferred_from`` field her2viewer keeps in a feature's
+    properties, which :class:`~her2viewer.annotations.model.Annotation` reads back.
+
+    Raises
+    ------
+    RegistrationError
+        When the matrix is not a usable affine map (one sentence).
+    """
+    matrix = _usable(matrix, "this registration")
+    copies = []
+    for feature in features:
+        properties = dict(feature.properties)
+        extra = properties.get(PROPERTY_KEY)
+        properties[PROPERTY_KEY] = {
+            **(extra if isinstance(extra, dict) else {}),
+            "transferred_from": source,
+        }
+        copies.append(
+            Feature(
+                geometry=apply_matrix(feature.geometry, matrix),
+                object_type=feature.object_type,
+                class_name=feature.class_name,
+                color=feature.color,
+                name=feature.name,
+                locked=feature.locked,
+                measurements={},  # measured on the other slide; they no longer hold
+                id=feature.id,
+                nucleus=None if feature.nucleus is None else apply_matrix(feature.nucleus, matrix),
+                properties=properties,
+            )
+        )
+    return copies

@@ -21,15 +21,14 @@ from her2viewer.annotations.formats import (
     write_annotations,
 )
 from her2viewer.annotations.model import (
-    PROPERTY_KEY,
     AnnotationDocument,
     AnnotationError,
     annotation_from_feature,
 )
 from her2viewer.annotations.store import AnnotationStore, journal_path, store_path
+from her2viewer.annotations.transfer import transfer_features
 from her2viewer.cli.options import add_json_option, add_output_option
-from her2viewer.geometry.geojson import Feature
-from her2viewer.geometry.shapes import apply_matrix, measure
+from her2viewer.geometry.shapes import measure
 from her2viewer.outputs import check_output_file
 from her2viewer.registration import Registration
 from her2viewer.slide import open_slide
@@ -224,37 +223,6 @@ def _print_table(columns, rows) -> None:
     Console(highlight=False, soft_wrap=True).print(table)
 
 
-def transferred(features, matrix, source: str) -> list[Feature]:
-    """Return copies of ``features`` mapped by ``matrix``, marked as transferred from ``source``.
-
-    Every object is carried (detections and cells too, nuclei included); the mark is
-    the ``transferred_from`` field her2viewer keeps in each feature's properties.
-    """
-    copies = []
-    for feature in features:
-        properties = dict(feature.properties)
-        extra = properties.get(PROPERTY_KEY)
-        properties[PROPERTY_KEY] = {
-            **(extra if isinstance(extra, dict) else {}),
-            "transferred_from": source,
-        }
-        copies.append(
-            Feature(
-                geometry=apply_matrix(feature.geometry, matrix),
-                object_type=feature.object_type,
-                class_name=feature.class_name,
-                color=feature.color,
-                name=feature.name,
-                locked=feature.locked,
-                measurements={},  # measured on the other slide; they no longer hold
-                id=feature.id,
-                nucleus=None if feature.nucleus is None else apply_matrix(feature.nucleus, matrix),
-                properties=properties,
-            )
-        )
-    return copies
-
-
 def run_transfer(args) -> int:
     """Map an annotation file through a registration (or its inverse)."""
     fmt = output_format(args.out, args.format)
@@ -264,7 +232,9 @@ def run_transfer(args) -> int:
         registration = registration.inverse()
     source = Path(registration.moving).name or ("fixed" if args.inverse else "moving")
     features = read_annotations(args.annotations)
-    write_annotations(args.out, transferred(features, registration.matrix, source), fmt)
+    write_annotations(
+        args.out, transfer_features(features, registration.matrix, source=source), fmt
+    )
     direction = "fixed -> moving" if args.inverse else "moving -> fixed"
     print(f"wrote {_count(features)} mapped {direction} to {args.out} ({fmt})")
     return 0
