@@ -50,6 +50,8 @@ KINDS = {
         "positive": ((0.1, 0.3), (0.1, 0.3), (0.1, 0.3)),
     },
 }
+#: Range of the cells' spacing per case (um): from sparse to crowded, nuclei touching.
+CELL_DIAMETER_UM = (11.0, 15.0)
 LABEL_COLUMNS = [
     "case_id", "ihc_path", "cells_path", "marker", "kind", "category", "label",
     "positive_percent", "n_cells",
@@ -79,7 +81,11 @@ def cell_case_specs(
         stained = [case_rng.uniform(low, high) for low, high in KINDS[marker][kind]]
         fractions = (1.0 - sum(stained), *stained)
         case_seed = int(case_rng.integers(2**31))
-        spec = CellCaseSpec(f"case{index:03d}", marker, fractions, width, height, case_seed, mpp)
+        diameter = round(float(case_rng.uniform(*CELL_DIAMETER_UM)), 2)
+        spec = CellCaseSpec(
+            f"case{index:03d}", marker, fractions, width, height, case_seed, mpp,
+            cell_diameter_um=diameter,
+        )  # fmt: skip
         out.append((kind, spec))
     return out
 
@@ -102,6 +108,7 @@ def write_truth_case(kind: str, spec: CellCaseSpec, out_dir: Path) -> dict:
         "height": spec.height,
         "mpp": spec.mpp,
         "objective_power": spec.app_mag,
+        "cell_diameter_um": spec.cell_diameter_um,
         "seed": spec.seed,
         **written,
     }

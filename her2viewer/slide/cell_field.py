@@ -338,6 +338,8 @@ class CellCaseSpec:
         Level-0 size of the slide.
     seed : int
         The case's own seed (cells, tissue and noise).
+    cell_diameter_um : float
+        Spacing of the cells: below ~12 um nuclei of 6-9 um start to touch.
     """
 
     case_id: str
@@ -348,6 +350,7 @@ class CellCaseSpec:
     seed: int
     mpp: float = 0.5
     app_mag: int = 20
+    cell_diameter_um: float = 14.0
 
 
 def tissue_outline(seed: int, width: int, height: int) -> Inside:
@@ -405,6 +408,7 @@ def write_cell_case(spec: CellCaseSpec, out_dir: str | Path) -> tuple[CellPlan, 
         spec.marker,
         spec.mpp,
         spec.seed,
+        spec.cell_diameter_um,
         inside=tissue_outline(spec.seed, spec.width, spec.height),
     )
     with atomic_output(case_dir / "ihc.svs") as tmp:
