@@ -33,10 +33,11 @@ from her2viewer.gui.annotations.pair import PairAnnotations
 from her2viewer.gui.annotations.panel import AnnotationPanel
 from her2viewer.gui.display_panel import DisplayPanel
 from her2viewer.gui.exports import ExportActions
+from her2viewer.gui.help import HelpActions
 from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.magnifier import Magnifier
 from her2viewer.gui.opener import SlideOpener
-from her2viewer.gui.panels import LayersPanel, MiniMap, PropertiesPanel
+from her2viewer.gui.panels import LayersPanel, MiniMap, OverlayKeys, PropertiesPanel
 from her2viewer.gui.readout import readout_text
 from her2viewer.gui.rotation import RotationControls
 from her2viewer.gui.sessions import SessionKeeper
@@ -155,6 +156,7 @@ class MainWindow(QMainWindow):
         self.annotation_panel.error.connect(self.show_error)
         self.pair_annotations = PairAnnotations(self, self.annotations)  # copy across, follow
         self.sessions = SessionKeeper(self)  # saved on close, restored on start (gui.app)
+        self.layers_panel.group_of = self.sessions.layer_group  # layers under their analysis
         self.add_pane()
         self.setAcceptDrops(True)
         self.setWindowTitle("her2viewer")
@@ -264,8 +266,10 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         self.landmarks = LandmarkMode(self, view_menu)  # pick matching points on both panes
         self.rotation = RotationControls(self, view_menu)  # rotate/flip the active pane
+        self.overlay_keys = OverlayKeys(self, view_menu, self.layers_panel)  # O, Alt+1..9
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
+        self.help = HelpActions(self, help_menu, self.about_action)  # shortcuts sheet, guide
 
     def show_about(self) -> None:
         """Open Help > About (version, shipped models, licences) over this window."""

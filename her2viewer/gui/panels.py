@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QImage,
+    QKeySequence,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPixmap,
+    QPolygonF,
+)
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -24,6 +36,13 @@ from her2viewer.gui.slideview import SlideView
 from her2viewer.gui.tiles import QUEUED, TileKey, TileLoader, rgb_to_image
 from her2viewer.overlay.colormaps import COLORMAPS, Legend
 from her2viewer.overlay.layers import HeatmapLayer, MaskLayer, OverlayLayer
+
+#: The least height of the layer list (about six rows): controls and legend scroll instead.
+LIST_MIN_HEIGHT = 150
+#: Height of a legend (title, colour bar, ticks).
+LEGEND_HEIGHT = 64
+#: Layers with a key each (Alt+1 toggles the top one).
+KEYED_LAYERS = 9
 
 
 class MiniMap(QWidget):
@@ -109,7 +128,7 @@ class LegendWidget(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.legend: Legend | None = None
-        self.setMinimumHeight(64)
+        self.setFixedHeight(LEGEND_HEIGHT)  # never grows into the layer list's room
 
     def set_legend(self, legend: Legend | None) -> None:
         """Show ``legend`` (``None`` hides it)."""
@@ -143,14 +162,26 @@ class LegendWidget(QWidget):
 
 
 class LayersPanel(QWidget):
-    """The layer stack of the active pane: show/hide, reorder, opacity, colours, legend."""
+    """The layer stack of the active pane: show/hide, reorder, opacity, colours, legend.
+
+    Layers an analysis added sit under its name (a group row whose box shows or hides
+    them all); the list keeps :data:`LIST_MIN_HEIGHT` whatever the controls and legend
+    below it need. :attr:`group_of` names a layer's group (the window sets it).
+    """
+
+    #: The list was rebuilt (another pane, layers added, removed, shown or hidden).
+    changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.view: SlideView | None = None
+        self.group_of: Callable[[OverlayLayer], str | None] = lambda layer: None
         self.list = QListWidget()
+        self.list.setMinimumHeight(LIST_MIN_HEIGHT)
         self.up = QPushButton("▲ Up")
+        self.up.setToolTip("Move the selected layer up the stack (drawn over the ones below)")
         self.down = QPushButton("▼ Down")
+        self.down.setToolTip("Move the selected layer down the stack")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.colormap = QComboBox()
@@ -207,23 +238,69 @@ class LayersPanel(QWidget):
         current = self.current_layer()
         self._syncing = True
         self.list.clear()
-        for layer in reversed(self.view.layers if self.view else []):
-            item = QListWidgetItem(f"{layer.name}  [{layer.kind}]")
+        stack = list(reversed(self.view.layers if self.view else []))
+        previous = None
+        for layer in stack:
+            group = self.group_of(layer)
+            if group is not None and group != previous:
+                self.list.addItem(self._group_item(group, stack))
+            previous = group
+            indent = "    " if group is not None else ""
+            item = QListWidgetItem(f"{indent}{layer.name}  [{layer.kind}]")
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if layer.visible else Qt.CheckState.Unchecked)
             item.setData(Qt.ItemDataRole.UserRole, layer)
             self.list.addItem(item)
             if layer is current:
                 self.list.setCurrentItem(item)
-        if self.list.currentRow() < 0 and self.list.count():
-            self.list.setCurrentRow(0)
+        if self.list.currentRow() < 0 and stack:
+            self.list.setCurrentItem(self._item_of(stack[0]))
         self._syncing = False
         self._show_controls()
+        self.changed.emit()
+
+    def _group_item(self, group: str, stack: list[OverlayLayer]) -> QListWidgetItem:
+        """The row of an analysis's layers: its box shows or hides them all."""
+        members = [layer for layer in stack if self.group_of(layer) == group]
+        shown = sum(layer.visible for layer in members)
+        item = QListWidgetItem(f"▾ {group}")
+        item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
+        state = Qt.CheckState.Checked if shown == len(members) else Qt.CheckState.Unchecked
+        item.setCheckState(Qt.CheckState.PartiallyChecked if 0 < shown < len(members) else state)
+        item.setData(Qt.ItemDataRole.UserRole + 1, group)
+        item.setToolTip(f"The layers of {group}: tick to show them all, untick to hide them")
+        font = item.font()
+        font.setBold(True)
+        item.setFont(font)
+        return item
+
+    def _item_of(self, layer: OverlayLayer) -> QListWidgetItem | None:
+        for row in range(self.list.count()):
+            if self.list.item(row).data(Qt.ItemDataRole.UserRole) is layer:
+                return self.list.item(row)
+        return None
 
     def current_layer(self) -> OverlayLayer | None:
         """The selected layer, if any."""
         item = self.list.currentItem()
         return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def set_visible(self, layers: list[OverlayLayer], visible: bool) -> None:
+        """Show or hide ``layers`` of the pane and redraw."""
+        for layer in layers:
+            layer.visible = visible
+        self.reload()
+        self.view.refresh()
+
+    def toggle(self, position: int) -> bool:
+        """Show or hide the ``position``-th layer from the top (1 is the top); whether there
+        was one."""
+        stack = list(reversed(self.view.layers)) if self.view else []
+        if not 1 <= position <= len(stack):
+            return False
+        layer = stack[position - 1]
+        self.set_visible([layer], not layer.visible)
+        return True
 
     def _show_controls(self) -> None:
         layer = self.current_layer()
@@ -259,9 +336,14 @@ class LayersPanel(QWidget):
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         if self._syncing:
             return
+        group = item.data(Qt.ItemDataRole.UserRole + 1)
+        if group is not None:
+            members = [layer for layer in self.view.layers if self.group_of(layer) == group]
+            self.set_visible(members, item.checkState() != Qt.CheckState.Unchecked)
+            return
         layer = item.data(Qt.ItemDataRole.UserRole)
         layer.visible = item.checkState() == Qt.CheckState.Checked
-        self._show_legend()
+        self.reload()  # the group row's box follows
         self.view.refresh()
 
     def _move(self, steps: int) -> None:
@@ -378,3 +460,62 @@ class PropertiesPanel(QWidget):
             lbl.pixmap() is not None and not lbl.pixmap().isNull() for lbl in self._keys.values()
         ):
             self.images_ready.emit()
+
+
+class OverlayKeys(QObject):
+    """View > Overlays: hide every overlay layer of every pane with one key, and show or
+    hide the active pane's top nine layers with one key each.
+
+    Parameters
+    ----------
+    window : MainWindow
+        Its panes and active pane.
+    menu : QMenu
+        The View menu.
+    panel : LayersPanel
+        The active pane's layer list (it follows every change).
+    """
+
+    def __init__(self, window, menu, panel: LayersPanel) -> None:
+        super().__init__(window)
+        self.window, self.panel = window, panel
+        overlays = menu.addMenu("&Overlays")
+        self.hide_all = QAction("&Hide all overlays", window, checkable=True)
+        self.hide_all.setShortcut(QKeySequence("O"))
+        tip = "Hide every overlay layer of every pane, to look at the tissue alone (O)"
+        self.hide_all.setToolTip(tip)
+        self.hide_all.setStatusTip(tip)
+        self.hide_all.toggled.connect(self.set_hidden)
+        overlays.addAction(self.hide_all)
+        overlays.addSeparator()
+        self.toggles = []
+        for position in range(1, KEYED_LAYERS + 1):
+            action = QAction(f"Show/hide layer {position}", window)
+            action.setShortcut(QKeySequence(f"Alt+{position}"))
+            action.triggered.connect(lambda _checked=False, p=position: panel.toggle(p))
+            overlays.addAction(action)
+            self.toggles.append(action)
+        panel.changed.connect(self.follow)
+        self.follow()
+
+    def set_hidden(self, hidden: bool) -> None:
+        """Hide (or show again) the overlay layers of every pane; each keeps its own tick."""
+        for view in self.window.views:
+            view.overlays_shown = not hidden
+            view.refresh()
+        self.hide_all.setChecked(hidden)
+
+    def follow(self) -> None:
+        """Name the layer each key toggles in the active pane; keys without one disabled."""
+        view = self.window.active
+        stack = list(reversed(view.layers)) if view is not None else []
+        for position, action in enumerate(self.toggles, start=1):
+            layer = stack[position - 1] if position <= len(stack) else None
+            action.setEnabled(layer is not None)
+            tip = (
+                f"Show or hide '{layer.name}', layer {position} from the top (Alt+{position})"
+                if layer is not None
+                else f"Disabled: the active pane has fewer than {position} layers"
+            )
+            action.setToolTip(tip)
+            action.setStatusTip(tip)

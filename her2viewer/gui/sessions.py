@@ -68,6 +68,13 @@ class SessionKeeper(QObject):
         panels = {dock.windowTitle(): dock.widget().widget() for dock in docks}
         return {title: p for title, p in panels.items() if isinstance(p, AnalysisPanel)}
 
+    def layer_group(self, layer) -> str | None:
+        """The title of the analysis panel whose result drew ``layer``; None for others."""
+        for title, panel in self.analysis_panels().items():
+            if any(own is layer for own, _pane in panel.layers):
+                return title
+        return None
+
     # -- saving --------------------------------------------------------------------
     def capture(self) -> Session:
         """The session as the window is now; the results shown are saved beside it."""

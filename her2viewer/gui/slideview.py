@@ -147,6 +147,8 @@ class SlideView(QWidget):
         self.crosshair: tuple[float, float] | None = None
         self.sync_enabled = True
         self.show_hud = True
+        #: False hides every overlay layer at once, keeping each one's own visibility.
+        self.overlays_shown = True
         #: The annotation tool (see ``gui.annotations``): mouse and key events go to it
         #: first, and when it takes one (returns True) the view does not pan. None: pan/zoom.
         self.tool = None
@@ -381,7 +383,7 @@ class SlideView(QWidget):
         shown = tuple(
             (layer.uid, layer.version, round(layer.opacity, 3))
             for layer in self.layers
-            if layer.visible and layer.opacity > 0
+            if layer.visible and layer.opacity > 0 and self.overlays_shown
         )
         return shown if self.display.neutral else (self.display, *shown)
 
