@@ -14,6 +14,7 @@ from functools import partial
 import numpy as np
 import pytest
 
+from her2viewer.analysis.cells import CellsOptions, CellsResult, analyse_cells
 from her2viewer.analysis.clam import ClamOptions, ClamResult, analyse_clam
 from her2viewer.analysis.contract import analyse_path
 from her2viewer.analysis.grade import GradeOptions, GradeResult, analyse_grade
@@ -38,6 +39,11 @@ CASES = {
         "her2net",
     ),
     "ihc": (lambda case: (analyse_ihc, case / "ihc.svs", None, None), IhcResult, "ihc.npz"),
+    "cells": (
+        lambda case: (analyse_cells, case / "ihc.svs", None, CellsOptions(outlines=False)),
+        CellsResult,
+        "cells.npz",
+    ),
     "ihc_pair": (
         lambda case: (analyse_ihc_pair, case / "he.svs", None,
                       IhcPairOptions(str(case / "ihc.svs"))),
