@@ -310,7 +310,7 @@ class AnnotationPainter:
         keys = _tiles_in(bucket, bounds)
         missing = self._render(keys)
         if missing:
-            QTimer.singleShot(0, view.update)  # the rest of the tiles in the next frames
+            QTimer.singleShot(0, view, view.update)  # the rest of the tiles in the next frames
             keys = self._stand_in(bucket, bounds, keys)
         else:
             self._shown_bucket = bucket
