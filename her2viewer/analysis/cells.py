@@ -219,6 +219,17 @@ class CellsResult:
             ),
         ]
 
+    def reclassed(self, profile: ScoringProfile) -> CellsResult:
+        """The same cells classed (and scored) by ``profile``'s thresholds, without measuring
+        again: right when only the moderate/strong thresholds changed, or for nuclear markers
+        (HER2 membrane completeness is measured at the weak threshold)."""
+        tumor_site, specimen = self.info["tumor_site"], self.info["specimen"]
+        classes = class_of_cells(self.cells.table, profile, lateral=tumor_site == "gastric")
+        cells = Cells(self.cells.table, classes, self.cells.marker, self.cells.mpp)
+        info = {**self.info, "profile": profile.name, "thresholds": profile.thresholds.model_dump()}
+        decision = None if self.decision is None else decide(cells, tumor_site, specimen).to_dict()
+        return CellsResult(cells, self.outlines, info, self.slide_size, decision)
+
     def describe_cell(self, row: int) -> str:
         """One cell's class and measurements, as the cursor readout shows them."""
         t = self.cells.table

@@ -103,6 +103,8 @@ class CellsWidget(ResultWidget):
         self.loaded_profiles: dict[str, ScoringProfile] = {}
         self.region: Region | None = None
         self._preview_pane = 0
+        self._preview_key: tuple | None = None  # what the shown preview was measured with
+        self._job_key: tuple | None = None
         form = QFormLayout()
         self.marker_box = QComboBox()
         self.marker_box.addItems(list(MARKERS))
@@ -360,7 +362,7 @@ class CellsWidget(ResultWidget):
 
     def clear(self) -> None:
         """Forget the result and the preview."""
-        self.result = None
+        self.result = self.preview_result = self._preview_key = None
         self._remove_preview()
         self.show_histogram(np.zeros(0))
 
@@ -372,7 +374,13 @@ class CellsWidget(ResultWidget):
 
     # -- the live preview -----------------------------------------------------------------
     def preview(self) -> None:
-        """Run the engine on the pane's visible region with the sliders' thresholds."""
+        """Show the visible region's cells with the sliders' thresholds.
+
+        When only the thresholds that class measured cells changed (any threshold of a
+        nuclear marker; moderate or strong for HER2, whose membranes are measured at the
+        weak one), the shown cells are classed again at once; otherwise the engine runs on
+        the visible region in a background thread.
+        """
         pane = self.pane()
         if pane is None:
             return
@@ -396,9 +404,15 @@ class CellsWidget(ResultWidget):
             tile=PREVIEW_TILE,
             stain_matrix=self._stain_matrix(slide),
         )
+        key = _measure_key(slide.info.path, (x0, y0, x1, y1), options)
+        if self.preview_result is not None and key == self._preview_key:
+            start = time.perf_counter()
+            result = self.preview_result.reclassed(options.profile)
+            self.show_preview(result, time.perf_counter() - start)
+            return
         work = partial(_preview_work, slide, (x0, y0, x1, y1), options)
         self.preview_job = Job(work, "cells-preview", background=True).start()
-        self._preview_pane = pane
+        self._preview_pane, self._job_key = pane, key
         self.preview_timer.start()
 
     def _stain_matrix(self, slide) -> np.ndarray | None:
@@ -414,21 +428,22 @@ class CellsWidget(ResultWidget):
         self.preview_timer.stop()
         self.preview_job = None
         if job.state == "done":
-            self.show_preview(*job.result)
+            result, seconds, matrix = job.result
+            self._stains = (self._job_key[0], matrix)
+            self._preview_key = self._job_key
+            self.show_preview(result, seconds)
         elif job.state == "failed":
             self.preview_label.setText(f"Preview: {job.error}")
         if self._preview_again:
             self._preview_again = False
             self.preview()
 
-    def show_preview(self, result: CellsResult, seconds: float, matrix: np.ndarray) -> None:
+    def show_preview(self, result: CellsResult, seconds: float) -> None:
         """Show a preview: its dots on the pane, the histogram, the shares and its time."""
-        path = self.window.views[self._preview_pane].slide.info.path
-        self._stains = (path, matrix)
         self.preview_result, self.preview_seconds = result, seconds
         self._remove_preview()
         layer = next(x for x in result.layers() if isinstance(x, PointsLayer))
-        layer.name = f"Cells preview ({self.marker.upper()})"
+        layer.name = f"Cells preview ({result.cells.marker.upper()})"
         layer.set_display(colors=dict(self.colors()))
         self.preview_layer = layer
         self.window.add_layer(layer, self._preview_pane)
@@ -464,6 +479,16 @@ class CellsWidget(ResultWidget):
                 self.result.write_table(path)
         except Her2ViewerError as exc:
             self.window.show_error(str(exc))
+
+
+def _measure_key(path: str, bounds, options: CellsOptions) -> tuple:
+    """What a preview's measurements depend on: the slide, the view, the marker, the
+    detection settings, the guideline and, for HER2, the weak threshold."""
+    profile = options.profile
+    weak = profile.thresholds.weak if options.marker == "her2" else None
+    rounded = tuple(round(v) for v in bounds)
+    return (path, rounded, options.marker, profile.nucleus, options.tumor_site,
+            options.specimen, weak)  # fmt: skip
 
 
 def _preview_work(slide, bounds, options: CellsOptions, context):

@@ -189,3 +189,16 @@ def test_options_are_checked():
         CellsOptions(tumor_site="lung")
     with pytest.raises(CellsError, match="is for er"):
         CellsOptions(marker="her2", profile=load_profile(None, "er")).scoring_profile()
+
+
+def test_reclassed_applies_new_thresholds_to_the_same_cells(her2_result):
+    profile = load_profile(None, "her2")
+    assert her2_result.reclassed(profile).summary() == her2_result.summary()
+    stricter = profile.model_copy(
+        update={"thresholds": profile.thresholds.model_copy(update={"strong": 1.5})}
+    )
+    again = her2_result.reclassed(stricter)
+    assert again.cells.table is her2_result.cells.table
+    assert (again.cells.classes == 3).sum() < (her2_result.cells.classes == 3).sum()
+    assert again.summary()["thresholds"]["strong"] == 1.5
+    assert again.summary()["percentages"]["strong_complete"] < 10

@@ -67,13 +67,20 @@ def test_moving_a_slider_previews_the_visible_cells(panel, qtbot):
     _, counts = widget.bars.getData()
     assert counts.sum() == len(first.cells)
     assert widget.threshold_lines["moderate"].value() == pytest.approx(0.35)
-    # a stricter strong threshold: the preview follows with fewer strong cells
+    # a stricter strong threshold: the same measured cells are classed again at once
     strong_before = int((first.cells.classes == 3).sum())
     _slider(widget, "strong", 150)
     qtbot.waitUntil(lambda: widget.preview_result is not first, timeout=60_000)
-    qtbot.waitUntil(lambda: widget.preview_job is None, timeout=60_000)
+    assert widget.preview_job is None and widget.preview_result.cells.table is first.cells.table
     assert int((widget.preview_result.cells.classes == 3).sum()) < strong_before
     assert widget.threshold_lines["strong"].value() == pytest.approx(1.5)
+    # the weak threshold decides membrane completeness: the engine measures again
+    second = widget.preview_result
+    _slider(widget, "weak", 5)
+    qtbot.waitUntil(
+        lambda: widget.preview_result.info["thresholds"]["weak"] == 0.05, timeout=60_000
+    )
+    assert widget.preview_result.cells.table is not second.cells.table
 
 
 def test_run_shows_layers_category_and_exports(panel, qtbot, tmp_path):
