@@ -165,11 +165,14 @@ def stain_view(rgb: np.ndarray, matrix: np.ndarray, index: int, grey: bool = Fal
     """
     matrix = np.asarray(matrix, np.float64)
     unmix = np.linalg.inv(matrix)[:, index].astype(np.float32)
-    od = _OD_TABLE[rgb[..., :3]]
-    amount = np.maximum(cv2.transform(od, unmix[None, :]), 0.0)  # (h, w) stain amount
     colour = np.full(3, 1 / math.sqrt(3)) if grey else matrix[index]
     scale = (-math.log(10.0) * colour).astype(np.float32)
-    out = cv2.exp(amount[..., None] * scale[None, None, :])
+    # OpenCV all the way (no numpy temporaries): tile workers then hold the GIL only briefly,
+    # so the GUI thread's frames do not wait for them
+    od = cv2.LUT(np.ascontiguousarray(rgb[..., :3]), _OD_TABLE)
+    amount = cv2.transform(od, unmix[None, :])  # (h, w) amount of the stain
+    amount = cv2.threshold(amount, 0.0, 0.0, cv2.THRESH_TOZERO)[1]
+    out = cv2.exp(cv2.transform(amount[..., None], scale[:, None]))
     return cv2.convertScaleAbs(out, alpha=BACKGROUND_INTENSITY)
 
 
