@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import shapely
 from PIL import Image
 
 from her2viewer.analysis.cells import CLASS_COLORS, SAFE_COLORS
+from her2viewer.annotations.commands import Add
+from her2viewer.annotations.model import Annotation
 from her2viewer.cells.profiles import BUILT_IN, load_profile
 from her2viewer.geometry.geojson import read_features
-from her2viewer.gui.cells_panel import attach_cells_panel
+from her2viewer.gui.cells_panel import TUMOR, attach_cells_panel
 from her2viewer.overlay.points import DensityLayer, PointsLayer
 from her2viewer.slide.cell_field import draw_cell_field
 
@@ -119,3 +122,19 @@ def test_saved_profile_loads_back_with_the_slider_thresholds(panel, tmp_path):
     assert widget.profile_box.currentText() == "lab-4b5"
     assert widget.thresholds().weak == 0.15
     assert np.isclose(widget.profile().thresholds.weak, 0.15)
+
+
+def test_tumor_annotations_restrict_the_counted_cells(panel, qtbot):
+    window, widget = panel.window, panel.widget
+    view = window.views[0]
+    window.set_active(view)
+    box = shapely.box(100, 100, 400, 300)
+    controller = window.annotations.controllers[view]
+    controller.push(Add([Annotation(box, kind="rectangle", class_name="Tumor")]))
+    widget.live.setChecked(False)
+    widget.region_box.setCurrentText(TUMOR)
+    panel.run()
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
+    table = panel.result.cells.table
+    assert len(table) > 50 and shapely.contains_xy(box, table.x, table.y).all()
+    assert "1 Tumor annotation" in panel.status.text()
