@@ -290,13 +290,13 @@ def _membranes(plan, index, cx, cy, cell) -> np.ndarray:
     return dab
 
 
-def render_plan(plan: CellPlan, width: int, height: int) -> np.ndarray:
-    """The whole ``width`` x ``height`` field, drawn in windows of :data:`RENDER_TILE`."""
+def render_region(plan: CellPlan, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+    """Any region of a planned field, drawn in windows of :data:`RENDER_TILE` (bounded memory)."""
     rgb = np.empty((height, width, 3), np.uint8)
     for y in range(0, height, RENDER_TILE):
         for x in range(0, width, RENDER_TILE):
             w, h = min(RENDER_TILE, width - x), min(RENDER_TILE, height - y)
-            rgb[y : y + h, x : x + w] = render_cells(plan, x, y, w, h)
+            rgb[y : y + h, x : x + w] = render_cells(plan, x0 + x, y0 + y, w, h)
     return rgb
 
 
@@ -319,7 +319,7 @@ def draw_cell_field(
     plan = plan_cells(
         width, height, class_fractions, marker, mpp, seed, cell_diameter_um, nucleus_diameter_um
     )
-    return CellField(render_plan(plan, width, height), plan.x, plan.y, plan.classes, mpp)
+    return CellField(render_region(plan, 0, 0, width, height), plan.x, plan.y, plan.classes, mpp)
 
 
 @dataclass(frozen=True)
@@ -378,13 +378,7 @@ class _CellRenderer:
         self.width = width
 
     def strip(self, y0: int, rows: int) -> np.ndarray:
-        return np.concatenate(
-            [
-                render_cells(self.plan, x, y0, min(RENDER_TILE, self.width - x), rows)
-                for x in range(0, self.width, RENDER_TILE)
-            ],
-            axis=1,
-        )
+        return render_region(self.plan, 0, y0, self.width, rows)
 
 
 def write_cell_case(spec: CellCaseSpec, out_dir: str | Path) -> tuple[CellPlan, dict]:

@@ -15,6 +15,7 @@ from her2viewer.cells.evaluate import evaluate_case, evaluate_cohort, score_cell
 from her2viewer.cells.measure import CellTable
 from her2viewer.cells.truth import cell_case_specs, read_cell_truth, write_cell_cohort
 from her2viewer.cli.main import main
+from tests.reliability.conftest import leftovers, one_line_error, tiny_disk  # noqa: F401
 
 EXPECTED = {
     "null": ("0", "HER2-null"),
@@ -119,3 +120,12 @@ def test_cohort_report_and_the_command_line(her2_cohort, tmp_path, capsys):
     assert main(["demo-data", str(tmp_path / "x"), "--marker", "ki67"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--cells" in err and "\n" not in err
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_files(tiny_disk, capsys):  # noqa: F811
+    out = tiny_disk(160) / "cohort"
+    args = ["demo-data", str(out), "--cells", "--cases", "2", "--size", "1024x1024", "--quiet"]
+    assert main(args) == 2
+    one_line_error(capsys, "disk is full")
+    assert not leftovers(out.parent)
+    assert not (out / "labels.csv").exists()
