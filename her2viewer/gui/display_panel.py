@@ -58,6 +58,8 @@ SLIDER_RANGE = (-100, 100)
 #: Side of the thumbnail on which H&E stain vectors are estimated.
 ESTIMATE_SIZE = 1024
 CHANNELS = ("All channels", "Red", "Green", "Blue")
+#: Characters a combo box is sized for (longer entries are elided).
+COMBO_CHARACTERS = 10
 #: Loader priority of a stain estimate: after the tiles in view.
 ESTIMATE_PRIORITY = (2, 0.0)
 
@@ -180,6 +182,11 @@ class DisplayPanel(QWidget):
         return slider
 
     def _layout(self) -> None:
+        for combo in (self.image_type, self.stain, self.channel):  # the dock stays narrow
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(COMBO_CHARACTERS)
         form = QFormLayout(self)
         form.addRow("Image type", self.image_type)
         stain = QHBoxLayout()
@@ -193,11 +200,11 @@ class DisplayPanel(QWidget):
         buttons.addWidget(self.reset)
         buttons.addWidget(self.auto)
         form.addRow(buttons)
+        form.addRow("Pixel size", self.mpp)
         mpp = QHBoxLayout()
-        mpp.addWidget(self.mpp, 1)
         mpp.addWidget(self.set_mpp)
         mpp.addWidget(self.clear_mpp)
-        form.addRow("Pixel size", mpp)
+        form.addRow(mpp)
         self.mpp_note = QLabel()
         self.mpp_note.setWordWrap(True)
         form.addRow(self.mpp_note)
