@@ -21,12 +21,21 @@ the field.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from her2viewer.errors import StudyError
 from her2viewer.manifests import validated
@@ -185,6 +194,69 @@ def _fixed(value, info: ValidationInfo, index: int):
     if fixed and (tuple(value) if isinstance(value, list) else value) != fixed[index]:
         raise ValueError(f"{info.data['kind']} questions have {info.field_name} {fixed[index]}")
     return value
+
+
+#: The HER2 scores a reader may add to a call (``ReadingRules.ask_her2_score``).
+HER2_SCORES = QUESTION_TYPES["ihc_score"][0]
+
+
+class ReadingRules(BaseModel):
+    """How a study is read, beyond its question (stored as the ``reading`` study setting).
+
+    Attributes
+    ----------
+    idle_limit_s : float or None
+        A gap without any mouse or key input longer than this counts only this
+        long in a case's reading time (``None``: every second counts).
+    ask_her2_score : bool
+        Readers give a HER2 score (0, 1+, 2+, 3+) with each answer.
+    ask_membrane_percent : bool
+        Readers estimate the percentage of tumour cells with complete membrane staining.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    idle_limit_s: Annotated[float, Field(gt=0, le=MAX_READING_SECONDS)] | None = None
+    ask_her2_score: StrictBool = False
+    ask_membrane_percent: StrictBool = False
+
+    @classmethod
+    def from_text(cls, text: str, path: str | Path) -> ReadingRules:
+        """Read the stored JSON, or raise :class:`StudyError` naming ``path`` and the field."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise StudyError(f"{path}: the study's reading rules are not JSON.") from exc
+        return validated(cls, data, path, "the study's reading rules", StudyError)
+
+    def check(
+        self,
+        her2_score: str | None,
+        membrane_percent: float | None,
+        where: str = "",
+        require: bool = True,
+    ) -> tuple[str | None, float | None]:
+        """Return a checked HER2 score and membrane percentage (when ``require``: if asked)."""
+        prefix = f"{where}: " if where else ""
+        if her2_score is not None:
+            her2_score = _ALIASES.get(str(her2_score).strip(), str(her2_score).strip())
+            if her2_score not in HER2_SCORES:
+                raise StudyError(
+                    f"{prefix}HER2 score {her2_score!r} is not one of {', '.join(HER2_SCORES)}."
+                )
+        elif require and self.ask_her2_score:
+            raise StudyError(f"{prefix}this study asks for a HER2 score with each answer.")
+        if membrane_percent is not None:
+            if not (math.isfinite(membrane_percent) and 0 <= membrane_percent <= 100):
+                raise StudyError(
+                    f"{prefix}membrane staining {membrane_percent:g}% is not a percentage 0-100."
+                )
+            membrane_percent = float(membrane_percent)
+        elif require and self.ask_membrane_percent:
+            raise StudyError(
+                f"{prefix}this study asks for the percentage of complete membrane staining."
+            )
+        return her2_score, membrane_percent
 
 
 def make_question(

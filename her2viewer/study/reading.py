@@ -6,6 +6,11 @@ that does not show the model, the ``model_predictions`` and ``model_overlays``
 tables: SQLite refuses such queries. It only ever queries the identified reader's own answers, and
 what it hands out (:class:`BlindedCase`) names a case by its position in the
 reader's order, never by case id or file name.
+
+On a protected study (one with an owner secret) a session opens only with the
+reader's PIN, and every opening, granted or refused, is written to the study's
+access log. :class:`ActiveClock` measures a case's reading time without pauses
+and without idle time beyond the study's limit.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from her2viewer.errors import StudyError
+from her2viewer.study.marks import ReaderMark
 from her2viewer.study.store import Arm, ModelOverlay, StudyStore
 
 #: Tables the reading mode never reads, and those it reads only in an arm showing the model.
@@ -54,6 +60,8 @@ class BlindedCase:
         Reading time already recorded for this case (0 when unanswered).
     model : ModelHint or None
         The model's output, in an assisted arm only.
+    her2_score, membrane_percent, mark : str, float, ReaderMark or None
+        The reader's own HER2 score, membrane percentage and mark with the current answer.
     """
 
     position: int
@@ -66,6 +74,9 @@ class BlindedCase:
     comment: str
     seconds: float
     model: ModelHint | None
+    her2_score: str | None = None
+    membrane_percent: float | None = None
+    mark: ReaderMark | None = None
 
 
 def case_order(case_ids: list[str], seed: int, arm_index: int) -> list[str]:
@@ -81,6 +92,55 @@ def arm_is_open(arm: Arm, today: date | None = None) -> bool:
     return (today or date.today()) >= datetime.fromisoformat(arm.opens_at).date()
 
 
+class ActiveClock:
+    """Reading time of one case visit: pauses excluded, idle gaps capped at a limit.
+
+    Each input event (:meth:`activity`) ends a gap; a gap longer than
+    ``idle_limit`` counts as ``idle_limit`` seconds. Times come from the caller
+    (a monotonic clock), so the rules are tested without waiting.
+
+    Parameters
+    ----------
+    idle_limit : float or None
+        Longest gap without input that counts in full (``None``: no limit).
+    """
+
+    def __init__(self, idle_limit: float | None = None) -> None:
+        self.idle_limit = idle_limit
+        self._counted = 0.0
+        self._since: float | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the clock runs (not paused, not stopped)."""
+        return self._since is not None
+
+    def _gap(self, now: float) -> float:
+        gap = max(now - self._since, 0.0)
+        return gap if self.idle_limit is None else min(gap, self.idle_limit)
+
+    def start(self, now: float) -> None:
+        """Start (or resume) counting from ``now``."""
+        if self._since is None:
+            self._since = now
+
+    def stop(self, now: float) -> None:
+        """Stop counting (pause); the seconds so far are kept."""
+        if self._since is not None:
+            self._counted += self._gap(now)
+            self._since = None
+
+    def activity(self, now: float) -> None:
+        """Note mouse or key input at ``now``: the gap before it counts, up to the limit."""
+        if self._since is not None:
+            self._counted += self._gap(now)
+            self._since = now
+
+    def seconds(self, now: float) -> float:
+        """Seconds counted up to ``now``."""
+        return self._counted + (0.0 if self._since is None else self._gap(now))
+
+
 class ReadingSession:
     """One reader reading one arm of a study.
 
@@ -94,10 +154,25 @@ class ReadingSession:
         Arm to read; the first arm when omitted.
     today : date, optional
         Today's date, for the washout check (tests pass a fixed one).
+    pin : str, optional
+        The reader's PIN or passphrase (needed on a protected study, and by a
+        reader who has one).
+
+    Raises
+    ------
+    AccessError
+        A missing or wrong PIN (the refusal is logged in the study file).
+    StudyError
+        A closed study, an unknown reader or arm, an arm not yet open.
     """
 
     def __init__(
-        self, path: Path, reader: str, arm: str | None = None, today: date | None = None
+        self,
+        path: Path,
+        reader: str,
+        arm: str | None = None,
+        today: date | None = None,
+        pin: str | None = None,
     ) -> None:
         probe = StudyStore(path, hidden_tables=TRUTH_TABLES + MODEL_TABLES)
         try:
@@ -118,8 +193,13 @@ class ReadingSession:
         hidden = TRUTH_TABLES if self.arm.shows_model else TRUTH_TABLES + MODEL_TABLES
         self._store = StudyStore(path, hidden_tables=hidden)
         self.question = self._store.question
+        self.rules = self._store.rules
         self.reader = reader.strip()
-        seed = self._store.ensure_reader(self.reader)
+        try:
+            seed = self._store.open_reader(self.reader, pin, f"read {self.arm.name} arm")
+        except Exception:
+            self._store.close()
+            raise
         arm_index = [a.name for a in arms].index(self.arm.name)
         self._order = self._load_or_make_order(seed, arm_index)
 
@@ -144,8 +224,8 @@ class ReadingSession:
 
     def _own_answers(self) -> dict[str, tuple]:
         rows = self._store.conn.execute(
-            "SELECT case_id, answer, confidence, comment, seconds FROM current_answers "
-            "WHERE reader = ? AND arm = ?",
+            "SELECT case_id, answer, confidence, comment, seconds, her2_score, membrane_percent, "
+            "mark FROM current_answers WHERE reader = ? AND arm = ?",
             (self.reader, self.arm.name),
         )
         return {row[0]: row[1:] for row in rows}
@@ -169,8 +249,8 @@ class ReadingSession:
     def case(self, position: int) -> BlindedCase:
         """Return what the reader may see of the case at a 0-based position."""
         case_id, he_path, ihc_path = self._case_row(position)
-        answer, confidence, comment, seconds = self._own_answers().get(
-            case_id, (None, None, "", None)
+        answer, confidence, comment, seconds, score, percent, mark = self._own_answers().get(
+            case_id, (None, None, "", None, None, None, None)
         )
         available = Path(he_path).is_file() and (not ihc_path or Path(ihc_path).is_file())
         return BlindedCase(
@@ -184,6 +264,9 @@ class ReadingSession:
             comment or "",
             float(seconds or 0.0),
             self._model_hint(case_id),
+            score,
+            percent,
+            mark and ReaderMark.from_text(mark, f"the mark of case {position + 1}"),
         )
 
     def slide_paths(self, position: int) -> tuple[Path, Path | None]:
@@ -202,6 +285,10 @@ class ReadingSession:
                 "skip it and tell the study coordinator."
             )
         return paths
+
+    def registration(self, position: int) -> np.ndarray | None:
+        """The case's IHC -> H&E level-0 matrix computed at creation (``None``: none stored)."""
+        return self._store.registration(self._case_row(position)[0])
 
     def model_overlay(self, position: int) -> ModelOverlay | None:
         """The model's score map for the case at a position, in an assisted arm only.
@@ -228,12 +315,20 @@ class ReadingSession:
         confidence: float | None = None,
         seconds: float | None = None,
         comment: str = "",
+        her2_score: str | None = None,
+        membrane_percent: float | None = None,
+        mark: ReaderMark | None = None,
     ) -> int:
-        """Record the reader's answer to the case at a position (committed on return)."""
+        """Record the reader's answer to the case at a position (committed on return).
+
+        ``her2_score`` and ``membrane_percent`` are required where the study asks for
+        them; ``mark`` is the point or outline behind the call (seen by this reader only).
+        """
         case_id, _, _ = self._case_row(position)
         return self._store.record_answer(
-            self.reader, self.arm.name, case_id, answer, confidence, seconds, comment
-        )
+            self.reader, self.arm.name, case_id, answer, confidence, seconds, comment,
+            her2_score=her2_score, membrane_percent=membrane_percent, mark=mark,
+        )  # fmt: skip
 
     def answered(self) -> int:
         """Number of cases of this arm the reader has answered."""

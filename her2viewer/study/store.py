@@ -6,6 +6,11 @@ whose :meth:`StudyStore.record_answer` call returned survives a crash of the
 process (or of the machine). Answers are never updated or deleted (triggers
 forbid it): changing an answer appends a new revision, and the current answer
 is the highest revision.
+
+Version 2 of the layout adds readers' PIN records, the reader's mark, HER2 score
+and membrane percentage of an answer, the cases' registrations and the append-only
+access log; a version-1 file is migrated the first time it is opened for writing
+(opened read-only, it is read as it is).
 """
 
 from __future__ import annotations
@@ -20,19 +25,25 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from her2viewer.errors import StudyError
 from her2viewer.outputs import atomic_output
+from her2viewer.study import access
+from her2viewer.study.access import AccessError
 from her2viewer.study.definition import (
     CaseRow,
     Question,
+    ReadingRules,
     check_seconds,
     parse_float,
     read_csv,
 )
+from her2viewer.study.marks import ReaderMark, check_mark
 from her2viewer.tables import write_csv
 
-#: Version of the table layout below; a file with another version is refused.
-SCHEMA_VERSION = 1
+#: Version of the table layout below; version 1 is migrated, any other is refused.
+SCHEMA_VERSION = 2
 
 #: Arms a study may have, and whether the model's output is shown in them.
 ARMS = {"unassisted": False, "assisted": True}
@@ -73,6 +84,27 @@ CREATE VIEW current_answers AS
     SELECT a.* FROM answers a
     WHERE a.revision = (SELECT MAX(revision) FROM answers b
                         WHERE b.reader = a.reader AND b.arm = a.arm AND b.case_id = a.case_id);
+"""
+
+#: What version 2 adds to version 1 (run on every new file too, so the columns line up).
+MIGRATION_2 = """
+ALTER TABLE readers ADD COLUMN secret TEXT;
+ALTER TABLE answers ADD COLUMN her2_score TEXT;
+ALTER TABLE answers ADD COLUMN membrane_percent REAL;
+ALTER TABLE answers ADD COLUMN mark TEXT;
+CREATE TABLE registrations (
+    case_id TEXT PRIMARY KEY REFERENCES cases, matrix TEXT NOT NULL, method TEXT NOT NULL,
+    error_px REAL
+);
+CREATE TABLE access_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL,
+    role TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL
+);
+CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
 
@@ -121,6 +153,21 @@ class ModelOverlay:
 
 
 @dataclass(frozen=True)
+class CaseRegistration:
+    """A case's IHC -> H&E registration (level-0 px), computed when the study is created."""
+
+    matrix: np.ndarray
+    method: str
+    error_px: float | None
+
+    def row(self, case_id: str) -> tuple:
+        """Return the ``registrations`` table row for a case."""
+        matrix = json.dumps(np.asarray(self.matrix, float).reshape(3, 3).tolist())
+        error = None if self.error_px is None or not np.isfinite(self.error_px) else self.error_px
+        return (case_id, matrix, self.method, error)
+
+
+@dataclass(frozen=True)
 class Answer:
     """One stored answer (one revision)."""
 
@@ -135,6 +182,27 @@ class Answer:
     comment: str
     source: str
     answered_at: str
+    her2_score: str | None = None
+    membrane_percent: float | None = None
+    mark: str | None = None
+
+    def reader_mark(self) -> ReaderMark | None:
+        """The reader's mark, parsed (``None`` when the answer has none)."""
+        if self.mark is None:
+            return None
+        return ReaderMark.from_text(self.mark, f"the mark of answer {self.id}")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of a study's access log: who opened it, when, for what, and the outcome."""
+
+    id: int
+    at: str
+    who: str
+    role: str
+    action: str
+    outcome: str
 
 
 #: Errors SQLite raises on a damaged file: its own, and text that is no longer UTF-8.
@@ -227,7 +295,7 @@ def _write_study_file(
         conn = sqlite3.connect(tmp.resolve().as_uri(), uri=True, isolation_level=None)
         try:
             conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + MIGRATION_2)
             if source is not None:
                 conn.execute("ATTACH DATABASE ? AS source", (source,))
             conn.execute("BEGIN")
@@ -288,6 +356,7 @@ class StudyStore:
             raise StudyError(f"{self.path}: no such study file.")
         self.conn = connect(self.path, readonly)
         self.hidden_tables = frozenset(hidden_tables)
+        self._owner_key: bytes | None = None
         if self.hidden_tables:
             self.conn.set_authorizer(self._authorize)
         try:
@@ -295,13 +364,16 @@ class StudyStore:
         except (*DATABASE_ERRORS, StudyError) as exc:
             self.conn.close()
             raise StudyError(f"{self.path.name} is not a study file.") from exc
-        if version != str(SCHEMA_VERSION):
+        if version not in ("1", str(SCHEMA_VERSION)):
             self.conn.close()
             raise StudyError(
                 f"{self.path.name} has study schema {version}; this version reads {SCHEMA_VERSION}."
             )
         try:
+            if version == "1" and not readonly:
+                self._migrate()
             self.question = Question.from_dict(json.loads(self.meta("question")), self.path.name)
+            self.rules = ReadingRules.from_text(self.meta("reading", "{}"), self.path.name)
         except StudyError:
             self.conn.close()
             raise
@@ -313,6 +385,16 @@ class StudyStore:
         if action == sqlite3.SQLITE_READ and table in self.hidden_tables:
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
+
+    def _migrate(self) -> None:
+        """Turn a version-1 file into version 2 in one transaction (all or nothing)."""
+        try:
+            self.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATION_2} COMMIT;")
+        except DATABASE_ERRORS as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.conn.close()
+            raise database_error(self.path, exc) from exc
 
     # -- creation -------------------------------------------------------------------------
 
@@ -329,6 +411,9 @@ class StudyStore:
         seed: int | None = None,
         second_arm_opens: str | None = None,
         overlays: dict[str, ModelOverlay] | None = None,
+        owner_secret: str | None = None,
+        rules: ReadingRules | None = None,
+        registrations: dict[str, CaseRegistration] | None = None,
     ) -> StudyStore:
         """Write a new study file atomically and return it opened.
 
@@ -352,10 +437,21 @@ class StudyStore:
             ISO date (washout) before which the second arm refuses to open.
         overlays : dict of str to ModelOverlay, optional
             Model score maps by case id, shown as layers in an assisted arm.
+        owner_secret : str, optional
+            The owner's secret: unblinding (truth, model outputs, every reader's
+            answers) then needs it, and readers need their PIN. Without one the
+            study is unprotected (as files of version 1 were).
+        rules : ReadingRules, optional
+            Idle limit, HER2 score and membrane percentage asked.
+        registrations : dict of str to CaseRegistration, optional
+            IHC -> H&E registration by case id, for the reading window.
         """
         path = Path(path)
         arm_list = _parse_arms(arms, second_arm_opens)
         seed = secrets.randbits(31) if seed is None else int(seed)
+        owner_record = None
+        if owner_secret is not None:
+            owner_record = access.new_record(owner_secret, "owner secret")
 
         def fill(conn: sqlite3.Connection) -> None:
             meta = {
@@ -364,7 +460,10 @@ class StudyStore:
                 "seed": str(seed),
                 "created_at": utc_now(),
                 "open_enrolment": "0" if list(readers) else "1",
+                "reading": (rules or ReadingRules()).model_dump_json(),
             }
+            if owner_record is not None:
+                meta["owner_secret"] = owner_record
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             conn.executemany(
                 "INSERT INTO cases VALUES (?, ?, ?, ?)",
@@ -383,11 +482,18 @@ class StudyStore:
                 "INSERT INTO arms VALUES (?, ?, ?, ?)",
                 [(a.name, i, a.opens_at, int(a.shows_model)) for i, a in enumerate(arm_list)],
             )
+            conn.executemany(
+                "INSERT INTO registrations VALUES (?, ?, ?, ?)",
+                [r.row(case_id) for case_id, r in (registrations or {}).items()],
+            )
             for reader in readers:
                 _insert_reader(conn, reader, seed)
 
         _write_study_file(path, fill)
-        return cls(path)
+        store = cls(path)
+        if owner_secret is not None:
+            store.unlock(owner_secret, "create")
+        return store
 
     # -- definition -----------------------------------------------------------------------
 
@@ -412,6 +518,215 @@ class StudyStore:
                 f"{self.path.name} is a reader package without the truth; "
                 f"'study {verb}' needs the study owner's file."
             )
+
+    # -- access -------------------------------------------------------------------------
+
+    @property
+    def protected(self) -> bool:
+        """Whether the study has an owner secret (then unblinding and reading need secrets)."""
+        return bool(self.meta("owner_secret", ""))
+
+    @property
+    def closed_at(self) -> str | None:
+        """When the owner closed the study (no answers are taken since), or ``None``."""
+        return self.meta("closed_at", "") or None
+
+    def log_access(self, who: str, role: str, action: str, outcome: str) -> None:
+        """Append one line to the access log (committed on return)."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO access_log (at, who, role, action, outcome) VALUES (?, ?, ?, ?, ?)",
+                (utc_now(), who, role, action, outcome),
+            )
+
+    def access_log(self) -> list[LogEntry]:
+        """Return the access log, oldest first."""
+        return [LogEntry(*row) for row in self.conn.execute("SELECT * FROM access_log ORDER BY id")]
+
+    def _refuse(self, who: str, role: str, action: str, message: str) -> AccessError:
+        """Log a refused opening and return the error to raise."""
+        self.log_access(who, role, action, "refused: " + message)
+        return AccessError(message)
+
+    def unlock(self, secret: str | None, action: str) -> None:
+        """Open the study as its owner for ``action``: check the secret and the readers, log it.
+
+        An unprotected study needs no secret. On a protected one the readers table
+        must be as the owner last sealed it (readers added since are accepted in an
+        open-enrolment study), and is sealed again.
+
+        Raises
+        ------
+        AccessError
+            The secret is missing or wrong, or the readers table was edited by hand;
+            the refusal is logged.
+        """
+        name = self.path.name
+        if not self.protected:
+            self.log_access("owner", "owner (unprotected study)", action, "granted")
+            return
+        if secret is None:
+            raise self._refuse(
+                "owner", "owner", action,
+                f"{name} is protected: 'study {action}' needs the owner secret (set "
+                f"{access.OWNER_ENV} or run in a terminal to be asked).",
+            )  # fmt: skip
+        try:
+            key = access.verify(secret, self.meta("owner_secret"), f"owner secret of {name}")
+        except AccessError:
+            raise self._refuse(
+                "owner", "owner", action, f"wrong owner secret of {name}; 'study {action}' refused."
+            ) from None
+        problem = self._seal_problem(key)
+        if problem:
+            raise self._refuse(
+                "owner", "owner", action,
+                f"the readers table of {name} was edited outside her2viewer ({problem}); "
+                "restore the file from a backup.",
+            )  # fmt: skip
+        self._owner_key = key
+        with self.transaction():
+            self._seal_readers()
+        self.log_access("owner", "owner", action, "granted")
+
+    def _reader_rows(self) -> dict[str, list]:
+        rows = self.conn.execute("SELECT reader, seed, secret FROM readers ORDER BY reader")
+        return {name: [name, seed, secret] for name, seed, secret in rows}
+
+    def _seal_of(self, key: bytes, names: list[str], rows: dict[str, list]) -> str:
+        message = [self.meta("open_enrolment"), [rows[n] for n in names]]
+        return access.seal(key, json.dumps(message))
+
+    def _seal_problem(self, key: bytes) -> str | None:
+        """Say how the readers table differs from the owner's last seal, or None."""
+        rows = self._reader_rows()
+        try:
+            sealed = json.loads(self.meta("sealed_readers", "[]"))
+        except ValueError:
+            return "its seal is damaged"
+        removed = [n for n in sealed if n not in rows]
+        if removed:
+            return f"reader {removed[0]!r} was removed"
+        if self._seal_of(key, sealed, rows) != self.meta("readers_seal", ""):
+            return "a reader's name, seed or PIN record was changed"
+        added = [n for n in rows if n not in sealed]
+        if added and self.meta("open_enrolment") != "1":
+            return f"reader {added[0]!r} was added"
+        return None
+
+    def _seal_readers(self) -> None:
+        """Seal the current readers table with the owner's key (inside a transaction)."""
+        rows = self._reader_rows()
+        names = sorted(rows)
+        values = {
+            "sealed_readers": json.dumps(names),
+            "readers_seal": self._seal_of(self._owner_key, names, rows),
+        }
+        self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def _require_owner_key(self, what: str) -> None:
+        if self.protected and self._owner_key is None:
+            raise AccessError(f"{what} needs the owner secret of {self.path.name}.")
+
+    def set_reader_pin(self, reader: str, pin: str) -> None:
+        """Enrol a reader (if new) with a PIN, or reset a reader's PIN (the owner's act)."""
+        reader = check_reader_name(reader)
+        self._require_owner_key("setting a reader's PIN")
+        record = access.new_record(pin)
+        with self.transaction():
+            if reader in self.readers():
+                self.conn.execute(
+                    "UPDATE readers SET secret = ? WHERE reader = ?", (record, reader)
+                )
+            else:
+                _insert_reader(self.conn, reader, self.seed, record)
+            if self._owner_key is not None:
+                self._seal_readers()
+
+    def close_study(self) -> str:
+        """Close the study (the owner's act): no answers are taken from now on."""
+        self._require_owner_key("closing the study")
+        closed = self.closed_at or utc_now()
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('closed_at', ?)", (closed,))
+        return closed
+
+    def _check_open(self) -> None:
+        if self.closed_at:
+            raise StudyError(
+                f"{self.path.name} was closed on {self.closed_at[:10]}; it takes no more answers."
+            )
+
+    def open_reader(self, reader: str, pin: str | None, action: str) -> int:
+        """Check a reader's PIN (enrolling a new reader where allowed); return their seed.
+
+        Every opening, granted or refused, is logged. A reader with a PIN needs it;
+        on a protected study every reader needs one (a new reader of an
+        open-enrolment study chooses theirs now).
+
+        Raises
+        ------
+        AccessError
+            Missing or wrong PIN, or a protected study's reader without a PIN.
+        StudyError
+            The reader is not enrolled and the study does not enrol readers.
+        """
+        reader = check_reader_name(reader)
+        self._check_open()
+        row = self.conn.execute(
+            "SELECT seed, secret FROM readers WHERE reader = ?", (reader,)
+        ).fetchone()
+        name, needs = self.path.name, f"set {access.READER_ENV} or run in a terminal to be asked"
+        if row is None:
+            if self.meta("open_enrolment") != "1":
+                raise self._refuse(
+                    reader, "reader", action,
+                    f"reader {reader!r} is not enrolled in this study; ask the study coordinator.",
+                )  # fmt: skip
+            if self.protected and pin is None:
+                raise self._refuse(
+                    reader, "reader", action, f"a new reader of {name} chooses a PIN: {needs}."
+                )
+            record = None if pin is None else access.new_record(pin)
+            with self.transaction():
+                seed = _insert_reader(self.conn, reader, self.seed, record)
+            self.log_access(reader, "reader", action, "granted (enrolled)")
+            return seed
+        seed, record = row
+        if record is None and self.protected:
+            raise self._refuse(
+                reader, "reader", action,
+                f"reader {reader!r} has no PIN yet in {name}; ask the study owner to set one "
+                "with 'study add-reader'.",
+            )  # fmt: skip
+        if record is not None:
+            if pin is None:
+                raise self._refuse(
+                    reader, "reader", action, f"reader {reader!r} needs their PIN: {needs}."
+                )
+            try:
+                access.verify(pin, record, f"PIN for reader {reader!r} of {name}")
+            except AccessError as exc:
+                raise self._refuse(reader, "reader", action, str(exc)) from None
+        self.log_access(reader, "reader", action, "granted")
+        return seed
+
+    def registration(self, case_id: str) -> np.ndarray | None:
+        """The case's IHC -> H&E level-0 matrix stored at creation, or ``None``."""
+        from her2viewer.registration.transform import matrix_problem
+
+        row = self.conn.execute(
+            "SELECT matrix FROM registrations WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            problem = matrix_problem(json.loads(row[0]))
+        except ValueError:
+            problem = "it is not JSON"
+        if problem:
+            raise StudyError(f"a registration stored in {self.path.name} is unusable: {problem}.")
+        return np.asarray(json.loads(row[0]), float).reshape(3, 3)
 
     @property
     def seed(self) -> int:
@@ -497,19 +812,26 @@ class StudyStore:
         seconds: float | None = None,
         comment: str = "",
         source: str = "reading",
+        her2_score: str | None = None,
+        membrane_percent: float | None = None,
+        mark: ReaderMark | None = None,
     ) -> int:
         """Append one answer in its own committed transaction and return its row id.
 
         When this returns, the answer is on disk. Giving a new answer to a case
-        appends a new revision; older revisions are kept.
+        appends a new revision; older revisions are kept. ``her2_score`` and
+        ``membrane_percent`` are required when the study's reading rules ask for
+        them; ``mark`` is the point or outline behind the call.
         """
         label = self.question.normalise(answer)
         confidence = self.question.check_confidence(confidence)
         seconds = check_seconds(seconds)
+        extras = (*self.rules.check(her2_score, membrane_percent), _mark_text(mark))
         self._check_keys(reader, arm, case_id)
+        self._check_open()
         with self.transaction():
             return self._insert_answer(
-                reader, arm, case_id, label, confidence, seconds, comment, source
+                reader, arm, case_id, label, confidence, seconds, comment, source, extras=extras
             )
 
     def _check_keys(self, reader: str, arm: str, case_id: str) -> None:
@@ -521,7 +843,17 @@ class StudyStore:
             raise StudyError(f"case {case_id!r} is not in this study.")
 
     def _insert_answer(
-        self, reader, arm, case_id, label, confidence, seconds, comment, source, answered_at=None
+        self,
+        reader,
+        arm,
+        case_id,
+        label,
+        confidence,
+        seconds,
+        comment,
+        source,
+        answered_at=None,
+        extras=(None, None, None),
     ):
         (revision,) = self.conn.execute(
             "SELECT COALESCE(MAX(revision), 0) + 1 FROM answers "
@@ -530,7 +862,8 @@ class StudyStore:
         ).fetchone()
         cursor = self.conn.execute(
             "INSERT INTO answers (reader, arm, case_id, revision, answer, confidence, seconds, "
-            "comment, source, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "comment, source, answered_at, her2_score, membrane_percent, mark) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 reader,
                 arm,
@@ -542,6 +875,7 @@ class StudyStore:
                 comment,
                 source,
                 answered_at or utc_now(),
+                *extras,
             ),
         )
         return cursor.lastrowid
@@ -597,7 +931,7 @@ class StudyStore:
                 self._checked_row(
                     r["reader"], r["arm"], r["case_id"], r["answer"], confidence, seconds, where
                 )
-                + (r["comment"], None)
+                + (r["comment"], None, (None, None, None))
             )
         return self._append(parsed, "import")
 
@@ -624,7 +958,7 @@ class StudyStore:
             self._checked_row(
                 a.reader, a.arm, a.case_id, a.answer, a.confidence, a.seconds, path.name
             )
-            + (a.comment, a.answered_at)
+            + (a.comment, a.answered_at, self._package_extras(a, path.name))
             for a in answers
             if (a.reader, a.arm, a.case_id, a.answered_at) not in seen
         ]
@@ -644,14 +978,26 @@ class StudyStore:
         confidence = self.question.check_confidence(confidence, where)
         return reader, arm, case_id, label, confidence, check_seconds(seconds, where)
 
+    def _package_extras(self, answer: Answer, where: str) -> tuple:
+        """Checked HER2 score, membrane percentage and mark of an answer from a package."""
+        where = f"{where} answer {answer.id}"
+        score, percent = self.rules.check(
+            answer.her2_score, answer.membrane_percent, where, require=False
+        )
+        mark = None if answer.mark is None else ReaderMark.from_text(answer.mark, where)
+        return score, percent, _mark_text(mark)
+
     def _append(self, parsed: list[tuple], source: str) -> int:
         """Append checked answers (enrolling unknown readers) in one transaction."""
+        self._check_open()
         with self.transaction():
             known = self.readers()
             for reader in sorted({p[0] for p in parsed} - set(known)):
                 _insert_reader(self.conn, reader, self.seed)
-            for *row, answered_at in parsed:
-                self._insert_answer(*row, source, answered_at)
+            for *row, answered_at, extras in parsed:
+                self._insert_answer(*row, source, answered_at, extras)
+            if self._owner_key is not None:
+                self._seal_readers()
         return len(parsed)
 
     def export_for_reader(self, path: Path, with_model: bool = False) -> None:
@@ -667,8 +1013,9 @@ class StudyStore:
             model, and nothing in the file reveals the model's answers.
         """
         self.require_owner("export-for-reader")
-        tables = ["meta", "cases", "arms", "readers"]
+        tables = ["meta", "cases", "arms", "readers", "registrations"]
         tables += ["model_predictions", "model_overlays"] if with_model else []
+        columns = {t: self._columns(t) for t in tables if t != "registrations" or self._columns(t)}
         source = f"{self.path.resolve().as_uri()}?mode=ro"
         marks = {
             "reader_package": "1",
@@ -677,11 +1024,16 @@ class StudyStore:
         }
 
         def fill(conn: sqlite3.Connection) -> None:
-            for table in tables:
-                conn.execute(f"INSERT INTO {table} SELECT * FROM source.{table}")
+            for table, names in columns.items():
+                listed = ", ".join(names)
+                conn.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM source.{table}")
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", marks.items())
 
         _write_study_file(Path(path), fill, source)
+
+    def _columns(self, table: str) -> list[str]:
+        """Column names of a table of this file (empty when a version-1 file lacks it)."""
+        return [row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")]
 
     def integrity_check(self) -> str:
         """Return SQLite's ``PRAGMA integrity_check`` verdict (``"ok"`` when healthy)."""
@@ -710,11 +1062,20 @@ def check_reader_name(reader: str, where: str = "") -> str:
     return name
 
 
-def _insert_reader(conn: sqlite3.Connection, reader: str, study_seed: int) -> int:
+def _insert_reader(
+    conn: sqlite3.Connection, reader: str, study_seed: int, secret: str | None = None
+) -> int:
     name = check_reader_name(reader)
     seed = reader_seed(study_seed, name)
-    conn.execute("INSERT INTO readers VALUES (?, ?, ?)", (name, seed, utc_now()))
+    conn.execute(
+        "INSERT INTO readers (reader, seed, created_at, secret) VALUES (?, ?, ?, ?)",
+        (name, seed, utc_now(), secret),
+    )
     return seed
+
+
+def _mark_text(mark: ReaderMark | None) -> str | None:
+    return None if mark is None else check_mark(mark).to_text()
 
 
 def _blank(value: float | None) -> str:

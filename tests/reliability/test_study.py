@@ -392,10 +392,8 @@ def test_reading_an_immutable_study_says_so_and_keeps_the_file(tmp_path):
     ReadingSession(study, "ann").close()  # enrolled, order fixed
     before = study.read_bytes()
     with _immutable(study):
-        session = ReadingSession(study, "ann")
         with pytest.raises(StudyError, match="read-only; nothing was changed"):
-            session.answer(0, "positive", seconds=3.0)
-        session.close()
+            ReadingSession(study, "ann")  # every opening is logged in the file: refused at once
         with pytest.raises(StudyError, match="read-only; nothing was changed"):
             ReadingSession(study, "ben")
     assert study.read_bytes() == before

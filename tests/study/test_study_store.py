@@ -121,7 +121,7 @@ def test_not_a_study_file_and_schema_mismatch(tmp_path):
     path = make_study(tmp_path)
     with StudyStore(path) as store:
         store.conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(StudyError, match="schema 99; this version reads 1"):
+    with pytest.raises(StudyError, match=f"schema 99; this version reads {SCHEMA_VERSION}"):
         StudyStore(path)
     with pytest.raises(StudyError, match="no such study file"):
         StudyStore(tmp_path / "absent.h2study")
