@@ -138,8 +138,8 @@ class DisplayPanel(QWidget):
     def __init__(self, loader: TileLoader, parent=None):
         super().__init__(parent)
         self.view = None
-        self._types: dict[int, str] = {}  # id(slide) -> image type
-        self._matrices: dict[tuple[int, str], np.ndarray] = {}
+        self._types: dict[str, str] = {}  # slide fingerprint -> image type
+        self._matrices: dict[tuple[str, str], np.ndarray] = {}  # (fingerprint, type) -> matrix
         self.estimator = StainEstimator(loader, self)
         self.estimator.ready.connect(self._on_matrix)
         self.image_type = QComboBox()
@@ -233,18 +233,24 @@ class DisplayPanel(QWidget):
 
     def image_type_of(self, view) -> str | None:
         """The image type of ``view``'s slide (stored, else guessed); None before its overview."""
-        return None if view.slide is None else self._types.get(id(view.slide))
+        return None if view.slide is None else self._types.get(view.slide.info.fingerprint)
+
+    def estimated_matrix(self, view) -> np.ndarray | None:
+        """The stain vectors estimated on ``view``'s slide; None until they are."""
+        image_type = self.image_type_of(view)
+        return self._matrices.get((view.slide.info.fingerprint, image_type)) if image_type else None
 
     def _on_overview(self, view) -> None:
         slide = view.slide
-        if slide is None or id(slide) in self._types:
+        if slide is None or slide.info.fingerprint in self._types:
             return
         stored = load_settings(slide.info.fingerprint).image_type
         self._set_type(view, stored or guess_image_type(overview_rgb(view)))
 
     def _set_type(self, view, image_type: str) -> None:
-        self._types[id(view.slide)] = image_type
-        if image_type in STAINS and (id(view.slide), image_type) not in self._matrices:
+        fingerprint = view.slide.info.fingerprint
+        self._types[fingerprint] = image_type
+        if image_type in STAINS and (fingerprint, image_type) not in self._matrices:
             self.estimator.request(view.slide, image_type)
         if view.display.stain is not None:
             view.set_display(view.display.with_stain(None))  # its stains may not exist here
@@ -283,13 +289,15 @@ class DisplayPanel(QWidget):
         image_type = self.image_type_of(view)
         if image_type not in STAINS:
             return None
-        key = (id(view.slide), image_type)
-        return self._matrices.get(key, REFERENCE_MATRICES[image_type])
+        estimated = self.estimated_matrix(view)
+        return REFERENCE_MATRICES[image_type] if estimated is None else estimated
 
     def _on_matrix(self, slide, image_type: str, matrix) -> None:
-        self._matrices[(id(slide), image_type)] = matrix
+        fingerprint = slide.info.fingerprint
+        self._matrices[(fingerprint, image_type)] = matrix
         view = self.view
-        if view is not None and view.slide is slide and view.display.stain is not None:
+        shown = None if view is None or view.slide is None else view.slide.info.fingerprint
+        if shown == fingerprint and view.display.stain is not None:
             display = view.display
             view.set_display(display.with_stain(display.stain, matrix, display.grey))
 

@@ -4,8 +4,9 @@
 the legend of its topmost visible layer drawn in a corner when asked. *Export region*
 writes the selected rectangle annotation, else the area in view, at full resolution or
 a chosen downsample as PNG or TIFF, through :func:`~her2viewer.overlay.region.
-export_region` on a worker thread (the slide is never read on the GUI thread), with the
-pane's levels and stain view applied.
+export_region` on a worker thread (the slide is never read on the GUI thread) through a
+handle of its own (a pane may close its slide meanwhile), with the pane's levels and stain
+view applied.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from her2viewer.errors import Her2ViewerError, OutputError
 from her2viewer.gui.panels import LegendWidget
 from her2viewer.outputs import atomic_output
 from her2viewer.overlay.region import check_region, export_region, output_size
+from her2viewer.slide import open_slide
 
 LEGEND_SIZE = (260, 64)
 LEGEND_MARGIN = 12
@@ -163,11 +165,13 @@ class ExportActions(QObject):
             return None
         width, height = output_size(rect, downsample)
         self.window.statusBar().showMessage(f"Exporting {width} x {height} px to {path}…")
-        return self._pool.submit(self._run, slide, rect, downsample, path, display)
+        return self._pool.submit(self._run, slide.info.path, rect, downsample, path, display)
 
-    def _run(self, slide, rect, downsample, path, display) -> None:
+    def _run(self, slide_path, rect, downsample, path, display) -> None:
+        """Export from a handle of its own: the pane may close its slide meanwhile."""
         try:
-            export_region(slide, rect, downsample, path, display)
+            with open_slide(slide_path) as slide:
+                export_region(slide, rect, downsample, path, display)
         except Her2ViewerError as exc:
             self._failed.emit(str(exc))
         else:

@@ -93,7 +93,7 @@ def test_auto_stretches_the_overview_and_moves_the_sliders(window, case, qtbot):
 
 def test_stain_view_shows_one_colour_on_white(window, case, qtbot):
     view, panel = _open(window, qtbot, case / "ihc.svs")
-    qtbot.waitUntil(lambda: (id(view.slide), "brightfield-hdab") in panel._matrices, timeout=15000)
+    qtbot.waitUntil(lambda: panel.estimated_matrix(view) is not None, timeout=15000)
     assert [panel.stain.itemData(i) for i in range(panel.stain.count())] == [
         None,
         "hematoxylin",
