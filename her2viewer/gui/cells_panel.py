@@ -132,7 +132,9 @@ class CellsWidget(ResultWidget):
             self.sliders[name], self.slider_labels[name] = slider, label
         self.live = QCheckBox("Live preview on the visible region")
         self.live.setChecked(True)
+        self.live.setToolTip("Find cells in the visible region as the sliders move")
         self.safe_colors = QCheckBox("Colour-blind-safe colours")
+        self.safe_colors.setToolTip("Draw the cell classes in colours told apart by everyone")
         form.addRow(self.live)
         form.addRow(self.safe_colors)
         self.preview_label = QLabel("")
@@ -162,7 +164,13 @@ class CellsWidget(ResultWidget):
             QPushButton("Export CSV…"),
             QPushButton("Export GeoJSON…"),
         )
-        for button in (self.load_button, self.save_button, self.csv_button, self.geojson_button):
+        for button, tip in (
+            (self.load_button, "Load a scoring profile (thresholds, nucleus sizes) from JSON"),
+            (self.save_button, "Save the scoring profile as JSON"),
+            (self.csv_button, "Save every cell's measurements of the last run as CSV or Parquet"),
+            (self.geojson_button, "Save the cells of the last run as QuPath GeoJSON"),
+        ):
+            button.setToolTip(tip)
             buttons.addWidget(button)
         self.body.addLayout(buttons)
         self.debounce = QTimer(self)

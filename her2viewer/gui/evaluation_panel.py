@@ -521,7 +521,9 @@ def attach_evaluation_panel(window) -> EvaluationPanel:
     panel = EvaluationPanel(window)
     panel.tabs = window.add_page(panel, "Evaluation")
     panel.open_action = window.add_file_action(
-        "Open &evaluation…", lambda: open_evaluation_dialog(panel)
+        "Open &evaluation…",
+        lambda: open_evaluation_dialog(panel),
+        "Open a predictions CSV or a saved evaluation in the Evaluation tab",
     )
     return panel
 

@@ -47,6 +47,7 @@ class GradingWidget(ResultWidget):
         self._entries: dict[str, tuple[object, int]] = {}
         self.probabilities = QLabel("")
         self.cam_button = QPushButton("Grad-CAM here")
+        self.cam_button.setToolTip("Show where the grading model looked, around the view centre")
         self.body.addWidget(self.probabilities)
         self.body.addWidget(self.cam_button)
         self.cam_button.clicked.connect(self.run_gradcam)

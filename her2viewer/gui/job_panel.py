@@ -43,7 +43,12 @@ class JobPanel(QWidget):
         self.layers: list = []
         self.panes: tuple[int, ...] = ()  # the panes whose slides the job and result belong to
         self.run_button = QPushButton(run_text)
+        self.run_button.setToolTip(
+            f"{run_text.replace('&&', '&')} in the background: the viewer stays usable, "
+            "progress and result show below"
+        )
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running analysis (enabled while one runs)")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setValue(0)

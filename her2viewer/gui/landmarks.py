@@ -237,6 +237,7 @@ class LandmarkMode(QObject):
         self._saved_tools: list = []
         self.action = QAction("&Landmark registration…", window)
         self.action.setCheckable(True)
+        self.action.setStatusTip("Register the right pane onto the left by matching points")
         self.action.toggled.connect(lambda on: self.start() if on else self.stop())
         if menu is not None:
             menu.addAction(self.action)

@@ -225,29 +225,60 @@ class MainWindow(QMainWindow):
             for bar in self._slide_bars:
                 bar.hide()
 
-    def add_file_action(self, text: str, slot) -> QAction:
-        """Add an *Open …* action to the File menu, above *Recent files*."""
+    def add_file_action(self, text: str, slot, tip: str = "") -> QAction:
+        """Add an *Open …* action to the File menu, above *Recent files*; ``tip`` says what
+        it does (tooltip and status bar)."""
         action = QAction(text, self)
+        action.setToolTip(tip)
+        action.setStatusTip(tip)
         action.triggered.connect(lambda checked=False: slot())
         self.file_menu.insertAction(self.recent_menu.menuAction(), action)
         return action
 
     def _menus(self) -> None:
         self.file_menu = file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "&Open slide…", self.open_dialog, QKeySequence.StandardKey.Open)
-        self._action(file_menu, "Open &paired slide…", lambda: self.open_dialog(paired=True))
-        self._action(file_menu, "Add &GeoJSON layer…", self.geojson_dialog)
+        self._action(
+            file_menu,
+            "&Open slide…",
+            self.open_dialog,
+            QKeySequence.StandardKey.Open,
+            "Open a slide in the left pane (its IHC pair, when found, on the right)",
+        )
+        self._action(
+            file_menu,
+            "Open &paired slide…",
+            lambda: self.open_dialog(paired=True),
+            tip="Open a slide in the right pane, synced with the left one",
+        )
+        self._action(
+            file_menu,
+            "Add &GeoJSON layer…",
+            self.geojson_dialog,
+            tip="Draw a GeoJSON file's shapes as a layer of the active pane",
+        )
         self.recent_menu = file_menu.addMenu("&Recent files")
         self._fill_recent()
         file_menu.addSeparator()
-        self._action(file_menu, "Save &screenshot…", self.screenshot_dialog)
+        self._action(
+            file_menu,
+            "Save &screenshot…",
+            self.screenshot_dialog,
+            tip="Save the whole window as a PNG image",
+        )
         self.exports = ExportActions(self, file_menu)  # snapshot of the pane, region export
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(
+            file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit, "Close the viewer"
+        )
         view_menu = self.menuBar().addMenu("&View")
         toolbar = QToolBar("Navigation")
         toolbar.setObjectName("navigation")
         self.addToolBar(toolbar)
-        fit = self._action(view_menu, "&Fit (Home)", lambda: self._on_active(SlideView.fit))
+        fit = self._action(
+            view_menu,
+            "&Fit (Home)",
+            lambda: self._on_active(SlideView.fit),
+            tip="Show the whole slide in the active pane (Home)",
+        )
         toolbar.addAction(fit)
         self.preset_actions = {}
         for mag in MAG_PRESETS:
@@ -260,6 +291,7 @@ class MainWindow(QMainWindow):
             self.preset_actions[mag] = action
         toolbar.addSeparator()
         self.sync_box = QCheckBox("Sync panes")
+        self.sync_box.setToolTip("Move, zoom and turn the panes together (the same tissue)")
         self.sync_box.setChecked(True)
         self.sync_box.toggled.connect(self._on_sync_toggled)
         toolbar.addWidget(self.sync_box)
@@ -268,17 +300,25 @@ class MainWindow(QMainWindow):
         self.rotation = RotationControls(self, view_menu)  # rotate/flip the active pane
         self.overlay_keys = OverlayKeys(self, view_menu, self.layers_panel)  # O, Alt+1..9
         help_menu = self.menuBar().addMenu("&Help")
-        self.about_action = self._action(help_menu, "&About her2viewer", self.show_about)
+        self.about_action = self._action(
+            help_menu,
+            "&About her2viewer",
+            self.show_about,
+            tip="Version, the shipped demo models (no clinical claim) and licences",
+        )
         self.help = HelpActions(self, help_menu, self.about_action)  # shortcuts sheet, guide
 
     def show_about(self) -> None:
         """Open Help > About (version, shipped models, licences) over this window."""
         AboutDialog(self).open()
 
-    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+    def _action(self, menu, text, slot, shortcut=None, tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(shortcut)
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
         action.triggered.connect(lambda checked=False: slot())
         menu.addAction(action)
         return action
@@ -505,7 +545,12 @@ class MainWindow(QMainWindow):
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for path in self.recent_files():
-            self._action(self.recent_menu, path, lambda p=path: self.open_in_pane(p, 0))
+            self._action(
+                self.recent_menu,
+                path,
+                lambda p=path: self.open_in_pane(p, 0),
+                tip=f"Open {path} in the left pane",
+            )
         self.recent_menu.setEnabled(bool(self.recent_files()))
 
     # -- drag and drop -------------------------------------------------------------

@@ -159,6 +159,7 @@ class RadiomicsJobPanel(JobPanel):
         self.model_label = QLabel("none")
         self.model_label.setWordWrap(True)
         choose = QPushButton("Choose model…")
+        choose.setToolTip("Choose the radiomics model file that predicts HER2 from the volume")
         choose.clicked.connect(self.choose_model)
         self.classifier = QComboBox()
         self.classifier.addItems(MODEL_NAMES)
@@ -485,7 +486,9 @@ def attach_radiology_panel(window, model: str | Path | None = None) -> Radiology
     panel = RadiologyPanel(window, model)
     panel.tabs = window.add_page(panel, "Radiology")
     panel.open_action = window.add_file_action(
-        "Open CT/MR &volume…", lambda: open_volume_dialog(window, panel)
+        "Open CT/MR &volume…",
+        lambda: open_volume_dialog(window, panel),
+        "Open a CT or MR volume (and its tumour mask) in the Radiology tab",
     )
     return panel
 

@@ -49,6 +49,18 @@ TOOLS = (
     ("wand", "Wand", "W"),
     ("points", "Points", "."),
 )
+#: What each tool does (its tooltip).
+TOOL_TIPS = {
+    "move": "Select, move and reshape annotations; drag empty slide to pan",
+    "rectangle": "Draw a rectangle: press, drag, release",
+    "ellipse": "Draw an ellipse: press, drag, release",
+    "line": "Draw a straight line: press, drag, release",
+    "polygon": "Draw a polygon: click the corners, close on the first one or press Enter",
+    "polyline": "Draw a polyline: click the points, Enter to finish",
+    "brush": "Paint an area with a round brush (Alt paints it away)",
+    "wand": "Grow an area over similar colours from the click",
+    "points": "Place points, one set per class",
+}
 #: The edits of the selection: (controller method, label, shortcut or "").
 EDITS = (
     ("delete_selected", "Delete", "Del"),
@@ -441,6 +453,8 @@ class AnnotationTools(QObject):
         group = QActionGroup(self)
         for name, label, shortcut in TOOLS:
             action = QAction(f"{label}", self, checkable=True, shortcut=QKeySequence(shortcut))
+            action.setToolTip(f"{TOOL_TIPS[name]} ({shortcut})")
+            action.setStatusTip(action.toolTip())
             action.triggered.connect(lambda _checked=False, n=name: self.set_tool(n))
             group.addAction(action)
             menu.addAction(action)
@@ -466,6 +480,9 @@ class AnnotationTools(QObject):
         action = QAction(text, self)
         if shortcut:
             action.setShortcut(QKeySequence(shortcut))
+        tip = f"{text.replace('&', '')}: the selected annotations of the active pane"
+        action.setToolTip(tip)
+        action.setStatusTip(tip)
         action.triggered.connect(lambda _checked=False: self.active and slot(self.active))
         menu.addAction(action)
         return action
@@ -540,10 +557,11 @@ class AnnotationTools(QObject):
         for number, path_class in enumerate(classes, start=1):
             self.class_box.addItem(path_class.name, path_class.name)
             shortcut = f"\t{number}" if number <= 9 else ""
-            self.class_menu.addAction(
+            action = self.class_menu.addAction(
                 f"{path_class.name}{shortcut}",
                 lambda n=path_class.name: self.active and self.active.set_class(n),
             )
+            action.setStatusTip(f"Give the selected annotations the class {path_class.name}")
         if controller is not None:
             self._on_class_changed(controller.current_class or "")
 
@@ -580,3 +598,8 @@ class AnnotationTools(QObject):
             action.setEnabled(bool(stack and getattr(stack, can)))
             description = getattr(stack, what) if action.isEnabled() else None
             action.setText(f"{verb} {description}" if description else verb)
+            action.setStatusTip(
+                f"{verb[1:]} the last annotation edit of the active pane: {description}"
+                if description
+                else f"Nothing to {verb[1:].lower()} in the active pane"
+            )

@@ -316,13 +316,14 @@ class ClassPanel(QWidget):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         buttons = QHBoxLayout()
-        for text, slot in (
-            ("Add…", self._ask_add),
-            ("Rename…", self._ask_rename),
-            ("Colour…", self._ask_color),
-            ("Remove", self._remove_chosen),
+        for text, slot, tip in (
+            ("Add…", self._ask_add, "Add a class"),
+            ("Rename…", self._ask_rename, "Rename the chosen class (its annotations follow)"),
+            ("Colour…", self._ask_color, "Change the chosen class's colour"),
+            ("Remove", self._remove_chosen, "Remove the chosen class (undoable)"),
         ):
             button = QPushButton(text)
+            button.setToolTip(tip)
             button.clicked.connect(lambda _checked=False, s=slot: s())
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
@@ -434,6 +435,7 @@ class MeasurementTable(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         export = QPushButton("Export CSV…")
+        export.setToolTip("Save every measurement in the table as a CSV file")
         export.clicked.connect(lambda _checked=False: self._ask_export())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
