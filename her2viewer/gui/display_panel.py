@@ -58,6 +58,7 @@ SLIDER_RANGE = (-100, 100)
 #: Side of the thumbnail on which H&E stain vectors are estimated.
 ESTIMATE_SIZE = 1024
 CHANNELS = ("All channels", "Red", "Green", "Blue")
+STAIN_LABELS = {"hematoxylin": "Hematoxylin", "eosin": "Eosin", "dab": "DAB"}
 #: Characters a combo box is sized for (longer entries are elided).
 COMBO_CHARACTERS = 10
 #: Loader priority of a stain estimate: after the tiles in view.
@@ -162,6 +163,7 @@ class DisplayPanel(QWidget):
         self.mpp = QDoubleSpinBox(decimals=4, minimum=MPP_RANGE[0], maximum=MPP_RANGE[1])
         self.mpp.setSuffix(" µm/px")
         self.mpp.setValue(0.25)
+        self.mpp.setToolTip("Microns per level-0 pixel, for a file that records none")
         self.set_mpp = QPushButton("Set")
         self.clear_mpp = QPushButton("Clear")
         self.clear_mpp.setToolTip("Forget the pixel size you gave this slide")
@@ -395,7 +397,7 @@ class DisplayPanel(QWidget):
         self.stain.clear()
         self.stain.addItem("Slide (all stains)", None)
         for name in STAINS.get(image_type, {}):
-            self.stain.addItem(f"{name.capitalize() if name != 'dab' else 'DAB'} only", name)
+            self.stain.addItem(f"{STAIN_LABELS[name]} only", name)
         shown = None if view is None else view.display.stain
         self.stain.setCurrentIndex(max(0, self.stain.findData(shown)))
         self.stain.setEnabled(image_type in STAINS)
