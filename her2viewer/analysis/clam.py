@@ -419,6 +419,29 @@ class _PartialMaps:
         self.callback(self.heatmap(coords, scores, prediction, 0.0, size0, partial=True))
 
 
+def clam_features(
+    slide: Slide,
+    bundle: str | Path,
+    options: ClamOptions | None = None,
+    context: JobContext | None = None,
+    *,
+    cache: str | Path | None = None,
+) -> FeatureFile:
+    """Extract (or reuse) the features :func:`analyse_clam` reads, in the same cache folder.
+
+    Lets a cohort run extract features as a step of its own; :func:`analyse_clam` with the
+    same ``bundle``, ``options`` and ``cache`` then only runs the model.
+    """
+    options = options or ClamOptions()
+    _, meta = load_clam(bundle)
+    folder = Path(cache or cache_dir()) / "clam" / slide.info.fingerprint
+    run = dict(
+        progress=context.report if context else None, cancel=context.token if context else None
+    )
+    encoder = _bundle_encoder(bundle, meta)
+    return _features_for(slide, segment_tissue(slide), encoder, folder, options, 0.0, **run)
+
+
 def _features_for(
     slide, seg, encoder, folder, options, overlap, progress, cancel, on_batch_for=None
 ):

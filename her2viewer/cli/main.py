@@ -31,6 +31,7 @@ VERB_MODULES = tuple(
         "annotations",
         "radiomics",
         "study",
+        "project",
         "evaluate",
         "view",
         "demo",

@@ -1,0 +1,87 @@
+"""Run analyses over a project: plan, hand the cases to an engine, store each result row.
+
+The Qt-free entry point of ``her2viewer project run`` and of the app's "run on selected cases".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from her2viewer.project.engines import run_local, run_ray
+from her2viewer.project.store import Project, ProjectError
+from her2viewer.project.tasks import Outcome, plan
+
+#: The engines of ``--engine``.
+ENGINES = ("local", "ray")
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class RunReport:
+    """What a run did: tasks planned, done and failed, and its wall time (s)."""
+
+    planned: int = 0
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def run_project(
+    project: Project,
+    analyses: list[str],
+    *,
+    engine: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    gpus_per_task: float = 0,
+    cases: list[str] | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run ``analyses`` on every case of ``project`` (or only ``cases``) not done yet.
+
+    Each outcome is stored as the worker returns it (the artefacts are already written), so
+    a run killed at any point resumes where it stopped.
+
+    Parameters
+    ----------
+    project : Project
+    analyses : list of str
+        Names from :data:`~her2viewer.project.tasks.ANALYSES`.
+    engine : {"local", "ray"}
+    workers : int, optional
+        Processes of the local pool, or CPUs of a local Ray cluster (default: 1 / all).
+    address : str, optional
+        A Ray cluster to join (``ray://host:10001`` or ``auto``); a local one otherwise.
+    gpus_per_task : float
+        GPUs Ray gives each case task.
+    cases : list of str, optional
+        Case ids to run (the app's selection); all cases when None.
+    progress : callable, optional
+        ``progress(done, total, message)`` after each case.
+    """
+    if engine not in ENGINES:
+        raise ProjectError(f"Unknown engine {engine!r}: choose from {', '.join(ENGINES)}.")
+    work = plan(project, analyses)
+    if cases is not None:
+        work = [group for group in work if group[0].case_id in set(cases)]
+    report = RunReport(planned=sum(map(len, work)))
+    start = time.perf_counter()
+    report_progress = progress or (lambda done, total, message: None)
+    report_progress(0, report.planned, "")
+
+    def store(outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            project.record(outcome.row(project))
+            report.done += outcome.status == "done"
+            report.failed += outcome.status == "failed"
+        report_progress(report.done + report.failed, report.planned, outcomes[0].task.case_id)
+
+    if engine == "local":
+        run_local(work, store, workers or 1)
+    else:
+        run_ray(work, store, workers, address, gpus_per_task)
+    report.seconds = time.perf_counter() - start
+    return report
