@@ -1,11 +1,11 @@
 """Sessions: what the viewer showed, saved when it closes and restored on the next start.
 
 A :class:`Session` holds the open slides (one per pane, left to right), each pane's view
-(centre, downsample, rotation, flip) and sync toggle, the shown layers' visibility and
-opacity by name, the registration linking pane 2 to pane 1, the analyses whose results
-were shown (each saved to its own file beside the session, reloaded with its result
-class's ``load()``, never recomputed). It is plain data (Qt-free), checked by pydantic
-when read; a damaged file is one sentence.
+(centre, downsample, rotation, flip) and sync toggle, the GeoJSON files drawn on it, the
+layers' visibility and opacity by name, the registration linking pane 2 to pane 1, and
+the analyses whose results were shown (each saved to its own file beside the session,
+reloaded with its result class's ``load()``, never recomputed). It is plain data
+(Qt-free), checked by pydantic when read; a damaged file is one sentence.
 
 Where it lives: :func:`session_path` (``paths.data_dir()/sessions/last.json``; a project
 folder's ``session.json`` once projects exist).
@@ -65,11 +65,13 @@ class LayerModel(BaseModel):
 
 
 class PaneModel(BaseModel):
-    """One pane: its slide, view, sync toggle and layer settings."""
+    """One pane: its slide, view, sync toggle, the GeoJSON files drawn on it as layers
+    (bottom to top) and layer settings."""
 
     slide: str
     view: ViewModel | None = None
     sync: bool = True
+    geojson: list[str] = []
     layers: list[LayerModel] = []
 
 

@@ -513,10 +513,12 @@ class MainWindow(QMainWindow):
         """
         view = self.active if pane is None else self.views[pane]
         try:
-            view.add_layer(VectorLayer.from_geojson(path, color=(250, 190, 0)))
+            layer = VectorLayer.from_geojson(path, color=(250, 190, 0))
         except Her2ViewerError as exc:
             self.show_error(str(exc))
             return False
+        self.sessions.remember_geojson(layer, path)
+        view.add_layer(layer)
         return True
 
     def screenshot_dialog(self) -> None:

@@ -56,6 +56,20 @@ class SessionKeeper(QObject):
         self.window = window
         self._path = Path(path) if path is not None else None
         self.autosave = False
+        self._geojson: dict[int, tuple[object, str]] = {}  # id(layer) -> (layer, its file)
+
+    def remember_geojson(self, layer, path: str | Path) -> None:
+        """Note that ``layer`` was read from the GeoJSON file ``path`` (read again on restore)."""
+        self._geojson[id(layer)] = (layer, str(Path(path).resolve()))
+
+    def _geojson_of(self, view) -> list[str]:
+        """The GeoJSON files of ``view``'s layers, bottom to top."""
+        entries = [self._geojson.get(id(layer)) for layer in view.layers]
+        return [
+            entry[1]
+            for layer, entry in zip(view.layers, entries, strict=True)
+            if entry is not None and entry[0] is layer
+        ]
 
     @property
     def path(self) -> Path:
@@ -84,6 +98,7 @@ class SessionKeeper(QObject):
                 slide=str(Path(slide.info.path).resolve()),
                 view=ViewModel(**asdict(view.state)),
                 sync=view.sync_enabled,
+                geojson=self._geojson_of(view),
                 layers=[
                     LayerModel(name=la.name, visible=la.visible, opacity=la.opacity)
                     for la in view.layers
@@ -160,6 +175,9 @@ class SessionKeeper(QObject):
             and Path(window.slides[index].info.path).resolve() == Path(pane.slide)
         ]
         self._load_results(session, set(shown))
+        for index in shown:
+            for path in session.panes[index].geojson:
+                window.add_geojson(path, pane=index)  # a file gone since: the usual box
         with window.sync.paused():
             for index in shown:
                 self._apply_pane(window.views[index], session.panes[index])

@@ -80,10 +80,28 @@ def make_window(qtbot, tmp_path):
     loader.shutdown()
 
 
-def test_a_session_comes_back_as_it_was_left(make_window, synthetic_case):
+def test_a_session_comes_back_as_it_was_left(make_window, synthetic_case, tmp_path):
     window, panel = make_window()
     he, ihc = synthetic_case / "he.svs", synthetic_case / "ihc.svs"
     assert window.open_slides([he, ihc], TO_FIRST).wait()
+    square = [[[100, 100], [900, 100], [900, 700], [100, 700], [100, 100]]]
+    shapes = tmp_path / "drawn.geojson"
+    shapes.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Polygon", "coordinates": square},
+                        "properties": {"objectType": "annotation"},
+                    }
+                ],
+            }
+        )
+    )
+    assert window.add_geojson(shapes, pane=1)
+    window.views[1].layers[0].visible = False
     window.set_active(window.views[0])
     window.rotation.rotate_to(30.0)
     window.rotation.flip()
@@ -120,6 +138,8 @@ def test_a_session_comes_back_as_it_was_left(make_window, synthetic_case):
     restored = again.views[0].layers[0]
     assert restored.name == "Toy tumour" and not restored.visible
     assert restored.opacity == pytest.approx(0.3)
+    drawn = again.views[1].layers  # the GeoJSON file read again, hidden as it was left
+    assert [layer.kind for layer in drawn] == ["vector"] and not drawn[0].visible
 
 
 def test_only_the_interactive_viewer_saves_its_session(make_window, synthetic_case):
