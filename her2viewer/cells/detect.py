@@ -185,6 +185,20 @@ def boundary_lengths(labels: np.ndarray) -> np.ndarray:
     return counts * np.pi / 4
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of a binary mask, as :func:`scipy.ndimage.binary_fill_holes` does.
+
+    A hole is background not 4-connected to the image border. Labelling the background
+    with OpenCV is about ten times faster than SciPy's iterated erosion, which was a
+    fifth of the detector's time.
+    """
+    count, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    outside = np.zeros(count, bool)
+    outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[labels]
+
+
 def nuclei_from_probability(
     probability: np.ndarray, mpp: float, profile: NucleusProfile, threshold: float = 0.5
 ) -> np.ndarray:
@@ -201,7 +215,7 @@ def nuclei_from_probability(
     threshold : float
         Foreground above this value.
     """
-    foreground = ndimage.binary_fill_holes(probability > threshold)
+    foreground = fill_holes(probability > threshold)
     labels = split_touching(foreground, profile.split_distance_um / mpp)
     return filter_nuclei(labels, mpp, profile)
 
@@ -235,9 +249,7 @@ class ClassicalDetector:
         labels = nuclei_from_probability(
             self.hematoxylin(stains, mpp), mpp, self.profile, threshold
         )
-        outline = ndimage.binary_fill_holes(
-            self.hematoxylin(stains, mpp, OUTLINE_SIGMA_UM) > threshold
-        )
+        outline = fill_holes(self.hematoxylin(stains, mpp, OUTLINE_SIGMA_UM) > threshold)
         labels[~outline] = 0
         return filter_nuclei(labels, mpp, self.profile)
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 from dataclasses import fields
 
+import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from her2viewer.cells import rules
+from her2viewer.cells.detect import fill_holes
 from her2viewer.cells.engine import Cells
 from her2viewer.cells.evaluate import evaluate_case, evaluate_cohort, score_cells, summarise
 from her2viewer.cells.measure import CellTable
@@ -129,3 +132,14 @@ def test_full_disk_is_one_line_and_leaves_no_partial_files(tiny_disk, capsys):  
     one_line_error(capsys, "disk is full")
     assert not leftovers(out.parent)
     assert not (out / "labels.csv").exists()
+
+
+def test_fast_hole_filling_matches_scipy():
+    rng = np.random.default_rng(0)
+    for level in (-0.5, 0.0, 0.3, 0.8):
+        blurred = cv2.GaussianBlur(rng.standard_normal((120, 160)).astype(np.float32), (0, 0), 3)
+        mask = blurred > level
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7], ring[4, 4] = True, False
+    assert fill_holes(ring)[4, 4] and fill_holes(ring).sum() == 25
