@@ -20,6 +20,7 @@ from her2viewer.annotations.roi import Region
 from her2viewer.cells.engine import detect_cell_shapes
 from her2viewer.cells.profiles import load_profile
 from her2viewer.geometry.geojson import read_features
+from her2viewer.jobs import Cancelled, JobContext
 from her2viewer.slide import open_slide
 from her2viewer.slide.cell_field import draw_cell_field
 
@@ -202,3 +203,19 @@ def test_reclassed_applies_new_thresholds_to_the_same_cells(her2_result):
     assert (again.cells.classes == 3).sum() < (her2_result.cells.classes == 3).sum()
     assert again.summary()["thresholds"]["strong"] == 1.5
     assert again.summary()["percentages"]["strong_complete"] < 10
+
+
+def test_cancel_stops_before_the_remaining_tiles(her2_field):
+    profile = load_profile(None, "her2")
+    reads = []
+
+    def read(x, y, w, h):
+        reads.append((x, y))
+        return her2_field.rgb[y : y + h, x : x + w]
+
+    context = JobContext()
+    context.listeners.append(lambda progress: context.token.cancel())
+    with pytest.raises(Cancelled):
+        detect_cell_shapes(read, (0, 0, 800, 600), 0.5, profile, context=context, tile=128,
+                           workers=1)  # fmt: skip
+    assert len(reads) < 10  # of 35 tiles
