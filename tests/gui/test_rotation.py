@@ -143,3 +143,10 @@ def test_controls_are_disabled_without_a_slide_and_say_why(panel_window):
     assert not rotation.dial.isEnabled()
     assert "open a slide first" in rotation.dial.toolTip()
     assert all(not a.isEnabled() and "open a slide" in a.toolTip() for a in rotation.actions)
+
+
+def test_the_readout_gives_level0_pixels_alone_without_a_pixel_size():
+    from her2viewer.gui.readout import coordinates_text
+
+    assert coordinates_text(None, 1234.4, 56.0) == "x 1,234  y 56 px (level 0)"
+    assert coordinates_text(0.5, 1234.4, 56.0).endswith("x 617.2  y 28.0 µm")
