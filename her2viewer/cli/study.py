@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def register(subparsers) -> None:
     rng.add_argument("--correct-a", type=count, required=True, help="cases rater A got right")
     rng.add_argument("--correct-b", type=count, required=True, help="cases rater B got right")
     rng.set_defaults(func=run_mcnemar_range)
+    _register_mrmc(verbs)
 
 
 def run_create(args) -> int:
@@ -285,4 +287,170 @@ def run_mcnemar_range(args) -> int:
         for method in ("exact", "chi2", "chi2_cc")
     }
     print(json.dumps({"splits": rows, "p_range": summary}, indent=2))
+    return 0
+
+
+def _register_mrmc(verbs) -> None:
+    """Add ``study mrmc`` and ``study sample-size`` (multi-reader multi-case analysis)."""
+    from her2viewer.stats.mrmc import COVARIANCES, FOMS
+
+    for name, text in (
+        ("mrmc", "multi-reader multi-case analysis (Obuchowski-Rockette, Hillis df; DBM)"),
+        ("sample-size", "readers x cases a future study needs, from a pilot's MRMC variance"),
+    ):
+        verb = verbs.add_parser(name, help=text, description=text)
+        verb.add_argument(
+            "ratings",
+            help="study file (.h2study, the owner's) or a long CSV: reader, modality, case, "
+            "truth (0/1), rating",
+        )
+        verb.add_argument("--fom", choices=FOMS, default="auc", help="figure of merit")
+        verb.add_argument("--covariance", choices=COVARIANCES, default="jackknife")
+        verb.add_argument(
+            "--threshold", type=bounded(float), help="a rating at or above it is a positive call"
+        )
+        add_json_option(verb, f"the {name} result")
+    mrmc, plan = verbs.choices["mrmc"], verbs.choices["sample-size"]
+    mrmc.add_argument("--imrmc", help="also write the ratings as iMRMC input (.imrmc)")
+    mrmc.add_argument("--long-csv", help="also write the ratings as a long CSV (RJafroc, MRMCaov)")
+    mrmc.set_defaults(func=run_mrmc)
+    plan.add_argument(
+        "--effect",
+        type=bounded(float, 0, 1, low_open=True, high_open=True),
+        required=True,
+        help="difference of the modalities' FOM to detect, e.g. 0.05",
+    )
+    probability = bounded(float, 0, 1, low_open=True, high_open=True)
+    plan.add_argument("--power", type=probability, default=0.8, help="target (default 0.8)")
+    plan.add_argument("--alpha", type=probability, default=0.05, help="level (default 0.05)")
+    plan.add_argument(
+        "--readers", type=_counts, default=[3, 4, 5, 6, 8, 10, 15, 20], help="e.g. 4,6,8"
+    )
+    plan.set_defaults(func=run_sample_size)
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(x) if x.isdigit() else 0 for x in _names(text)]
+    if not counts or not 2 <= min(counts) <= max(counts) <= 1000:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a list of reader counts 2-1000, e.g. 4,6,8"
+        )
+    return counts
+
+
+def _mrmc_result(args, with_ratings: bool = False) -> tuple[dict, object]:
+    """Run the MRMC analysis of a study file or a ratings CSV; return it and the ratings.
+
+    The ratings of a study file are returned only ``with_ratings`` (else None).
+    """
+    from her2viewer.stats.mrmc import mrmc, read_ratings
+
+    path = Path(args.ratings)
+    if not is_study_file(path):
+        data = read_ratings(path)
+        return mrmc(data, args.fom, args.covariance, args.threshold), data
+    from her2viewer.study.mrmc import study_mrmc, study_ratings
+
+    with StudyStore(path, readonly=True) as store:
+        store.require_owner(args.study_verb)
+        result = study_mrmc(store, args.fom, args.covariance, args.threshold)
+        data = study_ratings(store, args.fom == "auc") if with_ratings else None
+        return result, data
+
+
+def run_mrmc(args) -> int:
+    """Print the MRMC analysis (JSON with --json) and write the exports asked for."""
+    from her2viewer.stats.mrmc import write_imrmc, write_long_csv
+
+    result, data = _mrmc_result(args, with_ratings=bool(args.imrmc or args.long_csv))
+    if args.imrmc:
+        write_imrmc(data, Path(args.imrmc))
+    if args.long_csv:
+        write_long_csv(data, Path(args.long_csv))
+    if args.json:
+        print(json.dumps(mrmc_json(result), indent=2))
+        return 0
+    for line in mrmc_lines(result):
+        print(line)
+    return 0
+
+
+def mrmc_json(result: dict) -> dict:
+    """Return the MRMC result with the headline fields: ``auc``, ``rrrc``, ``frrc`` flattened.
+
+    ``rrrc`` and ``frrc`` carry the global test and, for the first pair of modalities, its
+    ``difference``, ``stderr``, ``ci_low`` and ``ci_high``; every pair stays in
+    ``differences``.
+    """
+    out = dict(result)
+    if result["design"]["fom"] == "auc":
+        out["auc"] = result["fom"]
+    for name in ("rrrc", "frrc", "rrfc"):
+        first = result[name]["differences"][0]
+        out[name] = {**result[name], **{k: first[k] for k in _HEADLINE}}
+    return out
+
+
+_HEADLINE = ("difference", "stderr", "ci_low", "ci_high")
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "undefined" if value is None else f"{value:.{digits}f}"
+
+
+def mrmc_lines(result: dict) -> list[str]:
+    """Return the MRMC result as the lines the verb prints."""
+    design, comp = result["design"], result["components"]
+    lines = [
+        f"{len(design['readers'])} readers x {len(design['modalities'])} modalities x "
+        f"{design['cases']} cases ({design['positive']} positive); FOM {design['fom']}, "
+        f"{design['covariance']} covariance",
+    ]
+    lines += [f"  {m}: mean {v:.4f}" for m, v in result["modality_means"].items()]
+    rrrc, frrc = result["rrrc"], result["frrc"]
+    lines.append(
+        f"random readers, random cases: F = {_num(rrrc['f'], 3)}, df {rrrc['df1']} and "
+        f"{_num(rrrc['df2'], 2)}, p = {_num(rrrc['p'], 4)}"
+    )
+    lines.append(
+        f"fixed readers, random cases: chi2 = {_num(frrc['chi2'], 3)}, p = {_num(frrc['p'], 4)}"
+    )
+    for d in rrrc["differences"]:
+        a, b = d["modalities"]
+        lines.append(
+            f"  {a} - {b}: {d['difference']:.4f} (StdErr {d['stderr']:.4f}, 95% CI "
+            f"{d['ci_low']:.4f} to {d['ci_high']:.4f})"
+        )
+    lines.append(
+        "variance components: "
+        + ", ".join(f"{k} {comp[k]:.6f}" for k in ("var_r", "var_tr", "cov1", "cov2", "cov3"))
+        + f", var_error {comp['var_error']:.6f}"
+    )
+    return lines
+
+
+def run_sample_size(args) -> int:
+    """Print readers x cases for the target power, from the pilot's variance components."""
+    from her2viewer.stats.mrmc import sample_size
+
+    result, _ = _mrmc_result(args)
+    plans = sample_size(
+        result["components"],
+        result["design"]["cases"],
+        args.effect,
+        args.readers,
+        args.power,
+        args.alpha,
+    )
+    if args.json:
+        print(json.dumps({"effect": args.effect, "power": args.power, "alpha": args.alpha,
+                          "pilot": result["design"], "plans": plans}, indent=2))  # fmt: skip
+        return 0
+    print(
+        f"cases for {args.power:.0%} power to detect a difference of {args.effect} in "
+        f"{result['design']['fom']} (alpha {args.alpha}, random readers and cases):"
+    )
+    for row in plans:
+        cases = "more than 100000" if row["cases"] is None else row["cases"]
+        print(f"  {row['readers']} readers: {cases} cases")
     return 0

@@ -203,3 +203,48 @@ def _metadata(kind: str) -> dict:
     if kind == "svg":
         return {"Date": None}
     return {}
+
+
+@styled
+def mrmc_figure(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    readers: dict[str, Sequence[float]],
+    intervals: dict[str, tuple[float, float, float]],
+    fom: str = "AUC",
+) -> Figure:
+    """MRMC study: averaged ROC curve per modality, and each reader's FOM per modality.
+
+    Parameters
+    ----------
+    curves : dict
+        Modality -> ``(fpr, tpr)`` of the readers' averaged ROC curve.
+    readers : dict
+        Modality -> each reader's FOM, readers in the same order in every modality (a
+        grey line joins a reader's points).
+    intervals : dict
+        Modality -> ``(mean, low, high)``: the mean FOM and its confidence interval.
+    fom : str
+        Name of the figure of merit, for the axis.
+    """
+    figure = Figure(figsize=(SIZE[0] * 1.6, SIZE[1]), layout="constrained")
+    roc, points = figure.subplots(1, 2)
+    roc.set(title="Averaged ROC curves", xlabel="1 - specificity", ylabel="sensitivity")
+    roc.plot([0, 1], [0, 1], color="0.75", linewidth=1, linestyle="--")
+    for i, (name, (fpr, tpr)) in enumerate(curves.items()):
+        roc.plot(fpr, tpr, color=colour(i), linewidth=2, label=name)
+    _unit_square(roc)
+    roc.legend(loc="lower right")
+    names = list(readers)
+    x = np.arange(len(names))
+    values = np.array([readers[n] for n in names], float)
+    points.plot(x, values, color="0.8", linewidth=1, zorder=1)
+    for i, name in enumerate(names):
+        points.plot(np.full(values.shape[1], i), values[i], "o", color=colour(i), alpha=0.7)
+        mean, low, high = intervals[name]
+        points.errorbar(i + 0.15, mean, yerr=[[mean - low], [high - mean]], fmt="D",
+                        color="black", capsize=5)  # fmt: skip
+    points.set(title=f"Reader {fom} per modality (mean, 95% CI)", ylabel=fom)
+    points.set_xticks(x, [n[:24] for n in names])
+    points.set_xlim(-0.5, len(names) - 0.5)
+    points.grid(axis="x", visible=False)
+    return figure

@@ -333,6 +333,11 @@ def _pairs(modalities, means, stderr: float, df: float | None, alpha: float) -> 
     return rows
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is 0 (all readers alike)."""
+    return float(numerator / denominator) if denominator > 0 else math.nan
+
+
 def _hillis_df(numerator: float, ms: float, df: float) -> float:
     """Satterthwaite-type df of ``numerator`` built on a mean square ``ms`` with ``df``."""
     return math.inf if ms == 0 else numerator**2 / (ms**2 / df)
@@ -397,12 +402,12 @@ def obuchowski_rockette(
     excess = r * max(comp["cov2"] - comp["cov3"], 0.0)
     den = comp["ms_tr"] + excess
     df2 = _hillis_df(den, comp["ms_tr"], (t - 1) * (r - 1))
-    rrrc = {"f": comp["ms_t"] / den, "df1": t - 1, "df2": df2}
+    rrrc = {"f": _ratio(comp["ms_t"], den), "df1": t - 1, "df2": df2}
     rrrc["p"] = float(stats.f.sf(rrrc["f"], t - 1, df2))
     fixed_den = comp["var_error"] - comp["cov1"] + excess * (r - 1) / r
-    frrc = {"chi2": (t - 1) * comp["ms_t"] / fixed_den, "df": t - 1}
+    frrc = {"chi2": _ratio((t - 1) * comp["ms_t"], fixed_den), "df": t - 1}
     frrc["p"] = float(stats.chi2.sf(frrc["chi2"], t - 1))
-    rrfc = {"f": comp["ms_t"] / comp["ms_tr"], "df1": t - 1, "df2": (t - 1) * (r - 1)}
+    rrfc = {"f": _ratio(comp["ms_t"], comp["ms_tr"]), "df1": t - 1, "df2": (t - 1) * (r - 1)}
     rrfc["p"] = float(stats.f.sf(rrfc["f"], t - 1, (t - 1) * (r - 1)))
     rrrc["differences"] = _pairs(modalities, means, math.sqrt(2 * den / r), df2, alpha)
     frrc["differences"] = _pairs(modalities, means, math.sqrt(2 * fixed_den / r), None, alpha)
@@ -465,7 +470,7 @@ def dbm(pseudovalues: np.ndarray) -> dict:
     ms = _mean_squares(pseudovalues)
     den = ms["tr"] + max(ms["tc"] - ms["trc"], 0.0)
     df2 = _hillis_df(den, ms["tr"], (t - 1) * (r - 1))
-    f = ms["t"] / den
+    f = _ratio(ms["t"], den)
     variance = {
         "r": (ms["r"] - ms["tr"] - ms["rc"] + ms["trc"]) / (t * c),
         "c": (ms["c"] - ms["tc"] - ms["rc"] + ms["trc"]) / (t * r),
@@ -551,7 +556,8 @@ def averaged_roc(data: Ratings, points: int = 101) -> dict[str, dict]:
     Returns
     -------
     dict
-        Modality -> ``{"fpr": [...], "tpr": [...]}`` on ``points`` equally spaced FPRs.
+        Modality -> ``{"fpr": [...], "tpr": [...]}``: (0, 0), then the mean TPR at
+        ``points`` equally spaced FPRs (the top of a vertical step at each).
     """
     grid = np.linspace(0.0, 1.0, points)
     curves = {}
@@ -560,7 +566,7 @@ def averaged_roc(data: Ratings, points: int = 101) -> dict[str, dict]:
         for scores in data.values[i]:
             fpr, tpr, _ = roc_curve(data.truth, scores)
             tprs.append(np.interp(grid, fpr, tpr))
-        curves[name] = {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()}
+        curves[name] = {"fpr": [0.0, *grid], "tpr": [0.0, *np.mean(tprs, axis=0)]}
     return curves
 
 
@@ -599,9 +605,10 @@ def power(
     error = (components["var_error"] - components["cov1"]) * scale
     excess = max(components["cov2"] - components["cov3"], 0.0) * scale
     den = var_tr + error + (readers - 1) * excess
+    if den <= 0:  # readers and cases all alike in the pilot: any difference is certain
+        return 1.0, math.inf, math.inf
     lam = readers * effect**2 / (2 * den)
-    ms_tr = var_tr + error - excess
-    df2 = _hillis_df(var_tr + error + (readers - 1) * excess, ms_tr, readers - 1)
+    df2 = _hillis_df(den, max(var_tr + error - excess, 0.0), readers - 1)
     critical = stats.f.ppf(1 - alpha, 1, df2)
     return float(stats.ncf.sf(critical, 1, df2, lam)), float(lam), float(df2)
 

@@ -30,6 +30,7 @@ from her2viewer.stats.documents import Report, Table, format_value, render_html,
 from her2viewer.stats.figures import bar_figure, confusion_figure, roc_figure, save_figure
 from her2viewer.stats.metrics import EXACT_MCNEMAR_BELOW
 from her2viewer.study.definition import check_seconds
+from her2viewer.study.mrmc import mrmc_summary, report_figures, report_paragraphs, report_tables
 from her2viewer.study.stats import MODEL, analyse
 from her2viewer.study.store import StudyStore
 from her2viewer.tables import write_csv
@@ -147,7 +148,7 @@ def _figures(summary: dict, out: Path) -> list[tuple[str, Figure]]:
         ]
         write_csv(out / "reading_time.csv", ["reader", "arm", "case_id", "seconds"], rows)
         figures.append(("Reading time per case", figure))
-    return figures
+    return figures + report_figures(summary["mrmc"], out)
 
 
 def _ci(estimate: dict) -> str:
@@ -175,6 +176,7 @@ def _intro(summary: dict) -> list[str]:
         "equals the truth; McNemar tests are exact binomial below "
         f"{EXACT_MCNEMAR_BELOW} discordant cases, chi-square with continuity correction "
         "from there on.",
+        *report_paragraphs(summary["mrmc"]),
     ]
 
 
@@ -219,6 +221,7 @@ def _tables(summary: dict) -> list[Table]:
             _texts(agreement),
         ),
     ]
+    tables += report_tables(summary["mrmc"])
     paired = [
         [c["reader"], c["n"], c["accuracy_unassisted"], c["accuracy_assisted"], c["change"]]
         + [c["test"]["method"], c["test"]["p_value"]]
@@ -291,6 +294,7 @@ def write_report(
             if context is not None:
                 context.report(0, 2, "statistics and bootstrap intervals")
             summary = analyse(store, n_boot=n_boot, seed=seed)
+            summary["mrmc"] = mrmc_summary(store)
             if context is not None:
                 context.report(1, 2, "figures, tables, HTML and PDF")
             _write_files(store, summary, staging, out)

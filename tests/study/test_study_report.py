@@ -94,7 +94,7 @@ def test_report_status_study(tmp_path):
     assert len(summary["reader_vs_reader"]) == 6  # 3 pairs x 2 arms
     assert {c["reader"] for c in summary["assisted_vs_unassisted"]} == {"ann", "ben", "cat"}
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 1 + 1 + 6 + 1  # roc, model, 6 reader-arms, time
+    assert html.count("data:image/png;base64,") == 1 + 1 + 6 + 1 + 1  # + time, MRMC
     assert "Reader vs model" in html and "<img" in html
     with (out / "roc.csv").open() as handle:
         series = {row["series"] for row in csv.DictReader(handle)}
