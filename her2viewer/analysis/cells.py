@@ -57,9 +57,11 @@ SPECIMENS = ("resection", "biopsy")
 CLASS_COLORS = {0: (40, 90, 230), 1: (250, 220, 40), 2: (245, 140, 30), 3: (215, 25, 25)}
 #: The colour-blind-safe alternative (Okabe-Ito: sky blue, yellow, orange, vermillion).
 SAFE_COLORS = {0: PALETTE[5], 1: PALETTE[6], 2: PALETTE[4], 3: PALETTE[1]}
-#: Side of one density-map cell (um) and the zoom below which the dots replace it.
+#: Side of one density-map cell (um) and the zoom (screen um/px) up to which dots replace it.
 DENSITY_UM = 50.0
 DOTS_UP_TO_UM_PER_PX = 2.0
+#: The zoom (screen um/px) from which nucleus outlines replace the dots (20x).
+OUTLINES_FROM_UM_PER_PX = 0.5
 NO_REGION = "no tumor region: all detected cells counted"
 
 
@@ -216,8 +218,19 @@ class CellsResult:
                 mpp=self.cells.mpp,
                 max_downsample=dots_up_to,
                 opacity=0.9,
+                **self._nucleus_outlines(),
             ),
         ]
+
+    def _nucleus_outlines(self) -> dict:
+        """The points layer's nucleus outlines (drawn from 20x up), when they were traced."""
+        if len(self.outlines) != len(self.cells):
+            return {}
+        return {
+            "outline_xy": self.outlines.nucleus_xy,
+            "outline_offsets": self.outlines.nucleus_offsets,
+            "outline_up_to": OUTLINES_FROM_UM_PER_PX / self.cells.mpp,
+        }
 
     def reclassed(self, profile: ScoringProfile) -> CellsResult:
         """The same cells classed (and scored) by ``profile``'s thresholds, without measuring

@@ -67,3 +67,20 @@ def test_density_layer_only_below_its_zoom():
     layer = DensityLayer("density", values=np.ones((10, 10)), downsample=100, min_downsample=8)
     assert layer.render((0, 0, 1000, 1000), (100, 100)) is not None  # 10 px per screen px
     assert layer.render((0, 0, 400, 400), (200, 200)) is None  # 2
+
+
+def test_outlines_replace_the_dots_when_zoomed_in():
+    square = np.array([[40, 40], [60, 40], [60, 60], [40, 60]], np.float32)
+    layer = PointsLayer("cells", xy=[[50, 50]], classes=[1], colors=COLORS, radius_um=3,
+                        outline_xy=square, outline_offsets=np.array([0, 4]),
+                        outline_up_to=1.0)  # fmt: skip
+    fine = layer.render((0, 0, 100, 100), (100, 100))  # 1 level-0 px per screen px
+    assert tuple(fine[40, 50]) == (255, 0, 0, 255)  # on the outline
+    assert fine[50, 50, 3] == 0  # its inside is left clear
+    coarse = layer.render((0, 0, 200, 200), (100, 100))  # 2: a dot
+    assert tuple(coarse[25, 25]) == (255, 0, 0, 255)
+    # a tile that holds only part of the outline still draws it (the reach pads the search)
+    edge = layer.render((0, 0, 45, 100), (45, 100))
+    assert edge is not None and edge[50, 40, 3] > 0
+    with pytest.raises(OverlayError):
+        PointsLayer("bad", xy=[[0, 0], [1, 1]], outline_xy=square, outline_offsets=[0, 4])
