@@ -25,7 +25,7 @@ from her2viewer.outputs import atomic_output
 from her2viewer.overlay.region import check_region, export_region, output_size
 from her2viewer.slide import open_slide
 
-LEGEND_SIZE = (260, 64)
+LEGEND_SIZE = (320, 64)
 LEGEND_MARGIN = 12
 
 
