@@ -667,6 +667,12 @@ def write_imrmc(data: Ratings, path: str | Path) -> Path:
     reading: ``readerID,caseID,modalityID,score``. Cases are numbered 1..c in the order of
     ``data.cases`` (RJafroc's reader of .imrmc files needs integer case IDs).
     """
+    for name in (*data.readers, *data.modalities):
+        if "," in name or not name.isprintable():
+            raise MrmcError(
+                f"cannot write {Path(path).name}: the name {name!r} holds a comma or a control "
+                "character, which iMRMC's comma-separated rows cannot carry."
+            )
     lines = [
         "her2viewer MRMC export",
         f"NR: {len(data.readers)}",

@@ -7,6 +7,7 @@ with there (a printed 4.46 must round to 4.46).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from her2viewer.errors import OutputError
 from her2viewer.stats.delong import auc_variance, jackknife_covariance
 from her2viewer.stats.mrmc import (
     MrmcError,
@@ -27,6 +29,7 @@ from her2viewer.stats.mrmc import (
     write_imrmc,
     write_long_csv,
 )
+from tests.reliability.conftest import fill_disk, leftovers, tiny_disk  # noqa: F401
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "mrmc" / "vandyke.csv"
 
@@ -219,3 +222,19 @@ def test_exports_round_trip_and_imrmc_layout(vandyke, tmp_path):
     data = lines[lines.index("BEGIN DATA:") + 1 :]
     assert len(data) == 114 + 1140 and data[0] == "-1,1,0,0"
     assert data[114] == "1,1,1,1"
+
+
+def test_imrmc_refuses_a_name_with_a_comma(vandyke, tmp_path):
+    named = dataclasses.replace(vandyke, readers=("a,b", "2", "3", "4", "5"))
+    with pytest.raises(MrmcError, match="holds a comma"):
+        write_imrmc(named, tmp_path / "x.imrmc")
+    assert not list(tmp_path.iterdir())
+
+
+def test_exports_on_a_full_disk_leave_nothing(vandyke, tiny_disk):  # noqa: F811
+    folder = tiny_disk(64)
+    fill_disk(folder, 2048)
+    for writer, name in ((write_long_csv, "long.csv"), (write_imrmc, "vd.imrmc")):
+        with pytest.raises(OutputError, match=name):
+            writer(vandyke, folder / name)
+    assert not leftovers(folder) and not (folder / "long.csv").exists()
