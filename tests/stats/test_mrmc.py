@@ -238,3 +238,20 @@ def test_exports_on_a_full_disk_leave_nothing(vandyke, tiny_disk):  # noqa: F811
         with pytest.raises(OutputError, match=name):
             writer(vandyke, folder / name)
     assert not leftovers(folder) and not (folder / "long.csv").exists()
+
+
+def test_a_reference_rated_alike_for_every_reader_is_hillis_single_modality_of_differences(
+    vandyke,
+):
+    """The model-as-a-modality design of a one-arm study equals the analysis of differences."""
+    model = np.broadcast_to(vandyke.values[1, 0], (5, 114))
+    data = dataclasses.replace(vandyke, values=np.stack([vandyke.values[0], model]))
+    diff = mrmc(data)["rrrc"]["differences"][0]
+    values, loo = figures_of_merit(data)
+    d, d_loo = values[0] - values[1], loo[0] - loo[1]
+    dev = d_loo - d_loo.mean(axis=1, keepdims=True)
+    cov = 113 / 114 * dev @ dev.T
+    cov2 = cov[~np.eye(5, dtype=bool)].mean()
+    ms_r = d.var(ddof=1)
+    assert diff["stderr"] == pytest.approx(np.sqrt((ms_r + 5 * max(cov2, 0)) / 5))
+    assert diff["df"] == pytest.approx((ms_r + 5 * cov2) ** 2 / (ms_r**2 / 4))
