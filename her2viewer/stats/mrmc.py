@@ -110,7 +110,9 @@ class Ratings:
         table: dict[tuple[str, str, str], float] = {}
         truth: dict[str, bool] = {}
         for number, row in enumerate(rows, start=2):
-            key = tuple(str(row[c]).strip() for c in ("modality", "reader", "case"))
+            key = tuple(str(row[c] or "").strip() for c in ("modality", "reader", "case"))
+            if not all(key):
+                raise MrmcError(f"{source} line {number}: reader, modality and case must be given.")
             _set_truth(truth, key[2], row["truth"], f"{source} line {number}")
             if key in table:
                 raise MrmcError(
@@ -148,14 +150,6 @@ class Ratings:
             called = np.array([calls[key] for key in _keys(modalities, readers, cases)])
             called = called.reshape(shape)
         return cls(modalities, readers, cases, np.array([truth[c] for c in cases]), values, called)
-
-    def subset(self, modalities: Sequence[str]) -> Ratings:
-        """Return the data set restricted to some modalities, in the given order."""
-        index = [self.modalities.index(m) for m in modalities]
-        calls = None if self.calls is None else self.calls[index]
-        return Ratings(
-            tuple(modalities), self.readers, self.cases, self.truth, self.values[index], calls
-        )
 
 
 def _grid(modalities, readers, cases):

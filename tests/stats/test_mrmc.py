@@ -161,6 +161,7 @@ def test_partially_paired_design_is_refused_naming_the_missing_reading():
         ({"truth": "yes"}, "truth must be 0"),
         ({"rating": "nan"}, "rating must be a finite number"),
         ({"truth": "1", "case": "0"}, "two different truths"),
+        ({"reader": " "}, "reader, modality and case must be given"),
     ],
 )
 def test_bad_rows_are_one_sentence(change, message):
