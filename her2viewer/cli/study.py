@@ -11,8 +11,10 @@ from her2viewer.cli.options import add_json_option, add_output_option, add_progr
 from her2viewer.cli.progress import progress_reporter
 from her2viewer.errors import StudyError
 from her2viewer.stats.metrics import mcnemar_splits
+from her2viewer.study.access import OWNER_ENV, READER_ENV, read_secret, require_secret
 from her2viewer.study.definition import (
     CONFIDENCE_SCALES,
+    ReadingRules,
     load_cases,
     load_predictions,
     load_truth,
@@ -51,6 +53,7 @@ def register(subparsers) -> None:
         "--seed", type=bounded(int, 0), help="randomisation seed (random when omitted)"
     )
     create.add_argument("--washout-until", help="ISO date on which the second arm opens")
+    _add_reading_options(create)
     add_progress_options(create)
     create.set_defaults(func=run_create)
 
@@ -67,7 +70,15 @@ def register(subparsers) -> None:
         "export", help="write every answer revision to a CSV (the owner's study file only)"
     )
     exp.add_argument("study")
-    add_output_option(exp, "CSV to write", required=True, deprecated=("--output",))
+    add_output_option(exp, "file to write", required=True, deprecated=("--output",))
+    exp.add_argument(
+        "--format",
+        choices=("revisions", "long", "marks"),
+        default="revisions",
+        help="revisions: every answer revision (CSV, default); long: one row per reader, "
+        "modality and case with truth and rating (CSV, see docs/researcher.md); marks: the "
+        "readers' marks (QuPath GeoJSON)",
+    )
     exp.set_defaults(func=run_export)
 
     package = verbs.add_parser(
@@ -115,6 +126,7 @@ def register(subparsers) -> None:
     read.add_argument("--reader", required=True, help="your name as enrolled")
     read.add_argument("--arm", help="arm to read (default: the first)")
     read.set_defaults(func=run_read)
+    _register_access(verbs)
 
     results = verbs.add_parser("results", help="show a report's figures and tables (coordinator)")
     results.add_argument("report", help="report folder or its summary.json")
@@ -134,6 +146,7 @@ def register(subparsers) -> None:
 def run_create(args) -> int:
     """Create a study file and say what it holds."""
     question = make_question(args.question, args.labels, args.positive, args.confidence)
+    secret = read_secret(OWNER_ENV, f"new owner secret of {args.study}", confirm=True)
     cases = load_cases(Path(args.cases))
     ids = {c.case_id for c in cases}
     truth = load_truth(Path(args.truth), question, ids) if args.truth else None
@@ -153,12 +166,24 @@ def run_create(args) -> int:
         args.seed,
         args.washout_until,
         overlays,
+        secret,
+        ReadingRules(
+            idle_limit_s=args.idle_limit,
+            ask_her2_score=args.ask_her2_score,
+            ask_membrane_percent=args.ask_membrane_percent,
+        ),
+        _register(cases, args),
     ) as store:
         arms = ", ".join(a.name for a in store.arms())
         print(
             f"created {args.study}: {len(cases)} cases, question {question.kind}, arms {arms}, "
             f"truth for {len(truth or {})}, model predictions for {len(predictions or {})}, "
             f"seed {store.seed}"
+        )
+    if secret is None:
+        print(
+            f"warning: no owner secret ({OWNER_ENV} unset, no terminal): anyone who can run "
+            "her2viewer can unblind this study; set one with 'study protect'"
         )
     missing = missing_slides(cases)
     if missing:
@@ -184,7 +209,7 @@ def _run_model(cases, question, bundle: Path, args):
 def run_import(args) -> int:
     """Import an answers CSV or a reader package."""
     answers = Path(args.answers)
-    with StudyStore(Path(args.study)) as store:
+    with owner_store(Path(args.study), "import") as store:
         if is_study_file(answers):
             count = store.import_package(answers)
         else:
@@ -194,16 +219,21 @@ def run_import(args) -> int:
 
 
 def run_export(args) -> int:
-    """Export every answer revision."""
-    with StudyStore(Path(args.study), readonly=True) as store:
-        count = store.export_csv(Path(args.out))
-    print(f"wrote {count} answer rows to {args.out}")
+    """Export every answer revision, the long table or the readers' marks."""
+    from her2viewer.study.exports import write_long_csv, write_marks
+
+    writers = {"revisions": StudyStore.export_csv, "long": write_long_csv, "marks": write_marks}
+    with owner_store(Path(args.study), "export") as store:
+        store.require_owner("export")
+        count = writers[args.format](store, Path(args.out))
+    noun = "marks" if args.format == "marks" else "answer rows"
+    print(f"wrote {count} {noun} to {args.out}")
     return 0
 
 
 def run_export_for_reader(args) -> int:
     """Write a reader package (no truth, no other readers' answers)."""
-    with StudyStore(Path(args.study), readonly=True) as store:
+    with owner_store(Path(args.study), "export-for-reader") as store:
         store.export_for_reader(Path(args.out), args.with_model)
     model = "with" if args.with_model else "without"
     print(f"wrote reader package {args.out} ({model} the model's outputs, without the truth)")
@@ -229,7 +259,7 @@ def study_status(store: StudyStore) -> dict:
 
 def run_status(args) -> int:
     """Print a study's progress."""
-    with StudyStore(Path(args.study), readonly=True) as store:
+    with owner_store(Path(args.study), "status") as store:
         status = study_status(store)
     if args.json:
         print(json.dumps(status, indent=2))
@@ -247,6 +277,7 @@ def run_report(args) -> int:
     """Write the report folder."""
     from her2viewer.study.report import write_report
 
+    owner_store(Path(args.study), "report").close()  # checks the secret, logs the opening
     with progress_reporter(args, "study report", "steps") as progress:
         summary = write_report(
             Path(args.study), Path(args.out), args.bootstrap, args.seed, progress.context()
@@ -264,7 +295,10 @@ def run_read(args) -> int:
         from her2viewer.gui.study.window import run_reading_app
     except ImportError as exc:
         raise StudyError(f"the reading window needs PySide6 ({exc}).") from exc
-    return run_reading_app(Path(args.study), args.reader, args.arm)
+    with StudyStore(Path(args.study)) as store:
+        needed = store.pin_needed(args.reader)
+    pin = read_secret(READER_ENV, f"PIN of reader {args.reader}") if needed else None
+    return run_reading_app(Path(args.study), args.reader, args.arm, pin)
 
 
 def run_results(args) -> int:
@@ -453,4 +487,127 @@ def run_sample_size(args) -> int:
     for row in plans:
         cases = "more than 100000" if row["cases"] is None else row["cases"]
         print(f"  {row['readers']} readers: {cases} cases")
+    return 0
+
+
+def owner_store(path: Path, action: str) -> StudyStore:
+    """Open a study as its owner for ``action`` (the owner secret when it has one; logged)."""
+    store = StudyStore(path)
+    try:
+        secret = None
+        if store.protected:
+            secret = read_secret(OWNER_ENV, f"owner secret of {path.name}")
+        store.unlock(secret, action)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _add_reading_options(create) -> None:
+    """Reading rules, registration and the owner secret of ``study create``."""
+    create.add_argument(
+        "--idle-limit",
+        type=bounded(float, 0, 86400, low_open=True),
+        help="seconds without mouse or key input after which reading time stops counting",
+    )
+    create.add_argument(
+        "--ask-her2-score", action="store_true", help="readers give a HER2 score with each call"
+    )
+    create.add_argument(
+        "--ask-membrane-percent",
+        action="store_true",
+        help="readers estimate the percentage of complete membrane staining",
+    )
+    create.add_argument(
+        "--no-registration",
+        action="store_true",
+        help="do not register each case's IHC onto its H&E (panes then follow relatively)",
+    )
+    create.epilog = (
+        f"The owner secret is read from {OWNER_ENV} or asked on the terminal (never an "
+        "argument: it would stay in the shell history); without either the study is created "
+        "unprotected, with a warning."
+    )
+
+
+def _register(cases, args) -> dict:
+    """Register each case's slides (unless --no-registration); say which pairs failed."""
+    paired = [c for c in cases if c.case_id not in missing_slides([c]) and c.ihc_path]
+    if args.no_registration or not paired:
+        return {}
+    from her2viewer.study.registration import register_cases
+
+    with progress_reporter(args, "study create (registration)", "cases") as progress:
+        found, failures = register_cases(paired, progress=progress)
+    for case_id, reason in failures.items():
+        print(f"warning: case {case_id} is read with relative sync: {reason}")
+    return found
+
+
+def _register_access(verbs) -> None:
+    """Add the owner's verbs: protect, add-reader, close, access-log."""
+    protect = verbs.add_parser(
+        "protect",
+        help="give an unprotected study an owner secret",
+        description=f"Set the owner secret (from {OWNER_ENV} or asked twice on the terminal) "
+        "of a study created without one; from then on unblinding needs it.",
+    )
+    protect.add_argument("study")
+    protect.set_defaults(func=run_protect)
+    add = verbs.add_parser(
+        "add-reader",
+        help="enrol a reader with a PIN, or reset a reader's PIN (owner)",
+        description=f"The reader's PIN or passphrase is read from {READER_ENV} or asked twice "
+        "on the terminal (let the reader type it); the owner secret as for every owner verb.",
+    )
+    add.add_argument("study")
+    add.add_argument("reader", help="the reader's name")
+    add.set_defaults(func=run_add_reader)
+    close = verbs.add_parser("close", help="close a study: no more answers are taken (owner)")
+    close.add_argument("study")
+    close.set_defaults(func=run_close)
+    log = verbs.add_parser("access-log", help="who opened the study, when, for what (owner)")
+    log.add_argument("study")
+    add_json_option(log, "the access log")
+    log.set_defaults(func=run_access_log)
+
+
+def run_protect(args) -> int:
+    """Set the owner secret of an unprotected study."""
+    with owner_store(Path(args.study), "protect") as store:
+        if store.protected:
+            raise StudyError(f"{args.study} already has an owner secret.")
+        secret = require_secret(OWNER_ENV, "new owner secret", "new owner secret", confirm=True)
+        store.protect(secret)
+    print(f"{args.study} is protected: unblinding and reading now need secrets")
+    return 0
+
+
+def run_add_reader(args) -> int:
+    """Enrol a reader with a PIN, or reset a PIN."""
+    with owner_store(Path(args.study), "add-reader") as store:
+        pin = require_secret(READER_ENV, f"PIN of reader {args.reader}", "reader's PIN", True)
+        store.set_reader_pin(args.reader, pin)
+    print(f"reader {args.reader.strip()} has a PIN in {args.study}")
+    return 0
+
+
+def run_close(args) -> int:
+    """Close a study."""
+    with owner_store(Path(args.study), "close") as store:
+        closed = store.close_study()
+    print(f"{args.study} is closed since {closed}: it takes no more answers")
+    return 0
+
+
+def run_access_log(args) -> int:
+    """Print the access log."""
+    with owner_store(Path(args.study), "access-log") as store:
+        entries = store.access_log()
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=2))
+        return 0
+    for e in entries:
+        print(f"{e.at}  {e.who} ({e.role})  {e.action}: {e.outcome}")
     return 0

@@ -624,6 +624,23 @@ class StudyStore:
         }
         self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
+    def protect(self, secret: str) -> None:
+        """Give an unprotected study an owner secret (opened with :meth:`unlock` first)."""
+        if self.protected:
+            raise AccessError(f"{self.path.name} already has an owner secret.")
+        record = access.new_record(secret, "owner secret")
+        self._owner_key = access.verify(secret, record, "the new owner secret")
+        with self.transaction():
+            self.conn.execute("INSERT INTO meta VALUES ('owner_secret', ?)", (record,))
+            self._seal_readers()
+
+    def pin_needed(self, reader: str) -> bool:
+        """Whether opening a reading session as ``reader`` asks for a PIN."""
+        row = self.conn.execute(
+            "SELECT secret FROM readers WHERE reader = ?", (str(reader).strip(),)
+        ).fetchone()
+        return self.protected or (row is not None and row[0] is not None)
+
     def _require_owner_key(self, what: str) -> None:
         if self.protected and self._owner_key is None:
             raise AccessError(f"{what} needs the owner secret of {self.path.name}.")

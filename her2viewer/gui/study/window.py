@@ -397,9 +397,11 @@ class ReadingWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def run_reading_app(study: Path, reader: str, arm: str | None = None) -> int:
+def run_reading_app(
+    study: Path, reader: str, arm: str | None = None, pin: str | None = None
+) -> int:
     """Open the reading window full-screen and run the event loop; return the exit status."""
-    session = ReadingSession(study, reader, arm)
+    session = ReadingSession(study, reader, arm, pin=pin)
     if QApplication.instance() is None and not has_display():
         session.close()
         raise StudyError(
