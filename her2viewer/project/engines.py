@@ -9,6 +9,7 @@ error, and the run goes on.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
@@ -108,6 +109,7 @@ def run_ray(
             num_cpus=workers if address is None else None,
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,
             runtime_env={"env_vars": env},
         )
     try:
