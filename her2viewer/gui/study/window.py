@@ -6,6 +6,13 @@ cases by their position in the reader's order ("Case 12 of 21"), never by case
 id or file name. Slides are opened on a worker thread and drawn by the shared
 :class:`~her2viewer.gui.slideview.SlideView`; an answer is committed to the study
 file the moment its button is pressed.
+
+The IHC pane follows the H&E through the case's registration stored in the study
+(relatively when there is none), with the linked cursor, as in the main viewer.
+The reader may mark the point or outline behind the call (stored with the answer,
+seen by nobody else) and, where the study asks, give a HER2 score and the
+percentage of complete membrane staining. Reading time excludes pauses and idle
+gaps over the study's limit (:class:`~her2viewer.study.reading.ActiveClock`).
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QButtonGroup,
     QCheckBox,
+    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -41,11 +49,23 @@ from her2viewer.errors import Her2ViewerError, StudyError
 from her2viewer.gui.app import has_display
 from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.slideview import SlideView
+from her2viewer.gui.study.marks import MarkPainter, MarkTool
 from her2viewer.gui.sync import SyncGroup
 from her2viewer.gui.tiles import TileLoader, shared_loader
 from her2viewer.overlay.layers import HeatmapLayer
-from her2viewer.study.definition import CONFIDENCE_SCALES, MAX_READING_SECONDS
-from her2viewer.study.reading import ReadingSession
+from her2viewer.study.definition import CONFIDENCE_SCALES, HER2_SCORES, MAX_READING_SECONDS
+from her2viewer.study.marks import ReaderMark
+from her2viewer.study.reading import ActiveClock, ReadingSession
+
+#: Input that shows the reader is at work (ends an idle gap).
+ACTIVITY_EVENTS = frozenset(
+    {
+        QEvent.Type.MouseMove,
+        QEvent.Type.MouseButtonPress,
+        QEvent.Type.Wheel,
+        QEvent.Type.KeyPress,
+    }
+)
 
 #: Answer keys: status questions use P/N, others the digits 1.. in label order.
 STATUS_KEYS = {"positive": "P", "negative": "N"}
@@ -101,9 +121,9 @@ class ReadingWindow(QMainWindow):
         self.case = None
         self.paused = False
         self.slides: list = []
-        self._visit_started: float | None = None
-        self._visit_seconds = 0.0
+        self.timer = ActiveClock(session.rules.idle_limit_s)
         self._base_seconds = 0.0
+        self.mark: ReaderMark | None = None
         self._retired: list = []
         self.model_layer: HeatmapLayer | None = None
         self._retire_timer = QTimer(self, singleShot=True, interval=500)
@@ -115,6 +135,7 @@ class ReadingWindow(QMainWindow):
         self.opener.failed.connect(self._on_failed)
         self.setWindowTitle(f"Reader study — reading as {session.reader} ({session.arm.name} arm)")
         self._build()
+        QApplication.instance().installEventFilter(self)
         self.go_to(session.resume_position(), confirm=False)
 
     # -- layout --------------------------------------------------------------------
@@ -122,9 +143,12 @@ class ReadingWindow(QMainWindow):
         self.views = [SlideView(self.loader, "H&E"), SlideView(self.loader, "IHC")]
         self.sync = SyncGroup(self)
         splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.mark_tool = MarkTool(self._slide_of, self.set_mark)
+        painter = MarkPainter(self._mark_and_view, self.sync.matrix, self.mark_tool)
         for view in self.views:
             splitter.addWidget(view)
             self.sync.add(view)
+            view.vector_painters.append(painter)
         self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.message.setStyleSheet("font-size: 22px; color: #ddd; background: #26282c;")
         self.stack = QStackedWidget()
@@ -180,9 +204,70 @@ class ReadingWindow(QMainWindow):
             caption = "probability positive (%)" if question.confidence == "0-100" else "certainty"
             layout.addWidget(QLabel(f"Confidence: {caption} {question.confidence}"))
             layout.addWidget(self.confidence)
+        self._details(layout)
         self.comment = QLineEdit(placeholderText="comment (optional)")
         layout.addWidget(self.comment)
+        layout.addLayout(self._mark_buttons())
         return box
+
+    def _details(self, layout: QVBoxLayout) -> None:
+        """The HER2 score and membrane percentage, where the study asks for them."""
+        rules = self.session.rules
+        self.her2_score = self.membrane = None
+        if rules.ask_her2_score:
+            self.her2_score = QComboBox()
+            self.her2_score.addItems(["—", *HER2_SCORES])
+            layout.addWidget(QLabel("HER2 score"))
+            layout.addWidget(self.her2_score)
+        if rules.ask_membrane_percent:
+            self.membrane = QSpinBox(minimum=-1, maximum=100, suffix=" %")
+            self.membrane.setSpecialValueText("—")
+            layout.addWidget(QLabel("Complete membrane staining (% of tumour cells)"))
+            layout.addWidget(self.membrane)
+
+    def _mark_buttons(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.mark_buttons = {}
+        for mode, text, key in (("point", "Mark point", "M"), ("outline", "Mark outline", "O")):
+            button = QPushButton(f"{text} [{key}]", checkable=True)
+            button.toggled.connect(lambda on, m=mode: self.set_mark_mode(m if on else None))
+            QShortcut(QKeySequence(key), self, button.toggle)
+            self.mark_buttons[mode] = button
+            row.addWidget(button)
+        clear = QPushButton("Clear mark")
+        clear.clicked.connect(lambda: self.set_mark(None))
+        row.addWidget(clear)
+        return row
+
+    # -- marks ---------------------------------------------------------------------
+    def set_mark_mode(self, mode: str | None) -> None:
+        """Click (``point``) or drag (``outline``) on a pane to mark; ``None``: pan again."""
+        for name, button in self.mark_buttons.items():
+            button.blockSignals(True)
+            button.setChecked(name == mode)
+            button.blockSignals(False)
+        if mode is not None:
+            self.mark_tool.mode = mode
+        for view in self.views:
+            view.tool = None if mode is None else self.mark_tool
+            view.setCursor(
+                Qt.CursorShape.ArrowCursor if mode is None else Qt.CursorShape.CrossCursor
+            )
+
+    def set_mark(self, mark: ReaderMark | None) -> None:
+        """Keep ``mark`` for the answer given next (it is stored with that answer)."""
+        self.mark = mark
+        self.set_mark_mode(None)
+        for view in self.views:
+            view.update()
+
+    def _slide_of(self, view: SlideView) -> str:
+        return "he" if view is self.views[0] else "ihc"
+
+    def _mark_and_view(self):
+        if self.mark is None:
+            return None, None
+        return self.mark, self.views[0 if self.mark.slide == "he" else 1]
 
     def _model_box(self) -> QGroupBox:
         box = QGroupBox("Model (assisted arm)")
@@ -217,13 +302,14 @@ class ReadingWindow(QMainWindow):
 
     # -- timer ---------------------------------------------------------------------
     def visit_seconds(self) -> float:
-        """Seconds spent on the current case during this visit, pauses excluded."""
-        running = 0.0 if self._visit_started is None else self.clock() - self._visit_started
-        return self._visit_seconds + running
+        """Seconds spent on the current case during this visit, pauses and idle excluded."""
+        return self.timer.seconds(self.clock())
 
-    def _stop_clock(self) -> None:
-        self._visit_seconds = self.visit_seconds()
-        self._visit_started = None
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        """Any mouse or key input ends an idle gap (the filter never consumes events)."""
+        if event.type() in ACTIVITY_EVENTS:
+            self.timer.activity(self.clock())
+        return False
 
     def set_paused(self, paused: bool) -> None:
         """Pause (hide the slide, stop the timer, lock the answers) or resume."""
@@ -231,10 +317,10 @@ class ReadingWindow(QMainWindow):
         if self.pause_button.isChecked() != paused:
             self.pause_button.setChecked(paused)
         if paused:
-            self._stop_clock()
+            self.timer.stop(self.clock())
             self._show_message("Paused — press Space or Pause to continue.")
         else:
-            self._visit_started = self.clock()
+            self.timer.start(self.clock())
             self._show_case_view()
         for button in self.answer_buttons.values():
             button.setEnabled(not paused)
@@ -252,10 +338,11 @@ class ReadingWindow(QMainWindow):
             return False
         self.position = position
         self.case = self.session.case(position)
-        self._visit_seconds, self._visit_started = 0.0, None
+        self.timer = ActiveClock(self.session.rules.idle_limit_s)
         self._base_seconds = self.case.seconds
         if not self.paused:
-            self._visit_started = self.clock()
+            self.timer.start(self.clock())
+        self.set_mark(self.case.mark)
         self._refresh_panel()
         self._load_slides()
         self.setFocus()  # answer keys act at once, not typed into the comment field
@@ -275,6 +362,13 @@ class ReadingWindow(QMainWindow):
             value = case.confidence
             self.confidence.setValue(int(value) if value is not None else self.confidence.minimum())
         self.comment.setText(case.comment)
+        if self.her2_score is not None:
+            self.her2_score.setCurrentIndex(
+                HER2_SCORES.index(case.her2_score) + 1 if case.her2_score else 0
+            )
+        if self.membrane is not None:
+            percent = case.membrane_percent
+            self.membrane.setValue(-1 if percent is None else round(percent))
         if self.model_box is not None:
             hint = case.model
             text = "no model output for this case"
@@ -323,7 +417,14 @@ class ReadingWindow(QMainWindow):
         self.views[1].setVisible(ihc is not None)
         if ihc is not None:
             self.views[1].set_slide(ihc, title="IHC")
-            self.sync.set_transform(self.views[1], None)
+            try:
+                matrix = self.session.registration(self.case.position)
+            except Her2ViewerError as exc:
+                matrix = None
+                self.status.setText(str(exc))
+            self.sync.set_transform(self.views[1], matrix)
+            if matrix is not None:
+                self.views[0].view_changed.emit()  # the IHC pane moves onto the same tissue
         if not self.paused:
             self._show_case_view()
 
@@ -369,10 +470,15 @@ class ReadingWindow(QMainWindow):
             confidence = float(self.confidence.value())
         # a case left open for days is not read for days: the store takes at most a day
         seconds = min(self._base_seconds + self.visit_seconds(), MAX_READING_SECONDS)
+        score = self.her2_score.currentText() if self.her2_score is not None else None
+        percent = self.membrane.value() if self.membrane is not None else -1
         try:
             self.session.answer(
-                self.case.position, label, confidence, round(seconds, 3), self.comment.text()
-            )
+                self.case.position, label, confidence, round(seconds, 3), self.comment.text(),
+                her2_score=None if score in (None, "—") else score,
+                membrane_percent=None if percent < 0 else float(percent),
+                mark=self.mark,
+            )  # fmt: skip
         except Her2ViewerError as exc:
             self.status.setText(str(exc))
             return
@@ -389,6 +495,7 @@ class ReadingWindow(QMainWindow):
         self.setFocus()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        QApplication.instance().removeEventFilter(self)
         self.opener.shutdown()
         self._retire_timer.stop()
         self._retire_slides()
