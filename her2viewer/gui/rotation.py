@@ -47,7 +47,7 @@ class RotationControls(QObject):
         self.dial.setRange(0, 359)
         self.dial.setWrapping(True)
         self.dial.setNotchesVisible(True)
-        self.dial.setFixedSize(44, 44)
+        self.dial.setFixedSize(28, 28)  # the toolbar keeps its height
         self.dial.setToolTip("Rotation of the active pane, degrees clockwise ([ ] 5°, { } 90°)")
         self.dial.valueChanged.connect(self._on_dial)
         self.label = QLabel("0°")
