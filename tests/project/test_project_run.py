@@ -18,11 +18,11 @@ from her2viewer.project.cohort import import_csv
 from her2viewer.project.results import collect_garbage, results_table
 from her2viewer.project.run import run_project
 from her2viewer.project.store import Project
-from her2viewer.project.tasks import FAULT_ENV
+from her2viewer.project.tasks import ANALYSES, FAULT_ENV, parse_analyses, plan, run_case
 from tests.reliability.conftest import leftovers
 
 pytestmark = pytest.mark.slow
-ANALYSES = ["segment", "ihc"]
+QUICK = ["segment", "ihc"]
 
 
 def _project(folder, labels) -> Project:
@@ -35,7 +35,7 @@ def _project(folder, labels) -> Project:
 def local_run(tmp_path_factory, synthetic_cohort):
     """The cohort run once by the local engine: ``(project, report)``."""
     project = _project(tmp_path_factory.mktemp("local") / "proj", synthetic_cohort)
-    return project, run_project(project, ANALYSES, engine="local", workers=2)
+    return project, run_project(project, QUICK, engine="local", workers=2)
 
 
 def _artefacts(project: Project) -> list[str]:
@@ -51,7 +51,7 @@ def test_a_local_run_does_every_task_once_and_a_rerun_nothing(local_run):
     assert ihc["case000"] == 3 and ihc["case001"] == 0  # the truth of the clear cases
     assert all(project.resolve(a).is_file() for r in rows for a in r.artefacts)
     assert len(_artefacts(project)) == 8 and leftovers(project.folder) == []
-    again = run_project(project, ANALYSES, engine="local", workers=2)
+    again = run_project(project, QUICK, engine="local", workers=2)
     assert (again.planned, again.done) == (0, 0)
     assert [(r.task_key, r.started) for r in project.results()] == [
         (r.task_key, r.started) for r in rows
@@ -60,7 +60,7 @@ def test_a_local_run_does_every_task_once_and_a_rerun_nothing(local_run):
 
 def test_a_local_ray_cluster_gives_the_local_results(local_run, tmp_path, synthetic_cohort):
     project = _project(tmp_path / "proj", synthetic_cohort)
-    report = run_project(project, ANALYSES, engine="ray", workers=2)
+    report = run_project(project, QUICK, engine="ray", workers=2)
     assert (report.done, report.failed) == (8, 0)
     assert results_table(project) == results_table(local_run[0])
     assert _artefacts(project) == _artefacts(local_run[0])
@@ -74,7 +74,7 @@ def test_a_killed_worker_and_a_failing_case_leave_every_case_done_once(
     faults = f"kill:case001:ihc:{marker},fail:case002:segment"
     monkeypatch.setenv(FAULT_ENV, faults)
     project = _project(tmp_path / "proj", synthetic_cohort)
-    report = run_project(project, ANALYSES, engine=engine, workers=2)
+    report = run_project(project, QUICK, engine=engine, workers=2)
     assert marker.exists()  # the worker running case001's ihc did die
     rows = {(r.case_id, r.analysis): r for r in project.results()}
     assert len(rows) == 8 and (report.done, report.failed) == (6, 2)
@@ -89,7 +89,7 @@ def test_a_killed_worker_and_a_failing_case_leave_every_case_done_once(
 def test_a_killed_driver_resumes_without_redoing_finished_tasks(tmp_path, synthetic_cohort):
     project = _project(tmp_path / "proj", synthetic_cohort)
     command = [sys.executable, "-m", "her2viewer", "project", "run", str(project.folder)]
-    command += ["--analyses", ",".join(ANALYSES), "--quiet"]
+    command += ["--analyses", ",".join(QUICK), "--quiet"]
     driver = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not project.results("done") and time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_tasks(tmp_path, synthe
     driver.wait()
     first = {(r.case_id, r.analysis): r.started for r in project.results()}
     assert 0 < len(first) < 8
-    report = run_project(project, ANALYSES, engine="local", workers=2)
+    report = run_project(project, QUICK, engine="local", workers=2)
     assert report.planned == 8 - len(first) and report.failed == 0
     rows = project.results()
     assert len(rows) == 8 and all(r.status == "done" for r in rows)
@@ -107,3 +107,26 @@ def test_a_killed_driver_resumes_without_redoing_finished_tasks(tmp_path, synthe
     assert kept == first  # finished tasks were not redone
     collect_garbage(project)  # a temporary file the killed worker was writing, if any
     assert leftovers(project.folder) == []
+
+
+def test_every_analysis_runs_on_a_case_with_its_artefacts_in_the_project(
+    tmp_path, synthetic_cohort
+):
+    project = _project(tmp_path / "proj", synthetic_cohort)
+    names = parse_analyses("cells,grade,ihc,her2net,clam,extract,segment")
+    assert names == list(ANALYSES)  # run order: extract before clam
+    case = next(group for group in plan(project, names) if group[0].case_id == "case000")
+    outcomes = run_case(case)
+    assert [o.status for o in outcomes] == ["done"] * 7, [o.error for o in outcomes]
+    for outcome in outcomes:
+        project.record(outcome.row(project))
+        assert all(path.startswith(str(project.folder)) for path in outcome.artefacts)
+    summaries = {o.task.analysis: o.summary for o in outcomes}
+    assert summaries["extract"]["patches"] == summaries["clam"]["patches"] > 0
+    assert 0 <= summaries["clam"]["probabilities"]["positive"] <= 1
+    assert summaries["ihc"]["score"] == 3 and summaries["cells"]["n_cells"] > 0
+    features = list((project.folder / "features").rglob("*.h5"))
+    assert len(features) == 1  # CLAM read the features extract wrote
+    assert [group[0].case_id for group in plan(project, names)] == [
+        "case001", "case002", "case003",
+    ]  # fmt: skip
