@@ -32,7 +32,12 @@ def register(subparsers) -> None:
     view = subparsers.add_parser(
         "view", help="open slides in the viewer (offscreen PNG without a display)"
     )
-    view.add_argument("slide", nargs="?", help="slide to open (left pane)")
+    view.add_argument(
+        "slide",
+        nargs="?",
+        help="slide to open (left pane); with nothing to open, the session saved when the "
+        "viewer last closed comes back",
+    )
     view.add_argument("paired", nargs="?", help="paired slide (right pane), e.g. the IHC")
     view.add_argument("--demo", action="store_true", help="open the synthetic demo case")
     view.add_argument(
