@@ -523,7 +523,8 @@ class MainWindow(QMainWindow):
 
     def screenshot_dialog(self) -> None:
         """Save the window as a PNG."""
-        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "view.png", "PNG (*.png)")
+        start = str(Path(self.last_folder()) / "view.png")
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", start, "PNG (*.png)")
         if path:
             self.grab().save(path)
 

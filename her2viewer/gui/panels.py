@@ -506,8 +506,12 @@ class OverlayKeys(QObject):
         self.hide_all.setChecked(hidden)
 
     def follow(self) -> None:
-        """Name the layer each key toggles in the active pane; keys without one disabled."""
+        """Name the layer each key toggles in the active pane (keys without one disabled),
+        and hide its overlays too while all are hidden (a pane added since)."""
         view = self.window.active
+        if view is not None and view.overlays_shown == self.hide_all.isChecked():
+            view.overlays_shown = not self.hide_all.isChecked()
+            view.refresh()
         stack = list(reversed(view.layers)) if view is not None else []
         for position, action in enumerate(self.toggles, start=1):
             layer = stack[position - 1] if position <= len(stack) else None

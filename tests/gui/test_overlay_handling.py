@@ -82,6 +82,15 @@ def test_one_key_hides_every_overlay_and_gives_them_back(shown, qtbot):
     assert view.overlay_signature() == before
 
 
+def test_a_pane_shown_while_overlays_are_hidden_hides_its_own(shown, synthetic_case):
+    window, view, own, result = shown
+    window.overlay_keys.set_hidden(True)
+    assert window.open_in_pane(synthetic_case / "ihc.svs", 1).wait()  # a new pane, active
+    other = window.views[1]
+    other.add_layer(MaskLayer("mask", labels=np.ones((4, 4), np.uint8), downsample=800))
+    assert window.active is other and other.overlay_signature() == ()
+
+
 def test_alt_and_a_number_toggles_that_layer(shown, qtbot):
     window, view, own, result = shown
     view.setFocus()

@@ -180,6 +180,11 @@ def test_file_dialogs_open_in_the_last_slides_folder(make_window, synthetic_coho
     window.open_dialog()
     window.geojson_dialog()
     assert asked[1:] == [str(case.resolve())] * 2
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *args: asked.append(args[2]) or ("", "")
+    )
+    window.screenshot_dialog()
+    assert asked[-1] == str(case.resolve() / "view.png")
 
 
 def test_several_slides_dropped_open_side_by_side(make_window, synthetic_cohort, qtbot):
