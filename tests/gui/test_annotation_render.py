@@ -240,3 +240,13 @@ def test_tiles_around_the_view_are_ready_before_a_pan(view, qtbot):
     view.pan_by(-200, -150)  # a tile (256 level-0 px) further right and down
     view.repaint()
     assert painter.stats.rendered == 0 and painter.stats.tiles > 0
+
+
+def test_sparse_tiles_blit_only_their_drawn_part(view):
+    speck = Annotation(shapely.box(1495, 995, 1505, 1005), class_name="Tumor")
+    painter = AnnotationPainter(AnnotationDocument([speck]))
+    view.set_state(ViewState(1500, 1000, 1.0))
+    pixels = painted(view, painter)
+    parts = [tile[1] for tile in painter._tiles.values() if tile is not None]
+    assert parts and all(p.width() * p.height() <= 24 * 24 for p in parts)
+    assert near(pixels, view, 1495, 1000, TUMOR)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from pyqtgraph.functions import create_qpolygonf, ndarray_from_qpolygonf
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPolygonF, QTransform
 
 from her2viewer.geometry.index import SpatialIndex
@@ -71,6 +71,8 @@ _POLYGONAL = ("Polygon", "MultiPolygon")
 _PUNTAL = ("Point", "MultiPoint")
 
 TileKey = tuple[int, int, int]  # (bucket, col, row)
+#: A rendered tile: its image and the part of it that was drawn on (None: nothing).
+Tile = tuple[QImage, QRect] | None
 
 
 @dataclass
@@ -196,7 +198,7 @@ class AnnotationPainter:
         self.show_names = True
         self.stats = PainterStats()
         self._views: weakref.WeakSet = weakref.WeakSet()
-        self._tiles: OrderedDict[TileKey, QImage | None] = OrderedDict()
+        self._tiles: OrderedDict[TileKey, Tile] = OrderedDict()
         self._paths: OrderedDict[int, dict[str, QPainterPath]] = OrderedDict()
         self._shown_bucket: int | None = None
         self._ring: list[TileKey] = []  # tiles around the view still to render
@@ -370,21 +372,24 @@ class AnnotationPainter:
         return previous if all(k in self._tiles for k in previous) else keys
 
     def _draw_tiles(self, painter: QPainter, matrix: np.ndarray, keys: list[TileKey]) -> None:
-        """Blit the cached tiles of ``keys`` (all of one bucket) through the view's matrix."""
+        """Blit the drawn part of the cached tiles of ``keys`` (all of one bucket) through
+        the view's matrix (sparse tiles, a few points, cost a few pixels, not a tile)."""
         if not keys:
             return
         scale = bucket_downsample(keys[0][0])
         painter.setTransform(_qtransform(matrix @ np.diag([scale, scale, 1.0])))
         for key in keys:
-            image = self._tiles.get(key)
-            if image is not None:
+            tile = self._tiles.get(key)
+            if tile is not None:
                 self._tiles.move_to_end(key)
-                painter.drawImage(QPointF(key[1] * TILE, key[2] * TILE), image)
+                image, part = tile
+                at = QPointF(key[1] * TILE + part.x(), key[2] * TILE + part.y())
+                painter.drawImage(at, image, part)
                 self.stats.tiles += 1
         painter.resetTransform()
 
-    def _render_tile(self, key: TileKey) -> QImage | None:
-        """Draw the objects touching tile ``key`` into a new transparent image (None: empty)."""
+    def _render_tile(self, key: TileKey) -> Tile:
+        """Draw the objects touching tile ``key`` into a new transparent image."""
         bucket, col, row = key
         box = _tile_bounds(key, MARGIN_PX)
         hits = self._index.in_box(*box)
@@ -395,26 +400,36 @@ class AnnotationPainter:
         image.fill(0)
         painter = QPainter(image)
         painter.setTransform(QTransform(1 / scale, 0, 0, 1 / scale, -col * TILE, -row * TILE))
-        self._draw_objects(painter, hits, bucket, box)
+        drawn = self._draw_objects(painter, hits, bucket, box)
         painter.end()
-        return image
+        if drawn is None:
+            return None
+        origin = np.array([col, row]) * TILE * scale  # the part drawn on, in tile pixels:
+        x0, y0 = np.floor(np.maximum((drawn[:2] - origin) / scale - MARGIN_PX, 0)).astype(int)
+        x1, y1 = np.ceil(np.minimum((drawn[2:] - origin) / scale + MARGIN_PX, TILE)).astype(int)
+        return (image, QRect(x0, y0, x1 - x0, y1 - y0)) if x1 > x0 and y1 > y0 else None
 
-    def _draw_objects(self, painter: QPainter, hits: np.ndarray, bucket: int, box) -> None:
+    def _draw_objects(self, painter, hits: np.ndarray, bucket: int, box) -> np.ndarray | None:
         """Draw the annotations at positions ``hits`` (drawing order) at a zoom bucket:
-        outlines, dots for the tiny ones (one batch per colour), point sets."""
+        outlines, dots for the tiny ones (one batch per colour), point sets; return the
+        level-0 bounds of what was drawn (None: nothing)."""
         scale = bucket_downsample(bucket)
         bounds = self._index.bounds[hits]
         size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) / scale
         centres = (bounds[:, :2] + bounds[:, 2:]) / 2
         styles = _Styles(self.document)
         dots: dict[tuple, list] = {}
-        for k, position in enumerate(hits.tolist()):
-            ann = self._index.anns[position]
+        anns = [self._index.anns[p] for p in hits.tolist()]
+        puntal = np.array([a.geometry.geom_type in _PUNTAL for a in anns], dtype=bool)
+        drawn = [bounds[~puntal]]  # and the points drawn, below
+        for k, (position, ann) in enumerate(zip(hits.tolist(), anns, strict=True)):
             screen_size = float(size[k])
             color = styles.color(ann)
             kind = ann.geometry.geom_type
-            if kind in _PUNTAL:
-                self._draw_points(painter, self._index.coords(position), color, box, scale, styles)
+            if puntal[k]:
+                coords = self._index.coords(position)
+                points = self._draw_points(painter, coords, color, box, scale, styles)
+                drawn.append(np.c_[points, points])
             elif screen_size < DOT_PX:
                 dots.setdefault(color, []).append(centres[k])
             else:
@@ -429,11 +444,15 @@ class AnnotationPainter:
         for color, points in dots.items():
             painter.setPen(styles.dot(color, DOT_PX, round_=False))
             painter.drawPoints(qpolygon(np.asarray(points)))
+        drawn = np.concatenate(drawn)
+        if not len(drawn):
+            return None
+        return np.r_[drawn[:, :2].min(axis=0), drawn[:, 2:].max(axis=0)]
 
     @staticmethod
-    def _draw_points(painter, coords, color, box, scale: float, styles) -> None:
+    def _draw_points(painter, coords, color, box, scale: float, styles) -> np.ndarray:
         """Draw the points of a point set inside ``box`` in one batch: round dots with a
-        dark rim, squares when there are many (each screen pixel once)."""
+        dark rim, squares when there are many (each screen pixel once); return them."""
         inside = _inside(coords, box)
         round_ = len(inside) <= ROUND_POINTS
         if scale > 1 and not round_:
@@ -444,6 +463,7 @@ class AnnotationPainter:
         painter.drawPoints(polygon)
         painter.setPen(styles.dot(color, POINT_PX, round_))
         painter.drawPoints(polygon)
+        return inside
 
     def _selected(self) -> list:
         """The selected annotations still in the document."""
