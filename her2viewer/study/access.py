@@ -71,10 +71,14 @@ def parse_record(text: str, where: str) -> dict:
             isinstance(record[k], int) and 1 <= record[k] <= MAX_COST[k] for k in MAX_COST
         )
     except (ValueError, TypeError, KeyError) as exc:
-        raise AccessError(f"the secret record of {where} is damaged or edited by hand.") from exc
+        raise AccessError(_damaged(where)) from exc
     if record.get("kdf") != "scrypt" or not costs_ok or record["n"] & (record["n"] - 1):
-        raise AccessError(f"the secret record of {where} is damaged or edited by hand.")
+        raise AccessError(_damaged(where))
     return record
+
+
+def _damaged(where: str) -> str:
+    return f"{where} is damaged or edited by hand; restore the file from a backup."
 
 
 def verify(secret: str, text: str, where: str) -> bytes:
@@ -85,7 +89,7 @@ def verify(secret: str, text: str, where: str) -> bytes:
     AccessError
         When the secret is wrong (one sentence naming ``where``, never the secret).
     """
-    record = parse_record(text, where)
+    record = parse_record(text, f"the stored {where}")
     derived = _derive(secret, record)
     if not hmac.compare_digest(derived[:32].hex(), record["hash"]):
         raise AccessError(f"wrong {where}.")

@@ -449,9 +449,10 @@ class StudyStore:
         path = Path(path)
         arm_list = _parse_arms(arms, second_arm_opens)
         seed = secrets.randbits(31) if seed is None else int(seed)
-        owner_record = None
+        owner_record, key = None, None
         if owner_secret is not None:
             owner_record = access.new_record(owner_secret, "owner secret")
+            key = access.verify(owner_secret, owner_record, "the new owner secret")
 
         def fill(conn: sqlite3.Connection) -> None:
             meta = {
@@ -488,11 +489,14 @@ class StudyStore:
             )
             for reader in readers:
                 _insert_reader(conn, reader, seed)
+            if key is not None:
+                _seal_readers(conn, key)
 
         _write_study_file(path, fill)
         store = cls(path)
-        if owner_secret is not None:
-            store.unlock(owner_secret, "create")
+        if key is not None:
+            store._owner_key = key
+            store.log_access("owner", "owner", "create", "granted")
         return store
 
     # -- definition -----------------------------------------------------------------------
@@ -523,8 +527,12 @@ class StudyStore:
 
     @property
     def protected(self) -> bool:
-        """Whether the study has an owner secret (then unblinding and reading need secrets)."""
-        return bool(self.meta("owner_secret", ""))
+        """Whether the study has an owner secret (then unblinding and reading need secrets).
+
+        A study whose readers were ever sealed stays protected: deleting the owner's
+        record by hand leaves a study that refuses its owner verbs, not an open one.
+        """
+        return bool(self.meta("owner_secret", "") or self.meta("readers_seal", ""))
 
     @property
     def closed_at(self) -> str | None:
@@ -571,8 +579,13 @@ class StudyStore:
                 f"{name} is protected: 'study {action}' needs the owner secret (set "
                 f"{access.OWNER_ENV} or run in a terminal to be asked).",
             )  # fmt: skip
+        record = self.meta("owner_secret", "")
         try:
-            key = access.verify(secret, self.meta("owner_secret"), f"owner secret of {name}")
+            access.parse_record(record, f"the stored owner secret of {name}")
+        except AccessError as exc:
+            raise self._refuse("owner", "owner", action, str(exc)) from None
+        try:
+            key = access.verify(secret, record, f"owner secret of {name}")
         except AccessError:
             raise self._refuse(
                 "owner", "owner", action, f"wrong owner secret of {name}; 'study {action}' refused."
@@ -589,17 +602,9 @@ class StudyStore:
             self._seal_readers()
         self.log_access("owner", "owner", action, "granted")
 
-    def _reader_rows(self) -> dict[str, list]:
-        rows = self.conn.execute("SELECT reader, seed, secret FROM readers ORDER BY reader")
-        return {name: [name, seed, secret] for name, seed, secret in rows}
-
-    def _seal_of(self, key: bytes, names: list[str], rows: dict[str, list]) -> str:
-        message = [self.meta("open_enrolment"), [rows[n] for n in names]]
-        return access.seal(key, json.dumps(message))
-
     def _seal_problem(self, key: bytes) -> str | None:
         """Say how the readers table differs from the owner's last seal, or None."""
-        rows = self._reader_rows()
+        rows = _reader_rows(self.conn)
         try:
             sealed = json.loads(self.meta("sealed_readers", "[]"))
         except ValueError:
@@ -607,8 +612,8 @@ class StudyStore:
         removed = [n for n in sealed if n not in rows]
         if removed:
             return f"reader {removed[0]!r} was removed"
-        if self._seal_of(key, sealed, rows) != self.meta("readers_seal", ""):
-            return "a reader's name, seed or PIN record was changed"
+        if _seal_of(self.conn, key, sealed, rows) != self.meta("readers_seal", ""):
+            return "a reader's name, seed or PIN record, or the enrolment rule, was changed"
         added = [n for n in rows if n not in sealed]
         if added and self.meta("open_enrolment") != "1":
             return f"reader {added[0]!r} was added"
@@ -616,13 +621,7 @@ class StudyStore:
 
     def _seal_readers(self) -> None:
         """Seal the current readers table with the owner's key (inside a transaction)."""
-        rows = self._reader_rows()
-        names = sorted(rows)
-        values = {
-            "sealed_readers": json.dumps(names),
-            "readers_seal": self._seal_of(self._owner_key, names, rows),
-        }
-        self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+        _seal_readers(self.conn, self._owner_key)
 
     def protect(self, secret: str) -> None:
         """Give an unprotected study an owner secret (opened with :meth:`unlock` first)."""
@@ -1089,6 +1088,25 @@ def _insert_reader(
         (name, seed, utc_now(), secret),
     )
     return seed
+
+
+def _reader_rows(conn: sqlite3.Connection) -> dict[str, list]:
+    rows = conn.execute("SELECT reader, seed, secret FROM readers ORDER BY reader")
+    return {name: [name, seed, secret] for name, seed, secret in rows}
+
+
+def _seal_of(conn: sqlite3.Connection, key: bytes, names: list[str], rows: dict) -> str:
+    """The owner's HMAC over the enrolment rule and the named readers' rows."""
+    (rule,) = conn.execute("SELECT value FROM meta WHERE key = 'open_enrolment'").fetchone()
+    return access.seal(key, json.dumps([rule, [rows[n] for n in names]]))
+
+
+def _seal_readers(conn: sqlite3.Connection, key: bytes) -> None:
+    """Seal the current readers table with the owner's key (inside a transaction)."""
+    rows = _reader_rows(conn)
+    names = sorted(rows)
+    values = {"sealed_readers": json.dumps(names), "readers_seal": _seal_of(conn, key, names, rows)}
+    conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
 
 def _mark_text(mark: ReaderMark | None) -> str | None:
