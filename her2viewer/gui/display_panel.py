@@ -247,7 +247,10 @@ class DisplayPanel(QWidget):
         if slide is None or slide.info.fingerprint in self._types:
             return
         stored = load_settings(slide.info.fingerprint).image_type
-        self._set_type(view, stored or guess_image_type(overview_rgb(view)))
+        rgb = overview_rgb(view)
+        if stored is None and rgb is None:  # the overview went with a slide replaced meanwhile
+            return
+        self._set_type(view, stored or guess_image_type(rgb))
 
     def _set_type(self, view, image_type: str) -> None:
         fingerprint = view.slide.info.fingerprint
