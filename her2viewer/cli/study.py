@@ -385,7 +385,7 @@ def _mrmc_result(args, with_ratings: bool = False) -> tuple[dict, object]:
         return mrmc(data, args.fom, args.covariance, args.threshold), data
     from her2viewer.study.mrmc import study_mrmc, study_ratings
 
-    with StudyStore(path, readonly=True) as store:
+    with owner_store(path, args.study_verb) as store:
         store.require_owner(args.study_verb)
         result = study_mrmc(store, args.fom, args.covariance, args.threshold)
         data = study_ratings(store, args.fom == "auc") if with_ratings else None

@@ -8,14 +8,17 @@ and reported.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from her2viewer.cli import main
+from her2viewer.study.access import OWNER_ENV
 from her2viewer.study.reading import ReadingSession
 from her2viewer.study.report import write_report
+from her2viewer.study.store import StudyStore
 from tests.study_util import make_study
 
 VANDYKE = Path(__file__).resolve().parents[1] / "data" / "mrmc" / "vandyke.csv"
@@ -145,3 +148,21 @@ def test_a_study_without_confidence_needs_a_proportion_fom(capsys, tmp_path):
         session.answer(0, "positive")
     assert main(["study", "mrmc", str(path)]) == 2
     assert "has no confidence rating" in capsys.readouterr().err
+
+
+def test_a_protected_study_needs_the_owner_secret(capsys, study, tmp_path, monkeypatch):
+    path = tmp_path / "protected.h2study"
+    shutil.copy(study, path)
+    with StudyStore(path) as store:
+        store.unlock(None, "protect")
+        store.protect("owner words")
+    monkeypatch.delenv(OWNER_ENV, raising=False)
+    for secret in (None, "wrong words"):
+        if secret:
+            monkeypatch.setenv(OWNER_ENV, secret)
+        for verb in (["mrmc"], ["sample-size", "--effect", "0.05"]):
+            assert main(["study", *verb, str(path), "--json"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err and "secret" in err
+    monkeypatch.setenv(OWNER_ENV, "owner words")
+    assert _json(capsys, "study", "mrmc", str(path), "--json")["design"]["cases"] == 24
