@@ -222,19 +222,20 @@ class ReadingWindow(QMainWindow):
         if rules.ask_membrane_percent:
             self.membrane = QSpinBox(minimum=-1, maximum=100, suffix=" %")
             self.membrane.setSpecialValueText("—")
-            layout.addWidget(QLabel("Complete membrane staining (% of tumour cells)"))
+            layout.addWidget(QLabel("Complete membrane staining, % of tumour cells", wordWrap=True))
             layout.addWidget(self.membrane)
 
     def _mark_buttons(self) -> QHBoxLayout:
         row = QHBoxLayout()
+        row.addWidget(QLabel("Mark:"))
         self.mark_buttons = {}
-        for mode, text, key in (("point", "Mark point", "M"), ("outline", "Mark outline", "O")):
+        for mode, text, key in (("point", "Point", "M"), ("outline", "Outline", "O")):
             button = QPushButton(f"{text} [{key}]", checkable=True)
             button.toggled.connect(lambda on, m=mode: self.set_mark_mode(m if on else None))
             QShortcut(QKeySequence(key), self, button.toggle)
             self.mark_buttons[mode] = button
             row.addWidget(button)
-        clear = QPushButton("Clear mark")
+        clear = QPushButton("Clear")
         clear.clicked.connect(lambda: self.set_mark(None))
         row.addWidget(clear)
         return row
