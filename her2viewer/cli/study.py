@@ -254,7 +254,15 @@ def study_status(store: StudyStore) -> dict:
         "answered": {k: {"answered": v, "of": n_cases} for k, v in sorted(progress.items())},
         "missing_slides": missing_slides(store.cases()),
         "integrity": store.integrity_check(),
+        "access": {"protected": store.protected, "closed_at": store.closed_at},
     }
+
+
+def _access_text(access: dict) -> str:
+    text = "protected by the owner secret"
+    if not access["protected"]:
+        text = "UNPROTECTED (no owner secret; set one with 'study protect')"
+    return text + (f"; closed since {access['closed_at']}" if access["closed_at"] else "")
 
 
 def run_status(args) -> int:
@@ -270,6 +278,7 @@ def run_status(args) -> int:
     if status["missing_slides"]:
         print(f"missing slides: {', '.join(status['missing_slides'])}")
     print(f"integrity: {status['integrity']}")
+    print(f"access: {_access_text(status['access'])}")
     return 0
 
 

@@ -138,7 +138,7 @@ def test_owner_unblinds_with_the_secret(tmp_path, capsys, monkeypatch):
         session.answer(0, "positive")
     monkeypatch.setenv(OWNER_ENV, OWNER)
     code, out, _ = _cli(capsys, "study", "status", path)
-    assert code == 0 and "bob/unassisted: 1/6" in out
+    assert code == 0 and "bob/unassisted: 1/6" in out and "access: protected" in out
     code, out, _ = _cli(capsys, "study", "export", path, "-o", tmp_path / "e.csv")
     assert code == 0 and "1 answer rows" in out
     code, out, _ = _cli(capsys, "study", "access-log", path, "--json")
@@ -237,6 +237,8 @@ def test_cli_create_protects_with_the_env_secret_or_warns(tmp_path, capsys, monk
     monkeypatch.setenv(READER_ENV, ALICE)
     code, out, _ = _cli(capsys, "study", "add-reader", safe, "alice")
     assert code == 0 and "alice has a PIN" in out
+    code, out, _ = _cli(capsys, "study", "status", tmp_path / "open.h2study", "--json")
+    assert json.loads(out)["access"] == {"protected": False, "closed_at": None}
     ReadingSession(safe, "alice", pin=ALICE).close()
     code, _, err = _cli(capsys, "study", "protect", safe)
     _one_line(code, err, "already has an owner secret")
