@@ -9,6 +9,12 @@ Membrane completeness is the fraction of the cell's circumference whose DAB pass
 threshold: the cell is cut into :data:`SECTORS` angular sectors around the nucleus' centre
 and a sector counts as stained when its strongest DAB outside the nucleus (the membrane
 along that ray) reaches the threshold.
+
+Two touching cells share the membrane between them: a stained cell's membrane also lies
+on the ray of its unstained neighbour. A stained sector that faces a neighbour therefore
+counts for a cell only when the cell's other sectors support it about as well as the
+neighbour's other sectors support the neighbour (:func:`_unshared`); otherwise the
+membrane is the neighbour's, and an unstained cell beside a stained clone stays unstained.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from her2viewer.cells.detect import boundary_lengths
 
 #: Angular sectors of the membrane ring for the completeness measure (10 degrees each).
 SECTORS = 36
+#: A shared membrane sector counts for a cell when the stained fraction of its other sectors
+#: is at least the neighbour's (over the neighbour's other sectors) minus this margin.
+SHARED_MARGIN = 0.25
+#: Label above every cell label (labels are exact in float32 below 2**24).
+_NO_CELL = np.float32(2**24)
 
 
 @dataclass
@@ -42,9 +53,9 @@ class CellTable:
     membrane_completeness : numpy.ndarray
         Fraction of the ring's sectors whose DAB reaches the membrane threshold.
     dab_membrane_stained : numpy.ndarray
-        Mean over the stained sectors of their membrane DAB OD (the intensity of the
+        Median over the stained sectors of their membrane DAB OD (the intensity of the
         staining that is there, not diluted by the unstained part of an incomplete
-        membrane); 0 if none.
+        membrane, nor raised by a stronger neighbour's share of it); 0 if none.
     """
 
     x: np.ndarray
@@ -237,6 +248,67 @@ def _maxima(labels: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -
     return out[1:]
 
 
+def _neighbours(cells: np.ndarray) -> np.ndarray:
+    """At each cell pixel touching another cell, that cell's label; 0 elsewhere."""
+    kernel = np.ones((3, 3), np.uint8)
+    labels = cells.astype(np.float32)
+    high = cv2.dilate(labels, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    low = cv2.erode(
+        np.where(cells > 0, labels, _NO_CELL), kernel, borderType=cv2.BORDER_CONSTANT,
+        borderValue=float(_NO_CELL),
+    )  # fmt: skip
+    other = np.where(high != labels, high, np.where(low < _NO_CELL, low, labels))
+    return np.where((cells > 0) & (other != labels), other, 0).astype(np.int64)
+
+
+def _other_sides(stained, present, facing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (cell, neighbour) pair: the cell's stained fraction over its other shared sectors.
+
+    Only sectors facing some other neighbour count (a free edge, where the expansion may
+    stop short of the membrane, is no evidence either way); a cell that faces no other
+    neighbour gets its stained fraction over every sector. Returns the pairs' cell and
+    neighbour indices (0-based) and that fraction.
+    """
+    n = stained.shape[0]
+    shared = present & (facing > 0)
+    rows, cols = np.nonzero(shared)
+    neighbour = facing[rows, cols] - 1
+    keys, inverse = np.unique(rows * n + neighbour, return_inverse=True)
+    facing_present = np.bincount(inverse, minlength=keys.size)
+    facing_stained = np.bincount(inverse, weights=stained[rows, cols], minlength=keys.size)
+    cell = keys // n
+    rest = shared.sum(axis=1)[cell] - facing_present
+    rest_stained = (stained & shared).sum(axis=1)[cell] - facing_stained
+    overall = stained.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    fraction = np.where(rest > 0, rest_stained / np.maximum(rest, 1), overall[cell])
+    return cell, keys % n, fraction
+
+
+def _unshared(stained: np.ndarray, present: np.ndarray, facing: np.ndarray) -> np.ndarray:
+    """The stained sectors that belong to the cell, not only to the neighbour they face.
+
+    A stained sector facing neighbour ``m`` stays when the cell's other sectors are
+    stained at least as often as ``m``'s other sectors, less :data:`SHARED_MARGIN`: two
+    stained cells keep their shared membrane, an unstained or faint cell next to a
+    stained one gives it up.
+    """
+    n = stained.shape[0]
+    cell, neighbour, fraction = _other_sides(stained, present, facing)
+    if cell.size == 0:
+        return stained
+    keys = cell * n + neighbour
+    back = neighbour * n + cell
+    found = np.minimum(np.searchsorted(keys, back), keys.size - 1)
+    overall = stained.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    theirs = np.where(keys[found] == back, fraction[found], overall[neighbour])
+    keep_pair = fraction >= theirs - SHARED_MARGIN
+    rows, cols = np.nonzero(stained & (facing > 0))
+    pair = np.searchsorted(keys, rows * n + facing[rows, cols] - 1)
+    kept = stained.copy()
+    kept[rows, cols] = keep_pair[pair]
+    return kept
+
+
 def _completeness(
     cells: np.ndarray, outside: np.ndarray, dab: np.ndarray, cx: np.ndarray, cy: np.ndarray,
     threshold: float,
@@ -258,10 +330,16 @@ def _completeness(
     np.maximum.at(peak, key, dab[ys, xs].astype(np.float32))
     peak = peak.reshape(n, SECTORS)
     present = np.isfinite(peak)
-    stained = present & (peak >= threshold)
+    facing = np.zeros(n * SECTORS, np.int64)
+    np.maximum.at(facing, key, _neighbours(cells)[ys, xs])
+    stained = _unshared(present & (peak >= threshold), present, facing.reshape(n, SECTORS))
     n_stained = stained.sum(axis=1)
     completeness = n_stained / np.maximum(present.sum(axis=1), 1)
-    intensity = np.where(stained, peak, 0.0).sum(axis=1) / np.maximum(n_stained, 1)
+    ranked = np.sort(np.where(stained, peak, np.inf), axis=1)  # stained peaks first
+    rows = np.arange(n)
+    low, high = np.maximum(n_stained - 1, 0) // 2, n_stained // 2
+    median = (ranked[rows, low] + ranked[rows, np.minimum(high, SECTORS - 1)]) / 2
+    intensity = np.where(n_stained > 0, median, 0.0)
     return completeness.astype(np.float32), intensity.astype(np.float32)
 
 

@@ -40,8 +40,9 @@ DAB_VECTOR = np.array([0.268, 0.570, 0.776], np.float32)
 MEMBRANE = {0: (0.0, 0.0), 1: (0.2, 0.4), 2: (0.45, 1.0), 3: (0.95, 1.0)}
 #: Nuclear DAB OD per class (ER, PR, Ki67), mid-way in QuPath's 0.2 / 0.4 / 0.6 bins.
 NUCLEAR = {0: 0.0, 1: 0.3, 2: 0.55, 3: 0.95}
-#: Half width of a membrane on each side of the boundary between two cells (pixels).
-MEMBRANE_HALF_PX = 2
+#: Half width of a membrane on each side of the boundary between two cells (um), so that a
+#: membrane is as wide at 40x as at 20x and stays visible when a 40x slide is downsampled.
+MEMBRANE_HALF_UM = 1.0
 #: Hematoxylin OD of the cytoplasm and stroma between nuclei (the counterstain's tint).
 CYTOPLASM_OD = 0.04
 #: Largest window rendered at once (pixels per side; bounds the temporary memory).
@@ -219,7 +220,7 @@ def render_cells(plan: CellPlan, x0: int, y0: int, width: int, height: int) -> n
     numpy.ndarray
         ``(height, width, 3)`` uint8 RGB.
     """
-    margin = int(math.ceil(plan.spacing * CELL_REACH)) + 2 * MEMBRANE_HALF_PX + 4
+    margin = int(math.ceil(plan.spacing * CELL_REACH)) + 2 * _membrane_half_px(plan.mpp) + 4
     wx, wy = x0 - margin, y0 - margin
     shape = (height + 2 * margin, width + 2 * margin)
     reach = margin + plan.spacing
@@ -271,9 +272,14 @@ def _draw_nuclei(plan, index, cx, cy, hematoxylin, dab) -> None:
             cv2.ellipse(dab, centre, axes, angle, 0, 360, level, -1)
 
 
+def _membrane_half_px(mpp: float) -> int:
+    """:data:`MEMBRANE_HALF_UM` in pixels at ``mpp`` (at least one)."""
+    return max(1, int(round(MEMBRANE_HALF_UM / mpp)))
+
+
 def _membranes(plan, index, cx, cy, cell) -> np.ndarray:
     """DAB of each cell's membrane: a band along its outline, on the arc its class stains."""
-    side = 2 * MEMBRANE_HALF_PX + 1
+    side = 2 * _membrane_half_px(plan.mpp) + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     labels = cell.astype(np.float32)  # exact for labels below 2**24
     low = cv2.erode(labels, kernel, borderType=cv2.BORDER_REPLICATE)

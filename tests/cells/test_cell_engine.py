@@ -154,3 +154,25 @@ def test_bad_detectors_and_profiles_fail_in_one_sentence(tmp_path):
     assert "\n" not in str(caught.value)
     with pytest.raises(ProfileError, match="is for ki67, not her2"):
         load_profile("ki67-mib1", "her2")
+
+
+@pytest.mark.parametrize("mpp", [0.5, 0.25])
+def test_unstained_cells_beside_a_stained_clone_stay_unstained(mpp):
+    """A strong clone's membranes, shared with its unstained neighbours, stay the clone's."""
+    size = int(450 / mpp)
+    field = draw_cell_field(size, size, (0.6, 0, 0, 0.4), marker="her2", mpp=mpp, seed=11)
+    cells = _run(field, "her2")
+    confusion = class_confusion(_matching(cells, field), cells.classes, field.classes)
+    assert confusion[0, 0] / confusion[0].sum() > 0.97, confusion
+    assert confusion[3, 3] / confusion[3].sum() > 0.9, confusion
+    truth_percent = 100 * np.mean(field.classes > 0)
+    assert abs(100 * np.mean(cells.classes > 0) - truth_percent) < 2, confusion
+
+
+def test_membranes_drawn_complete_at_40x_are_called_complete():
+    """Membranes are drawn a width in um, so 40x fields score as 20x ones."""
+    field = draw_cell_field(1600, 1600, (0, 0, 1, 0), marker="her2", mpp=0.25, seed=1)
+    cells = _run(field, "her2")
+    inner = np.minimum.reduce([cells.table.x, cells.table.y, 1600 - cells.table.x,
+                               1600 - cells.table.y]) * field.mpp > 12  # fmt: skip
+    assert np.mean(cells.classes[inner] == 2) > 0.9, np.bincount(cells.classes[inner])
