@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from study_util import make_study, write_csv
 
@@ -111,6 +112,8 @@ def test_cli_ways_round_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
         ("close", path),
         ("add-reader", path, "mallory"),
         ("protect", path),
+        ("mrmc", path, "--json"),
+        ("sample-size", path, "--effect", "0.05"),
     ]
     out.mkdir()
     for argv in owner_verbs:
@@ -174,7 +177,10 @@ def test_reading_a_closed_study_is_refused(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
-        ("UPDATE readers SET secret = :forged WHERE reader = 'alice'", "PIN record, or the enrolment"),
+        (
+            "UPDATE readers SET secret = :forged WHERE reader = 'alice'",
+            "PIN record, or the enrolment",
+        ),
         ("INSERT INTO readers VALUES ('mallory', 1, 'now', :forged)", "'mallory' was added"),
         ("DELETE FROM readers WHERE reader = 'bob'", "'bob' was removed"),
         ("UPDATE meta SET value = '1' WHERE key = 'open_enrolment'", "was changed"),
@@ -307,3 +313,39 @@ def test_version_1_files_are_read_and_migrated(tmp_path):
         store.export_for_reader(tmp_path / "package.h2study")
     with StudyStore(tmp_path / "package.h2study") as package:
         assert package.is_reader_package and package.readers() == {"ann": 5}
+
+
+def test_four_readers_two_arms_read_with_pins_then_mrmc_with_the_owner_secret(
+    tmp_path, capsys, monkeypatch
+):
+    """The issue's synthetic 4-reader x 2-modality study, read through the reading API."""
+    path = make_study(tmp_path, n=12, readers=(), confidence="0-100")
+    readers = {f"reader{i}": f"pin-{i}{i}{i}" for i in range(4)}
+    with StudyStore(path) as store:
+        store.unlock(None, "protect")
+        store.protect(OWNER)
+        for name, pin in readers.items():
+            store.set_reader_pin(name, pin)
+        truth = store.truth()
+    rng = np.random.default_rng(3)
+    for r, (name, pin) in enumerate(readers.items()):
+        for arm, skill in (("unassisted", 1.0), ("assisted", 2.0)):
+            with ReadingSession(path, name, arm, pin=pin) as session:
+                for i in range(session.total):
+                    case_id = session._order[i]
+                    signal = skill if truth[case_id] == "positive" else -skill
+                    p = 1 / (1 + np.exp(-(signal + rng.normal(0, 1.2) + 0.1 * r)))
+                    label = "positive" if p >= 0.5 else "negative"
+                    session.answer(i, label, confidence=round(100 * p), seconds=5.0)
+    code, _, err = _cli(capsys, "study", "mrmc", path, "--json")
+    _one_line(code, err, "needs the owner secret")
+    monkeypatch.setenv(OWNER_ENV, OWNER)
+    code, out, err = _cli(capsys, "study", "mrmc", path, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"auc", "rrrc", "frrc"} <= set(result)
+    assert {"f", "df1", "df2", "p"} <= set(result["rrrc"])
+    assert set(result["auc"]) == set(readers)  # reader x modality
+    assert all(set(v) == {"unassisted", "assisted"} for v in result["auc"].values())
+    actions = [e.action for e in _log(path) if e.outcome == "granted"]
+    assert actions.count("read unassisted arm") == actions.count("read assisted arm") == 4
