@@ -75,6 +75,13 @@ def register(subparsers) -> None:
     add_patch_grid_options(p)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--pt", action="store_true", help="also write CLAM's pt_files/<slide>.pt")
+    p.add_argument(
+        "--decode",
+        choices=("openslide", "raw"),  # features.rawtiles.DECODE_CHOICES (torch-free here)
+        default="openslide",
+        help="raw: decode the slide's JPEG tiles in batches on the device where the slide "
+        "stores them so, else OpenSlide; the summary says which (default openslide)",
+    )
     add_json_option(p, "the summaries")
     add_progress_options(p)
     p.set_defaults(func=run_extract)
@@ -178,6 +185,7 @@ def extract_slide(
             workers=args.workers,
             progress=progress,
             pt_path=pt_path(out, name) if args.pt else None,
+            decode=args.decode,
         )
     return {
         "slide": name,
@@ -187,6 +195,7 @@ def extract_slide(
         "resumed_from": result.resumed_from,
         "patches_per_s": round(result.patches_per_s, 2),
         "device": result.device,
+        "decode": result.decode,
         "features": str(result.path),
     }
 
@@ -314,6 +323,7 @@ def run_extract(args) -> int:
 def _summary_line(summary: dict) -> str:
     extra = (
         f" {summary['patches']} patches, {summary['patches_per_s']}/s on {summary['device']}"
+        f", decoded by {summary['decode']}"
         if summary["status"] == "done"
         else ""
     )

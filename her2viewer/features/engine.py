@@ -36,6 +36,7 @@ import torch
 from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder
+from her2viewer.features.rawtiles import patch_reader
 from her2viewer.features.store import save_pt_atomic
 from her2viewer.jobs import Cancelled, CancelToken
 from her2viewer.outputs import fsync_path, hdf5_output_error, output_error, prepare_output_dir
@@ -68,6 +69,8 @@ class ExtractionResult:
     seconds: float
     resumed_from: int
     device: str
+    #: How tiles were decoded (:func:`~her2viewer.features.rawtiles.patch_reader`'s words).
+    decode: str = "openslide"
 
     @property
     def patches_per_s(self) -> float:
@@ -131,6 +134,7 @@ def extract_features(
     on_batch: BatchFn | None = None,
     cancel: CancelToken | None = None,
     pt_path: str | Path | None = None,
+    decode: str = "openslide",
 ) -> ExtractionResult:
     """Encode every patch of ``grid`` and write a CLAM-compatible features h5.
 
@@ -157,6 +161,10 @@ def extract_features(
         Checked between batches; cancelling removes the partial file.
     pt_path : path, optional
         Also write CLAM's ``.pt`` features tensor there.
+    decode : str
+        ``"openslide"`` (per tile, on the decoding threads), or ``"raw"``: the slide's raw
+        JPEG tiles decoded in batches on the device where the slide allows it
+        (:mod:`~her2viewer.features.rawtiles`); the result says which path ran.
 
     Raises
     ------
@@ -182,6 +190,8 @@ def extract_features(
     partial = out_path.with_name(out_path.name + ".partial")
     start_time = time.perf_counter()
     resumed = _open_partial(partial, grid, encoder, slide)
+    prepare = None if runner.resizes_on_device else encoder.prepare_tile
+    reader, decode = patch_reader(slide, grid, runner.device, decode, prepare)
     try:
         with _writable_h5(partial) as h5:
             _run_batches(
@@ -196,6 +206,7 @@ def extract_features(
                 progress,
                 on_batch,
                 cancel,
+                reader,
             )
             if pt_path is not None:
                 save_pt_atomic(pt_path, h5["features"][:])
@@ -211,6 +222,7 @@ def extract_features(
         time.perf_counter() - start_time,
         resumed,
         str(runner.device),
+        decode,
     )
 
 
@@ -403,7 +415,7 @@ def _publish(partial: Path, out_path: Path) -> None:
 
 
 def _run_batches(
-    slide, grid, runner, h5, first, batch_size, workers, prefetch, progress, on_batch, cancel
+    slide, grid, runner, h5, first, batch_size, workers, prefetch, progress, on_batch, cancel, raw
 ) -> None:
     total = len(grid)
     starts = list(range(first, total, batch_size))
@@ -424,6 +436,14 @@ def _run_batches(
         def submit(b: int) -> None:
             buffer = buffers[b % n_buffers].numpy()
             first, end = starts[b], min(starts[b] + batch_size, total)
+            if raw is not None:  # a batch of raw tiles per job on CUDA, else per_job
+                step = batch_size if raw.device.type == "cuda" else per_job
+                jobs = [
+                    pool.submit(raw.read, range(i, min(i + step, end)))
+                    for i in range(first, end, step)
+                ]
+                pending.append((b, end - first, jobs))
+                return
             jobs = [
                 pool.submit(
                     _decode_into,
@@ -443,9 +463,8 @@ def _run_batches(
         try:
             while pending:
                 b, n, jobs = pending.popleft()
-                for job in jobs:
-                    job.result()
-                out = runner(buffers[b % n_buffers][:n])
+                parts = [job.result() for job in jobs]
+                out = runner(torch.cat(parts) if raw else buffers[b % n_buffers][:n])
                 start = starts[b]
                 if not np.isfinite(out).all():
                     raise NonFiniteFeatures(
