@@ -133,12 +133,14 @@ def register(subparsers) -> None:
 
 def run_infer(args) -> int:
     """Print the class probabilities, prediction and per-patch raw attention."""
+    from her2viewer.features.encoders import check_same_encoder
     from her2viewer.features.store import read_features
     from her2viewer.models.checks import demo_notice, with_notice
     from her2viewer.models.clam import load_clam, predict
 
     model, meta = load_clam(args.model)
     feats = read_features(args.features)
+    check_same_encoder(meta.get("encoder"), feats.encoder, f"Features file {args.features}")
     result = predict(model, feats.features, f"Features file {args.features}")
     names = meta.get("class_names") or [str(i) for i in range(len(result.probabilities))]
     if args.json:

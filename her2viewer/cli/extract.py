@@ -34,18 +34,36 @@ NAME_COLUMNS = ("slide_id", "case_id")
 
 
 def add_encoder_options(parser) -> None:
-    """Add ``--encoder``, ``--encoder-weights``, ``--random-weights`` and ``--legacy-256``."""
+    """Add ``--encoder``, ``--weights`` (``--encoder-weights``), ``--download``,
+    ``--random-weights``, ``--small`` and ``--legacy-256``."""
     parser.add_argument(
         "--encoder",
         default="resnet50_trunc",
-        help="encoder name or torchscript:FILE (default resnet50_trunc)",
+        help="encoder name (`her2viewer encoders list`) or torchscript:FILE "
+        "(default resnet50_trunc)",
     )
-    parser.add_argument("--encoder-weights", help="weights file (.pth/.safetensors)")
+    parser.add_argument(
+        "--weights",
+        "--encoder-weights",
+        dest="encoder_weights",
+        help="weights file (.safetensors, .bin, .pth) or folder (an HF snapshot too); "
+        "default: $HER2VIEWER_WEIGHTS_<NAME>, then the Hugging Face cache",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the weights with huggingface_hub when none are found locally",
+    )
     parser.add_argument(
         "--random-weights",
         type=bounded(int, 0, 2**32 - 1),
         metavar="SEED",
         help="seeded random encoder weights (tests and demos only)",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="the encoder's reduced-depth variant, with --random-weights (tests, benchmarks)",
     )
     parser.add_argument(
         "--legacy-256", action="store_true", help="CLAM's older preprocessing: no resize to 224"
@@ -56,9 +74,22 @@ def encoder_from_args(args) -> Encoder:
     """Build the encoder the command line asked for."""
     from her2viewer.features.encoders import build_encoder  # torch only when a verb runs
 
-    options = {"legacy_256": True} if args.legacy_256 and args.encoder == "resnet50_trunc" else {}
+    flags = {
+        "legacy_256": args.legacy_256 and args.encoder == "resnet50_trunc",
+        "small": args.small,
+        "download": args.download,
+    }
+    if (args.small or args.download) and args.encoder.startswith(
+        ("resnet50_trunc", "torchscript:")
+    ):
+        raise ModelError(
+            f"--small and --download apply to the foundation models, not {args.encoder}."
+        )
     return build_encoder(
-        args.encoder, weights=args.encoder_weights, random_seed=args.random_weights, **options
+        args.encoder,
+        weights=args.encoder_weights,
+        random_seed=args.random_weights,
+        **{k: True for k, v in flags.items() if v},
     )
 
 
@@ -75,6 +106,12 @@ def register(subparsers) -> None:
     add_patch_grid_options(p)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--pt", action="store_true", help="also write CLAM's pt_files/<slide>.pt")
+    p.add_argument(
+        "--layout",
+        choices=("clam", "trident"),
+        default="clam",
+        help="trident: also write TRIDENT's features_<encoder>/<slide>.h5 (default clam)",
+    )
     p.add_argument(
         "--decode",
         choices=("openslide", "raw"),  # features.rawtiles.DECODE_CHOICES (torch-free here)
@@ -173,7 +210,7 @@ def extract_slide(
         check_output_file(output)  # a folder in the way is said before the work, not after
     with open_slide(path) as slide:
         if _reusable_features(target, slide, encoder, args):
-            return {"slide": name, "status": "exists", "features": str(target)}
+            return {"slide": name, "status": "exists", "features": str(_laid_out(target, args))}
         grid = _patch_grid(out / "patches" / f"{name}.h5", name, slide, args)
         result = extract_features(
             slide,
@@ -196,8 +233,19 @@ def extract_slide(
         "patches_per_s": round(result.patches_per_s, 2),
         "device": result.device,
         "decode": result.decode,
-        "features": str(result.path),
+        "features": str(_laid_out(result.path, args)),
     }
+
+
+def _laid_out(h5: Path, args) -> Path:
+    """The features file in the layout asked for: ours, or a TRIDENT copy of it."""
+    if args.layout != "trident":
+        return h5
+    from her2viewer.features.store import read_features
+    from her2viewer.features.trident import trident_path, write_trident
+
+    feats = read_features(h5)
+    return write_trident(trident_path(args.out, feats.encoder["encoder"], h5.stem), feats, h5.stem)
 
 
 def _same_settings(fingerprint: str, target_size: int, size0: int, slide, args) -> bool:

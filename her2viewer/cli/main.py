@@ -22,6 +22,7 @@ VERB_MODULES = tuple(
         "slide",
         "tissue",
         "extract",
+        "encoders",
         "clam",
         "her2net",
         "ihc",

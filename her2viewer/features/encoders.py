@@ -14,6 +14,7 @@ import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -32,6 +33,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ImageNet-1k V1 ResNet-50 weights (timm ``resnet50.tv_in1k``, used by CLAM).
 TORCHVISION_RESNET50_FILE = "resnet50-0676ba61.pth"
 ENTRY_POINT_GROUP = "her2viewer.encoders"
+_PIL_MODES = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass
@@ -52,6 +54,13 @@ class Encoder:
         Per-channel normalisation of [0, 1] RGB.
     provenance : dict
         Where the weights came from (recorded in feature files and bundles).
+    resize_to : int or None
+        Side tiles are resized to before a centre crop of ``input_size`` (None: no crop).
+    interpolation : str
+        ``"bilinear"`` or ``"bicubic"`` (antialiased, on the CPU by PIL).
+    pooling, magnification : str
+        How tokens become a vector, and the magnification the model was trained at
+        (recorded; "" when not stated).
     """
 
     name: str
@@ -61,14 +70,43 @@ class Encoder:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     provenance: dict = field(default_factory=dict)
+    resize_to: int | None = None
+    interpolation: str = "bilinear"
+    pooling: str = ""
+    magnification: str = ""
 
     def prepare_tile(self, tile: np.ndarray) -> np.ndarray:
-        """Resize an RGB uint8 tile to ``input_size`` (PIL bilinear, antialiased)."""
+        """Resize an RGB uint8 tile (PIL, antialiased) and centre-crop it to ``input_size``."""
         size = self.input_size
         if size is None or tile.shape[:2] == (size, size):
             return tile
-        image = Image.fromarray(tile).resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(image)
+        side = self.resize_to or size
+        image = Image.fromarray(tile).resize((side, side), _PIL_MODES[self.interpolation])
+        start = (side - size) // 2
+        return np.asarray(image)[start : start + size, start : start + size]
+
+    def resize_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize and centre-crop a float (B, 3, S, S) batch on its device (antialiased)."""
+        size = self.input_size
+        if size is None or x.shape[-1] == size:
+            return x
+        side = self.resize_to or size
+        x = torch.nn.functional.interpolate(
+            x, size=(side, side), mode=self.interpolation, antialias=True, align_corners=False
+        )
+        start = (side - size) // 2
+        return x[..., start : start + size, start : start + size]
+
+    @property
+    def preprocessing(self) -> dict:
+        """The resize rule, pooling and magnification where they differ from CLAM's."""
+        extra = {
+            "resize_to": self.resize_to,
+            "interpolation": None if self.interpolation == "bilinear" else self.interpolation,
+            "pooling": self.pooling or None,
+            "magnification": self.magnification or None,
+        }
+        return {k: v for k, v in extra.items() if v is not None}
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """Turn a uint8 (B, S, S, 3) batch into a normalised float (B, 3, S, S) batch."""
@@ -81,6 +119,7 @@ class Encoder:
     def identity(self) -> str:
         """A string that changes whenever the features would change."""
         key = {"name": self.name, "input_size": self.input_size, "mean": self.mean}
+        key |= self.preprocessing
         return json.dumps({**key, "std": self.std, **self.provenance}, sort_keys=True)
 
     def describe(self) -> dict:
@@ -92,6 +131,7 @@ class Encoder:
             "mean": list(self.mean),
             "std": list(self.std),
             "provenance": self.provenance,
+            **self.preprocessing,
         }
 
 
@@ -288,6 +328,8 @@ def encoder_names() -> list[str]:
 
 
 def _load_entry_points() -> None:
+    """Register the built-in foundation models (features.registry) and plug-ins' encoders."""
+    import_module("her2viewer.features.registry")
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name not in _REGISTRY:
             _REGISTRY[entry.name] = entry.load()
@@ -337,6 +379,52 @@ def encoder_for_bundle(meta: dict, tensors: dict[str, dict] | None = None) -> En
     )
     provenance = desc.get("provenance", {})
     if provenance.get("weights") == "random":
+        options |= {"small": True} if provenance.get("variant") == "small" else {}
         return build_encoder(desc["name"], random_seed=int(provenance["seed"]), **options)
     weights = (tensors or {}).get("encoder")
-    return build_encoder(desc["name"], weights=weights, **options)
+    encoder = build_encoder(desc["name"], weights=weights, **options)
+    recorded, local = provenance.get("sha256"), encoder.provenance.get("sha256")
+    if recorded and local and recorded != local:
+        raise ModelError(
+            f"The {desc['name']} weights found here ({encoder.provenance['weights']}) are not "
+            "those the model was trained with (their SHA-256 differs); use the same weights."
+        )
+    return encoder
+
+
+def check_same_encoder(model_encoder: dict | None, features: dict, source: str) -> None:
+    """Refuse features made by another encoder than the model's (when both say which).
+
+    Parameters
+    ----------
+    model_encoder : dict or None
+        The ``encoder`` record of a bundle.
+    features : dict
+        A features file's encoder attributes (``FeatureFile.encoder``).
+    source : str
+        The features file, named in the sentence.
+
+    Raises
+    ------
+    ModelError
+        When the names differ, or the weights (hash, random seed, variant) where the
+        file records them.
+    """
+    made = json.loads(features.get("encoder_description", "{}"))
+    if not model_encoder or not made.get("name"):
+        return
+    mine, theirs = model_encoder.get("provenance") or {}, made.get("provenance") or {}
+    # A file that records no weights (TRIDENT's) is judged by the encoder's name alone.
+    keys = [k for k in ("sha256", "seed", "variant") if k in mine or k in theirs] if theirs else []
+    if made["name"] != model_encoder.get("name") or any(mine.get(k) != theirs.get(k) for k in keys):
+        raise ModelError(
+            f"{source} holds features from encoder {made['name']} {_weights_label(theirs)}, "
+            f"but the model was trained on {model_encoder.get('name')} {_weights_label(mine)}; "
+            "extract the features with the model's encoder."
+        )
+
+
+def _weights_label(provenance: dict) -> str:
+    if provenance.get("weights") == "random":
+        return f"(random weights, seed {provenance.get('seed')})"
+    return f"({provenance.get('weights', 'weights not recorded')})"

@@ -111,11 +111,8 @@ class DeviceRunner:
         if not self.cuda:
             return self.module(x.contiguous()).float().cpu().numpy()
         x = x.contiguous(memory_format=torch.channels_last)
-        size = self.encoder.input_size
-        if self.resizes_on_device and x.shape[-1] != size:
-            x = torch.nn.functional.interpolate(
-                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
+        if self.resizes_on_device:
+            x = self.encoder.resize_batch(x)
         with torch.autocast("cuda", dtype=self.dtype):
             return self.module(x).float().cpu().numpy()
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from her2viewer.errors import ModelError
+from her2viewer.features.trident import find_trident, trident_encoder
 from her2viewer.outputs import atomic_output, prepare_output_dir
 from her2viewer.weights import load_tensors
 
@@ -51,7 +52,7 @@ def pt_path(out_dir: str | Path, name: str) -> Path:
 
 
 def find_features(features_dir: str | Path, name: str) -> Path:
-    """Find a slide's features in a folder (CLAM layout or flat, ``.h5`` before ``.pt``).
+    """Find a slide's features in a folder (CLAM layout, flat, or TRIDENT's ``features_*/``).
 
     Raises
     ------
@@ -68,7 +69,13 @@ def find_features(features_dir: str | Path, name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise ModelError(f"No features for slide '{name}' in {root} (looked for h5_files/{name}.h5).")
+    found = find_trident(root, name)
+    if found is None:
+        raise ModelError(
+            f"No features for slide '{name}' in {root} (looked for h5_files/{name}.h5 and "
+            f"TRIDENT's features_<encoder>/{name}.h5)."
+        )
+    return found
 
 
 def read_features(path: str | Path) -> FeatureFile:
@@ -93,7 +100,7 @@ def read_features(path: str | Path) -> FeatureFile:
             features = h5["features"][:].astype(np.float32)
             coords = h5["coords"][:].astype(np.int64) if "coords" in h5 else None
             attrs = dict(h5["coords"].attrs) if "coords" in h5 else {}
-            encoder = {k: _text(v) for k, v in h5.attrs.items()}
+            encoder = {k: _text(v) for k, v in h5.attrs.items()} or trident_encoder(h5)
     except OSError as exc:
         raise ModelError(f"{path.name} cannot be read as an HDF5 features file ({exc}).") from exc
     if features.ndim != 2 or (coords is not None and len(coords) != len(features)):
