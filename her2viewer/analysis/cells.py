@@ -28,6 +28,7 @@ from her2viewer.annotations.roi import Region, region_summary
 from her2viewer.cells.detect import load_detector
 from her2viewer.cells.engine import (
     CLASS_NAMES,
+    KI67_METHODS,
     TILE_PX,
     Cells,
     class_of_cells,
@@ -86,6 +87,9 @@ class CellsOptions:
         Count only the cells inside it (level-0 pixels).
     tumor_site, specimen : str
         HER2 guideline: breast or gastric; resection or biopsy (gastric cluster rule).
+    ki67_method : str
+        Ki67: "global" (every tumor cell) or "hot-spot" (the densest 0.2 mm² circle, at
+        least 500 cells; IKWG 2021).
     model : str, optional
         A TorchScript or ONNX nucleus model instead of the classical detector.
     score : bool
@@ -107,6 +111,7 @@ class CellsOptions:
     region: Region | None = None
     tumor_site: str = "breast"
     specimen: str = "resection"
+    ki67_method: str = "global"
     model: str | None = None
     score: bool = True
     outlines: bool = True
@@ -120,6 +125,7 @@ class CellsOptions:
             ("marker", self.marker, MARKERS),
             ("tumor site", self.tumor_site, SITES),
             ("specimen", self.specimen, SPECIMENS),
+            ("Ki67 method", self.ki67_method, KI67_METHODS),
         ):
             if value not in allowed:
                 raise CellsError(f"Unknown {name} {value!r}; choose one of {', '.join(allowed)}.")
@@ -240,7 +246,10 @@ class CellsResult:
         classes = class_of_cells(self.cells.table, profile, lateral=tumor_site == "gastric")
         cells = Cells(self.cells.table, classes, self.cells.marker, self.cells.mpp)
         info = {**self.info, "profile": profile.name, "thresholds": profile.thresholds.model_dump()}
-        decision = None if self.decision is None else decide(cells, tumor_site, specimen).to_dict()
+        method = self.info.get("ki67_method", "global")
+        decision = None
+        if self.decision is not None:
+            decision = decide(cells, tumor_site, specimen, method).to_dict()
         return CellsResult(cells, self.outlines, info, self.slide_size, decision)
 
     def describe_cell(self, row: int) -> str:
@@ -505,7 +514,9 @@ def analyse_cells(
                   options.marker, mpp0)  # fmt: skip
     decision = None
     if options.score:
-        decision = decide(cells, options.tumor_site, options.specimen).to_dict()
+        decision = decide(
+            cells, options.tumor_site, options.specimen, options.ki67_method
+        ).to_dict()
     info = {
         "tumor_cells": "inside the region" if region is not None else NO_REGION,
         **region_summary(region, mpp0),
@@ -515,6 +526,7 @@ def analyse_cells(
         "detector": getattr(detector, "name", "classical"),
         "tumor_site": options.tumor_site,
         "specimen": options.specimen,
+        "ki67_method": options.ki67_method,
         "mpp": mpp0,
         "analysis_mpp": mpp0 * downsample,
     }

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 import shapely
 from scipy.sparse import coo_matrix
@@ -28,6 +29,13 @@ from her2viewer.stain.deconvolution import HDAB, separate_stains
 
 #: Core size of the tiles a region is cut into (pixels at the analysis resolution).
 TILE_PX = 1024
+#: Ki67 counting methods (IKWG 2021): the whole tumor, or its densest circular hot spot.
+KI67_METHODS = ("global", "hot-spot")
+#: Hot-spot area (mm^2, a 40x high-power field) and the fewest cells it counts.
+HOT_SPOT_MM2 = 0.2
+HOT_SPOT_MIN_CELLS = 500
+#: Grid step (um) of the positive-cell density the hot spot is searched on.
+HOT_SPOT_GRID_UM = 10.0
 
 #: Names of the per-cell classes, by marker.
 CLASS_NAMES = {
@@ -273,8 +281,91 @@ def largest_clusters(cells: Cells, reach_um: float) -> dict[str, int]:
     return out
 
 
-def decide(cells: Cells, tumor_site: str = "breast", specimen: str = "resection") -> rules.Decision:
-    """Apply the marker's guideline table to the classed cells."""
+@dataclass(frozen=True)
+class HotSpot:
+    """The circle with the most positive cells, and the cells counted in it.
+
+    Attributes
+    ----------
+    x, y : float
+        Centre, in the cells' pixel frame.
+    radius_um, area_mm2 : float
+        Size of the circle (grown past the asked area when that held too few cells).
+    inside : numpy.ndarray
+        Which cells lie in it (bool per cell).
+    """
+
+    x: float
+    y: float
+    radius_um: float
+    area_mm2: float
+    inside: np.ndarray
+
+    def to_dict(self) -> dict:
+        """The hot spot for a summary: centre (px), radius, area and the cells in it."""
+        return {
+            "x": round(self.x, 1),
+            "y": round(self.y, 1),
+            "radius_um": round(self.radius_um, 1),
+            "area_mm2": round(self.area_mm2, 4),
+            "n_cells": int(self.inside.sum()),
+        }
+
+
+def hot_spot(
+    cells: Cells, area_mm2: float = HOT_SPOT_MM2, min_cells: int = HOT_SPOT_MIN_CELLS
+) -> HotSpot:
+    """The circular region of ``area_mm2`` with the most positive cells (IKWG 2021 hot spot).
+
+    Positive cells are counted on a :data:`HOT_SPOT_GRID_UM` grid, the counts summed over a
+    disc of the area's radius, and the disc's centre put at the largest sum. When fewer than
+    ``min_cells`` cells lie in it, the circle grows about that centre until it holds them
+    (or every cell).
+    """
+    radius_um = math.sqrt(area_mm2 / math.pi) * 1000.0
+    step = HOT_SPOT_GRID_UM / cells.mpp
+    xy = np.column_stack([cells.table.x, cells.table.y]).astype(np.float64)
+    if len(cells) == 0:
+        return HotSpot(0.0, 0.0, radius_um, area_mm2, np.zeros(0, bool))
+    origin = xy.min(axis=0)
+    grid_xy = ((xy - origin) / step).astype(np.int64)
+    positive = np.zeros(grid_xy.max(axis=0)[::-1] + 1, np.float32)
+    chosen = cells.classes >= 1
+    np.add.at(positive, (grid_xy[chosen, 1], grid_xy[chosen, 0]), 1)
+    r = radius_um / HOT_SPOT_GRID_UM
+    side = 2 * int(math.ceil(r)) + 1
+    yy, xx = np.mgrid[:side, :side] - side // 2
+    disc = (xx**2 + yy**2 <= r * r).astype(np.float32)
+    summed = cv2.filter2D(positive, -1, disc, borderType=cv2.BORDER_CONSTANT)
+    row, col = np.unravel_index(int(np.argmax(summed)), summed.shape)
+    centre = origin + (np.array([col, row]) + 0.5) * step
+    distance_um = np.hypot(*(xy - centre).T) * cells.mpp
+    if np.count_nonzero(distance_um <= radius_um) < min(min_cells, len(cells)):
+        radius_um = float(np.sort(distance_um)[min(min_cells, len(cells)) - 1])
+    area = math.pi * (radius_um / 1000.0) ** 2
+    return HotSpot(float(centre[0]), float(centre[1]), radius_um, area, distance_um <= radius_um)
+
+
+def decide(
+    cells: Cells,
+    tumor_site: str = "breast",
+    specimen: str = "resection",
+    ki67_method: str = "global",
+) -> rules.Decision:
+    """Apply the marker's guideline table to the classed cells.
+
+    ``ki67_method`` "hot-spot" counts the Ki67 index inside :func:`hot_spot` only; its
+    centre, size and cell count are in the decision's figures (``hot_spot``).
+    """
+    if cells.marker == "ki67" and ki67_method not in KI67_METHODS:
+        raise rules.RuleError(
+            f"Unknown Ki67 method {ki67_method!r}; choose one of {', '.join(KI67_METHODS)}."
+        )
+    if cells.marker == "ki67" and ki67_method == "hot-spot":
+        spot = hot_spot(cells)
+        counts = cells.take(spot.inside).counts()
+        decision = rules.ki67(int(counts[1:].sum()), int(spot.inside.sum()), "hot spot")
+        return replace(decision, figures={**decision.figures, "hot_spot": spot.to_dict()})
     c = [int(v) for v in cells.counts()]
     total = len(cells)
     if cells.marker == "her2" and tumor_site == "gastric":

@@ -14,6 +14,7 @@ from pathlib import Path
 from her2viewer.analysis.cells import SITES, SPECIMENS, CellsOptions, CellsResult, analyse_cells
 from her2viewer.annotations.roi import region_text
 from her2viewer.argtypes import bounded
+from her2viewer.cells.engine import KI67_METHODS
 from her2viewer.cells.profiles import BUILT_IN, MARKERS
 from her2viewer.cli.options import (
     add_device_option,
@@ -96,6 +97,13 @@ def register(subparsers) -> None:
     score.add_argument(
         "--specimen", choices=SPECIMENS, default="resection", help="HER2 gastric specimen"
     )
+    score.add_argument(
+        "--ki67-method",
+        choices=KI67_METHODS,
+        default="global",
+        help="Ki67 index over every tumor cell (global, IKWG's default) or in the densest "
+        "0.2 mm² circle of at least 500 cells (hot-spot)",
+    )
     score.set_defaults(func=run_cells, score=True)
 
 
@@ -131,6 +139,10 @@ def _print_readable(summary: dict) -> None:
         for key in ("h_score", "allred"):
             if key in summary:
                 print(f"  {key}: {summary[key]}")
+        if "hot_spot" in summary["figures"]:
+            spot = summary["figures"]["hot_spot"]
+            print(f"  hot spot: {spot['n_cells']} cells in {spot['area_mm2']} mm² around "
+                  f"({spot['x']:.0f}, {spot['y']:.0f}) px")  # fmt: skip
 
 
 def run_cells(args) -> int:
@@ -146,6 +158,7 @@ def run_cells(args) -> int:
         region=roi_region(args),
         tumor_site=getattr(args, "site", "breast"),
         specimen=getattr(args, "specimen", "resection"),
+        ki67_method=getattr(args, "ki67_method", "global"),
         model=args.model,
         score=args.score,
         outlines=any(kind != "table" for _, kind in outputs),

@@ -11,10 +11,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from her2viewer.cells.detect import ClassicalDetector, DetectorError, load_detector
-from her2viewer.cells.engine import Cells, class_of_cells, decide, detect_cells
+from her2viewer.cells.engine import Cells, class_of_cells, decide, detect_cells, hot_spot
 from her2viewer.cells.evaluate import MATCH_DISTANCE_UM, class_confusion, match_cells
-from her2viewer.cells.measure import measure_cells
+from her2viewer.cells.measure import CellTable, measure_cells
 from her2viewer.cells.profiles import NucleusProfile, ProfileError, load_profile
+from her2viewer.cells.rules import RuleError
 from her2viewer.slide.cell_field import draw_cell_field
 from her2viewer.stain.deconvolution import HDAB, separate_stains
 
@@ -176,3 +177,41 @@ def test_membranes_drawn_complete_at_40x_are_called_complete():
     inner = np.minimum.reduce([cells.table.x, cells.table.y, 1600 - cells.table.x,
                                1600 - cells.table.y]) * field.mpp > 12  # fmt: skip
     assert np.mean(cells.classes[inner] == 2) > 0.9, np.bincount(cells.classes[inner])
+
+
+def _scattered_ki67(clone_centre=(3000.0, 1000.0), clone_radius_px=600.0):
+    """12000 cells over 4 mm² at 0.5 um/px, 5% positive but for one all-positive clone."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 4000, (12000, 2)).astype(np.float32)
+    zeros = {name: np.zeros(len(xy), np.float32) for name in CellTable.empty().columns()}
+    table = CellTable(**zeros)
+    table.x, table.y = xy[:, 0], xy[:, 1]
+    classes = (rng.random(len(xy)) < 0.05).astype(np.int8)
+    classes[np.hypot(*(xy - clone_centre).T) < clone_radius_px] = 2
+    return Cells(table, classes, "ki67", 0.5)
+
+
+def test_ki67_hot_spot_is_the_densest_circle_and_says_where():
+    cells = _scattered_ki67()
+    spot = hot_spot(cells)
+    assert np.hypot(spot.x - 3000, spot.y - 1000) < 100  # within 50 um of the clone's centre
+    assert spot.area_mm2 == pytest.approx(0.2) and spot.inside.sum() >= 500  # 3000 cells/mm²
+    hot = decide(cells, ki67_method="hot-spot")
+    whole = decide(cells)
+    assert hot.figures["method"] == "hot spot" and whole.figures["method"] == "global"
+    assert hot.percentages["positive"] > 2 * whole.percentages["positive"]
+    assert hot.figures["hot_spot"]["n_cells"] == hot.figures["n_counted"]
+    assert (round(spot.x, 1), round(spot.y, 1)) == (hot.figures["hot_spot"]["x"],
+                                                    hot.figures["hot_spot"]["y"])  # fmt: skip
+
+
+def test_ki67_hot_spot_grows_to_hold_500_cells():
+    cells = _scattered_ki67()
+    sparse = cells.take(np.arange(len(cells)) % 12 == 0)  # 250 cells/mm²: 50 in 0.2 mm²
+    spot = hot_spot(sparse)
+    assert spot.inside.sum() == 500 and spot.area_mm2 > 0.2
+
+
+def test_unknown_ki67_method_is_one_sentence():
+    with pytest.raises(RuleError, match="hot-spot"):
+        decide(_scattered_ki67(), ki67_method="hotspot")

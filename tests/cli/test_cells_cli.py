@@ -106,3 +106,22 @@ def test_image_without_pixel_size_asks_for_mpp(field, capsys):
     status, out, _ = _run(capsys, "detect", field / "plain.png", "--mpp", "0.5", "--json",
                           "--quiet")  # fmt: skip
     assert status == 0 and json.loads(out)["n_cells"] > 100
+
+
+def test_ki67_hot_spot_method_says_which_and_where(field, capsys):
+    ki67 = draw_cell_field(600, 400, (0.6, 0.2, 0.1, 0.1), marker="ki67", seed=8)
+    Image.fromarray(ki67.rgb).save(field / "ki67.png", dpi=(DPI_05_UM,) * 2)
+    status, out, _ = _run(capsys, "score", field / "ki67.png", "--marker", "ki67",
+                          "--ki67-method", "hot-spot", "--json", "--quiet")  # fmt: skip
+    summary = json.loads(out)
+    spot = summary["figures"]["hot_spot"]
+    assert status == 0 and summary["figures"]["method"] == "hot spot"
+    assert summary["ki67_method"] == "hot-spot"
+    assert spot["n_cells"] == summary["figures"]["n_counted"] <= summary["n_cells"]
+    assert 0 <= spot["x"] <= 600 and 0 <= spot["y"] <= 400
+    status, out, _ = _run(capsys, "score", field / "ki67.png", "--marker", "ki67", "--quiet")
+    assert status == 0 and "hot spot" not in out
+    with pytest.raises(SystemExit) as exit_info:  # argparse's choices, one line
+        _run(capsys, "score", field / "ki67.png", "--marker", "ki67", "--ki67-method", "densest")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "--ki67-method" in err[0], err
