@@ -87,16 +87,18 @@ class JobPanel(QWidget):
         running_text: str,
         panes: tuple[int, ...] = (),
         process: bool = False,
+        background: bool = True,
     ) -> None:
         """Run ``work(context)`` in a background job and poll it from the GUI thread.
 
         ``panes`` are the panes whose slides the work reads: when one of them gets
         another slide, the job is cancelled and its result never shown. With ``process``
         (``work`` must pickle) it runs in the worker process, where it cannot hold the GIL
-        the viewer needs; otherwise on a low-priority thread.
+        the viewer needs; otherwise on a low-priority thread. Without ``background`` the
+        work takes no background slot (it hands its work to processes of its own).
         """
         self.panes = tuple(panes)
-        self.job = Job(work, name, background=True, process=process).start()
+        self.job = Job(work, name, background=background, process=process).start()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 1)

@@ -38,6 +38,7 @@ from her2viewer.gui.landmarks import LandmarkMode
 from her2viewer.gui.magnifier import Magnifier
 from her2viewer.gui.opener import SlideOpener
 from her2viewer.gui.panels import LayersPanel, MiniMap, OverlayKeys, PropertiesPanel
+from her2viewer.gui.project_panel import attach_project_panel
 from her2viewer.gui.readout import readout_text
 from her2viewer.gui.rotation import RotationControls
 from her2viewer.gui.sessions import SessionKeeper
@@ -258,6 +259,7 @@ class MainWindow(QMainWindow):
         )
         self.recent_menu = file_menu.addMenu("&Recent files")
         self._fill_recent()
+        self.projects = attach_project_panel(self, file_menu)  # projects, the Project dock
         file_menu.addSeparator()
         self._action(
             file_menu,

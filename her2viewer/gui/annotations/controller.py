@@ -429,6 +429,8 @@ class AnnotationTools(QObject):
         self.painters: dict[object, AnnotationPainter] = {}
         self.tool_name = "move"
         self.tool_actions: dict[str, QAction] = {}
+        #: fingerprint -> a slide's store file (an open project points it into its folder)
+        self.store_path = store_path
         self._menus()
         self.save_failed.connect(window.show_error)  # queued: stores save on a thread
 
@@ -499,7 +501,9 @@ class AnnotationTools(QObject):
         """Open the annotation store of ``slide`` (shown in ``view``) and its tools."""
         self.pane_closed(view)
         try:
-            store = AnnotationStore.open(store_path(slide.info.fingerprint), mpp=slide.info.mpp_x)
+            store = AnnotationStore.open(
+                self.store_path(slide.info.fingerprint), mpp=slide.info.mpp_x
+            )
         except Her2ViewerError as exc:
             self.window.show_error(str(exc))
             return
