@@ -120,6 +120,8 @@ def _level_of(path: str, page: tifffile.TiffPage) -> RawLevel:
         raise RawTilesUnavailable("its JPEG tiles are not 8-bit interleaved 2-D tiles")
     tables = page.jpegtables or b""
     prefix = (tables[:-2] if tables else _SOI) + (_ADOBE_RGB if page.photometric == RGB else b"")
+    if page.photometric == RGB and _jfif(path, page):
+        raise RawTilesUnavailable("its RGB tiles carry JFIF markers, which mean YCbCr to a decoder")
     return RawLevel(
         path=path,
         width=page.imagewidth,
@@ -130,6 +132,16 @@ def _level_of(path: str, page: tifffile.TiffPage) -> RawLevel:
         counts=np.asarray(page.databytecounts, np.int64),
         prefix=prefix,
     )
+
+
+def _jfif(path: str, page: tifffile.TiffPage) -> bool:
+    """True when the page's first stored tile starts with a JFIF segment."""
+    first = next((i for i, n in enumerate(page.databytecounts) if n > 0), None)
+    if first is None:
+        return False
+    with open(path, "rb") as fh:
+        head = os.pread(fh.fileno(), 11, page.dataoffsets[first])
+    return head[2:4] == b"\xff\xe0" and head[6:11] == b"JFIF\x00"
 
 
 class RawPatchReader:

@@ -93,6 +93,21 @@ def test_every_tile_of_the_synthetic_slides_matches_openslide(synthetic_case):
                 assert _max_diff(slide, grid) <= DECODER_TOLERANCE
 
 
+def _gradient_tiff(path, **kwargs):
+    """A 520 x 300 tiled JPEG TIFF of colour ramps."""
+    image = np.zeros((300, 520, 3), np.uint8)
+    image[..., 0], image[..., 1] = np.arange(520)[None] % 256, 120
+    image[..., 2] = np.arange(300)[:, None] % 256
+    tifffile.imwrite(path, image, tile=(256, 256), compression="jpeg", photometric="rgb", **kwargs)
+    return path
+
+
+def test_rgb_jpeg_tiles_of_a_generic_tiff_match_openslide(tmp_path):
+    path = _gradient_tiff(tmp_path / "rgb.tif", compressionargs={"outcolorspace": "rgb"})
+    with open_slide(path) as slide:
+        assert _max_diff(slide, _grid(slide, 0, 100, 90, offset=3)) <= DECODER_TOLERANCE
+
+
 def test_resized_patches_match_the_grids_reading(synthetic_case):
     with open_slide(synthetic_case / "he.svs") as slide:
         grid = dataclasses.replace(_grid(slide, 0, 512, 600, offset=5), target_size=256)
@@ -126,6 +141,14 @@ def test_other_layouts_fall_back_to_openslide_saying_why(tmp_path, synthetic_cas
         assert (
             reader is None
             and path == "openslide (raw tiles unavailable: its tiles are LZW, not JPEG)"
+        )
+    jfif = _gradient_tiff(tmp_path / "jfif.tif")  # YCbCr streams, then tagged RGB as OpenSlide
+    with tifffile.TiffFile(jfif, mode="r+") as tif:  # decodes them: keep its reading
+        tif.pages[0].tags["PhotometricInterpretation"].overwrite(2)
+    with open_slide(jfif) as slide:
+        assert (
+            "RGB tiles carry JFIF markers"
+            in patch_reader(slide, _grid(slide, 0, 64, 64), CPU, "raw")[1]
         )
     with open_slide(synthetic_case / "he.svs") as slide:
         assert patch_reader(slide, _grid(slide, 0, 64, 64), CPU, "openslide") == (None, "openslide")
