@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_extract.py [--device auto] [--batch-size N]
        [--patches 96] [--workers N] [--encoder resnet50_trunc] [--slide-size 20000x16000]
+       [--small]  (the encoder's reduced-depth CI variant: `her2viewer encoders list`)
 
 A synthetic Aperio slide is written into a temporary folder; its tissue is
 segmented and patched at 20x / 256 px (1361 patches on the default 20000x16000 slide,
@@ -92,11 +93,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: the device's (engine)")
     parser.add_argument("--patches", type=int, default=96)
     parser.add_argument("--workers", type=int, help="default: the device's (engine)")
-    parser.add_argument("--encoder", default="resnet50_trunc")
+    parser.add_argument("--encoder", default="resnet50_trunc", help="`her2viewer encoders list`")
+    parser.add_argument("--small", action="store_true", help="the encoder's reduced-depth variant")
     parser.add_argument("--slide-size", default="20000x16000", help="WIDTHxHEIGHT, level 0")
     args = parser.parse_args()
     width, height = (int(side) for side in args.slide_size.split("x"))
-    encoder = build_encoder(args.encoder, random_seed=0)
+    encoder = build_encoder(args.encoder, random_seed=0, **({"small": True} if args.small else {}))
     batch_size, workers = default_batching(choose_device(args.device))
     args.batch_size = args.batch_size or batch_size
     args.workers = args.workers or workers
