@@ -74,6 +74,10 @@ SHORT_NAMES = {
 }  # fmt: skip
 #: Side of a thumbnail in the list (px).
 ICON_PX = 48
+#: Room for a case id beside its thumbnail (px).
+CASE_TEXT_PX = 90
+#: Width of the Project dock when a project opens (px).
+DOCK_PX = 480
 #: Projects kept under File > Recent projects.
 MAX_RECENT_PROJECTS = 8
 #: What a new run offers ticked.
@@ -283,7 +287,11 @@ def _run_cases(folder: str, analyses: list[str], cases: list[str], workers: int,
 def _pixmap(rgb: np.ndarray) -> QPixmap:
     height, width = rgb.shape[:2]
     image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(image.copy())
+    pixmap = QPixmap.fromImage(image)  # a copy: ``rgb`` may go
+    return pixmap.scaled(  # a pixmap is drawn at its own size: fit it in the icon's box
+        ICON_PX, ICON_PX, Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )  # fmt: skip
 
 
 class ProjectPanel(JobPanel):
@@ -329,6 +337,7 @@ class ProjectPanel(JobPanel):
         self.body.insertLayout(1, filters)
         self.body.insertWidget(2, self.table, 1)
         self.run_button.setEnabled(False)
+        self.status.setText("No run yet.")
         self.search.textChanged.connect(self._filter)
         self.status_box.currentIndexChanged.connect(self._filter)
         self.thumbnail_ready.connect(self._on_thumbnail)
@@ -381,9 +390,12 @@ class ProjectPanel(JobPanel):
         self.window.annotations.store_path = self._annotation_store
         self._remember(str(project.folder))
         self._make_thumbnails()
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(0, ICON_PX + CASE_TEXT_PX)  # thumbnails arrive later
         if self.dock is not None:
             self.dock.show()
             self.dock.raise_()
+            self.window.resizeDocks([self.dock], [DOCK_PX], Qt.Orientation.Horizontal)
         return True
 
     def _annotation_store(self, fingerprint: str) -> Path:

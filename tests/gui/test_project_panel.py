@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
@@ -14,7 +15,8 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QAction  # noqa: E402
 
-from her2viewer.project.browse import thumbnail_path  # noqa: E402
+from her2viewer.gui.project_panel import ICON_PX  # noqa: E402
+from her2viewer.project.browse import THUMBNAIL_PX, thumbnail_path  # noqa: E402
 from her2viewer.project.cohort import import_csv  # noqa: E402
 from her2viewer.project.store import Project, ResultRow  # noqa: E402
 from her2viewer.project.tasks import plan, run_case  # noqa: E402
@@ -90,9 +92,10 @@ def test_the_list_shows_every_case_with_status_figures_and_thumbnails_made_off_t
     assert threads and not any(threads)  # every slide read on a worker
     project = Project.open(project_folder)
     case = project.cases()[0]
-    assert thumbnail_path(project, case.he_fingerprint).is_file()  # kept for next time
+    kept = cv2.imread(str(thumbnail_path(project, case.he_fingerprint)))  # kept for next time
+    assert max(kept.shape[:2]) == THUMBNAIL_PX
     icon = panel.proxy.index(0, 0).data(Qt.ItemDataRole.DecorationRole)
-    assert not icon.isNull() and max(icon.width(), icon.height()) == 128
+    assert not icon.isNull() and max(icon.width(), icon.height()) == ICON_PX
 
 
 def test_sorting_by_a_figure_and_filtering_by_text_and_status(panel):
