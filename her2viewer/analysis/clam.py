@@ -380,6 +380,11 @@ def _within(feats: FeatureFile, region: Region | None, size0: int, slide: Slide)
     return replace(feats, features=feats.features[inside], coords=feats.coords[inside])
 
 
+def bundle_encoder(bundle: str | Path) -> Encoder:
+    """The encoder a CLAM bundle was trained with (a :class:`ModelError` for a checkpoint)."""
+    return _bundle_encoder(bundle, load_clam(bundle)[1])
+
+
 def _bundle_encoder(model_path, meta: dict) -> Encoder:
     if not is_bundle(model_path):
         raise ModelError(
@@ -426,19 +431,20 @@ def clam_features(
     context: JobContext | None = None,
     *,
     cache: str | Path | None = None,
+    encoder: Encoder | None = None,
 ) -> FeatureFile:
     """Extract (or reuse) the features :func:`analyse_clam` reads, in the same cache folder.
 
     Lets a cohort run extract features as a step of its own; :func:`analyse_clam` with the
-    same ``bundle``, ``options`` and ``cache`` then only runs the model.
+    same ``bundle``, ``options``, ``cache`` and ``encoder`` (the bundle's by default, as
+    :func:`bundle_encoder` builds it) then only runs the model.
     """
     options = options or ClamOptions()
-    _, meta = load_clam(bundle)
     folder = Path(cache or cache_dir()) / "clam" / slide.info.fingerprint
     run = dict(
         progress=context.report if context else None, cancel=context.token if context else None
     )
-    encoder = _bundle_encoder(bundle, meta)
+    encoder = encoder or bundle_encoder(bundle)
     return _features_for(slide, segment_tissue(slide), encoder, folder, options, 0.0, **run)
 
 

@@ -131,14 +131,15 @@ def _holds(folder: Path, kept: set[Path]) -> bool:
 
 
 def collect_garbage(project: Project) -> tuple[list[Path], int]:
-    """Delete :func:`stale_artefacts`; return them and the bytes freed."""
-    stale = stale_artefacts(project)
-    freed = 0
-    for path in stale:
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        freed += sum(p.stat().st_size for p in files)
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    """Delete :func:`stale_artefacts` (never during a run); return them and the bytes freed."""
+    with project.exclusive():
+        stale = stale_artefacts(project)
+        freed = 0
+        for path in stale:
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            freed += sum(p.stat().st_size for p in files)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     return stale, freed

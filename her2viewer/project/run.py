@@ -79,9 +79,10 @@ def run_project(
             report.failed += outcome.status == "failed"
         report_progress(report.done + report.failed, report.planned, outcomes[0].task.case_id)
 
-    if engine == "local":
-        run_local(work, store, workers or 1)
-    else:
-        run_ray(work, store, workers, address, gpus_per_task)
+    with project.exclusive():
+        if engine == "local":
+            run_local(work, store, workers or 1)
+        else:
+            run_ray(work, store, workers, address, gpus_per_task)
     report.seconds = time.perf_counter() - start
     return report

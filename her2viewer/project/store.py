@@ -13,6 +13,7 @@ are stored relative to it, so a project folder can be moved whole.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from her2viewer.errors import Her2ViewerError
+from her2viewer.outputs import output_error
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run at a time is up to the user
+    fcntl = None
 
 #: The file that makes a folder a project.
 DB_NAME = "project.sqlite"
@@ -209,6 +216,34 @@ class Project:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
         return version
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the project's lock (``run.lock``): one ``run`` or ``gc`` at a time.
+
+        Raises
+        ------
+        ProjectError
+            Another run or gc holds it (the lock goes with its process, even a killed one).
+        """
+        if fcntl is None:
+            yield
+            return
+        lock = self.folder / "run.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise output_error(lock, exc, what="create") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                raise ProjectError(
+                    f"{self.folder} is busy: another 'project run' or 'project gc' is using it."
+                ) from exc
+            yield
+        finally:
+            os.close(fd)
 
     # ---- paths --------------------------------------------------------------------------
     def resolve(self, path: str) -> Path:

@@ -21,14 +21,15 @@ from pathlib import Path
 
 from her2viewer import __version__
 from her2viewer.analysis.cells import analyse_cells
-from her2viewer.analysis.clam import analyse_clam, clam_features
+from her2viewer.analysis.clam import analyse_clam, bundle_encoder, clam_features
 from her2viewer.analysis.contract import save_npz
 from her2viewer.analysis.grade import analyse_grade
 from her2viewer.analysis.her2net import analyse_her2net
 from her2viewer.analysis.ihc import analyse_ihc
 from her2viewer.errors import Her2ViewerError
+from her2viewer.features.encoders import Encoder
 from her2viewer.models.clam import demo_clam_bundle_path
-from her2viewer.models.her2net.model import demo_bundle_path
+from her2viewer.models.her2net.model import Her2NetModel, demo_bundle_path, load_her2net
 from her2viewer.models.patch_cnn import default_grading_bundle
 from her2viewer.outputs import prepare_output_dir
 from her2viewer.project.store import Case, Project, ProjectError, ResultRow
@@ -101,20 +102,39 @@ def _features_folder(task: Task) -> Path:
     return Path(task.project) / "features"
 
 
+@cache
+def _encoder(bundle: str, digest: str) -> Encoder:
+    """A CLAM bundle's encoder, built once per worker process and bundle content.
+
+    Workers live for the whole run (Ray reuses them across tasks), so each keeps its models
+    loaded - on its GPU when it has one - instead of loading them for every case.
+    """
+    return bundle_encoder(bundle)
+
+
+@cache
+def _her2net_model(bundle: str, digest: str) -> Her2NetModel:
+    """A HER2Net bundle's model, loaded once per worker process and bundle content."""
+    return load_her2net(bundle)
+
+
 def _extract(slide: Slide, task: Task) -> tuple[dict, list[Path]]:
-    feats = clam_features(slide, task.bundle, cache=_features_folder(task))
+    encoder = _encoder(task.bundle, task.bundle_hash)
+    feats = clam_features(slide, task.bundle, cache=_features_folder(task), encoder=encoder)
     files = sorted((_features_folder(task) / "clam" / slide.info.fingerprint).glob("*.h5"))
     return {"patches": len(feats), "dim": int(feats.features.shape[1])}, files
 
 
 def _clam(slide: Slide, task: Task) -> tuple[dict, list[Path]]:
-    result = analyse_clam(slide, task.bundle, cache=_features_folder(task))
+    encoder = _encoder(task.bundle, task.bundle_hash)
+    result = analyse_clam(slide, task.bundle, cache=_features_folder(task), encoder=encoder)
     return result.summary(), [result.save(task.artefact(".npz"))]
 
 
 def _her2net(slide: Slide, task: Task) -> tuple[dict, list[Path]]:
     folder = task.artefact("")
-    result = analyse_her2net(slide, task.bundle, out_dir=folder)  # each file atomic, json last
+    model = _her2net_model(task.bundle, task.bundle_hash)
+    result = analyse_her2net(slide, task.bundle, model=model, out_dir=folder)  # json last
     return result.summary(), [folder]
 
 

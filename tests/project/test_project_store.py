@@ -13,6 +13,7 @@ import pytest
 from her2viewer.cli.main import main
 from her2viewer.project.cohort import add_slides, import_csv, relink
 from her2viewer.project.results import collect_garbage, export_results, status
+from her2viewer.project.run import run_project
 from her2viewer.project.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -161,3 +162,13 @@ def test_a_case_id_must_be_a_plain_name(tmp_path):
     project = Project.create(tmp_path / "proj")
     with pytest.raises(ProjectError, match="is not a case id"):
         project.add_case(Case("../x", he="a.svs", he_fingerprint="f"))
+
+
+def test_one_run_or_gc_at_a_time(project):
+    with project.exclusive():
+        with pytest.raises(ProjectError, match="is busy: another 'project run'"):
+            collect_garbage(project)
+        with pytest.raises(ProjectError, match="is busy"):
+            run_project(project, ["segment"], engine="local")
+    assert project.results() == []  # the refused run did nothing
+    assert collect_garbage(project) == ([], 0)
