@@ -251,9 +251,10 @@ class ReadingWindow(QMainWindow):
             self.mark_tool.mode = mode
         for view in self.views:
             view.tool = None if mode is None else self.mark_tool
-            view.setCursor(
-                Qt.CursorShape.ArrowCursor if mode is None else Qt.CursorShape.CrossCursor
-            )
+            if mode is None:
+                view.unsetCursor()  # the pane's own cursor again (open hand while panning)
+            else:
+                view.setCursor(Qt.CursorShape.CrossCursor)
 
     def set_mark(self, mark: ReaderMark | None) -> None:
         """Keep ``mark`` for the answer given next (it is stored with that answer)."""
