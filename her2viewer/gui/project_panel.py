@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPushButton,
     QSpinBox,
     QTableView,
     QVBoxLayout,
@@ -59,6 +60,7 @@ from her2viewer.project.browse import (
     saved_results,
     slide_roles,
 )
+from her2viewer.project.cohort import add_slides, import_csv
 from her2viewer.project.run import run_project
 from her2viewer.project.store import Case, Project
 from her2viewer.project.tasks import ANALYSES
@@ -272,6 +274,15 @@ class RunDialog(QDialog):
         return [name for name, box in self.boxes.items() if box.isChecked()]
 
 
+def _add_cases(folder: str, source: str, context) -> list[Case]:
+    """The job of *Add slides…* and *Import cohort CSV…*: a folder of slides paired into cases,
+    or a cohort CSV's cases (each slide is opened for its fingerprint)."""
+    project = Project.open(folder)
+    if Path(source).suffix.lower() == ".csv":
+        return import_csv(project, source)
+    return add_slides(project, [source])
+
+
 def _run_cases(folder: str, analyses: list[str], cases: list[str], workers: int, context) -> str:
     """The job of a run: the cohort engine on ``cases``; its one-line report."""
     lower_thread_priority(BACKGROUND_NICENESS)  # the engine's processes inherit it
@@ -336,6 +347,7 @@ class ProjectPanel(JobPanel):
         self.body.insertWidget(0, self.title)
         self.body.insertLayout(1, filters)
         self.body.insertWidget(2, self.table, 1)
+        self.body.insertLayout(3, self._add_buttons())
         self.run_button.setEnabled(False)
         self.status.setText("No run yet.")
         self.search.textChanged.connect(self._filter)
@@ -348,6 +360,21 @@ class ProjectPanel(JobPanel):
         self._tokens = {"project": 0, "open": 0}
         self._finished: list[str] = []  # cases the running job has stored
         self._stored = 0  # of those, how many the list has read
+
+    def _add_buttons(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.add_buttons = []
+        for text, tip, slot in (
+            ("Add slides…", "Add a folder of slides, paired into cases", self.add_dialog),
+            ("Import cohort CSV…", "Add the cases of a labels.csv", self.import_dialog),
+        ):
+            button = QPushButton(text)
+            button.setToolTip(tip)
+            button.setEnabled(False)
+            button.clicked.connect(slot)
+            row.addWidget(button)
+            self.add_buttons.append(button)
+        return row
 
     def _table(self) -> QTableView:
         table = QTableView()
@@ -375,7 +402,7 @@ class ProjectPanel(JobPanel):
 
     def _show_project(self, make, folder) -> bool:
         if self.job is not None:
-            self.window.show_error("A project run is still going: cancel it first.")
+            self.window.show_error("A project job is still going: wait for it or cancel it.")
             return False
         try:
             project = make(folder)
@@ -383,20 +410,26 @@ class ProjectPanel(JobPanel):
             self.window.show_error(str(exc))
             return False
         self.project, self.case_id = project, None
-        self.model.load(project)
-        self.title.setText(f"{project.folder.name}: {len(self.model.cases)} cases")
-        self.title.setToolTip(str(project.folder))
+        self._list_cases()
         self.run_button.setEnabled(True)
+        for button in self.add_buttons:
+            button.setEnabled(True)
         self.window.annotations.store_path = self._annotation_store
         self._remember(str(project.folder))
-        self._make_thumbnails()
-        self.table.resizeColumnsToContents()
-        self.table.setColumnWidth(0, ICON_PX + CASE_TEXT_PX)  # thumbnails arrive later
         if self.dock is not None:
             self.dock.show()
             self.dock.raise_()
             self.window.resizeDocks([self.dock], [DOCK_PX], Qt.Orientation.Horizontal)
         return True
+
+    def _list_cases(self) -> None:
+        """List the project's cases (read again) and make their thumbnails."""
+        self.model.load(self.project)
+        self.title.setText(f"{self.project.folder.name}: {len(self.model.cases)} cases")
+        self.title.setToolTip(str(self.project.folder))
+        self._make_thumbnails()
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(0, ICON_PX + CASE_TEXT_PX)  # thumbnails arrive later
 
     def _annotation_store(self, fingerprint: str) -> Path:
         """A project slide's annotations live in the project folder; other slides' as before."""
@@ -581,9 +614,36 @@ class ProjectPanel(JobPanel):
                 self.model.queued = set()
             self.model.refresh()
 
-    def show_result(self, result: str) -> None:
-        """The run's one-line report."""
-        self.status.setText(result)
+    def add_cases(self, source: str | Path) -> None:
+        """Add a folder of slides (paired into cases) or a cohort CSV's cases in a job; the
+        list shows them once added."""
+        if self.job is not None:
+            self.window.show_error("A project job is still going: wait for it or cancel it.")
+            return
+        work = partial(_add_cases, str(self.project.folder), str(source))
+        self.start(work, "project add", f"Adding {Path(source).name}…", background=False)
+
+    def add_dialog(self) -> None:
+        """Ask for a folder of slides and add it."""
+        folder = QFileDialog.getExistingDirectory(self.window, "Add slides", self._start_folder())
+        if folder:
+            self.add_cases(folder)
+
+    def import_dialog(self) -> None:
+        """Ask for a cohort CSV and add its cases."""
+        path, _ = QFileDialog.getOpenFileName(
+            self.window, "Import cohort CSV", self._start_folder(), "CSV (*.csv)"
+        )
+        if path:
+            self.add_cases(path)
+
+    def show_result(self, result) -> None:
+        """A run's one-line report, or the cases added (listed again)."""
+        if isinstance(result, str):
+            self.status.setText(result)
+            return
+        self.status.setText(f"Added {len(result)} case{'s' * (len(result) != 1)}.")
+        self._list_cases()
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
         if watched is self.window and event.type() == QEvent.Type.Close:

@@ -197,3 +197,16 @@ def test_recent_projects_and_one_sentence_errors(panel_window, project_folder, t
     qtbot.addWidget(later)
     later.projects.recent_menu.actions()[1].trigger()
     assert later.projects.project.folder == project_folder
+
+
+@pytest.mark.parametrize("source", ["folder", "csv"])
+def test_a_new_project_is_filled_from_a_folder_of_slides_or_a_cohort_csv(
+    panel_window, synthetic_cohort, tmp_path, qtbot, source
+):
+    panel = panel_window.projects
+    assert panel.new_project(tmp_path / "new") and panel.shown_cases() == []
+    panel.add_cases(synthetic_cohort.parent if source == "folder" else synthetic_cohort)
+    qtbot.waitUntil(lambda: panel.job is None, timeout=60000)
+    assert panel.status.text() == "Added 4 cases."
+    assert panel.shown_cases() == ["case000", "case001", "case002", "case003"]
+    assert all(case.he and case.ihc for case in panel.model.cases)  # paired
