@@ -306,7 +306,8 @@ def run_read(args) -> int:
         raise StudyError(f"the reading window needs PySide6 ({exc}).") from exc
     with StudyStore(Path(args.study)) as store:
         needed = store.pin_needed(args.reader)
-    pin = read_secret(READER_ENV, f"PIN of reader {args.reader}") if needed else None
+        new = args.reader.strip() not in store.readers()  # choosing a PIN: asked twice
+    pin = read_secret(READER_ENV, f"PIN of reader {args.reader}", new) if needed else None
     return run_reading_app(Path(args.study), args.reader, args.arm, pin)
 
 

@@ -349,3 +349,15 @@ def test_four_readers_two_arms_read_with_pins_then_mrmc_with_the_owner_secret(
     assert all(set(v) == {"unassisted", "assisted"} for v in result["auc"].values())
     actions = [e.action for e in _log(path) if e.outcome == "granted"]
     assert actions.count("read unassisted arm") == actions.count("read assisted arm") == 4
+
+
+def test_a_new_reader_types_their_new_pin_twice(tmp_path, capsys, monkeypatch):
+    path = _protected(tmp_path, readers=())  # open enrolment
+    monkeypatch.delenv(READER_ENV, raising=False)
+    monkeypatch.setattr(access.sys, "stdin", _Terminal(True))
+    typed = iter(["5555", "5556"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(typed))
+    code, _, err = _cli(capsys, "study", "read", path, "--reader", "newbie")
+    _one_line(code, err, "the two entries differ; nothing was changed")
+    with StudyStore(path) as store:
+        assert "newbie" not in store.readers()
