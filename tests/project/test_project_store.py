@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 import shutil
 import sqlite3
 
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from her2viewer.cli.main import main
+from her2viewer.errors import OutputError
 from her2viewer.project.cohort import add_slides, import_csv, relink
 from her2viewer.project.results import collect_garbage, export_results, status
 from her2viewer.project.run import run_project
@@ -22,7 +24,10 @@ from her2viewer.project.store import (
     ProjectError,
     ResultRow,
 )
-from tests.reliability.conftest import one_line_error
+from tests.reliability import conftest as reliability
+from tests.reliability.conftest import fill_disk, one_line_error
+
+tiny_disk = reliability.tiny_disk  # the fixture: a real small file system
 
 
 @pytest.fixture()
@@ -172,3 +177,13 @@ def test_one_run_or_gc_at_a_time(project):
             run_project(project, ["segment"], engine="local")
     assert project.results() == []  # the refused run did nothing
     assert collect_garbage(project) == ([], 0)
+
+
+def test_an_export_to_a_full_disk_is_one_sentence_and_leaves_nothing(project, tiny_disk):
+    _done(project, "case000", "ihc", {"score": 3, "note": secrets.token_hex(20000)})
+    disk = tiny_disk(64)
+    fill_disk(disk, leave_bytes=8192)
+    for name in ("r.parquet", "r.csv"):
+        with pytest.raises(OutputError, match=name):
+            export_results(project, disk / name)
+    assert sorted(p.name for p in disk.iterdir()) == [".filler"]
