@@ -95,6 +95,7 @@ class CaseTable(QAbstractTableModel):
         super().__init__(parent)
         self.project: Project | None = None
         self.cases: list[Case] = []
+        self._rows: dict[str, int] = {}  # case id -> row
         self.results: dict[str, dict] = {}
         self.analyses: list[str] = []  # the analyses the project has run on some case
         self.thumbnails: dict[str, QPixmap] = {}
@@ -105,6 +106,7 @@ class CaseTable(QAbstractTableModel):
         self.beginResetModel()
         self.project = project
         self.cases = project.cases()
+        self._rows = {case.case_id: row for row, case in enumerate(self.cases)}
         self.thumbnails, self.queued = {}, set()
         self._read_results()
         self.endResetModel()
@@ -129,8 +131,7 @@ class CaseTable(QAbstractTableModel):
 
     def row_of(self, case_id: str) -> int | None:
         """The row of case ``case_id``; None when the project has no such case."""
-        ids = [case.case_id for case in self.cases]
-        return ids.index(case_id) if case_id in ids else None
+        return self._rows.get(case_id)
 
     def status(self, row: int) -> str:
         """The case's status word, ``queued`` while a run has it to do."""
@@ -501,10 +502,10 @@ class ProjectPanel(JobPanel):
         return [self.case_at(row) for row in rows]
 
     def _select(self, case_id: str) -> None:
-        shown = self.shown_cases()
-        if case_id in shown:
-            self.table.selectRow(shown.index(case_id))
-            self.table.scrollTo(self.proxy.index(shown.index(case_id), 0))
+        index = self.proxy.mapFromSource(self.model.index(self.model.row_of(case_id), 0))
+        if index.isValid():  # not filtered out
+            self.table.selectRow(index.row())
+            self.table.scrollTo(index)
 
     def step(self, delta: int):
         """Open the case ``delta`` rows below (above when negative) the one shown; the
