@@ -12,9 +12,10 @@ along that ray) reaches the threshold.
 
 Two touching cells share the membrane between them: a stained cell's membrane also lies
 on the ray of its unstained neighbour. A stained sector that faces a neighbour therefore
-counts for a cell only when the cell's other sectors support it about as well as the
-neighbour's other sectors support the neighbour (:func:`_unshared`); otherwise the
-membrane is the neighbour's, and an unstained cell beside a stained clone stays unstained.
+goes to the neighbour alone when the neighbour's other sectors are clearly better stained
+than the cell's and the neighbour's membrane is nearly complete, or the cell has no
+staining elsewhere (:func:`_unshared`): an unstained cell beside a stained clone stays
+unstained, two stained cells share their membrane.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ SECTORS = 36
 #: A shared membrane sector counts for a cell when the stained fraction of its other sectors
 #: is at least the neighbour's (over the neighbour's other sectors) minus this margin.
 SHARED_MARGIN = 0.25
+#: ... and only a neighbour whose other sectors are stained at least this often claims it.
+SHARED_CLAIM = 0.8
+#: ... or, any neighbour, when the cell's own other sectors are stained less often than this.
+SHARED_FLOOR = 0.05
 #: Label above every cell label (labels are exact in float32 below 2**24).
 _NO_CELL = np.float32(2**24)
 
@@ -287,10 +292,12 @@ def _other_sides(stained, present, facing) -> tuple[np.ndarray, np.ndarray, np.n
 def _unshared(stained: np.ndarray, present: np.ndarray, facing: np.ndarray) -> np.ndarray:
     """The stained sectors that belong to the cell, not only to the neighbour they face.
 
-    A stained sector facing neighbour ``m`` stays when the cell's other sectors are
-    stained at least as often as ``m``'s other sectors, less :data:`SHARED_MARGIN`: two
-    stained cells keep their shared membrane, an unstained or faint cell next to a
-    stained one gives it up.
+    A stained sector facing neighbour ``m`` goes to ``m`` alone when ``m``'s other shared
+    sectors are stained more often than the cell's by over :data:`SHARED_MARGIN`, and
+    either ``m``'s membrane is nearly complete (:data:`SHARED_CLAIM`) or the cell's other
+    sectors are all but unstained (:data:`SHARED_FLOOR`). Two stained cells keep their
+    shared membrane; an unstained cell beside a stained one gives it up, and a faint
+    incomplete cell keeps its own arc beside another faint one.
     """
     n = stained.shape[0]
     cell, neighbour, fraction = _other_sides(stained, present, facing)
@@ -301,7 +308,8 @@ def _unshared(stained: np.ndarray, present: np.ndarray, facing: np.ndarray) -> n
     found = np.minimum(np.searchsorted(keys, back), keys.size - 1)
     overall = stained.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
     theirs = np.where(keys[found] == back, fraction[found], overall[neighbour])
-    keep_pair = fraction >= theirs - SHARED_MARGIN
+    claimed = (theirs >= SHARED_CLAIM) | (fraction < SHARED_FLOOR)
+    keep_pair = (fraction >= theirs - SHARED_MARGIN) | ~claimed
     rows, cols = np.nonzero(stained & (facing > 0))
     pair = np.searchsorted(keys, rows * n + facing[rows, cols] - 1)
     kept = stained.copy()
