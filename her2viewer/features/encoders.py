@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ImageNet-1k V1 ResNet-50 weights (timm ``resnet50.tv_in1k``, used by CLAM).
 TORCHVISION_RESNET50_FILE = "resnet50-0676ba61.pth"
+#: The variable naming resnet50_trunc's weights file (as features.registry names them all).
+RESNET50_ENV = "HER2VIEWER_WEIGHTS_RESNET50_TRUNC"
 ENTRY_POINT_GROUP = "her2viewer.encoders"
 _PIL_MODES = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -255,12 +258,13 @@ def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
 def _resnet_weights(weights) -> tuple[dict, dict]:
     if isinstance(weights, dict):
         return weights, {"weights": "bundle"}
-    path = Path(weights) if weights is not None else torchvision_cache_file()
-    if weights is None and not path.is_file():
+    named = weights if weights is not None else os.environ.get(RESNET50_ENV)
+    path = Path(named) if named else torchvision_cache_file()
+    if not named and not path.is_file():
         raise ModelError(
             f"No ImageNet weights for resnet50_trunc: put {TORCHVISION_RESNET50_FILE} in "
-            f"{path.parent}, pass --encoder-weights FILE, or use a bundle with encoder weights "
-            "(--random-weights SEED only for tests and demos)."
+            f"{path.parent}, pass --encoder-weights FILE (or set {RESNET50_ENV}), or use a bundle "
+            "with encoder weights (--random-weights SEED only for tests and demos)."
         )
     return load_weights_file(path), {"weights": path.name, "sha256": file_sha256(path)}
 

@@ -148,6 +148,15 @@ def test_weights_from_folder_env_var_and_hf_cache(tmp_path, tiles, small_spec, m
     assert np.array_equal(run_encoder(vit_encoder(small_spec, weights=repo), tiles), expected)
 
 
+def test_resnet50_trunc_weights_from_its_variable(tmp_path, monkeypatch):
+    import torchvision
+
+    path = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    monkeypatch.setenv(SPECS["resnet50_trunc"].env_var, str(path))
+    assert build_encoder("resnet50_trunc").provenance["sha256"] == file_sha256(path)
+
+
 def test_missing_weights_say_where_and_under_which_licence(small_spec):
     with pytest.raises(ModelError) as err:
         build_encoder("uni")
@@ -241,6 +250,13 @@ def test_clam_model_on_foundation_features_runs_with_its_bundles_encoder(
     extract_cohort(synthetic_cohort, tmp_path / "feats", capsys)
     cohort = load_cohort(tmp_path / "feats", synthetic_cohort)
     assert cohort.encoder["name"] == "lunit_vits8" and cohort.encoder["dim"] == 384
+    recorded = {k: cohort.encoder[k] for k in ("mean", "magnification", "pooling", "provenance")}
+    assert recorded == {
+        "mean": list(SPECS["lunit_vits8"].mean),
+        "magnification": "20x and 40x",
+        "pooling": "cls",
+        "provenance": {"weights": "random", "seed": 5, "variant": "small"},
+    }
     config = ClamTrainConfig(max_epochs=2, min_epochs=1, k_sample=2)
     result = train_clam(cohort.bags[:3], cohort.bags[3:], config, len(cohort.class_names))
     bundle = tmp_path / "bundle"
