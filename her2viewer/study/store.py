@@ -968,6 +968,7 @@ class StudyStore:
                 )
             if package.meta("study_created_at", "") != self.meta("created_at"):
                 raise StudyError(f"{path.name} is a reader package of another study.")
+            self._check_package_seal(package)
             answers = package.answers(current_only=False)
         seen = {(a.reader, a.arm, a.case_id, a.answered_at) for a in self.answers(False)}
         parsed = [
@@ -993,6 +994,30 @@ class StudyStore:
         label = self.question.normalise(answer, where)
         confidence = self.question.check_confidence(confidence, where)
         return reader, arm, case_id, label, confidence, check_seconds(seconds, where)
+
+    def _package_seal(self, exported_at: str) -> str:
+        return access.seal(self._owner_key, json.dumps([self.meta("created_at"), exported_at]))
+
+    def _check_package_seal(self, package: StudyStore) -> None:
+        """Refuse a package the owner of a protected study did not seal, or with edited readers.
+
+        Both would let someone answer in a reader's name (e.g. with a replaced PIN).
+        """
+        if not self.protected:
+            return
+        self._require_owner_key("importing a reader package")
+        name = package.path.name
+        if package.meta("package_seal", "") != self._package_seal(package.meta("exported_at", "")):
+            raise AccessError(
+                f"{name} was not exported by this study's owner since it has an owner secret, "
+                "or it was edited; export a new package with 'study export-for-reader'."
+            )
+        problem = package._seal_problem(self._owner_key)
+        if problem:
+            raise AccessError(
+                f"the readers table of {name} was edited outside her2viewer ({problem}); "
+                "its answers are not imported."
+            )
 
     def _package_extras(self, answer: Answer, where: str) -> tuple:
         """Checked HER2 score, membrane percentage and mark of an answer from a package."""
@@ -1029,6 +1054,7 @@ class StudyStore:
             model, and nothing in the file reveals the model's answers.
         """
         self.require_owner("export-for-reader")
+        self._require_owner_key("exporting a reader package")
         tables = ["meta", "cases", "arms", "readers", "registrations"]
         tables += ["model_predictions", "model_overlays"] if with_model else []
         columns = {t: self._columns(t) for t in tables if t != "registrations" or self._columns(t)}
@@ -1037,7 +1063,10 @@ class StudyStore:
             "reader_package": "1",
             "model_included": str(int(with_model)),
             "study_created_at": self.meta("created_at"),
+            "exported_at": utc_now(),
         }
+        if self._owner_key is not None:
+            marks["package_seal"] = self._package_seal(marks["exported_at"])
 
         def fill(conn: sqlite3.Connection) -> None:
             for table, names in columns.items():

@@ -361,3 +361,40 @@ def test_a_new_reader_types_their_new_pin_twice(tmp_path, capsys, monkeypatch):
     _one_line(code, err, "the two entries differ; nothing was changed")
     with StudyStore(path) as store:
         assert "newbie" not in store.readers()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (None, None),
+        (
+            "UPDATE readers SET secret = :forged WHERE reader = 'alice'",
+            "readers table of p.h2study",
+        ),
+        ("DELETE FROM meta WHERE key = 'package_seal'", "not exported by this study's owner"),
+        ("UPDATE meta SET value = 'then' WHERE key = 'exported_at'", "or it was edited"),
+    ],
+)
+def test_a_protected_study_imports_only_packages_its_owner_sealed(
+    tmp_path, capsys, monkeypatch, edit, message
+):
+    path = _protected(tmp_path)
+    package = tmp_path / "p.h2study"
+    monkeypatch.setenv(OWNER_ENV, OWNER)
+    assert _cli(capsys, "study", "export-for-reader", path, "-o", package)[0] == 0
+    forged = access.new_record("6666")
+    raw = sqlite3.connect(package)
+    if edit is not None:
+        raw.execute(edit.replace(":forged", "?"), (forged,) if ":forged" in edit else ())
+        raw.commit()
+    raw.close()
+    pin = "6666" if edit and ":forged" in edit else ALICE
+    with ReadingSession(package, "alice", pin=pin) as session:
+        session.answer(0, "positive")
+    code, out, err = _cli(capsys, "study", "import", path, package)
+    if message is None:
+        assert code == 0 and "imported 1 answers" in out
+    else:
+        _one_line(code, err, message)
+        with StudyStore(path) as store:
+            assert store.answers() == []
