@@ -648,6 +648,7 @@ class ProjectPanel(JobPanel):
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
         if watched is self.window and event.type() == QEvent.Type.Close:
+            self.cancel()  # a run ends after the cases in flight; the next run does the rest
             self._tokens["project"] += 1  # queued thumbnails and results are dropped
             self._tokens["open"] += 1
             for worker in self._workers:
