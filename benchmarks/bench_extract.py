@@ -3,6 +3,7 @@
 Usage: .venv/bin/python benchmarks/bench_extract.py [--device auto] [--batch-size N]
        [--patches 96] [--workers N] [--encoder resnet50_trunc] [--slide-size 20000x16000]
        [--small]  (the encoder's reduced-depth CI variant: `her2viewer encoders list`)
+       [--decode openslide|raw]
 
 A synthetic Aperio slide is written into a temporary folder; its tissue is
 segmented and patched at 20x / 256 px (1361 patches on the default 20000x16000 slide,
@@ -13,6 +14,10 @@ encoder on the same batches already decoded (and resized to 224) in memory, meas
 just before and just after the pipeline (their mean; the machine's load changes between
 runs). On CUDA the pipeline's tiles are resized on the GPU, inside its time.
 Batch size and decoding threads default to the engine's for the device.
+``--decode raw`` reads the slide's raw JPEG tiles and decodes them in batches on the
+device (``features/rawtiles.py``; ``decode`` says which path ran);
+``decode_only_patches_per_s`` is reading and decoding the patches alone, on the same
+threads, without the encoder's resize or the encoder.
 The encoder has seeded random weights (speed does not depend on their values).
 Also times CLAM inference (CLAM_SB small, gated) on 50000 patches' 1024-d features, and
 the same three matrix products alone (``clam_matmul_floor_50000_ms``, with their GFLOP):
@@ -28,6 +33,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +43,7 @@ from large_slide import write_large_slide
 from her2viewer.devices import choose_device
 from her2viewer.features.encoders import build_encoder
 from her2viewer.features.engine import DeviceRunner, default_batching, extract_features
+from her2viewer.features.rawtiles import DECODE_CHOICES, patch_reader
 from her2viewer.models.clam import CLAM, ClamConfig, predict
 from her2viewer.slide import open_slide
 from her2viewer.tissue import make_patch_grid, segment_tissue
@@ -51,6 +58,29 @@ def compute_only(runner: DeviceRunner, batches: list[torch.Tensor]) -> float:
     for batch in batches:
         runner(batch)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def decode_only(slide, grid, device: torch.device, args) -> float:
+    """Patches per second of reading and decoding ``grid``'s patches, nothing else: the
+    engine's jobs (a batch per job for raw tiles on CUDA, else a few patches) on its threads."""
+    reader, _ = patch_reader(slide, grid, device, args.decode)
+    cuda_batches = reader is not None and reader.device.type == "cuda"
+    step = args.batch_size if cuda_batches else max(1, args.batch_size // (2 * args.workers))
+    chunks = [range(i, min(i + step, len(grid))) for i in range(0, len(grid), step)]
+
+    def job(rows: range) -> None:
+        if reader is not None:
+            reader.read(rows)
+            return
+        for i in rows:
+            grid.read_patch(slide, i)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(job, chunks))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(grid) / (time.perf_counter() - start)
 
 
 def clam_inference_ms(n: int = 50000, repeats: int = 5) -> float:
@@ -96,6 +126,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="resnet50_trunc", help="`her2viewer encoders list`")
     parser.add_argument("--small", action="store_true", help="the encoder's reduced-depth variant")
     parser.add_argument("--slide-size", default="20000x16000", help="WIDTHxHEIGHT, level 0")
+    parser.add_argument("--decode", choices=DECODE_CHOICES, default="openslide")
     args = parser.parse_args()
     width, height = (int(side) for side in args.slide_size.split("x"))
     encoder = build_encoder(args.encoder, random_seed=0, **({"small": True} if args.small else {}))
@@ -116,8 +147,10 @@ def main() -> None:
                 device=args.device,
                 batch_size=args.batch_size,
                 workers=args.workers,
+                decode=args.decode,
             )
             runner = DeviceRunner(encoder, torch.device(warm.device))
+            decode_rate = decode_only(slide, grid, runner.device, args)
             tiles = np.stack(
                 [encoder.prepare_tile(grid.read_patch(slide, i)) for i in range(len(grid))]
             )
@@ -135,6 +168,7 @@ def main() -> None:
                 device=args.device,
                 batch_size=args.batch_size,
                 workers=args.workers,
+                decode=args.decode,
             )
             compute_after = compute_only(runner, batches)
     compute = (compute_before + compute_after) / 2
@@ -151,6 +185,8 @@ def main() -> None:
                 "workers": args.workers,
                 "torch_threads": torch.get_num_threads(),
                 "patches": len(grid),
+                "decode": result.decode,
+                "decode_only_patches_per_s": round(decode_rate, 2),
                 "patches_per_s": round(pipeline, 2),
                 "compute_only_patches_per_s": round(compute, 2),
                 "compute_only_before_after": [round(compute_before, 2), round(compute_after, 2)],
