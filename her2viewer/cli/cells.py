@@ -14,6 +14,7 @@ from pathlib import Path
 from her2viewer.analysis.cells import SITES, SPECIMENS, CellsOptions, CellsResult, analyse_cells
 from her2viewer.annotations.roi import region_text
 from her2viewer.argtypes import bounded
+from her2viewer.case_report import render_case_report
 from her2viewer.cells.engine import KI67_METHODS
 from her2viewer.cells.profiles import BUILT_IN, MARKERS
 from her2viewer.cli.options import (
@@ -26,7 +27,7 @@ from her2viewer.cli.options import (
 )
 from her2viewer.cli.progress import progress_reporter
 from her2viewer.errors import Her2ViewerError
-from her2viewer.outputs import check_output_file
+from her2viewer.outputs import check_output_file, prepare_output_dir
 from her2viewer.slide import open_slide
 
 #: What ``-o`` writes, by suffix.
@@ -104,6 +105,12 @@ def register(subparsers) -> None:
         help="Ki67 index over every tumor cell (global, IKWG's default) or in the densest "
         "0.2 mm² circle of at least 500 cells (hot-spot)",
     )
+    score.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write the case report (case_report.html and .pdf) in DIR",
+    )
     score.set_defaults(func=run_cells, score=True)
 
 
@@ -151,6 +158,9 @@ def run_cells(args) -> int:
     outputs += [(args.geojson, "geojson")] if args.geojson else []
     for path, _ in outputs:
         check_output_file(path)
+    report = getattr(args, "report", None)
+    if report is not None:
+        prepare_output_dir(report)
     options = CellsOptions(
         marker=args.marker,
         profile=args.profile,
@@ -171,12 +181,21 @@ def run_cells(args) -> int:
         result = analyse_cells(slide, None, options, bar.context())
     for path, kind in outputs:
         _write(result, path, kind)
+    if report is not None:
+        _write_report(result, args.slide, report)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         _print_readable(summary)
     return 0
+
+
+def _write_report(result: CellsResult, slide: str, folder: Path) -> None:
+    """The case report of the scored slide: its thumbnail, then the cells section."""
+    size = [int(v) for v in result.slide_size]
+    case = {"case": Path(slide).stem, "ihc": {"slide": slide, "size": size}}
+    render_case_report(case, folder, cells=result)
 
 
 def _device(name: str) -> str:

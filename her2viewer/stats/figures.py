@@ -134,6 +134,21 @@ def bar_figure(
 
 
 @styled
+def histogram_figure(
+    values: np.ndarray, thresholds: dict[str, float], title: str, xlabel: str, bins: int = 60
+) -> Figure:
+    """A histogram of ``values`` (e.g. per-cell DAB OD) with each named threshold drawn."""
+    figure, axes = _axes(title, xlabel, "cells")
+    axes.hist(np.asarray(values, float), bins=bins, color=colour(5), edgecolor="white")
+    for index, (name, value) in enumerate(thresholds.items(), start=1):
+        axes.axvline(value, color=colour(index), linestyle="--", label=f"{name} {value:g}")
+    if thresholds:
+        axes.legend()
+    axes.grid(axis="x", visible=False)
+    return figure
+
+
+@styled
 def images_figure(title: str, images: dict[str, np.ndarray]) -> Figure:
     """RGB images side by side (e.g. slide thumbnails), each titled by its key."""
     figure = Figure(figsize=(SIZE[0] * 1.5, SIZE[1]), layout="constrained")

@@ -125,3 +125,25 @@ def test_ki67_hot_spot_method_says_which_and_where(field, capsys):
         _run(capsys, "score", field / "ki67.png", "--marker", "ki67", "--ki67-method", "densest")
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "--ki67-method" in err[0], err
+
+
+def test_score_report_writes_the_cells_section_in_html_and_pdf(field, capsys, tmp_path):
+    status, _, _ = _run(capsys, "score", field / "her2.png", "--marker", "her2", "--quiet",
+                        "--report", tmp_path / "report")  # fmt: skip
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "case_report.html",
+        "case_report.pdf",
+    ]
+    html = (tmp_path / "report" / "case_report.html").read_text()
+    assert "Cells (HER2)" in html and "strong complete" in html
+    assert "HER2 category 3+ (HER2-positive)" in html and "ASCO/CAP 2018" in html
+    assert "Per-cell scores (HER2)" in html and "Positive cells per mm² (HER2)" in html
+    assert html.count("data:image/png;base64,") == 3  # slide, histogram, density map
+    assert (tmp_path / "report" / "case_report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_report_into_a_file_is_one_line_before_any_work(field, capsys, tmp_path):
+    (tmp_path / "taken").write_text("")
+    _one_line_error(capsys, "score", field / "her2.png", "--marker", "her2", "--quiet",
+                    "--report", tmp_path / "taken", fragment="taken")  # fmt: skip
