@@ -18,6 +18,7 @@ non-TIFF format, patch corners between level pixels) is read through OpenSlide, 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -175,15 +176,34 @@ class RawPatchReader:
         self.grid = grid
         self.device = device if device.type == "cuda" else torch.device("cpu")
         self.prepare = prepare
+        #: Cut patches with numpy (on the CPU: torch's copies thread themselves, badly here).
+        self._numpy = self.device.type == "cpu"
+        self._lock = threading.Lock()
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def read(self, rows: range) -> torch.Tensor:
         """Patches ``rows`` of the grid as uint8 ``(B, S, S, 3)`` on the CPU or the device.
 
-        ``S`` is the grid's target size, or the ``prepare`` function's output size.
+        ``S`` is the grid's target size, or the ``prepare`` function's output size. On
+        CUDA one batch at a time is decoded and cut on a stream of the reader's own,
+        finished before it is handed over: torchvision's decoder writes on a private
+        stream into memory allocated on the current one without waiting for it
+        (pytorch/vision pull 9606), so that memory must never be what the encoder's
+        queued kernels still read.
         """
+        if self.device.type != "cuda":
+            return self._read(rows)
+        with self._lock, torch.cuda.stream(self._stream):
+            patches = self._read(rows)
+            self._stream.synchronize()
+        patches.record_stream(torch.cuda.current_stream(self.device))
+        return patches
+
+    def _read(self, rows: range) -> torch.Tensor:
+        """:meth:`read` on the current device and stream."""
         tiles = self._decoded_tiles(rows)
         shape = (len(rows), 3, self.grid.patch_size, self.grid.patch_size)
-        if self.device.type == "cpu":  # numpy: torch's copies thread themselves, badly here
+        if self._numpy:
             patches = np.full(shape, 255, np.uint8)
         else:
             patches = torch.full(shape, 255, dtype=torch.uint8, device=self.device)
@@ -222,7 +242,7 @@ class RawPatchReader:
                 mode=ImageReadMode.RGB,
                 device=self.device,
             )
-            if self.device.type == "cpu":
+            if self._numpy:
                 images = [image.numpy() for image in images]
             decoded.update({wanted[k]: image for k, image in zip(present, images, strict=True)})
         return decoded
@@ -245,7 +265,7 @@ class RawPatchReader:
     def _resize(self, patches: torch.Tensor, size: int) -> torch.Tensor:
         """Shrink ``(B, P, P, 3)`` patches to the grid's target size as the grid does
         (``cv2.INTER_AREA`` on the CPU; area averaging on a CUDA device)."""
-        if self.device.type == "cpu":
+        if self._numpy:
             return torch.from_numpy(
                 np.stack(
                     [
@@ -283,7 +303,7 @@ def patch_reader(
     except RawTilesUnavailable as exc:
         return None, f"openslide (raw tiles unavailable: {exc})"
     if reader.device.type == "cuda" and not _cuda_decodes_alike(reader):
-        reader.device = torch.device("cpu")
+        reader = RawPatchReader(slide, grid, torch.device("cpu"), prepare)
     return reader, f"raw-{reader.device.type}"
 
 

@@ -114,6 +114,20 @@ def test_resized_patches_match_the_grids_reading(synthetic_case):
         assert _max_diff(slide, grid) <= DECODER_TOLERANCE
 
 
+def test_cuda_paths_tensor_cutting_gives_the_same_patches(synthetic_case):
+    """The torch code a CUDA device runs (paste into tensors, area resize), here on the CPU."""
+    with open_slide(synthetic_case / "he.svs") as slide:
+        for grid in (
+            _grid(slide, 1, 300, 211, offset=97),
+            dataclasses.replace(_grid(slide, 0, 512, 600, offset=5), target_size=256),
+        ):
+            reader = RawPatchReader(slide, grid, CPU)
+            reader._numpy = False
+            tensors = reader.read(range(len(grid))).numpy().astype(int)
+            reference = np.stack([grid.read_patch(slide, i) for i in range(len(grid))])
+            assert np.abs(tensors - reference).max() <= 1  # cv2's area rounding vs torch's
+
+
 def test_features_from_raw_tiles_equal_openslides(tmp_path, synthetic_case):
     """Within check_cuda.py's tolerance (relative error < 2e-2); equal pixels give equal rows."""
     encoder = build_encoder("resnet50_trunc", random_seed=0)
