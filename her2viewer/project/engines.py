@@ -83,6 +83,23 @@ def _one_line(exc: BaseException) -> BaseException | str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _start_ray(ray, workers: int | None, address: str | None) -> None:
+    """Start a local cluster (``address`` None) or join one; a one-sentence error if not."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("HER2VIEWER_")}
+    try:
+        ray.init(
+            address=address,
+            num_cpus=workers if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            runtime_env={"env_vars": env},
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
+        raise ProjectError(f"Cannot {where}: {_one_line(exc)}") from exc
+
+
 def run_ray(
     cases: list[list[Task]],
     on_outcomes: OnOutcomes,
@@ -103,15 +120,7 @@ def run_ray(
         raise ProjectError("--engine ray needs Ray: pip install 'ray>=2.9'.") from exc
     started_here = not ray.is_initialized()
     if started_here:
-        env = {k: v for k, v in os.environ.items() if k.startswith("HER2VIEWER_")}
-        ray.init(
-            address=address,
-            num_cpus=workers if address is None else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            runtime_env={"env_vars": env},
-        )
+        _start_ray(ray, workers, address)
     try:
         capacity = int(ray.cluster_resources().get("CPU", 1)) * IN_FLIGHT_PER_WORKER
         remote = ray.remote(run_case).options(

@@ -14,12 +14,13 @@ import time
 
 import pytest
 
+from her2viewer.cli.main import main
 from her2viewer.project.cohort import import_csv
 from her2viewer.project.results import collect_garbage, results_table
 from her2viewer.project.run import run_project
 from her2viewer.project.store import Project
 from her2viewer.project.tasks import ANALYSES, FAULT_ENV, parse_analyses, plan, run_case
-from tests.reliability.conftest import leftovers
+from tests.reliability.conftest import leftovers, one_line_error
 
 pytestmark = pytest.mark.slow
 QUICK = ["segment", "ihc"]
@@ -130,3 +131,11 @@ def test_every_analysis_runs_on_a_case_with_its_artefacts_in_the_project(
     assert [group[0].case_id for group in plan(project, names)] == [
         "case001", "case002", "case003",
     ]  # fmt: skip
+
+
+def test_a_bad_ray_address_is_one_sentence(tmp_path, synthetic_cohort, capsys):
+    project = _project(tmp_path / "proj", synthetic_cohort)
+    args = ["project", "run", str(project.folder), "--analyses", "ihc", "--quiet"]
+    assert main([*args, "--engine", "ray", "--address", "nonsense"]) == 2
+    one_line_error(capsys, "Cannot join the Ray cluster at nonsense: Invalid address format")
+    assert project.results() == []
