@@ -1,13 +1,15 @@
 """Checks of the CUDA path against the CPU path, for a machine with an NVIDIA GPU.
 
 Usage: python benchmarks/check_cuda.py [--patches 256] [--batch-size 64] [--device cuda]
+       [--decode openslide|raw]
 
 ``--device cpu`` runs the same checks CPU against CPU (a smoke test of this script).
 
 On one synthetic Aperio slide (as ``bench_extract.py``) and ResNet-50-trunc with seeded
 random weights:
 
-- features from CUDA (channels-last, bf16/fp16 autocast) against CPU fp32: relative
+- features from CUDA (channels-last, bf16/fp16 autocast; tiles decoded by ``--decode``,
+  raw JPEG tiles on the GPU with ``raw``) against CPU fp32 through OpenSlide: relative
   Frobenius error and the smallest per-patch cosine similarity;
 - CLAM_SB on those two feature sets: largest probability difference, whether the
   predictions agree, and the Spearman correlation of the attention; CLAM itself run on
@@ -36,6 +38,7 @@ from scipy.stats import spearmanr
 
 from her2viewer.features.encoders import build_encoder
 from her2viewer.features.engine import extract_features
+from her2viewer.features.rawtiles import DECODE_CHOICES, patch_reader
 from her2viewer.features.store import read_features
 from her2viewer.jobs import Cancelled, CancelToken
 from her2viewer.models.clam import CLAM, ClamConfig, predict
@@ -74,19 +77,20 @@ def _clam_agreement(cpu: np.ndarray, cuda: np.ndarray, device: str) -> dict:
     }
 
 
-def _resume_check(slide, grid, encoder, tmp: Path, batch_size: int, device: str, reference) -> dict:
+def _resume_check(
+    slide, grid, encoder, tmp: Path, batch_size: int, device: str, reference, decode: str
+) -> dict:
     out = tmp / "resumed.h5"
+    kwargs = {"device": device, "batch_size": batch_size, "decode": decode}
 
     def crash(done, total):
         if done >= 2 * batch_size:
             raise StopAfter
 
     with contextlib.suppress(StopAfter):
-        extract_features(
-            slide, grid, encoder, out, device=device, batch_size=batch_size, progress=crash
-        )
+        extract_features(slide, grid, encoder, out, progress=crash, **kwargs)
     partial_left = out.with_name(out.name + ".partial").exists()
-    result = extract_features(slide, grid, encoder, out, device=device, batch_size=batch_size)
+    result = extract_features(slide, grid, encoder, out, **kwargs)
     diff = float(np.abs(read_features(out).features - reference).max())
     return {
         "resume_partial_left_by_crash": partial_left,
@@ -120,6 +124,7 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--decode", choices=DECODE_CHOICES, default="openslide")
     args = parser.parse_args()
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -133,19 +138,23 @@ def main() -> None:
             grid = make_patch_grid(slide, segment_tissue(slide), magnification=20, patch_size=256)
             grid = dataclasses.replace(grid, coords=grid.coords[: args.patches])
             cpu = _features(slide, grid, encoder, tmp / "cpu.h5", "cpu", batch)
-            cuda = _features(slide, grid, encoder, tmp / "cuda.h5", device, batch)
+            cuda = _features(
+                slide, grid, encoder, tmp / "cuda.h5", device, batch, decode=args.decode
+            )
+            decode = patch_reader(slide, grid, torch.device(device), args.decode)[1]
             norms = np.linalg.norm(cpu, axis=1) * np.linalg.norm(cuda, axis=1)
             cosine = (cpu * cuda).sum(1) / norms
             report = {
                 "device": torch.cuda.get_device_name() if device == "cuda" else device,
                 "torch": torch.__version__,
                 "patches": len(grid),
+                "decode": decode,
                 "features_relative_error_cuda_vs_cpu": float(
                     np.linalg.norm(cuda - cpu) / np.linalg.norm(cpu)
                 ),
                 "features_min_cosine_cuda_vs_cpu": float(cosine.min()),
                 **_clam_agreement(cpu, cuda, device),
-                **_resume_check(slide, grid, encoder, tmp, batch, device, cuda),
+                **_resume_check(slide, grid, encoder, tmp, batch, device, cuda, args.decode),
                 **_cancel_check(slide, grid, encoder, tmp, batch, device),
             }
     passed = (
