@@ -239,12 +239,21 @@ def membrane_ring(cells: np.ndarray, width_px: float) -> np.ndarray:
     return (cells > 0) & ((low != as_float) | (high != as_float))
 
 
-def _means(labels: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:
-    lab = labels[where]
-    total = np.bincount(lab, weights=values[where], minlength=n + 1)[1:]
-    count = np.bincount(lab, minlength=n + 1)[1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+def _zone_means(cells: np.ndarray, zones: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
+    """Mean of each of ``values`` per zone and cell, ``(3, n)`` each: one pass per image.
+
+    ``zones`` is 0 outside every cell, then 1, 2, 3 (nucleus, cytoplasm, membrane ring);
+    a cell with no pixel in a zone gets 0 there.
+    """
+    n = int(cells.max())
+    key = (zones.astype(np.int64) * (n + 1) + cells).ravel()
+    count = np.maximum(np.bincount(key, minlength=4 * (n + 1)), 1)
+    return [
+        (np.bincount(key, weights=v.ravel(), minlength=4 * (n + 1)) / count)
+        .reshape(4, n + 1)[1:, 1:]
+        .astype(np.float32)
+        for v in values
+    ]
 
 
 def _maxima(labels: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:
@@ -386,7 +395,8 @@ def measure_cells(
     cells = expand_cells(nuclei, expansion_um / mpp)
     ring = membrane_ring(cells, membrane_um / mpp) & (nuclei == 0)
     in_nucleus = nuclei > 0
-    cytoplasm = (cells > 0) & ~in_nucleus & ~ring
+    zones = np.where(in_nucleus, 1, np.where(ring, 3, 2)).astype(np.uint8) * (cells > 0)
+    h_means, dab_means = _zone_means(cells, zones, hematoxylin, dab)
     ys, xs = np.nonzero(in_nucleus)
     lab = nuclei[ys, xs]
     area_px = np.bincount(lab, minlength=n + 1)[1:].astype(np.float64)
@@ -404,11 +414,11 @@ def measure_cells(
             np.float32
         ),
         cell_area=(np.bincount(cells.ravel(), minlength=n + 1)[1:] * mpp * mpp).astype(np.float32),
-        h_nucleus=_means(nuclei, hematoxylin, in_nucleus, n),
-        dab_nucleus=_means(nuclei, dab, in_nucleus, n),
+        h_nucleus=h_means[0],
+        dab_nucleus=dab_means[0],
         dab_nucleus_max=_maxima(nuclei, dab, in_nucleus, n),
-        dab_cytoplasm=_means(cells, dab, cytoplasm, n),
-        dab_membrane=_means(cells, dab, ring, n),
+        dab_cytoplasm=dab_means[1],
+        dab_membrane=dab_means[2],
         dab_membrane_max=_maxima(cells, dab, ring, n),
         membrane_completeness=completeness,
         dab_membrane_stained=stained_dab,

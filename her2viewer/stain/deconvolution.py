@@ -80,8 +80,18 @@ def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``(h, w, 3)`` float32 optical density; 0 for white, about 2.4 for black.
     """
-    rgb = _check_rgb(rgb).astype(np.float32)
-    return -np.log10(np.maximum(rgb, 1.0) / BACKGROUND_INTENSITY)
+    rgb = _check_rgb(rgb)
+    if rgb.dtype == np.uint8:  # a lookup per level: a fraction of a log per pixel
+        return _OD_OF_LEVEL[rgb]
+    return _od(rgb.astype(np.float32))
+
+
+def _od(intensity: np.ndarray) -> np.ndarray:
+    return -np.log10(np.maximum(intensity, 1.0) / BACKGROUND_INTENSITY)
+
+
+#: Optical density of each 8-bit level (float32, as :func:`rgb_to_od` computes it).
+_OD_OF_LEVEL = _od(np.arange(256, dtype=np.float32))
 
 
 def od_to_rgb(od: np.ndarray) -> np.ndarray:
