@@ -329,7 +329,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             card=f"huggingface.co/owkin/phikon-v2; {TRIDENT}",
             hf_repo="owkin/phikon-v2",
             trident_name="phikon_v2",
-            note="the card's transformers (Dinov2Model) checkpoint is not mapped to timm keys",
+            note="the card's transformers Dinov2Model checkpoint is renamed to timm's keys",
         ),
         _vit(
             "hibou_l",
@@ -345,8 +345,8 @@ def _specs() -> tuple[EncoderSpec, ...]:
             card=f"huggingface.co/histai/hibou-L; {TRIDENT}",
             hf_repo="histai/hibou-L",
             trident_name="hibou_l",
-            note="the card's transformers (trust_remote_code) checkpoint is not mapped to "
-            "timm keys",
+            note="a transformers Dinov2WithRegisters checkpoint is renamed to timm's keys; "
+            "Hibou-L's own remote-code names are not checked against the real file",
         ),
         _vit(
             "kaiko_vitb8",
@@ -446,6 +446,8 @@ def load_checked(module: nn.Module, path: Path, spec: EncoderSpec) -> None:
         One sentence naming the file and the first key that does not fit.
     """
     state = _strip_prefixes(load_weights_file(path))
+    if "embeddings.cls_token" in state:
+        state = dinov2_to_timm(state, getattr(module, "no_embed_class", False))
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -457,6 +459,57 @@ def load_checked(module: nn.Module, path: Path, spec: EncoderSpec) -> None:
             f"missing, {len(extra)} unexpected and {len(wrong)} mis-shaped tensors, e.g. '{key}'."
         )
     module.load_state_dict(state, strict=True)
+
+
+#: transformers' Dinov2 layer names -> timm's (both the 4.x and the 5.x attention names).
+DINOV2_LAYER = {
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "layer_scale1.lambda1": "ls1.gamma",
+    "layer_scale2.lambda1": "ls2.gamma",
+    "attention.output.dense": "attn.proj",
+    "attention.o_proj": "attn.proj",
+}
+QKV_NAMES = (("attention.attention.query", "attention.attention.key", "attention.attention.value"),
+             ("attention.q_proj", "attention.k_proj", "attention.v_proj"))  # fmt: skip
+
+
+def dinov2_to_timm(state: dict, no_embed_class: bool) -> dict:
+    """Rename a transformers ``Dinov2Model`` / ``Dinov2WithRegistersModel`` state dict
+    (Phikon-v2's, Hibou's format) to timm's ViT names.
+
+    q, k and v are stacked into timm's ``qkv``. For a timm network whose position
+    embeddings cover the patches only (``no_embed_class``, the register models),
+    the CLS position is added to the CLS token, as transformers adds it there.
+    """
+    out = {
+        "cls_token": state["embeddings.cls_token"],
+        "pos_embed": state["embeddings.position_embeddings"],
+        "patch_embed.proj.weight": state["embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": state["embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": state["layernorm.weight"],
+        "norm.bias": state["layernorm.bias"],
+    }
+    if "embeddings.register_tokens" in state:
+        out["reg_token"] = state["embeddings.register_tokens"]
+    if no_embed_class:
+        out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]
+        out["pos_embed"] = out["pos_embed"][:, 1:]
+    layers = {int(k.split(".")[2]) for k in state if k.startswith("encoder.layer.")}
+    for i in sorted(layers):
+        old, new = f"encoder.layer.{i}.", f"blocks.{i}."
+        for key, value in state.items():
+            for name, timm_name in DINOV2_LAYER.items():
+                if key == old + name or key.startswith(old + name + "."):
+                    out[new + timm_name + key[len(old + name) :]] = value
+        for names in QKV_NAMES:
+            if f"{old}{names[0]}.weight" in state:
+                for part in ("weight", "bias"):
+                    stacked = [state[f"{old}{n}.{part}"] for n in names]
+                    out[f"{new}attn.qkv.{part}"] = torch.cat(stacked)
+    return out
 
 
 def _strip_prefixes(state: dict) -> dict:

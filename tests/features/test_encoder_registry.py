@@ -157,6 +157,33 @@ def test_resnet50_trunc_weights_from_its_variable(tmp_path, monkeypatch):
     assert build_encoder("resnet50_trunc").provenance["sha256"] == file_sha256(path)
 
 
+@pytest.mark.parametrize("name", ["phikon_v2", "hibou_l"])
+def test_transformers_dinov2_checkpoints_load_into_timm(name, tmp_path):
+    """Phikon-v2's and Hibou's format (transformers Dinov2, with registers for Hibou) is
+    renamed to timm's: the same CLS features as transformers' own model."""
+    transformers = pytest.importorskip("transformers")
+    registers = name == "hibou_l"
+    kind = "Dinov2WithRegisters" if registers else "Dinov2"
+    config = getattr(transformers, f"{kind}Config")(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+        image_size=224, patch_size=SPECS[name].kwargs.get("patch_size", 14 if registers else 16),
+        **({"num_register_tokens": 4} if registers else {}),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    reference = getattr(transformers, f"{kind}Model")(config).eval()
+    for param in reference.parameters():
+        param.data.normal_(0, 0.2)  # layer scales and biases away from their initial values
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, tmp_path / "model.safetensors")
+    small = {"depth": 2, "embed_dim": 64, "num_heads": 4}
+    spec = dataclasses.replace(SPECS[name], kwargs={**SPECS[name].kwargs, **small})
+    encoder = vit_encoder(spec, weights=tmp_path)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        expected = reference(pixel_values=x).last_hidden_state[:, 0]
+        torch.testing.assert_close(encoder.module(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_missing_weights_say_where_and_under_which_licence(small_spec):
     with pytest.raises(ModelError) as err:
         build_encoder("uni")
