@@ -44,6 +44,7 @@ from her2viewer.analysis.cells import (
 )
 from her2viewer.analysis.ihc import slide_stain_matrix
 from her2viewer.annotations.roi import Region, RoiError, region_from_features, region_text
+from her2viewer.cells.engine import KI67_METHODS
 from her2viewer.cells.profiles import (
     BUILT_IN,
     DEFAULT_FOR_MARKER,
@@ -114,11 +115,17 @@ class CellsWidget(ResultWidget):
         self.site_box, self.specimen_box = QComboBox(), QComboBox()
         self.site_box.addItems(list(SITES))
         self.specimen_box.addItems(list(SPECIMENS))
+        self.ki67_box = QComboBox()
+        self.ki67_box.addItems(list(KI67_METHODS))
+        self.ki67_box.setToolTip(
+            "IKWG 2021: global (every tumor cell) or hot-spot (the densest 0.2 mm² circle)"
+        )
         form.addRow("marker", self.marker_box)
         form.addRow("profile", self.profile_box)
         form.addRow("tumor cells", self.region_box)
         form.addRow("HER2 site", self.site_box)
         form.addRow("specimen", self.specimen_box)
+        form.addRow("Ki67 method", self.ki67_box)
         self.sliders: dict[str, QSlider] = {}
         self.slider_labels: dict[str, QLabel] = {}
         for name in THRESHOLD_NAMES:
@@ -208,6 +215,7 @@ class CellsWidget(ResultWidget):
         self.histogram.setLabel(
             "bottom", "membrane DAB OD" if marker == "her2" else "nucleus DAB OD"
         )
+        self.ki67_box.setEnabled(marker == "ki67")
 
     def base_profile(self) -> ScoringProfile:
         """The chosen profile as saved (before the sliders)."""
@@ -336,6 +344,7 @@ class CellsWidget(ResultWidget):
             region=self.region,
             tumor_site=self.site_box.currentText(),
             specimen=self.specimen_box.currentText(),
+            ki67_method=self.ki67_box.currentText(),
         )
 
     def layers(self, result: CellsResult, pane: int) -> list[tuple[object, int]]:
@@ -515,6 +524,10 @@ def describe_cells(summary: dict) -> str:
     head = f"{summary['marker'].upper()}: {summary['n_cells']} cells"
     if "category" in summary:
         head += f", {summary['category']} ({summary['label']}): {summary['rule']}"
+    spot = summary.get("figures", {}).get("hot_spot")
+    if spot:
+        head += (f" (hot spot: {spot['n_cells']} cells in {spot['area_mm2']:.2f} mm² around "
+                 f"{spot['x']:.0f}, {spot['y']:.0f} px)")  # fmt: skip
     return f"{head}. {shares}. Tumor cells: {where}. Profile {summary['profile']}."
 
 

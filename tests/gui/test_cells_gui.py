@@ -138,3 +138,16 @@ def test_tumor_annotations_restrict_the_counted_cells(panel, qtbot):
     table = panel.result.cells.table
     assert len(table) > 50 and shapely.contains_xy(box, table.x, table.y).all()
     assert "1 Tumor annotation" in panel.status.text()
+
+
+def test_ki67_hot_spot_method_from_the_panel(panel, qtbot):
+    widget = panel.widget
+    assert not widget.ki67_box.isEnabled()  # HER2 first
+    widget.marker_box.setCurrentText("ki67")
+    assert widget.ki67_box.isEnabled()
+    widget.ki67_box.setCurrentText("hot-spot")
+    widget.live.setChecked(False)
+    panel.run()
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
+    assert panel.result.summary()["figures"]["method"] == "hot spot"
+    assert "hot spot:" in panel.status.text()
