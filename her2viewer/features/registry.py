@@ -556,14 +556,15 @@ def vit_encoder(
     """
     if small and random_seed is None:
         raise ModelError(f"The small variant of {spec.name} exists only with --random-weights.")
-    module = _seeded(lambda: build_network(spec, small), random_seed)
     if random_seed is not None:
+        module = _seeded(lambda: build_network(spec, small), random_seed)
         provenance = {"weights": "random", "seed": int(random_seed)}
         provenance |= {"variant": "small"} if small else {}
-    else:
+    else:  # the file is found and checked before a billion parameters are built
         path = hub.resolve_weights(spec, weights, download)
         digest = file_sha256(path)
         _check_checksum(path, digest, spec)
+        module = build_network(spec)
         load_checked(module.trunk, path, spec)
         provenance = {"weights": path.name, "sha256": digest}
     return Encoder(
