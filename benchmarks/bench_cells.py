@@ -6,6 +6,9 @@ Prints JSON with four parts:
   classed and decided, with 1 and 2 worker threads: seconds and cells per second;
 - ``synthetic``: :func:`her2viewer.cells.evaluate.evaluate_cohort` on cell-truth cohorts
   (HER2: null, ultralow, 1+, 2+, 3+; Ki67) written with a seed no threshold was chosen on;
+- ``clones``: HER2 fields whose classes come in clones (stained cells beside unstained ones,
+  so membranes are shared) at 20x and 40x: per-cell accuracy, the share of unstained cells
+  called stained, positive-% error and category per field;
 - ``real``: detection F1 (centres within 4 um), count and positive-% errors on the two real
   Ki67 fields of ``../shared/data/real/ihc-cells`` (DeepLIIF, 40x, taken as 0.25 um/px),
   with the current defaults and with QuPath's detection defaults for comparison; skipped
@@ -35,7 +38,13 @@ import numpy as np
 from scipy import ndimage
 
 from her2viewer.cells.engine import Cells, class_of_cells, decide, detect_cells
-from her2viewer.cells.evaluate import MATCH_DISTANCE_UM, evaluate_case, evaluate_cohort, match_cells
+from her2viewer.cells.evaluate import (
+    MATCH_DISTANCE_UM,
+    class_confusion,
+    evaluate_case,
+    evaluate_cohort,
+    match_cells,
+)
 from her2viewer.cells.profiles import NucleusProfile, load_profile
 from her2viewer.cells.truth import write_cell_cohort
 from her2viewer.jobs.core import Job
@@ -96,6 +105,44 @@ def synthetic(folder: Path, cases: int, seed: int, size: tuple[int, int]) -> dic
         report["write_seconds"] = round(written, 1)
         report["evaluate_seconds"] = round(time.perf_counter() - start - written, 1)
         out[marker] = report
+    return out
+
+
+#: Class mixes of the clonal fields (0, faint, weak-moderate, strong).
+CLONE_MIXES = ((0.5, 0.1, 0.2, 0.2), (0.3, 0.1, 0.2, 0.4), (0.85, 0.15, 0, 0), (0.6, 0.3, 0.1, 0),
+               (0.4, 0.2, 0.3, 0.1))  # fmt: skip
+
+
+def clones(side_um: float = 800.0) -> dict:
+    """Clonal HER2 fields at 20x and 40x: how shared membranes are attributed."""
+    profile = load_profile(None, "her2")
+    out = {}
+    for mpp in (0.5, 0.25):
+        side = int(side_um / mpp)
+        total, fields = np.zeros((4, 4), np.int64), []
+        for index, mix in enumerate(CLONE_MIXES):
+            field = draw_cell_field(side, side, mix, "her2", mpp, seed=100 + index)
+            table = detect_cells(
+                lambda x, y, w, h, f=field: f.rgb[y : y + h, x : x + w], (0, 0, side, side), mpp,
+                profile,
+            )  # fmt: skip
+            cells = Cells(table, class_of_cells(table, profile), "her2", mpp)
+            detected = np.column_stack([table.x, table.y]) * mpp
+            truth_xy = np.column_stack([field.x, field.y]) * mpp
+            matching = match_cells(detected, truth_xy, MATCH_DISTANCE_UM)
+            total += class_confusion(matching, cells.classes, field.classes)
+            truth = 100.0 * np.mean(field.classes > 0)
+            fields.append({
+                "mix": list(mix),
+                "positive_percent_error": round(100.0 * np.mean(cells.classes > 0) - truth, 2),
+                "category": decide(cells).category,
+            })  # fmt: skip
+        out[f"mpp_{mpp}"] = {
+            "class_accuracy": round(float(np.trace(total) / total.sum()), 3),
+            "unstained_called_stained": round(float(total[0, 1:].sum() / total[0].sum()), 3),
+            "confusion": total.tolist(),
+            "fields": fields,
+        }
     return out
 
 
@@ -217,6 +264,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         result["synthetic"] = synthetic(Path(tmp), args.cases, args.seed, args.size)
+        result["clones"] = clones()
         result["real"] = real()
         result["background"] = background(Path(tmp), args.slide)
     print(json.dumps(result, indent=2))
