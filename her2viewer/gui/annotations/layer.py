@@ -43,9 +43,11 @@ MAX_TILES = 1024
 MAX_PATH_BUCKETS = 4
 #: Milliseconds of tile rendering per frame; the rest follows in the next frames.
 RENDER_BUDGET_MS = 6.0
-#: Milliseconds of rendering the ring of tiles around the view per turn of the event
-#: loop, between frames (a pan then finds the tiles coming into view ready).
+#: Milliseconds of rendering the ring of tiles around the view at a time, between
+#: frames (a pan then finds the tiles coming into view ready), and the pause after each
+#: (so the ring takes at most a sixth of the GUI thread).
 PREFETCH_MS = 3.0
+PREFETCH_PAUSE_MS = 15
 #: Objects smaller than this on screen (px) are drawn as one dot.
 DOT_PX = 2.0
 #: Objects smaller than this on screen (px) are drawn without antialiasing (faster).
@@ -202,6 +204,7 @@ class AnnotationPainter:
         self._paths: OrderedDict[int, dict[str, QPainterPath]] = OrderedDict()
         self._shown_bucket: int | None = None
         self._ring: list[TileKey] = []  # tiles around the view still to render
+        self._last_bounds: tuple | None = None  # the view's level-0 bounds last frame
         self._index: _Snapshot | None = None
         self._bounds_of: dict[str, tuple[float, float, float, float]] = {}
         self._coords: dict[str, np.ndarray] = {}
@@ -339,17 +342,30 @@ class AnnotationPainter:
         return 0
 
     def _want_ring(self, bucket: int, bounds) -> None:
-        """Ask for the tiles one tile around the view (rendered by :meth:`_prefetch`)."""
+        """Ask for the tiles one tile beyond the view (rendered by :meth:`_prefetch`), on
+        the sides the view moves to since the last frame (all sides when it rests)."""
         grow = TILE * bucket_downsample(bucket)
+        moved = np.subtract(bounds, self._last_bounds) if self._last_bounds else np.zeros(4)
+        self._last_bounds = bounds
+        ahead = np.sign(moved[:2] + moved[2:])  # -1: towards smaller x (y), 1: larger
         x0, y0, x1, y1 = bounds
-        around = _tiles_in(bucket, (x0 - grow, y0 - grow, x1 + grow, y1 + grow))
+        around = _tiles_in(
+            bucket,
+            (
+                x0 - grow * (ahead[0] <= 0),
+                y0 - grow * (ahead[1] <= 0),
+                x1 + grow * (ahead[0] >= 0),
+                y1 + grow * (ahead[1] >= 0),
+            ),
+        )
         was_empty = not self._ring
         self._ring = [k for k in around if k not in self._tiles]
         if self._ring and was_empty:
             QTimer.singleShot(0, self._prefetch)
 
     def _prefetch(self) -> None:
-        """Render ring tiles for :data:`PREFETCH_MS`, then let the event loop run."""
+        """Render ring tiles for :data:`PREFETCH_MS`, then let the event loop run for
+        :data:`PREFETCH_PAUSE_MS`."""
         deadline = time.perf_counter() + PREFETCH_MS / 1000
         if self._ring:
             self._ensure_index()
@@ -360,7 +376,7 @@ class AnnotationPainter:
         while len(self._tiles) > MAX_TILES:
             self._tiles.popitem(last=False)
         if self._ring:
-            QTimer.singleShot(0, self._prefetch)
+            QTimer.singleShot(PREFETCH_PAUSE_MS, self._prefetch)
 
     def _stand_in(self, bucket: int, bounds, keys: list[TileKey]) -> list[TileKey]:
         """The tiles to show while ``keys`` are incomplete: the last complete bucket's
