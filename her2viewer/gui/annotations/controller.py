@@ -33,7 +33,6 @@ from her2viewer.annotations.commands import (
 from her2viewer.annotations.model import Annotation, AnnotationDocument
 from her2viewer.annotations.store import AnnotationStore, store_path
 from her2viewer.errors import Her2ViewerError
-from her2viewer.geometry.index import SpatialIndex
 from her2viewer.gui.annotations.layer import AnnotationPainter
 from her2viewer.gui.annotations.tools import BRUSH_PX, HANDLE_PX, make_tools, move_vertex
 
@@ -118,9 +117,11 @@ class AnnotationController(QObject):
         self.current_class: str | None = None
         self.tools = make_tools(self)
         self.tool = self.tools["move"]
-        self._index: tuple[list[str], SpatialIndex] | None = None
+        #: Draws the document on the pane and answers its hit-tests (one spatial index).
+        self.painter = AnnotationPainter(document, lambda: self.selected_ids)
         document.subscribe(self._on_change)
         view.tool = self
+        view.vector_painters.insert(0, self.painter)
         view.vector_painters.append(self)
 
     def detach(self) -> None:
@@ -128,8 +129,10 @@ class AnnotationController(QObject):
         self.document.unsubscribe(self._on_change)
         if self.view.tool is self:  # (another mode, e.g. landmarks, may hold the pane)
             self.view.tool = None
-        if self in self.view.vector_painters:
-            self.view.vector_painters.remove(self)
+        for painter in (self, self.painter):
+            if painter in self.view.vector_painters:
+                self.view.vector_painters.remove(painter)
+        self.painter.detach()  # its tile cache goes with it
         self.view.update()
 
     # -- tools and the pane's events -------------------------------------------------
@@ -184,19 +187,11 @@ class AnnotationController(QObject):
         self.tool.paint(painter, view)
 
     # -- hit-testing and selection ---------------------------------------------------
-    def _spatial(self) -> tuple[list[str], SpatialIndex]:
-        """The annotations' ids and a spatial index of them, rebuilt after a change."""
-        if self._index is None:
-            anns = list(self.document)
-            self._index = ([a.id for a in anns], SpatialIndex([a.geometry for a in anns]))
-        return self._index
-
     def hit(self, sx: float, sy: float) -> str | None:
         """Id of the annotation under screen point ``(sx, sy)`` (the smallest one), or None."""
-        ids, index = self._spatial()
         x, y = self.view.screen_to_level0(sx, sy)
-        hits = index.at_point(x, y, tolerance=HIT_PX * self.view.state.downsample)
-        return ids[hits[0]] if hits else None
+        hits = self.painter.ids_at(x, y, tolerance=HIT_PX * self.view.state.downsample)
+        return hits[0] if hits else None
 
     def vertex_at(self, sx: float, sy: float) -> tuple[str, int] | None:
         """``(id, coordinate index)`` of a vertex handle of the one selected unlocked
@@ -236,8 +231,8 @@ class AnnotationController(QObject):
         """Select what lies inside the screen rectangle from ``start`` to ``end``."""
         corners = [start, QPointF(start.x(), end.y()), end, QPointF(end.x(), start.y())]
         box = shapely.Polygon([self.view.screen_to_level0(p.x(), p.y()) for p in corners])
-        ids, index = self._spatial()
-        inside = [ids[i] for i in index.in_box(*box.bounds) if box.covers(index.geometries[i])]
+        candidates = self.painter.ids_in(*box.bounds)
+        inside = [i for i in candidates if box.covers(self.document.get(i).geometry)]
         self.select(inside, add=add)
 
     def editable(self, ids) -> bool:
@@ -245,7 +240,6 @@ class AnnotationController(QObject):
         return not any(self.document.get(i).locked for i in ids)
 
     def _on_change(self, change) -> None:
-        self._index = None
         kept = [i for i in self.selected_ids if i in self.document]
         if kept != self.selected_ids:
             self.selected_ids = kept
@@ -426,7 +420,6 @@ class AnnotationTools(QObject):
         self.window = window
         self.controllers: dict[object, AnnotationController] = {}
         self.stores: dict[object, AnnotationStore] = {}
-        self.painters: dict[object, AnnotationPainter] = {}
         self.tool_name = "move"
         self.tool_actions: dict[str, QAction] = {}
         #: fingerprint -> a slide's store file (an open project points it into its folder)
@@ -520,9 +513,7 @@ class AnnotationTools(QObject):
         store.document.subscribe(
             lambda change: QTimer.singleShot(0, self, lambda: self._on_document_changed(change))
         )
-        painter = AnnotationPainter(store.document, lambda c=controller: c.selected_ids)
-        view.vector_painters.insert(0, painter)
-        self.stores[view], self.controllers[view], self.painters[view] = store, controller, painter
+        self.stores[view], self.controllers[view] = store, controller
         self.pane_activated(view)
 
     def pane_closed(self, view) -> None:
@@ -530,9 +521,6 @@ class AnnotationTools(QObject):
         controller = self.controllers.pop(view, None)
         if controller is not None:
             controller.detach()
-            painter = self.painters.pop(view)
-            view.vector_painters.remove(painter)
-            painter.detach()  # its tile cache goes with it
             self.stores.pop(view).close()
 
     def close_all(self) -> None:
