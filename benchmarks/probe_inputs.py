@@ -921,6 +921,9 @@ HEADLESS = (
           outputs=("{cwd}/view.png",)),
 )
 
+#: Verbs that read nothing (they print a table): they must simply work.
+NO_INPUT = (Probe("encoders list", "--json", "ok", "no input"),)
+
 #: Valid, cheap arguments per verb: the base that one abused numeric option is added to.
 BASES = {
     "demo-data": "{out}/d --cases 1 --size 800x600",
@@ -1049,7 +1052,7 @@ def all_probes(parser: argparse.ArgumentParser) -> list[Probe]:
             )
         )
     probes += table_probes()
-    probes += HEADLESS
+    probes += HEADLESS + NO_INPUT
     return probes + numeric_probes(parser) + missing_input_probes(parser)
 
 

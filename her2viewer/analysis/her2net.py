@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from her2viewer.analysis.ihc import NOT_TUMOR, score_ihc
-from her2viewer.annotations.roi import summary_region
+from her2viewer.annotations.roi import region_summary, summary_region
 from her2viewer.errors import ModelError
 from her2viewer.jobs import JobContext
 from her2viewer.models.her2net.model import Her2NetModel, load_her2net
@@ -238,7 +238,10 @@ def analyse_her2net(
     options = options or Her2NetOptions()
     cached = result_cache_dir(slide, bundle, options)
     if (cached / "her2net.json").is_file() and out_dir is None:
-        return Her2NetResult.load(cached)
+        result = Her2NetResult.load(cached)
+        # the cache is keyed by the region's geometry: the same area may be named otherwise now
+        result.roi = region_summary(options.region, slide.info.mpp_x)
+        return result
     model = model or load_her2net(bundle)
     result = predict_slide(slide, model, options, context)
     result.bundle = str(bundle)

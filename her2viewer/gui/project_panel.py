@@ -5,10 +5,11 @@ File > New project…, Open project… and Recent projects open a project folder
 the slide once, then kept in the project folder), the status of each analysis and the key
 figures, filtered by text and status and sorted by any column. A double-click opens the case's
 pair linked by its registration, with its saved results (read back with each result class's
-``load()``, on a worker) and its annotations (the project's stores); PgDown / PgUp open the next
-/ previous case of the list. *Run on selected cases…* hands the chosen analyses to the cohort
-engine (:func:`~her2viewer.project.run.run_project`) in a job: progress below the list, each
-case's figures as soon as its results are stored.
+``load()``, on a worker) and its annotations (the project's stores); Alt+PgDown / Alt+PgUp
+open the next / previous case of the list (PgUp/PgDown alone step CT slices). *Run on
+selected cases…* hands the chosen analyses to the cohort engine
+(:func:`~her2viewer.project.run.run_project`) in a job: progress below the list, each case's
+figures as soon as its results are stored.
 """
 
 from __future__ import annotations
@@ -668,11 +669,11 @@ class ProjectPanel(JobPanel):
         self.fill_recent()
         self._add_action(
             menu, "Next case", lambda: self.step(1), "Open the next case of the project list",
-            QKeySequence(Qt.Key.Key_PageDown),
+            QKeySequence("Alt+PgDown"),
         )  # fmt: skip
         self._add_action(
             menu, "Previous case", lambda: self.step(-1),
-            "Open the previous case of the project list", QKeySequence(Qt.Key.Key_PageUp),
+            "Open the previous case of the project list", QKeySequence("Alt+PgUp"),
         )  # fmt: skip
 
     def _add_action(self, menu, text: str, slot, tip: str, key) -> QAction:

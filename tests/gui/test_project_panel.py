@@ -148,8 +148,8 @@ def test_a_new_link_of_the_panes_is_kept_as_the_case_registration(panel, project
 
 def test_next_and_previous_case_keys_follow_the_list(panel, qtbot):
     keys = {a.text(): a for a in panel.window.findChildren(QAction)}
-    assert keys["Next case"].shortcut().toString() == "PgDown"
-    assert keys["Previous case"].shortcut().toString() == "PgUp"
+    assert keys["Next case"].shortcut().toString() == "Alt+PgDown"  # PgUp/PgDown step CT slices
+    assert keys["Previous case"].shortcut().toString() == "Alt+PgUp"
     panel.table.sortByColumn(_column(panel, "Case"), Qt.SortOrder.DescendingOrder)
     keys["Next case"].trigger()  # nothing open yet: the first case of the list
     assert panel.case_id == "case003"

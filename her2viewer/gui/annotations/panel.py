@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QColorDialog,
     QFileDialog,
-    QHBoxLayout,
+    QGridLayout,
     QHeaderView,
     QInputDialog,
     QPushButton,
@@ -315,17 +315,19 @@ class ClassPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        buttons = QHBoxLayout()
-        for text, slot, tip in (
-            ("Add…", self._ask_add, "Add a class"),
-            ("Rename…", self._ask_rename, "Rename the chosen class (its annotations follow)"),
-            ("Colour…", self._ask_color, "Change the chosen class's colour"),
-            ("Remove", self._remove_chosen, "Remove the chosen class (undoable)"),
+        buttons = QGridLayout()  # two by two: four buttons in a row outgrow the 330 px dock
+        for place, (text, slot, tip) in enumerate(
+            (
+                ("Add…", self._ask_add, "Add a class"),
+                ("Rename…", self._ask_rename, "Rename the chosen class (its annotations follow)"),
+                ("Colour…", self._ask_color, "Change the chosen class's colour"),
+                ("Remove", self._remove_chosen, "Remove the chosen class (undoable)"),
+            )
         ):
             button = QPushButton(text)
             button.setToolTip(tip)
             button.clicked.connect(lambda _checked=False, s=slot: s())
-            buttons.addWidget(button)
+            buttons.addWidget(button, place // 2, place % 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table)
