@@ -9,6 +9,12 @@ gets another slide drops it (:class:`~her2viewer.gui.job_panel.JobPanel`). What 
 between analyses lives in a small :class:`ResultWidget`: which panes it reads, its
 options, its status line and its own view of the result (a gallery, a table, extra
 controls). Adding an analysis to the viewer is a widget and ``dock_analysis``.
+
+A widget whose analysis takes a region (``regions = True``) gets a
+:class:`~her2viewer.gui.region_chooser.RegionChooser` above it: *Score selected region*
+runs the analysis inside the annotations selected on the pane (or every annotation of a
+class, minus Ignore*), the status line names the region and its area, and the widget's
+:meth:`ResultWidget.figures` go into those annotations' results.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from pathlib import Path
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from her2viewer.analysis.contract import analyse_path
+from her2viewer.annotations.roi import Region, region_text
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.job_panel import JobPanel, dock_panel
+from her2viewer.gui.region_chooser import RegionChooser, record_figures
 from her2viewer.models.bundle import is_bundle, load_bundle
 from her2viewer.models.checks import demo_notice, with_notice
 
@@ -42,6 +50,9 @@ class ResultWidget(QWidget):
     process : bool
         Run the job in the worker process (its work must pickle, as :meth:`work`'s does),
         where it cannot hold the GIL the viewer needs; on a low-priority thread otherwise.
+    regions : bool
+        The analysis takes a region of annotations (the panel shows a region chooser and
+        :meth:`options` reads :attr:`region`).
     """
 
     analyse: Callable
@@ -51,6 +62,7 @@ class ResultWidget(QWidget):
     job_name = "analysis"
     default_bundle: Callable[[], Path] | None = None
     process = True
+    regions = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,6 +81,16 @@ class ResultWidget(QWidget):
             return (0,)
         self.window.show_error("Open an H&E slide first.")
         return None
+
+    @property
+    def region(self) -> Region | None:
+        """The region of the run being started or shown (None: the whole slide)."""
+        chosen = self.panel.region
+        return chosen[1] if chosen is not None else None
+
+    def figures(self, result) -> dict:
+        """A result's figures as a region's annotations show them (none by default)."""
+        return {}
 
     def work(self, path: str, bundle: Path | None, options) -> Callable:
         """The job: the contract function on ``path``, as a partial that pickles."""
@@ -116,6 +138,13 @@ class AnalysisPanel(JobPanel):
         self.bundle = Path(bundle) if bundle else None
         self.result = None
         self.pane: int | None = None
+        #: The pane and region of the last run (None: the whole slide).
+        self.region: tuple[int, Region] | None = None
+        self.chooser = RegionChooser() if widget.regions else None
+        if self.chooser is not None:
+            self.body.addWidget(self.chooser)
+            self.chooser.score_region.connect(self.run)
+            window.annotations.active_changed.connect(self.chooser.refresh)
         self.body.addWidget(widget)
 
     def model_path(self, chosen: Path | None, default: Callable[[], Path]) -> Path | None:
@@ -133,13 +162,22 @@ class AnalysisPanel(JobPanel):
         panes = self.widget.panes()
         default = self.widget.default_bundle
         bundle = self.model_path(self.bundle, default) if panes and default else None
-        if not panes or (default and bundle is None):
+        if not panes or (default and bundle is None) or not self._choose_region(panes):
             return
         self.pane = panes[0]
         path = self.window.slides[self.pane].info.path
         work = self.widget.work(path, bundle, self.widget.options(panes))
         widget = self.widget
         self.start(work, widget.job_name, widget.running_text, panes, widget.process)
+
+    def _choose_region(self, panes: tuple[int, ...]) -> bool:
+        """Note the chooser's region on ``panes``; False after showing why there is none."""
+        try:
+            self.region = self.chooser.chosen(self.window, panes) if self.chooser else None
+        except Her2ViewerError as exc:
+            self.window.show_error(str(exc))
+            return False
+        return True
 
     def on_tick(self) -> None:
         """Let the widget show partial results of the running job."""
@@ -152,6 +190,10 @@ class AnalysisPanel(JobPanel):
         self.replace_layers(self.widget.layers(result, self.pane))
         self.status.setText(result_text(self.widget.describe(result), result))
         self.widget.show(result)
+        if self.region is not None and self.result is result:
+            pane, region = self.region
+            what = f"{self.widget.job_name} of the region"
+            record_figures(self.window, pane, region, self.widget.figures(result), what)
 
     def clear_result(self) -> None:
         """Forget the result: the widget's view, then layers, status and progress."""
@@ -168,7 +210,11 @@ def bundle_notice(path) -> str | None:
 
 def result_text(text: str, result) -> str:
     """A result line as shown: the slide-scope warning sentence of the result first (it is
-    outside what the model accepts), and a demo model's notice on the same line."""
+    outside what the model accepts), the region it covers (a result with a ``roi``
+    summary), and a demo model's notice on the same line."""
+    roi = getattr(result, "roi", None)
+    if roi and roi.get("region"):
+        text = f"{text}. Region: {region_text(roi)}."
     line = with_notice(text, getattr(result, "notice", None))
     warning = getattr(result, "warning", None)
     return f"{warning} {line}" if warning else line

@@ -5,7 +5,9 @@ with a :class:`ClamWidget`. *Analyse* runs :func:`her2viewer.analysis.clam.analy
 (segment -> patch -> extract -> CLAM -> heatmap) in a background job with progress and
 cancel; the attention heatmap fills in as batches finish, results are cached per slide
 fingerprint + encoder, the prediction is shown with its probabilities, and the highest-
-and lowest-attention patches are listed (click to go there).
+and lowest-attention patches are listed (click to go there). *Score selected region*
+analyses only the patches inside the selected annotations (or a class) of the pane,
+whose results get the prediction.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
-from her2viewer.analysis.clam import ClamResult, analyse_clam
+from her2viewer.analysis.clam import ClamOptions, ClamResult, analyse_clam
 from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
+from her2viewer.gui.region_chooser import area_figures
 from her2viewer.models.clam import demo_clam_bundle_path
 from her2viewer.slide import open_slide
 
@@ -34,6 +37,7 @@ class ClamWidget(ResultWidget):
     job_name = "clam"
     default_bundle = staticmethod(demo_clam_bundle_path)
     process = False  # on a thread: the partial heatmaps come back through the widget
+    regions = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,6 +70,19 @@ class ClamWidget(ResultWidget):
         partial, self._partial = self._partial, None
         if partial is not None:
             self.panel.replace_layers(self.layers(partial, self.panel.pane))
+
+    def options(self, panes: tuple[int, ...]) -> ClamOptions:
+        """The default pipeline, inside the chosen region."""
+        return ClamOptions(region=self.region)
+
+    def figures(self, result: ClamResult) -> dict:
+        """The prediction and its probabilities for the region's annotations."""
+        probabilities = zip(result.names, result.prediction.probabilities, strict=True)
+        return {
+            "CLAM prediction": result.names[result.prediction.prediction],
+            **{f"CLAM p {name}": round(float(p), 3) for name, p in probabilities},
+            **area_figures("CLAM", result.roi),
+        }
 
     def describe(self, result: ClamResult) -> str:
         """The prediction with its probabilities and the number of patches."""

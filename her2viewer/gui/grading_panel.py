@@ -6,7 +6,9 @@ name marks it as IHC, else the active pane) with :func:`her2viewer.analysis.grad
 in a background job (progress, cancel), shows the slide grade (argmax of the mean
 patch probability) with the class probabilities, and adds the per-patch grade layer
 to that pane. *Grad-CAM here* computes Grad-CAM over the tissue patches of the region
-the pane shows, in the background, and adds it as a heatmap layer.
+the pane shows, in the background, and adds it as a heatmap layer. *Score selected
+region* grades only the patches inside the selected annotations (or a class) of the IHC
+pane, whose results get the grade.
 """
 
 from __future__ import annotations
@@ -16,13 +18,20 @@ from pathlib import Path
 from PySide6.QtWidgets import QLabel, QPushButton
 
 from her2viewer.analysis.gradcam import GradCamMap
-from her2viewer.analysis.grade import GradeResult, analyse_grade, gradcam_layer, gradcam_slide
+from her2viewer.analysis.grade import (
+    GradeOptions,
+    GradeResult,
+    analyse_grade,
+    gradcam_layer,
+    gradcam_slide,
+)
 from her2viewer.gui.analysis_panel import (
     AnalysisPanel,
     ResultWidget,
     bundle_notice,
     dock_analysis,
 )
+from her2viewer.gui.region_chooser import area_figures
 from her2viewer.models.checks import with_notice
 from her2viewer.models.patch_cnn import default_grading_bundle
 from her2viewer.slide.pairing import IHC_TOKENS
@@ -40,6 +49,7 @@ class GradingWidget(ResultWidget):
     running_text = "Grading the IHC slide's tumor patches…"
     job_name = "grading"
     default_bundle = staticmethod(default_grading_bundle)
+    regions = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,6 +73,19 @@ class GradingWidget(ResultWidget):
                 return (index,)
         active = self.window.views.index(self.window.active)
         return (active if self.window.slides[active] is not None else panes[0][0],)
+
+    def options(self, panes: tuple[int, ...]) -> GradeOptions:
+        """The default grading, inside the chosen region."""
+        return GradeOptions(region=self.region)
+
+    def figures(self, result: GradeResult) -> dict:
+        """The grade and the class probabilities for the region's annotations."""
+        probabilities = zip(result.classes, result.mean_probability, strict=True)
+        return {
+            "IHC grade": result.grade,
+            **{f"IHC grade p {name}": round(float(p), 3) for name, p in probabilities},
+            **area_figures("IHC grade", result.roi),
+        }
 
     def run_gradcam(self) -> None:
         """Grad-CAM over the tissue patches of the region the IHC pane shows."""

@@ -6,7 +6,8 @@ first pane with :func:`her2viewer.analysis.her2net.analyse_her2net` in a backgro
 job (progress, cancel; results cached per slide + bundle), then adds the tumor and
 high-expression (brown) layers to that pane. The IHC, when open in the second pane,
 moves in step, so strong regions can be compared with the real staining. Clicking a
-tile row centres the panes on that tile.
+tile row centres the panes on that tile. *Score selected region* runs it inside the
+selected annotations (or a class) of the first pane, whose results get P and the status.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from PySide6.QtWidgets import QTableWidget, QTableWidgetItem, QWidget
 
 from her2viewer.analysis.her2net import STRONG_COLOR, Her2NetResult, analyse_her2net
 from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
+from her2viewer.gui.region_chooser import area_figures
 from her2viewer.models.her2net.choices import POSITIVE_PERCENT
 from her2viewer.models.her2net.model import demo_bundle_path
+from her2viewer.models.her2net.predict import Her2NetOptions
 
 COLUMNS = ("x", "y", "tumor %", "strong p", "call")
 
@@ -63,6 +66,7 @@ class Her2NetWidget(ResultWidget):
     running_text = "Running HER2Net…"
     job_name = "her2net"
     default_bundle = staticmethod(demo_bundle_path)
+    regions = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,6 +79,18 @@ class Her2NetWidget(ResultWidget):
         self.body.addWidget(self.bar)
         self.body.addWidget(self.table)
         self.table.cellClicked.connect(self._jump)
+
+    def options(self, panes: tuple[int, ...]) -> Her2NetOptions:
+        """The seed's thresholds, inside the chosen region."""
+        return Her2NetOptions(region=self.region)
+
+    def figures(self, result: Her2NetResult) -> dict:
+        """The status and P for the region's annotations."""
+        return {
+            "HER2Net status": result.her2_status,
+            "HER2Net P %": round(result.high_expression_percent, 1),
+            **area_figures("HER2Net", result.roi),
+        }
 
     def describe(self, result: Her2NetResult) -> str:
         """The status with P and the positivity line."""

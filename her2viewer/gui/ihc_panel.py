@@ -6,10 +6,11 @@ panes' slides in a background job, then links the panes through the registration
 cursor move in step), adds the DAB and score-category layers to the IHC pane, maps the
 H&E pane's masks (e.g. a tumor mask) in place onto the IHC, and shows the score.
 
-*Score selected region* scores only inside the annotations selected on the active pane
-(or every annotation of a class), minus the Ignore* ones; a region drawn on the H&E is
-mapped onto the IHC by the registration. The score is written into those annotations'
-results (one undoable command), so the measurement table shows it.
+*Score selected region* (the panel's :class:`~her2viewer.gui.region_chooser.RegionChooser`)
+scores only inside the annotations selected on the active pane (or every annotation of a
+class), minus the Ignore* ones; a region drawn on the H&E is mapped onto the IHC by the
+registration. The score is written into those annotations' results (one undoable
+command), so the measurement table shows it.
 """
 
 from __future__ import annotations
@@ -19,32 +20,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
+from PySide6.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
 
 from her2viewer.analysis.ihc import CATEGORIES, IhcOptions
 from her2viewer.analysis.ihc_pair import IhcPairOptions, IhcPairResult, analyse_ihc_pair
-from her2viewer.annotations.commands import Replace
-from her2viewer.annotations.model import DEFAULT_CLASSES
-from her2viewer.annotations.roi import (
-    Region,
-    RoiError,
-    is_ignore_class,
-    region_from_features,
-    region_text,
-)
-from her2viewer.errors import Her2ViewerError
+from her2viewer.annotations.roi import region_text
 from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
+from her2viewer.gui.region_chooser import area_figures
 from her2viewer.overlay.layers import MaskLayer
 from her2viewer.registration import Registration
 
 #: Ranges of the manual correction controls (degrees, level-0 px).
 NUDGE_DEGREES = 15.0
 NUDGE_PIXELS = 2000.0
-#: The region choices before the classes ("Class: Tumor", ...).
-WHOLE_SLIDE, SELECTED = "Whole slide", "Selected annotations"
-CLASS_PREFIX = "Class: "
-#: How the panes are named in a region's description.
-PANE_NAMES = ("H&E", "IHC")
 
 
 class IhcWidget(ResultWidget):
@@ -55,13 +43,12 @@ class IhcWidget(ResultWidget):
     run_text = "Register && score IHC"
     running_text = "Registering and scoring the IHC…"
     job_name = "ihc-pair"
+    regions = True
 
     def __init__(self) -> None:
         super().__init__()
         self.result: IhcPairResult | None = None
         self.registration: Registration | None = None
-        #: The pane and region of the last run (None: the whole slide).
-        self.region: tuple[int, Region] | None = None
         self.rotation, self.dx, self.dy = (QDoubleSpinBox() for _ in range(3))
         for box, limit, step in (
             (self.rotation, NUDGE_DEGREES, 0.1),
@@ -71,13 +58,6 @@ class IhcWidget(ResultWidget):
             box.setRange(-limit, limit)
             box.setSingleStep(step)
         form = QFormLayout()
-        self.region_box = QComboBox()
-        self.refresh_regions()
-        score_region = QPushButton("Score selected region")
-        score_region.setToolTip("Score the IHC inside the chosen annotation region only")
-        form.addRow("region", self.region_box)
-        form.addRow(score_region)
-        score_region.clicked.connect(self.score_selected_region)
         form.addRow("nudge rotation (deg)", self.rotation)
         form.addRow("nudge x (px)", self.dx)
         form.addRow("nudge y (px)", self.dy)
@@ -90,63 +70,19 @@ class IhcWidget(ResultWidget):
         save_button.clicked.connect(self._save_dialog)
 
     def panes(self) -> tuple[int, ...] | None:
-        """Both panes (H&E first, IHC second), the chosen region noted; None after a message."""
+        """Both panes (H&E first, IHC second); None after a message."""
         slides = [s for s in getattr(self.window, "slides", []) if s is not None]
         if len(slides) < 2:
             self.window.show_error("Open an H&E slide and its paired IHC slide first.")
             return None
-        try:
-            self.region = self.chosen_region()
-        except Her2ViewerError as exc:
-            self.window.show_error(str(exc))
-            return None
         return (0, 1)
-
-    def refresh_regions(self, controller=None) -> None:
-        """Offer the classes of the active pane's annotations (QuPath's defaults without one)."""
-        classes = controller.document.classes if controller is not None else DEFAULT_CLASSES
-        names = [CLASS_PREFIX + c.name for c in classes if not is_ignore_class(c.name)]
-        current = self.region_box.currentText()
-        self.region_box.clear()
-        self.region_box.addItems([WHOLE_SLIDE, SELECTED, *names])
-        self.region_box.setCurrentText(current)
-
-    def score_selected_region(self) -> None:
-        """Score the IHC inside the annotations selected on the active pane."""
-        self.region_box.setCurrentText(SELECTED)
-        self.panel.run()
-
-    def chosen_region(self) -> tuple[int, Region] | None:
-        """The pane and region the region box asks for (None: the whole slide).
-
-        Raises
-        ------
-        RoiError
-            When there is no annotated pane, nothing is selected, or no such class.
-        """
-        choice = self.region_box.currentText()
-        if choice == WHOLE_SLIDE:
-            return None
-        controller = self.window.annotations.active
-        if controller is None:
-            raise RoiError("Click the pane whose annotations are to be scored first.")
-        pane = self.window.views.index(controller.view)
-        where = f"the {PANE_NAMES[pane]} pane"
-        annotations = list(controller.document)
-        if choice == SELECTED:
-            if not controller.selected_ids:
-                raise RoiError(f"Select the annotations to score on {where} first.")
-            ids = controller.selected_ids
-            return pane, region_from_features(annotations, ids=ids, source=f"{where} (selected)")
-        name = choice.removeprefix(CLASS_PREFIX)
-        return pane, region_from_features(annotations, [name], source=where)
 
     def options(self, panes: tuple[int, ...]) -> IhcPairOptions:
         """The IHC slide of the second pane and the region (on the IHC, or on the H&E)."""
         path = self.window.slides[panes[1]].info.path
-        if self.region is None:
+        if self.panel.region is None:
             return IhcPairOptions(path)
-        pane, region = self.region
+        pane, region = self.panel.region
         if pane == panes[1]:
             return IhcPairOptions(path, IhcOptions(region=region))
         return IhcPairOptions(path, he_region=region)
@@ -172,29 +108,14 @@ class IhcWidget(ResultWidget):
             f"residual {result.registration.error_px:.1f} px."
         )
 
+    def figures(self, result: IhcPairResult) -> dict:
+        """The score's figures for the region's annotations."""
+        return region_figures(result.score)
+
     def show(self, result: IhcPairResult) -> None:
-        """Link the panes by the registration; a region's annotations get the score."""
+        """Link the panes by the registration."""
         self.result = result
         self._link(result.registration)
-        self._record(result)
-
-    def _record(self, result: IhcPairResult) -> None:
-        """Put the region's figures into its annotations' results (one undoable command)."""
-        if self.region is None:
-            return
-        pane, region = self.region
-        controller = self.window.annotations.controllers.get(self.window.views[pane])
-        if controller is None:
-            return
-        figures = region_figures(result.score)
-        document = controller.document
-        changed = {
-            i: document.get(i).replace(results={**document.get(i).results, **figures})
-            for i in region.ids
-            if i in document
-        }
-        if changed:
-            controller.push(Replace(changed, "IHC score of the region"))
 
     def clear(self) -> None:
         """Forget the registration: the panes sync relatively again."""
@@ -240,10 +161,8 @@ class IhcWidget(ResultWidget):
 
 def region_figures(score) -> dict:
     """An IHC score's figures as an annotation shows them in its measurements."""
-    summary = score.summary()
-    area = {k: v for k, v in summary.items() if k.startswith("region_area_")}
     percentages = {f"IHC % {name}": round(score.percentages[name], 1) for name in CATEGORIES}
-    return {"IHC score": score.label, **percentages, **{f"IHC {k}": v for k, v in area.items()}}
+    return {"IHC score": score.label, **percentages, **area_figures("IHC", score.summary())}
 
 
 def attach_ihc_panel(window) -> AnalysisPanel:
@@ -251,5 +170,4 @@ def attach_ihc_panel(window) -> AnalysisPanel:
     it runs whenever a pair is opened."""
     panel = dock_analysis(window, IhcWidget(), "IHC")
     window.pair_opened.connect(panel.run)
-    window.annotations.active_changed.connect(panel.widget.refresh_regions)
     return panel

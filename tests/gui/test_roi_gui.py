@@ -42,7 +42,7 @@ def test_score_selected_region_on_the_ihc_pane(panel_window, synthetic_cohort, q
     panel = attach_ihc_panel(window)
     tumor = shapely.Polygon([(600, 500), (1700, 450), (1800, 1500), (700, 1600)])
     controller, ann = _draw(window, 1, tumor)
-    panel.widget.score_selected_region()
+    panel.chooser.score_selected()
     qtbot.waitUntil(lambda: panel.result is not None, timeout=180_000)
 
     # the same figures as the headless analysis of the same region
@@ -71,12 +71,12 @@ def test_a_region_drawn_on_the_he_is_mapped_onto_the_ihc(panel_window, synthetic
     window = panel_window
     _pair(window, synthetic_cohort)
     panel = attach_ihc_panel(window)
-    panel.widget.region_box.setCurrentText("Class: Tumor")
+    panel.chooser.box.setCurrentText("Class: Tumor")
     document = window.annotations.controllers[window.views[0]].document
     classes = [*document.classes, PathClass("Invasive", (200, 0, 0))]
     window.annotations.controllers[window.views[0]].push(EditClasses(classes))
     window.set_active(window.views[0])  # the region box offers the pane's own classes
-    box = panel.widget.region_box
+    box = panel.chooser.box
     offered = [box.itemText(i) for i in range(box.count())]
     assert "Class: Invasive" in offered and "Class: Ignore*" not in offered
     assert box.currentText() == "Class: Tumor"
