@@ -52,7 +52,7 @@ class ResultWidget(QWidget):
         where it cannot hold the GIL the viewer needs; on a low-priority thread otherwise.
     regions : bool
         The analysis takes a region of annotations (the panel shows a region chooser and
-        :meth:`options` reads :attr:`region`).
+        :meth:`options` reads :attr:`run_region`).
     """
 
     analyse: Callable
@@ -83,7 +83,7 @@ class ResultWidget(QWidget):
         return None
 
     @property
-    def region(self) -> Region | None:
+    def run_region(self) -> Region | None:
         """The region of the run being started or shown (None: the whole slide)."""
         chosen = self.panel.region
         return chosen[1] if chosen is not None else None

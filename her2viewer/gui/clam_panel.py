@@ -73,7 +73,7 @@ class ClamWidget(ResultWidget):
 
     def options(self, panes: tuple[int, ...]) -> ClamOptions:
         """The default pipeline, inside the chosen region."""
-        return ClamOptions(region=self.region)
+        return ClamOptions(region=self.run_region)
 
     def figures(self, result: ClamResult) -> dict:
         """The prediction and its probabilities for the region's annotations."""

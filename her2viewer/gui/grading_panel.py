@@ -76,7 +76,7 @@ class GradingWidget(ResultWidget):
 
     def options(self, panes: tuple[int, ...]) -> GradeOptions:
         """The default grading, inside the chosen region."""
-        return GradeOptions(region=self.region)
+        return GradeOptions(region=self.run_region)
 
     def figures(self, result: GradeResult) -> dict:
         """The grade and the class probabilities for the region's annotations."""

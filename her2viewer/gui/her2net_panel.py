@@ -82,7 +82,7 @@ class Her2NetWidget(ResultWidget):
 
     def options(self, panes: tuple[int, ...]) -> Her2NetOptions:
         """The seed's thresholds, inside the chosen region."""
-        return Her2NetOptions(region=self.region)
+        return Her2NetOptions(region=self.run_region)
 
     def figures(self, result: Her2NetResult) -> dict:
         """The status and P for the region's annotations."""
