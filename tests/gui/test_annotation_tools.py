@@ -274,10 +274,10 @@ def test_brush_adds_and_alt_subtracts(window, he_slide, qtbot):
     controller = opened(window, he_slide)
     view = controller.view
     window.annotations.set_tool("brush")
-    window.annotations.brush_box.setValue(40)
+    window.annotations.brush_box.setValue(40)  # um: 80 px of this 0.5 um/px slide
     drag(qtbot, view, [(800, 1000), (1200, 1000), (1600, 1000)])  # nothing selected: new
     stroke = only(controller)
-    radius = 40 / 2 * view.state.downsample
+    radius = 40 / 2 / 0.5
     assert stroke.geometry.area == pytest.approx(800 * 2 * radius + math.pi * radius**2, rel=0.05)
     drag(qtbot, view, [(1200, 1000), (1200, 1400)])  # merged into the selected one
     grown = only(controller)
@@ -285,6 +285,26 @@ def test_brush_adds_and_alt_subtracts(window, he_slide, qtbot):
     drag(qtbot, view, [(900, 800), (900, 1200)], ALT)
     cut = only(controller)
     assert cut.geometry.area < grown.geometry.area * 0.95
+
+
+def test_brush_size_is_in_um_and_kept_across_zoom(window, he_slide, blob_slide, qtbot):
+    controller = opened(window, he_slide)
+    view = controller.view
+    box = window.annotations.brush_box
+    window.annotations.set_tool("brush")
+    box.setValue(60)
+    assert box.suffix() == " µm"
+    areas = []
+    for magnification, y in ((10.0, 900), (2.5, 1300)):  # 4x the downsample
+        view.set_magnification(magnification)
+        view.center_on(1200, 1100)
+        controller.select([])
+        drag(qtbot, view, [(900, y), (1500, y)])
+        areas.append(controller.document.get(controller.selected_ids[0]).geometry.area)
+    radius = 60 / 2 / 0.5  # level-0 px of this 0.5 um/px slide
+    assert areas == pytest.approx([600 * 2 * radius + math.pi * radius**2] * 2, rel=0.05)
+    other = opened(window, blob_slide)  # no pixel size: the size is in the slide's pixels
+    assert box.suffix() == " px" and other.tools["brush"].radius == box.value() / 2
 
 
 def test_points_go_to_one_set_per_class(window, he_slide, qtbot):

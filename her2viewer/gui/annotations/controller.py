@@ -34,7 +34,7 @@ from her2viewer.annotations.model import Annotation, AnnotationDocument
 from her2viewer.annotations.store import AnnotationStore, store_path
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.annotations.layer import AnnotationPainter
-from her2viewer.gui.annotations.tools import BRUSH_PX, HANDLE_PX, make_tools, move_vertex
+from her2viewer.gui.annotations.tools import BRUSH_SIZES, HANDLE_PX, make_tools, move_vertex
 
 #: The tools in toolbar order: (name, label, QuPath's shortcut).
 TOOLS = (
@@ -422,6 +422,8 @@ class AnnotationTools(QObject):
         self.stores: dict[object, AnnotationStore] = {}
         self.tool_name = "move"
         self.tool_actions: dict[str, QAction] = {}
+        #: The brush diameter by unit (µm on slides with a pixel size, slide px otherwise).
+        self.brush_sizes = dict(BRUSH_SIZES)
         #: fingerprint -> a slide's store file (an open project points it into its folder)
         self.store_path = store_path
         self._menus()
@@ -464,8 +466,12 @@ class AnnotationTools(QObject):
         self.class_box.setToolTip("Class of new annotations (1-9 set it by number)")
         self.class_box.activated.connect(self._on_class_chosen)
         toolbar.addWidget(self.class_box)
-        self.brush_box = QSpinBox(minimum=2, maximum=400, value=round(BRUSH_PX), suffix=" px")
-        self.brush_box.setToolTip("Brush diameter on the screen")
+        self.brush_box = QSpinBox(minimum=1, maximum=5000)
+        self.brush_box.setToolTip(
+            "Brush diameter on the slide: µm when it has a pixel size (its pixels otherwise); "
+            "a stroke keeps that size at any zoom"
+        )
+        self._show_brush_size()
         self.brush_box.valueChanged.connect(self._on_brush_size)
         toolbar.addWidget(self.brush_box)
         self._fill_classes()
@@ -505,7 +511,8 @@ class AnnotationTools(QObject):
             self.window.show_error(notice)
         controller = AnnotationController(view, store.document, CommandStack(store.document), self)
         controller.set_tool(self.tool_name)
-        controller.tools["brush"].size_px = self.brush_box.value()
+        brush = controller.tools["brush"]
+        brush.size = self.brush_sizes[brush.unit]
         controller.message.connect(lambda text: self.window.statusBar().showMessage(text, 8000))
         controller.tool_changed.connect(self._on_tool_changed)
         controller.class_changed.connect(self._on_class_changed)
@@ -532,6 +539,7 @@ class AnnotationTools(QObject):
         """Show the active pane's classes and undo state."""
         self._fill_classes()
         self._update_undo()
+        self._show_brush_size()
         self.active_changed.emit(self.active)
 
     # -- readouts ------------------------------------------------------------------
@@ -562,9 +570,24 @@ class AnnotationTools(QObject):
             self._fill_classes()
         self._update_undo()
 
-    def _on_brush_size(self, size_px: int) -> None:
+    def _brush_unit(self) -> str:
+        """The brush unit of the active pane (µm without one)."""
+        return self.active.tools["brush"].unit if self.active else "µm"
+
+    def _show_brush_size(self) -> None:
+        """The brush box shows the size in the active pane's unit."""
+        unit = self._brush_unit()
+        self.brush_box.blockSignals(True)
+        self.brush_box.setSuffix(f" {unit}")
+        self.brush_box.setValue(round(self.brush_sizes[unit]))
+        self.brush_box.blockSignals(False)
+
+    def _on_brush_size(self, size: int) -> None:
+        unit = self._brush_unit()
+        self.brush_sizes[unit] = size
         for controller in self.controllers.values():
-            controller.tools["brush"].size_px = size_px
+            if controller.tools["brush"].unit == unit:
+                controller.tools["brush"].size = size
 
     def _on_class_chosen(self, row: int) -> None:
         name = self.class_box.itemData(row)

@@ -29,8 +29,8 @@ SNAP_PX = 8.0
 HANDLE_PX = 6.0
 #: Shapes dragged smaller than this (screen pixels) are taken as a click and dropped.
 MIN_DRAG_PX = 2.0
-#: Default brush diameter in screen pixels.
-BRUSH_PX = 30.0
+#: Default brush diameter on the slide, by unit: um with a pixel size, slide px without.
+BRUSH_SIZES = {"µm": 20.0, "px": 40.0}
 #: Largest colour difference (per channel, 0-255) the wand grows over.
 WAND_TOLERANCE = 24
 PREVIEW = QColor(255, 220, 0)
@@ -434,24 +434,34 @@ class PolygonTool(Tool):
 
 
 class BrushTool(Tool):
-    """Brush (B): a stroke of circles :attr:`size_px` screen pixels wide, merged into
-    the one selected annotation (Alt: cut out of it); with none selected it draws a new
-    annotation. The brush's outline follows the mouse."""
+    """Brush (B): a stroke of circles :attr:`size` wide on the slide (µm when the slide has
+    a pixel size, its level-0 pixels otherwise), so a stroke keeps its physical size at
+    any zoom; merged into the one selected annotation (Alt: cut out of it), or a new
+    annotation with none selected. The brush's outline follows the mouse."""
 
     name = "brush"
 
-    def __init__(self, controller, size_px: float = BRUSH_PX):
+    def __init__(self, controller, size: float | None = None):
         super().__init__(controller)
-        self.size_px = size_px
+        self.size = BRUSH_SIZES[self.unit] if size is None else size
         self._stroke: list[tuple[float, float]] = []
         self._subtract = False
         self._hover: QPointF | None = None
 
-    def stroke(self, view) -> BaseGeometry:
+    @property
+    def unit(self) -> str:
+        """The unit of :attr:`size`: ``"µm"`` when the slide has a pixel size, else ``"px"``."""
+        return "µm" if self.controller.document.mpp else "px"
+
+    @property
+    def radius(self) -> float:
+        """The brush radius in level-0 pixels."""
+        return self.size / 2 / (self.controller.document.mpp or 1.0)
+
+    def stroke(self) -> BaseGeometry:
         """The level-0 area covered by the stroke so far."""
-        radius = self.size_px / 2 * view.state.downsample
         line = LineString(self._stroke) if len(self._stroke) > 1 else Point(self._stroke[0])
-        return line.buffer(radius)
+        return line.buffer(self.radius)
 
     def press(self, view, event) -> bool:
         if event.button() != LEFT:
@@ -472,7 +482,7 @@ class BrushTool(Tool):
     def release(self, view, event) -> bool:
         if not self._stroke:
             return False
-        stroke = self.stroke(view)
+        stroke = self.stroke()
         self._stroke = []
         self.controller.apply_stroke(stroke, self._subtract)
         view.update()
@@ -484,11 +494,12 @@ class BrushTool(Tool):
 
     def paint(self, painter: QPainter, view) -> None:
         if self._stroke:
-            paint_preview(painter, screen_path(view, self.stroke(view)), fill=True)
+            paint_preview(painter, screen_path(view, self.stroke()), fill=True)
         if self._hover is not None:
             painter.setPen(QPen(PREVIEW, 1))
             painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawEllipse(self._hover, self.size_px / 2, self.size_px / 2)
+            on_screen = self.radius / view.state.downsample
+            painter.drawEllipse(self._hover, on_screen, on_screen)
 
 
 class WandTool(Tool):
