@@ -49,7 +49,13 @@ def register(subparsers) -> None:
     run.add_argument("--engine", choices=ENGINES, default="local", help="default local")
     run.add_argument("--address", help="Ray cluster to join (default: start a local one)")
     run.add_argument(
-        "--gpus-per-task", type=bounded(float, 0, 64), default=0, help="GPUs per Ray task"
+        "--gpus-per-task", type=bounded(float, 0, 64), default=0, help="GPUs per Ray model actor"
+    )
+    run.add_argument(
+        "--actors",
+        type=bounded(int, 1, 1024),
+        default=0,
+        help="Ray actors keeping the models loaded (default: one per GPU share, if any)",
     )
     run.add_argument(
         "--workers",
@@ -124,6 +130,7 @@ def run_run(args) -> int:
             workers=args.workers,
             address=args.address,
             gpus_per_task=args.gpus_per_task,
+            actors=args.actors,
             progress=progress,
         )
     if args.json:

@@ -1,10 +1,12 @@
-"""The engines of a cohort run: a local process pool, or Ray tasks on a laptop or a cluster.
+"""The engines of a cohort run: a local process pool, or Ray tasks and actors on any cluster.
 
 Both run :func:`~her2viewer.project.tasks.run_case` per case and hand each case's outcomes to
 ``on_outcomes`` in the driver (which alone writes the database), keep a bounded number of cases
 in flight (back-pressure), and give a case a second attempt when its worker dies or raises
 something unexpected; a case that fails twice comes back as failed outcomes with a one-line
-error, and the run goes on.
+error, and the run goes on. With ``actors`` (or GPUs per task) the Ray engine runs the model
+analyses of each case on Ray actors, processes that each hold a GPU share and keep their models
+loaded for the whole run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from her2viewer.project.store import ProjectError
-from her2viewer.project.tasks import Outcome, Task, failed, run_case
+from her2viewer.project.tasks import Outcome, Task, failed, run_case, split_models
 
 #: Attempts per case (a worker killed or an unexpected error gets one retry).
 ATTEMPTS = 2
@@ -100,19 +102,136 @@ def _start_ray(ray, workers: int | None, address: str | None) -> None:
         raise ProjectError(f"Cannot {where}: {_one_line(exc)}") from exc
 
 
+class _ModelWorker:
+    """A Ray actor: one process, with its GPU share, whose models stay loaded across cases.
+
+    :func:`~her2viewer.project.tasks.run_case` caches each bundle's model per process, so an
+    actor loads each bundle once, on its first case.
+    """
+
+    def run(self, case: list[Task]) -> list[Outcome]:
+        """Run the tasks of one case (its model analyses)."""
+        return run_case(case)
+
+
+class _Tasks:
+    """Cases as Ray tasks: Ray retries a task once; at most ``capacity`` cases in flight."""
+
+    def __init__(self, ray, cases: list[list[Task]], capacity: int, gpus: float) -> None:
+        self.ray = ray
+        self.pending = deque(cases)
+        self.capacity = capacity
+        self.flight: dict = {}
+        self.remote = ray.remote(run_case).options(
+            num_cpus=1, num_gpus=gpus, max_retries=ATTEMPTS - 1, retry_exceptions=True
+        )
+
+    def submit(self) -> None:
+        """Submit pending cases up to the capacity."""
+        while self.pending and len(self.flight) < self.capacity:
+            case = self.pending.popleft()
+            self.flight[self.remote.remote(case)] = case
+
+    def finish(self, ref, on_outcomes: OnOutcomes) -> None:
+        """Hand the outcomes of the finished ``ref`` on (failed ones after Ray's retry)."""
+        case = self.flight.pop(ref)
+        try:
+            on_outcomes(self.ray.get(ref))
+        except self.ray.exceptions.RayError as exc:
+            on_outcomes(failed(case, _one_line(exc), ATTEMPTS))
+
+    def close(self) -> None:
+        """Nothing to release: task workers belong to Ray."""
+
+
+class _Actors:
+    """Cases on ``count`` model actors, one case in flight each.
+
+    A dead actor is restarted by Ray (``max_restarts``) and its case, the only one it held,
+    is resubmitted as a second attempt; an unexpected error in a case is retried the same way.
+    """
+
+    def __init__(self, ray, cases: list[list[Task]], count: int, gpus: float) -> None:
+        self.ray = ray
+        self.pending = deque((case, 1) for case in cases)
+        self.flight: dict = {}
+        worker = ray.remote(_ModelWorker).options(
+            num_cpus=1, num_gpus=gpus, max_restarts=len(cases) * ATTEMPTS, max_task_retries=0
+        )
+        self.idle = [worker.remote() for _ in range(min(count, len(cases)))]
+
+    def submit(self) -> None:
+        """Give each idle actor a pending case; release the actors when no case is left."""
+        while self.pending and self.idle:
+            case, attempt = self.pending.popleft()
+            actor = self.idle.pop()
+            self.flight[actor.run.remote(case)] = (case, attempt, actor)
+        if not self.pending and not self.flight:
+            self.close()  # their CPUs and GPUs go to the remaining tasks
+
+    def finish(self, ref, on_outcomes: OnOutcomes) -> None:
+        """Hand the outcomes of ``ref`` on, or resubmit its case if its actor died or raised."""
+        case, attempt, actor = self.flight.pop(ref)
+        self.idle.append(actor)
+        try:
+            outcomes = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            if attempt < ATTEMPTS:
+                self.pending.append((case, attempt + 1))
+            else:
+                on_outcomes(failed(case, _one_line(exc), attempt))
+            return
+        for outcome in outcomes:
+            outcome.attempts = attempt
+        on_outcomes(outcomes)
+
+    def close(self) -> None:
+        """End the actors (a cluster that was joined gets their GPUs back)."""
+        for actor in self.idle + [actor for _, _, actor in self.flight.values()]:
+            self.ray.kill(actor)
+        self.idle = []
+
+
+def _actor_count(ray, actors: int, gpus_per_task: float) -> int:
+    """``actors``, or one actor per ``gpus_per_task`` GPUs of the cluster.
+
+    A :class:`ProjectError` when the cluster has fewer GPUs than one actor asks for.
+    """
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus < gpus_per_task:
+        raise ProjectError(
+            f"--gpus-per-task {gpus_per_task:g} asks for more GPUs than the Ray cluster has "
+            f"({gpus:g})."
+        )
+    return actors or max(1, int(gpus / gpus_per_task))
+
+
+def _drive(ray, lanes: list, on_outcomes: OnOutcomes) -> None:
+    """Submit and collect the cases of every lane until all are done (``ray.wait``)."""
+    while any(lane.pending or lane.flight for lane in lanes):
+        for lane in lanes:
+            lane.submit()
+        ready, _ = ray.wait([ref for lane in lanes for ref in lane.flight], num_returns=1)
+        next(lane for lane in lanes if ready[0] in lane.flight).finish(ready[0], on_outcomes)
+
+
 def run_ray(
     cases: list[list[Task]],
     on_outcomes: OnOutcomes,
     workers: int | None,
     address: str | None,
     gpus_per_task: float,
+    actors: int = 0,
 ) -> None:
     """Run ``cases`` as Ray tasks (one per case) on a cluster or a local one.
 
     ``address`` None starts a local cluster with ``workers`` CPUs (all of them when None) and
     stops it at the end; a given address joins that cluster. Ray retries a task once
     (``max_retries``, ``retry_exceptions``); ``ray.wait`` keeps at most
-    ``IN_FLIGHT_PER_WORKER`` x CPUs cases in flight.
+    ``IN_FLIGHT_PER_WORKER`` x CPUs cases in flight. With ``actors`` > 0 or ``gpus_per_task``
+    > 0, the model analyses of each case run on that many Ray actors (one per
+    ``gpus_per_task`` GPUs of the cluster by default), each holding ``gpus_per_task`` GPUs and
+    its models for the whole run, and the other analyses as CPU-only tasks.
     """
     try:
         import ray
@@ -121,23 +240,18 @@ def run_ray(
     started_here = not ray.is_initialized()
     if started_here:
         _start_ray(ray, workers, address)
+    lanes: list = []
     try:
         capacity = int(ray.cluster_resources().get("CPU", 1)) * IN_FLIGHT_PER_WORKER
-        remote = ray.remote(run_case).options(
-            num_cpus=1, num_gpus=gpus_per_task, max_retries=ATTEMPTS - 1, retry_exceptions=True
-        )
-        pending = deque(cases)
-        flight: dict = {}
-        while pending or flight:
-            while pending and len(flight) < capacity:
-                case = pending.popleft()
-                flight[remote.remote(case)] = case
-            ready, _ = ray.wait(list(flight), num_returns=1)
-            case = flight.pop(ready[0])
-            try:
-                on_outcomes(ray.get(ready[0]))
-            except ray.exceptions.RayError as exc:
-                on_outcomes(failed(case, _one_line(exc), ATTEMPTS))
+        if actors or gpus_per_task:
+            count = _actor_count(ray, actors, gpus_per_task)
+            rest, models = split_models(cases)
+            lanes = [_Tasks(ray, rest, capacity, 0), _Actors(ray, models, count, gpus_per_task)]
+        else:
+            lanes = [_Tasks(ray, cases, capacity, 0)]
+        _drive(ray, lanes, on_outcomes)
     finally:
+        for lane in lanes:
+            lane.close()
         if started_here:
             ray.shutdown()

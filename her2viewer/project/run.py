@@ -37,6 +37,7 @@ def run_project(
     workers: int | None = None,
     address: str | None = None,
     gpus_per_task: float = 0,
+    actors: int = 0,
     cases: list[str] | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
@@ -56,7 +57,10 @@ def run_project(
     address : str, optional
         A Ray cluster to join (``ray://host:10001`` or ``auto``); a local one otherwise.
     gpus_per_task : float
-        GPUs Ray gives each case task.
+        GPUs Ray gives each model actor (the CPU-only tasks get none).
+    actors : int
+        Ray actors that run the model analyses and keep their models loaded; with 0, one per
+        ``gpus_per_task`` GPUs of the cluster, or none (plain tasks) when that is 0 too.
     cases : list of str, optional
         Case ids to run (the app's selection); all cases when None.
     progress : callable, optional
@@ -83,6 +87,6 @@ def run_project(
         if engine == "local":
             run_local(work, store, workers or 1)
         else:
-            run_ray(work, store, workers, address, gpus_per_task)
+            run_ray(work, store, workers, address, gpus_per_task, actors)
     report.seconds = time.perf_counter() - start
     return report

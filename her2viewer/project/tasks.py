@@ -167,6 +167,22 @@ ANALYSES = {
 }
 
 
+#: The analyses that run a model: with ``--actors`` or ``--gpus-per-task`` they run on Ray actors
+#: that keep their models loaded (each bundle once per actor, see :func:`_encoder`).
+MODEL_ANALYSES = ("extract", "clam", "her2net", "grade")
+
+
+def split_models(cases: list[list[Task]]) -> tuple[list[list[Task]], list[list[Task]]]:
+    """Each case's tasks without a model and its model tasks, as two lists of non-empty cases.
+
+    The two parts of a case are independent (CLAM reads the features of ``extract``, which
+    runs before it in the model part), so they may run on different workers.
+    """
+    parts = [[t for t in case if t.analysis in MODEL_ANALYSES] for case in cases]
+    rest = [[t for t in case if t.analysis not in MODEL_ANALYSES] for case in cases]
+    return [c for c in rest if c], [c for c in parts if c]
+
+
 def parse_analyses(text: str) -> list[str]:
     """``"segment,clam"`` -> the analyses in run order (a :class:`ProjectError` if unknown)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
