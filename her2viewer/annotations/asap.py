@@ -72,12 +72,7 @@ def read_asap(path: str | Path) -> list[Feature]:
         One sentence naming the file when it is not ASAP XML or an annotation is unusable
         (an unknown type, too few or non-finite coordinates).
     """
-    root = parse_xml(path, "ASAP")
-    if root.tag != ROOT:
-        raise AnnotationFormatError(
-            f"{path} is not an ASAP annotation file (its root element is <{root.tag}>, "
-            f"not <{ROOT}>)."
-        )
+    root = parse_xml(path, "ASAP", ROOT)
     groups = {group.get("Name", ""): hex_color(group.get("Color")) for group in root.iter("Group")}
     parts = [
         _part(element, number_, groups, path)

@@ -68,12 +68,7 @@ def read_imagescope(path: str | Path) -> list[Feature]:
         One sentence naming the file when it is not ImageScope XML or a region is unusable
         (an unknown type, too few or non-finite vertices).
     """
-    root = parse_xml(path, "ImageScope")
-    if root.tag != ROOT:
-        raise AnnotationFormatError(
-            f"{path} is not an ImageScope annotation file (its root element is <{root.tag}>, "
-            f"not <{ROOT}>)."
-        )
+    root = parse_xml(path, "ImageScope", ROOT)
     parts = []
     for layer in root.iter("Annotation"):
         class_name = layer.get("Name") or None

@@ -73,14 +73,15 @@ class Part:
     locked: bool = False
 
 
-def parse_xml(path: str | Path, what: str) -> ET.Element:
+def parse_xml(path: str | Path, what: str, root_tag: str) -> ET.Element:
     """Parse an XML file and return its root, refusing DOCTYPE and ENTITY declarations.
 
     Raises
     ------
     AnnotationFormatError
         One sentence naming the file when it cannot be read, declares a DOCTYPE or an
-        ENTITY (they can expand without bound or read other files), or is not XML.
+        ENTITY (they can expand without bound or read other files), is not XML, or its
+        root element is not ``root_tag`` (it is not a ``what`` annotation file).
     """
     path = Path(path)
     try:
@@ -97,9 +98,15 @@ def parse_xml(path: str | Path, what: str) -> ET.Element:
             "it is refused for safety."
         )
     try:
-        return ET.fromstring(data)
+        root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise AnnotationFormatError(f"{path} is not a readable {what} XML file ({exc}).") from exc
+    if root.tag != root_tag:
+        raise AnnotationFormatError(
+            f"{path} is not an {what} annotation file (its root element is <{root.tag}>, "
+            f"not <{root_tag}>)."
+        )
+    return root
 
 
 def write_xml(path: str | Path, root: ET.Element) -> None:
