@@ -2,14 +2,16 @@
 
 ``attach_cells_panel(window)`` docks an analysis panel with a :class:`CellsWidget`. *Find &
 score cells* runs :func:`her2viewer.analysis.cells.analyse_cells` on the active pane's slide
-(or inside its selected / Tumor annotations) in the worker process, then shows the cells as
-dots by class (high zoom) and a density map of positive cells (low zoom), the category with
-its guideline sentence, and a histogram of the per-cell scores with the thresholds drawn.
+(or inside the region of the dock's shared
+:class:`~her2viewer.gui.region_chooser.RegionChooser`: the selected annotations or those of a
+class) in the worker process, then shows the cells as dots by class (high zoom) and a density
+map of positive cells (low zoom), the category with its guideline sentence, and a histogram
+of the per-cell scores with the thresholds drawn; a region's annotations get its figures.
 
 Moving a threshold slider re-runs the engine on the pane's *visible* region only (a
-background thread, debounced), so the dots, the histogram and the percentages follow the
-sliders within a fraction of a second; the time of each preview is shown. A profile can be
-chosen per antibody, loaded from and saved to JSON.
+background thread, debounced; the chooser's region is not used), so the dots, the histogram
+and the percentages follow the sliders within a fraction of a second; the time of each
+preview is shown. A profile can be chosen per antibody, loaded from and saved to JSON.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from her2viewer.analysis.cells import (
     analyse_cells,
 )
 from her2viewer.analysis.ihc import slide_stain_matrix
-from her2viewer.annotations.roi import Region, RoiError, region_from_features, region_text
+from her2viewer.annotations.roi import Region, region_text
 from her2viewer.cells.engine import KI67_METHODS
 from her2viewer.cells.profiles import (
     BUILT_IN,
@@ -56,6 +58,7 @@ from her2viewer.cells.profiles import (
 )
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.analysis_panel import AnalysisPanel, ResultWidget, dock_analysis
+from her2viewer.gui.region_chooser import area_figures
 from her2viewer.jobs import Job
 from her2viewer.overlay.points import PointsLayer
 
@@ -68,7 +71,6 @@ PREVIEW_MAX_PIXELS = 4_000_000
 #: Core tile side of a preview: a 1600 x 1000 view at 20x is two tiles, one per core
 #: (median 175 ms on the 2-core machine against 270 ms as one tile; more CPU, less wait).
 PREVIEW_TILE = 1024
-WHOLE_SLIDE, SELECTED, TUMOR = "Whole slide", "Selected annotations", "Tumor annotations"
 THRESHOLD_NAMES = ("weak", "moderate", "strong")
 
 
@@ -92,6 +94,7 @@ class CellsWidget(ResultWidget):
     run_text = "Find && score cells"
     running_text = "Finding and scoring the cells…"
     job_name = "cells"
+    regions = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -103,7 +106,6 @@ class CellsWidget(ResultWidget):
         self._preview_again = False
         self._stains: tuple[str, np.ndarray] | None = None  # (slide path, matrix)
         self.loaded_profiles: dict[str, ScoringProfile] = {}
-        self.region: Region | None = None
         self._preview_pane = 0
         self._preview_key: tuple | None = None  # what the shown preview was measured with
         self._job_key: tuple | None = None
@@ -111,8 +113,6 @@ class CellsWidget(ResultWidget):
         self.marker_box = QComboBox()
         self.marker_box.addItems(list(MARKERS))
         self.profile_box = QComboBox()
-        self.region_box = QComboBox()
-        self.region_box.addItems([WHOLE_SLIDE, SELECTED, TUMOR])
         self.site_box, self.specimen_box = QComboBox(), QComboBox()
         self.site_box.addItems(list(SITES))
         self.specimen_box.addItems(list(SPECIMENS))
@@ -123,7 +123,6 @@ class CellsWidget(ResultWidget):
         )
         form.addRow("marker", self.marker_box)
         form.addRow("profile", self.profile_box)
-        form.addRow("tumor cells", self.region_box)
         form.addRow("HER2 site", self.site_box)
         form.addRow("specimen", self.specimen_box)
         form.addRow("Ki67 method", self.ki67_box)
@@ -309,44 +308,39 @@ class CellsWidget(ResultWidget):
         return next((i for i, s in enumerate(self.window.slides) if s is not None), None)
 
     def panes(self) -> tuple[int, ...] | None:
-        """The pane to analyse; None after a message."""
+        """The pane to analyse (the region chooser draws its region there); None after a
+        message."""
         pane = self.pane()
         if pane is None:
             self.window.show_error("Open an IHC slide first.")
             return None
-        try:
-            self.region = self.chosen_region(pane)
-        except Her2ViewerError as exc:
-            self.window.show_error(str(exc))
-            return None
         return (pane,)
-
-    def chosen_region(self, pane: int) -> Region | None:
-        """The region the region box asks for on ``pane`` (None: the whole slide)."""
-        choice = self.region_box.currentText()
-        if choice == WHOLE_SLIDE:
-            return None
-        controller = self.window.annotations.controllers.get(self.window.views[pane])
-        if controller is None:
-            raise RoiError("The pane has no annotations to take tumor cells from.")
-        annotations = list(controller.document)
-        if choice == SELECTED:
-            if not controller.selected_ids:
-                raise RoiError("Select the tumor annotations first.")
-            return region_from_features(annotations, ids=controller.selected_ids,
-                                        source="the selected annotations")  # fmt: skip
-        return region_from_features(annotations, ["Tumor"], source="the pane's annotations")
 
     def options(self, panes: tuple[int, ...]) -> CellsOptions:
         """Marker, profile with the sliders' thresholds, region and guideline."""
         return CellsOptions(
             marker=self.marker,
             profile=self.profile(),
-            region=self.region,
+            region=self.run_region,
             tumor_site=self.site_box.currentText(),
             specimen=self.specimen_box.currentText(),
             ki67_method=self.ki67_box.currentText(),
         )
+
+    def figures(self, result: CellsResult) -> dict:
+        """The counts, the positive share, the category and the H-score for the region's
+        annotations, named ``"Cells <MARKER> ..."``."""
+        summary = result.summary()
+        prefix = f"Cells {summary['marker'].upper()}"
+        figures = {
+            f"{prefix} cells": summary["n_cells"],
+            f"{prefix} positive %": round(summary["positive_percent"], 1),
+        }
+        if "category" in summary:
+            figures[f"{prefix} category"] = summary["category"]
+        if "h_score" in summary:
+            figures[f"{prefix} H-score"] = summary["h_score"]
+        return {**figures, **area_figures(prefix, summary)}
 
     def layers(self, result: CellsResult, pane: int) -> list[tuple[object, int]]:
         """The density map and the cells' dots (in the chosen colours) on the pane."""

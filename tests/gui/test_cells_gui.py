@@ -13,7 +13,7 @@ from her2viewer.annotations.commands import Add
 from her2viewer.annotations.model import Annotation
 from her2viewer.cells.profiles import BUILT_IN, load_profile
 from her2viewer.geometry.geojson import read_features
-from her2viewer.gui.cells_panel import TUMOR, attach_cells_panel
+from her2viewer.gui.cells_panel import attach_cells_panel
 from her2viewer.overlay.points import DensityLayer, PointsLayer
 from her2viewer.slide.cell_field import draw_cell_field
 
@@ -124,20 +124,49 @@ def test_saved_profile_loads_back_with_the_slider_thresholds(panel, tmp_path):
     assert np.isclose(widget.profile().thresholds.weak, 0.15)
 
 
-def test_tumor_annotations_restrict_the_counted_cells(panel, qtbot):
-    window, widget = panel.window, panel.widget
+def _annotate(window, class_name: str, box) -> tuple:
+    """Add a rectangle of ``class_name`` on the first pane (made active)."""
     view = window.views[0]
     window.set_active(view)
-    box = shapely.box(100, 100, 400, 300)
     controller = window.annotations.controllers[view]
-    controller.push(Add([Annotation(box, kind="rectangle", class_name="Tumor")]))
-    widget.live.setChecked(False)
-    widget.region_box.setCurrentText(TUMOR)
-    panel.run()
+    ann = Annotation(box, kind="rectangle", class_name=class_name)
+    controller.push(Add([ann]))
+    return controller, ann
+
+
+def _counted_inside(panel, qtbot, box) -> None:
+    """Wait for the run; its cells all lie inside ``box``."""
     qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
     table = panel.result.cells.table
     assert len(table) > 50 and shapely.contains_xy(box, table.x, table.y).all()
+
+
+def test_tumor_annotations_restrict_the_counted_cells(panel, qtbot):
+    window, widget = panel.window, panel.widget
+    box = shapely.box(100, 100, 400, 300)
+    controller, ann = _annotate(window, "Tumor", box)
+    widget.live.setChecked(False)
+    assert not hasattr(widget, "region_box")  # the shared chooser, not a copy
+    panel.chooser.box.setCurrentText("Class: Tumor")
+    panel.run()
+    _counted_inside(panel, qtbot, box)
     assert "1 Tumor annotation" in panel.status.text()
+    figures = controller.document.get(ann.id).results
+    assert figures["Cells HER2 cells"] == panel.result.summary()["n_cells"]
+    assert figures["Cells HER2 category"] == panel.result.summary()["category"]
+    assert figures["Cells HER2 region_area_um2"] == pytest.approx(box.area * 0.25)
+
+
+def test_score_selected_region_of_any_class(panel, qtbot):
+    window, widget = panel.window, panel.widget
+    box = shapely.box(300, 150, 650, 450)
+    controller, ann = _annotate(window, "Stroma", box)
+    controller.select([ann.id])
+    widget.live.setChecked(False)
+    panel.chooser.score_selected()
+    _counted_inside(panel, qtbot, box)
+    assert "1 annotation from the H&E pane (selected)" in panel.status.text()
+    assert "Cells HER2 positive %" in controller.document.get(ann.id).results
 
 
 def test_ki67_hot_spot_method_from_the_panel(panel, qtbot):
