@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from her2viewer.analysis.gradcam import GradCamMap, slide_gradcam
 from her2viewer.annotations.roi import Region, region_summary, summary_region
@@ -230,6 +231,7 @@ def analyse_grade(
     bundle: str | Path | None = None,
     options: GradeOptions | None = None,
     context: JobContext | None = None,
+    model: tuple[nn.Module, dict] | None = None,
 ) -> GradeResult:
     """Grade the tumor-enriched tissue patches (512 px, 20x, <= 60% white) of a slide.
 
@@ -242,6 +244,10 @@ def analyse_grade(
     options : GradeOptions, optional
     context : JobContext, optional
         Progress (while patches are read) and cancellation of a background job.
+    model : tuple, optional
+        ``(network, metadata)`` already loaded from ``bundle`` by
+        :func:`~her2viewer.models.patch_cnn.load_patch_cnn` (a cohort run loads it once
+        per worker); loaded from ``bundle`` when omitted.
 
     Raises
     ------
@@ -253,7 +259,7 @@ def analyse_grade(
     """
     options = options or GradeOptions()
     region = options.region.on_slide(slide.info) if options.region is not None else None
-    model, meta = _model(bundle, options.arch)
+    network, meta = model or _model(bundle, options.arch)
     warning = _scope(slide, meta, bundle, options.mpp)
     progress = (lambda done, total: context.report(done, total, PHASE)) if context else None
     chosen = slide_patches(
@@ -261,7 +267,7 @@ def analyse_grade(
         progress=progress, mpp=options.mpp, roi=region,
     )  # fmt: skip
     probs = predict_proba(
-        model, input_transform(meta)(chosen.patches), device=choose_device(options.device)
+        network, input_transform(meta)(chosen.patches), device=choose_device(options.device)
     )
     name = Path(slide.info.path).name
     require_finite(probs, f"The grading output on {name}")

@@ -13,7 +13,7 @@ extractor and a trained linear grade head (:func:`head_inputs`,
 :func:`fit_linear_head`); such a bundle stores only the head plus the backbone's seed
 and checksum (:func:`seeded_backbone`). Other weights come from a user file: a model
 bundle, a ``.safetensors`` state dict, or a ``.pt``/``.pth`` state dict read with
-``torch.load(weights_only=True)``. Nothing is downloaded.
+:func:`her2viewer.weights.load_tensors` (tensors only). Nothing is downloaded.
 
 The slide grade is the argmax of the mean patch probability (:func:`slide_grade`).
 """
@@ -46,6 +46,7 @@ from her2viewer.stain import (
 from her2viewer.stain.macenko import MACENKO_BETA, MAX_PERCENTILE
 from her2viewer.stain.macenko import MIN_PIXELS as MIN_STAINED_PIXELS
 from her2viewer.tissue.patching import MAX_BACKGROUND, white_pixels
+from her2viewer.weights import load_tensors
 
 ARCHITECTURES = ("alexnet", "vgg16", "resnet34", "densenet121", "inception_v3", "swin_t")
 DEFAULT_CLASSES = ("1+", "2+", "3+")
@@ -439,13 +440,13 @@ def default_grading_bundle() -> Path:
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix != ".safetensors":
+        state = load_tensors(path)
+    else:
+        try:
             state = load_safetensors_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
-        raise refuse_pickle(path, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - any reading failure is the user's file
+            raise refuse_pickle(path, exc) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

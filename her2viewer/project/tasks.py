@@ -16,8 +16,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+
+from torch import nn
 
 from her2viewer import __version__
 from her2viewer.analysis.cells import analyse_cells
@@ -30,7 +32,7 @@ from her2viewer.errors import Her2ViewerError
 from her2viewer.features.encoders import Encoder
 from her2viewer.models.clam import demo_clam_bundle_path
 from her2viewer.models.her2net.model import Her2NetModel, demo_bundle_path, load_her2net
-from her2viewer.models.patch_cnn import default_grading_bundle
+from her2viewer.models.patch_cnn import default_grading_bundle, load_patch_cnn
 from her2viewer.outputs import prepare_output_dir
 from her2viewer.project.store import Case, Project, ProjectError, ResultRow
 from her2viewer.slide import Slide, open_slide
@@ -102,7 +104,14 @@ def _features_folder(task: Task) -> Path:
     return Path(task.project) / "features"
 
 
-@cache
+#: Most bundles of each model kind a worker process keeps loaded (the least recently used
+#: one is dropped first), so a long run over several bundles does not fill the memory.
+MODELS_KEPT = 2
+#: Keeps a loader's models per worker process, keyed by bundle path and content hash.
+_kept = lru_cache(maxsize=MODELS_KEPT)
+
+
+@_kept
 def _encoder(bundle: str, digest: str) -> Encoder:
     """A CLAM bundle's encoder, built once per worker process and bundle content.
 
@@ -112,10 +121,16 @@ def _encoder(bundle: str, digest: str) -> Encoder:
     return bundle_encoder(bundle)
 
 
-@cache
+@_kept
 def _her2net_model(bundle: str, digest: str) -> Her2NetModel:
     """A HER2Net bundle's model, loaded once per worker process and bundle content."""
     return load_her2net(bundle)
+
+
+@_kept
+def _grade_model(bundle: str, digest: str) -> tuple[nn.Module, dict]:
+    """A grading bundle's patch CNN and metadata, loaded once per worker process and content."""
+    return load_patch_cnn(bundle)
 
 
 def _extract(slide: Slide, task: Task) -> tuple[dict, list[Path]]:
@@ -136,6 +151,12 @@ def _her2net(slide: Slide, task: Task) -> tuple[dict, list[Path]]:
     model = _her2net_model(task.bundle, task.bundle_hash)
     result = analyse_her2net(slide, task.bundle, model=model, out_dir=folder)  # json last
     return result.summary(), [folder]
+
+
+def _grade(slide: Slide, task: Task) -> tuple[dict, list[Path]]:
+    model = _grade_model(task.bundle, task.bundle_hash)
+    result = analyse_grade(slide, task.bundle, model=model)
+    return result.summary(), [result.save(task.artefact(".json"))]
 
 
 def _saved(analyse: Callable, suffix: str) -> Callable[[Slide, Task], tuple[dict, list[Path]]]:
@@ -161,7 +182,7 @@ ANALYSES = {
     "extract": Analysis("he", demo_clam_bundle_path, _extract),
     "clam": Analysis("he", demo_clam_bundle_path, _clam),
     "her2net": Analysis("he", demo_bundle_path, _her2net),
-    "grade": Analysis("he", default_grading_bundle, _saved(analyse_grade, ".json")),
+    "grade": Analysis("he", default_grading_bundle, _grade),
     "ihc": Analysis("ihc", None, _saved(analyse_ihc, ".npz")),
     "cells": Analysis("ihc", None, _saved(analyse_cells, ".npz")),
 }
