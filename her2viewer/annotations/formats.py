@@ -17,9 +17,8 @@ from pathlib import Path
 
 from her2viewer.annotations.asap import read_asap, write_asap
 from her2viewer.annotations.imagescope import read_imagescope, write_imagescope
-from her2viewer.annotations.xmlio import AnnotationFormatError
+from her2viewer.annotations.xmlio import AnnotationFormatError, read_annotation_bytes
 from her2viewer.geometry.geojson import Feature, GeoJSONError, read_features, write_features
-from her2viewer.outputs import describe_os_error
 
 __all__ = [
     "FORMATS",
@@ -58,16 +57,7 @@ def detect_format(path: str | Path) -> str:
             f"{path} has {what}, which is not an annotation file's; "
             f"use {_SUFFIX_HELP}, or name the format."
         )
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(_HEAD)
-    except FileNotFoundError as exc:
-        raise AnnotationFormatError(f"{path}: no such annotation file.") from exc
-    except OSError as exc:
-        raise AnnotationFormatError(
-            f"cannot read the annotation file {path}: {describe_os_error(exc)}."
-        ) from exc
-    return _format_of(head, path)
+    return _format_of(read_annotation_bytes(path, _HEAD), path)
 
 
 def _format_of(head: bytes, path: Path) -> str:

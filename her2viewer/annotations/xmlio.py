@@ -73,6 +73,25 @@ class Part:
     locked: bool = False
 
 
+def read_annotation_bytes(path: Path, size: int = -1) -> bytes:
+    """The first ``size`` bytes of an annotation file (all by default).
+
+    Raises
+    ------
+    AnnotationFormatError
+        One sentence naming the file when it is missing or cannot be read.
+    """
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except FileNotFoundError as exc:
+        raise AnnotationFormatError(f"{path}: no such annotation file.") from exc
+    except OSError as exc:
+        raise AnnotationFormatError(
+            f"cannot read the annotation file {path}: {describe_os_error(exc)}."
+        ) from exc
+
+
 def parse_xml(path: str | Path, what: str, root_tag: str) -> ET.Element:
     """Parse an XML file and return its root, refusing DOCTYPE and ENTITY declarations.
 
@@ -84,14 +103,7 @@ def parse_xml(path: str | Path, what: str, root_tag: str) -> ET.Element:
         root element is not ``root_tag`` (it is not a ``what`` annotation file).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise AnnotationFormatError(f"{path}: no such annotation file.") from exc
-    except OSError as exc:
-        raise AnnotationFormatError(
-            f"cannot read the annotation file {path}: {describe_os_error(exc)}."
-        ) from exc
+    data = read_annotation_bytes(path)
     if _DECLARATION.search(data):
         raise AnnotationFormatError(
             f"{path} declares a DOCTYPE or ENTITY, which {what} files never need; "
