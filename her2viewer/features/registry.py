@@ -437,8 +437,11 @@ def build_network(spec: EncoderSpec, small: bool = False) -> PooledViT:
     return PooledViT(timm.create_model(spec.constructor, pretrained=False, **kwargs), spec.pooling)
 
 
-def load_checked(module: nn.Module, path: Path, spec: EncoderSpec) -> None:
+def load_checked(module: nn.Module, path: Path, spec: EncoderSpec, convert=None) -> None:
     """Load a state dict into ``module`` after checking every key and shape.
+
+    ``convert`` renames an official checkpoint's keys to the module's (a slide
+    encoder's ``SlideEncoderSpec.convert``); ``spec`` needs ``name`` and ``architecture``.
 
     Raises
     ------
@@ -446,7 +449,9 @@ def load_checked(module: nn.Module, path: Path, spec: EncoderSpec) -> None:
         One sentence naming the file and the first key that does not fit.
     """
     state = _strip_prefixes(load_weights_file(path))
-    if "embeddings.cls_token" in state:
+    if convert is not None:
+        state = convert(state)
+    elif "embeddings.cls_token" in state:
         state = dinov2_to_timm(state, getattr(module, "no_embed_class", False))
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
