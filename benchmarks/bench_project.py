@@ -5,7 +5,7 @@ folder) is run twice from scratch - once per engine, each in a new project - wit
 extract, CLAM, HER2Net and IHC (the demo bundles), then Ray's overhead per task is measured
 with empty tasks on the same local cluster (the scheduling cost a real task pays on top of
 its work). Also printed: the mean seconds per case of each analysis (the per-slide costs of
-docs/scaling.md) and the bytes the project stores per case.
+her2viewer/guide/scaling.md) and the bytes the project stores per case.
 
     nice .venv/bin/python benchmarks/bench_project.py [--cases 12] [--workers 2]
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-IMG = Path(__file__).resolve().parent / "img"
+IMG = Path(__file__).resolve().parents[1] / "her2viewer" / "guide" / "img"
 #: Window size the pictures are rendered at, and the width they are stored at.
 WINDOW = "1400x860"
 WIDTH = 760
@@ -34,7 +34,7 @@ def her2viewer(*args: str) -> None:
 
 
 def store(rendered: Path, name: str) -> Path:
-    """Downscale ``rendered`` to :data:`WIDTH` and save it as ``docs/img/<name>.png``."""
+    """Downscale ``rendered`` to :data:`WIDTH` and save it as ``<IMG>/<name>.png``."""
     image = Image.open(rendered).convert("RGB")
     image.thumbnail((WIDTH, WIDTH * 4), Image.Resampling.LANCZOS)
     out = IMG / f"{name}.png"
@@ -110,7 +110,7 @@ SHOTS = {
 
 
 def main(names: list[str]) -> int:
-    """Render the named screenshots (all by default) into ``docs/img/``."""
+    """Render the named screenshots (all by default) into ``her2viewer/guide/img/``."""
     IMG.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or SHOTS:

@@ -2,7 +2,8 @@
 # Wheel smoke test: build the sdist and the wheel (python -m build, isolated), install the wheel
 # into a fresh venv with its dependencies from the configured package index, and from a folder
 # outside the checkout run `her2viewer --version`, `her2viewer demo --json` and
-# `her2viewer view --demo --screenshot`. Prints the wheel's size and each step's time.
+# `her2viewer view --demo --screenshot`, and check that Help > User guide finds its page inside
+# the installed package. Prints the wheel's size and each step's time.
 # Usage: packaging/smoke_wheel.sh   (BUILD_PYTHON: a python with `build`, default .venv/bin/python;
 #                                    PYTHON: the interpreter of the fresh venv, default python3)
 set -euo pipefail
@@ -36,8 +37,10 @@ cd "$WORK/run"
 export QT_QPA_PLATFORM=offscreen HER2VIEWER_CACHE="$WORK/cache"
 APP="$WORK/venv/bin/her2viewer"
 step version "$APP" --version
+step guide "$WORK/venv/bin/python" -c \
+    "from her2viewer.gui.help import GUIDE_PAGE; assert GUIDE_PAGE.is_file(), GUIDE_PAGE"
 step demo "$APP" demo --json >demo.json
 "$WORK/venv/bin/python" -c "import json, sys; json.load(open(sys.argv[1]))" demo.json
 step screenshot "$APP" view --demo --screenshot x.png
 test -s x.png
-echo "smoke_wheel: OK (version, demo --json, view --demo --screenshot from $WORK/run)"
+echo "smoke_wheel: OK (version, guide, demo --json, view --demo --screenshot from $WORK/run)"

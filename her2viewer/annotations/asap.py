@@ -2,7 +2,7 @@
 
 ASAP stores one shape per ``<Annotation Name Type PartOfGroup Color>`` with ordered
 ``<Coordinate Order X Y>`` points, and classes as ``<AnnotationGroups><Group Name Color>``.
-The mapping (see docs/annotations.md):
+The mapping (see her2viewer/guide/annotations.md):
 
 * class <-> ``PartOfGroup`` (``None`` for an unclassified object), colour <-> the group's
   ``Color``; name <-> ``Name``;

@@ -2,7 +2,7 @@
 
 ImageScope groups regions in layers, ``<Annotation Name LineColor>`` (``LineColor`` is a
 ``0xBBGGRR`` integer), each holding ``<Region Type Text NegativeROA>`` with ``<Vertex X Y>``
-points. The mapping (see docs/annotations.md):
+points. The mapping (see her2viewer/guide/annotations.md):
 
 * class <-> the layer's ``Name`` (an empty name for unclassified objects), colour <->
   ``LineColor``; name <-> the region's ``Text``;

@@ -76,7 +76,7 @@ def register(subparsers) -> None:
         choices=("revisions", "long", "marks"),
         default="revisions",
         help="revisions: every answer revision (CSV, default); long: one row per reader, "
-        "modality and case with truth and rating (CSV, see docs/researcher.md); marks: the "
+        "modality and case with truth and rating (CSV, see the researcher's guide); marks: the "
         "readers' marks (QuPath GeoJSON)",
     )
     exp.set_defaults(func=run_export)
@@ -356,7 +356,11 @@ def _register_mrmc(verbs) -> None:
         add_json_option(verb, f"the {name} result")
     mrmc, plan = verbs.choices["mrmc"], verbs.choices["sample-size"]
     mrmc.add_argument("--imrmc", help="also write the ratings as iMRMC input (.imrmc)")
-    mrmc.add_argument("--long-csv", help="also write the ratings as a long CSV (RJafroc, MRMCaov)")
+    mrmc.add_argument(
+        "--long-csv",
+        help="also write the ratings as a long CSV (RJafroc, MRMCaov): the columns of "
+        "'study export --format long'",
+    )
     mrmc.set_defaults(func=run_mrmc)
     plan.add_argument(
         "--effect",
@@ -382,35 +386,46 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def _mrmc_result(args, with_ratings: bool = False) -> tuple[dict, object]:
-    """Run the MRMC analysis of a study file or a ratings CSV; return it and the ratings.
+def _mrmc_result(args, exports: bool = False) -> dict:
+    """Run the MRMC analysis of a study file or a ratings CSV and return it.
 
-    The ratings of a study file are returned only ``with_ratings`` (else None).
+    With ``exports``, the ``--imrmc`` and ``--long-csv`` files asked for are written from
+    the analysed ratings (a study's long table with its answers, through
+    :func:`her2viewer.study.exports.write_long_csv`, like ``study export --format long``).
     """
     from her2viewer.stats.mrmc import mrmc, read_ratings
 
     path = Path(args.ratings)
     if not is_study_file(path):
         data = read_ratings(path)
-        return mrmc(data, args.fom, args.covariance, args.threshold), data
+        result = mrmc(data, args.fom, args.covariance, args.threshold)
+        if exports:
+            _write_mrmc_exports(args, None, data)
+        return result
     from her2viewer.study.mrmc import study_mrmc, study_ratings
 
     with owner_store(path, args.study_verb) as store:
         store.require_owner(args.study_verb)
         result = study_mrmc(store, args.fom, args.covariance, args.threshold)
-        data = study_ratings(store, args.fom == "auc") if with_ratings else None
-        return result, data
+        if exports:
+            _write_mrmc_exports(args, store, study_ratings(store, args.fom == "auc"))
+        return result
+
+
+def _write_mrmc_exports(args, store: StudyStore | None, data) -> None:
+    """Write ``--imrmc`` and ``--long-csv`` (when asked for) of the ratings ``data``."""
+    from her2viewer.stats.mrmc import write_imrmc
+    from her2viewer.study.exports import write_long_csv
+
+    if args.imrmc:
+        write_imrmc(data, Path(args.imrmc))
+    if args.long_csv:
+        write_long_csv(store, Path(args.long_csv), data)
 
 
 def run_mrmc(args) -> int:
     """Print the MRMC analysis (JSON with --json) and write the exports asked for."""
-    from her2viewer.stats.mrmc import write_imrmc, write_long_csv
-
-    result, data = _mrmc_result(args, with_ratings=bool(args.imrmc or args.long_csv))
-    if args.imrmc:
-        write_imrmc(data, Path(args.imrmc))
-    if args.long_csv:
-        write_long_csv(data, Path(args.long_csv))
+    result = _mrmc_result(args, exports=True)
     if args.json:
         print(json.dumps(mrmc_json(result), indent=2))
         return 0
@@ -477,7 +492,7 @@ def run_sample_size(args) -> int:
     """Print readers x cases for the target power, from the pilot's variance components."""
     from her2viewer.stats.mrmc import sample_size
 
-    result, _ = _mrmc_result(args)
+    result = _mrmc_result(args)
     plans = sample_size(
         result["components"],
         result["design"]["cases"],

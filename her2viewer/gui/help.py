@@ -8,6 +8,7 @@ an action (:data:`PANE_KEYS`), so it never disagrees with what the keys do.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QUrl
@@ -30,8 +31,9 @@ PANE_KEYS = (
     ("Pane ▸ Magnifier, 4x under the cursor", "Hold Z"),
     ("Pane ▸ Pane menu (sync, fit, annotations)", "Right click"),
 )
-#: The page of the user guide the Help menu opens (a checkout's docs/).
-GUIDE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "pathologist.md"
+#: The page of the user guide the Help menu opens: the guide is package data
+#: (her2viewer/guide/), found the same way in a checkout, a wheel and the desktop bundle.
+GUIDE_PAGE = Path(str(files("her2viewer") / "guide" / "pathologist.md"))
 
 
 def _plain(text: str) -> str:
@@ -125,7 +127,7 @@ class HelpActions(QObject):
         else:
             self.guide_action.setEnabled(False)
             self.guide_action.setToolTip(
-                "Disabled: this installation carries no user guide (see the project's docs/)"
+                "Disabled: this installation carries no user guide (her2viewer/guide/)"
             )
         for action in (self.shortcuts_action, self.guide_action):
             action.setStatusTip(action.toolTip())

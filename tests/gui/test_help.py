@@ -68,7 +68,7 @@ def test_help_menu_has_shortcuts_guide_and_about(panel_window):
     help_menu = window.menuBar().actions()[-1].menu()
     texts = [_plain(a.text()) for a in help_menu.actions() if not a.isSeparator()]
     assert texts == ["Keyboard shortcuts", "User guide", "About her2viewer"]
-    assert window.help.guide_action.isEnabled()  # a checkout carries docs/
+    assert window.help.guide_action.isEnabled()  # the guide is package data
     guide = window.help.show_guide()
     assert "pathologist" in guide.browser.toPlainText().lower()
     guide.close()

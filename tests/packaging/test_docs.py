@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
+DOCS = ROOT / "her2viewer" / "guide"
 #: Markdown image references: ![alt](path).
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 #: Most bytes the guide's screenshots may take together.

@@ -20,18 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    """Build the sdist, then the wheel from it, as ``python -m build`` does (no network)."""
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
 def _resources() -> list[str]:
     root = paths.RESOURCES_DIR
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
