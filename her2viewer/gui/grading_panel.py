@@ -3,7 +3,8 @@
 ``attach_grading_panel(window)`` docks an analysis panel with a :class:`GradingWidget`.
 *Grade IHC* grades the tumor-enriched patches of the IHC slide (the first pane whose file
 name marks it as IHC, else the active pane) with :func:`her2viewer.analysis.grade.analyse_grade`
-in a background job (progress, cancel), shows the slide grade (argmax of the mean
+in a background job (progress, cancel; the worker keeps the model loaded between runs,
+see :mod:`~her2viewer.gui.grading_model`), shows the slide grade (argmax of the mean
 patch probability) with the class probabilities, and adds the per-patch grade layer
 to that pane. *Grad-CAM here* computes Grad-CAM over the tissue patches of the region
 the pane shows, in the background, and adds it as a heatmap layer. *Score selected
@@ -18,19 +19,14 @@ from pathlib import Path
 from PySide6.QtWidgets import QLabel, QPushButton
 
 from her2viewer.analysis.gradcam import GradCamMap
-from her2viewer.analysis.grade import (
-    GradeOptions,
-    GradeResult,
-    analyse_grade,
-    gradcam_layer,
-    gradcam_slide,
-)
+from her2viewer.analysis.grade import GradeOptions, GradeResult, gradcam_layer, gradcam_slide
 from her2viewer.gui.analysis_panel import (
     AnalysisPanel,
     ResultWidget,
     bundle_notice,
     dock_analysis,
 )
+from her2viewer.gui.grading_model import grade_kept
 from her2viewer.gui.region_chooser import area_figures
 from her2viewer.models.checks import with_notice
 from her2viewer.models.patch_cnn import default_grading_bundle
@@ -43,7 +39,7 @@ CAM_DOWNSAMPLE = 8.0
 class GradingWidget(ResultWidget):
     """Grading's part of the panel: class probabilities and *Grad-CAM here*."""
 
-    analyse = staticmethod(analyse_grade)
+    analyse = staticmethod(grade_kept)  # the grading CNN stays loaded between runs
     result_type = GradeResult
     run_text = "Grade IHC"
     running_text = "Grading the IHC slide's tumor patches…"
