@@ -84,6 +84,7 @@ class Annotation:
     parent_id: str | None = None
     transferred_from: str | None = None
     results: dict = field(default_factory=dict)
+    copy_link: dict | None = None  # how a copy follows its pair's registration (gui pair.py)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -152,6 +153,7 @@ def annotation_from_feature(feature: Feature) -> Annotation:
         parent_id=extra.get("parent_id"),
         transferred_from=extra.get("transferred_from"),
         results=dict(results) if isinstance(results, dict) else {},
+        copy_link=extra["copy_link"] if isinstance(extra.get("copy_link"), dict) else None,
     )
 
 
@@ -319,7 +321,7 @@ class AnnotationDocument:
     def to_feature(self, ann: Annotation) -> Feature:
         """Return ``ann`` as a QuPath GeoJSON feature (its class colour included)."""
         extra: dict = {"kind": ann.kind}
-        for key in ("parent_id", "transferred_from"):
+        for key in ("parent_id", "transferred_from", "copy_link"):
             if getattr(ann, key) is not None:
                 extra[key] = getattr(ann, key)
         if ann.results:

@@ -8,16 +8,23 @@ source slide, added by one undoable command and editable there. When the pair's
 registration changes (a nudge, a landmark fit: ``MainWindow.pane_transform_changed``)
 every copy whose geometry was not edited since follows it
 (:func:`~her2viewer.annotations.transfer.remap`, one command per pane); an edited,
-locked or deleted copy stays where the pathologist left it. Copies are followed for
-the session in which they were made.
+locked or deleted copy stays where the pathologist left it.
+
+The link lives in the copy itself (``Annotation.copy_link``, saved with it by the
+annotation store), so it survives a restart and a project case reopened: the source
+object's id, the source slide's fingerprint, the matrix the copy was placed with and
+a digest of its coordinates as placed. A copy whose coordinates no longer match that
+digest was edited. Copies are placed on the coordinate grid GeoJSON files keep, so one
+read back from its store is exactly the copy placed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
 from pathlib import Path
 
 import numpy as np
+import shapely
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction
 
@@ -26,16 +33,58 @@ from her2viewer.annotations.model import Annotation
 from her2viewer.annotations.transfer import remap, transfer
 from her2viewer.errors import Her2ViewerError
 
+#: Decimals of a placed copy's level-0 coordinates: those GeoJSON files keep
+#: (:mod:`her2viewer.geometry.geojson`), so an unedited copy reads back unchanged.
+PLACED_DECIMALS = 3
 
-@dataclass
-class _Copy:
-    """A transferred annotation as last placed, and how it was placed."""
 
-    source: object  # the SlideView it was copied from
-    target: object  # the SlideView it lives in
-    slides: tuple  # (source slide, target slide) at the time: another slide ends the link
-    placed: Annotation
-    matrix: np.ndarray  # source level-0 -> target level-0 used to place it
+def placed_digest(geometry) -> str:
+    """A fingerprint of ``geometry``'s coordinates (a copy as placed, or as it is now)."""
+    coords = np.ascontiguousarray(shapely.get_coordinates(geometry), np.float64)
+    return hashlib.blake2b(coords.tobytes(), digest_size=12).hexdigest()
+
+
+def place(copy: Annotation, source_id: str, source_slide: str, matrix) -> Annotation:
+    """``copy`` on the files' coordinate grid, linked to its source for following.
+
+    Parameters
+    ----------
+    copy : Annotation
+        A copy in the target slide's level-0 pixels.
+    source_id : str
+        The id of the annotation it was copied from.
+    source_slide : str
+        The fingerprint of the source slide.
+    matrix : array_like, shape (3, 3)
+        Source level-0 -> target level-0, the matrix that placed it.
+    """
+    grid = shapely.transform(copy.geometry, lambda c: np.round(c, PLACED_DECIMALS))
+    placed = copy.replace(geometry=grid)  # repaired again if the grid broke it
+    link = {
+        "source": source_id,
+        "source_slide": source_slide,
+        "matrix": np.asarray(matrix, float).tolist(),
+        "placed": placed_digest(placed.geometry),
+    }
+    return placed.replace(copy_link=link)
+
+
+def placed_matrix(ann: Annotation, source_slide: str) -> np.ndarray | None:
+    """The matrix that placed ``ann`` when it is an unedited, unlocked copy from the slide
+    ``source_slide``; None otherwise (a damaged link included: it no longer follows)."""
+    link = ann.copy_link
+    if (
+        ann.locked
+        or not link
+        or link.get("source_slide") != source_slide
+        or link.get("placed") != placed_digest(ann.geometry)
+    ):
+        return None
+    try:
+        matrix = np.array(link.get("matrix"), dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return matrix if matrix.shape == (3, 3) and np.isfinite(matrix).all() else None
 
 
 class PairAnnotations(QObject):
@@ -54,7 +103,6 @@ class PairAnnotations(QObject):
         super().__init__(window)
         self.window = window
         self.tools = tools
-        self.copies: dict[str, _Copy] = {}
         self.action = QAction("Copy to &other pane", self)
         self.action.setToolTip("Carry the selected annotations onto the registered other slide")
         self.action.triggered.connect(lambda _checked=False: self.copy_selected())
@@ -105,56 +153,56 @@ class PairAnnotations(QObject):
             return []
         matrix = self.window.sync.matrix(view, target)
         name = Path(view.slide.info.path).name
+        selected = self.tools.controllers[view].selected()
         try:
-            copies = transfer(self.tools.controllers[view].selected(), matrix, source=name)
+            copies = transfer(selected, matrix, source=name)
         except Her2ViewerError as exc:  # a link no registration could give (a flat map)
             self.window.show_error(str(exc))
             return []
+        fingerprint = view.slide.info.fingerprint
+        copies = [
+            place(copy, ann.id, fingerprint, matrix)
+            for ann, copy in zip(selected, copies, strict=True)
+        ]
         controller = self.tools.controllers[target]
         if not controller.push(Add(copies, f"Copy {len(copies)} from {name}")):
             return []
         controller.select([copy.id for copy in copies])
-        slides = (view.slide, target.slide)
-        for copy in copies:
-            self.copies[copy.id] = _Copy(view, target, slides, copy, matrix)
         return copies
-
-    def _current(self, ann_id: str, copy: _Copy) -> Annotation | None:
-        """The copy as it is now, when it may still follow (None: stop following it)."""
-        controller = self.tools.controllers.get(copy.target)
-        if (
-            controller is None
-            or (copy.source.slide, copy.target.slide) != copy.slides
-            or ann_id not in controller.document
-        ):
-            return None
-        current = controller.document.get(ann_id)
-        if not current.geometry.equals_exact(copy.placed.geometry, 0.0):
-            return None  # edited since it was carried: it stays where it was put
-        return current
 
     def follow(self) -> list[str]:
         """Move the unedited copies to where the current registration puts them.
 
-        Returns the ids moved. Copies that were edited, deleted or whose slide was
-        replaced are no longer followed; locked ones and those of panes not linked by a
-        registration now stay (and follow again once it is back).
+        Returns the ids moved. Copies that were edited or deleted, or whose source slide
+        is not in the other pane, stay; locked ones and those of panes not linked by a
+        registration now stay too (and follow again once unlocked or linked).
         """
-        moved: dict[object, dict[str, Annotation]] = {}
-        for ann_id, copy in list(self.copies.items()):
-            current = self._current(ann_id, copy)
-            if current is None:
-                del self.copies[ann_id]
+        moved = []
+        for target in self.window.views[:2]:
+            changes = self._followed(self._other(target), target)
+            if changes:
+                description = f"Follow the registration ({len(changes)} transferred)"
+                self.tools.controllers[target].push(Replace(changes, description))
+                moved += list(changes)
+        return moved
+
+    def _followed(self, source, target) -> dict[str, Annotation]:
+        """The copies in ``target`` from ``source``'s slide, moved by the registration now."""
+        controller = self.tools.controllers.get(target)
+        if controller is None or source is None or source.slide is None:
+            return {}
+        if not self._linked(source, target):
+            return {}
+        matrix = self.window.sync.matrix(source, target)
+        fingerprint = source.slide.info.fingerprint
+        changes = {}
+        for ann in list(controller.document):
+            old = placed_matrix(ann, fingerprint)
+            if old is None or np.allclose(matrix, old, rtol=0.0, atol=1e-9):
                 continue
-            if current.locked or not self._linked(copy.source, copy.target):
+            try:
+                (followed,) = remap([ann], old, matrix)
+            except Her2ViewerError:  # a link file damaged into a flat map: it stays
                 continue
-            matrix = self.window.sync.matrix(copy.source, copy.target)
-            if np.allclose(matrix, copy.matrix, rtol=0.0, atol=1e-9):
-                continue
-            (followed,) = remap([current], copy.matrix, matrix)
-            moved.setdefault(copy.target, {})[ann_id] = followed
-            copy.placed, copy.matrix = followed, matrix
-        for target, changes in moved.items():
-            description = f"Follow the registration ({len(changes)} transferred)"
-            self.tools.controllers[target].push(Replace(changes, description))
-        return [ann_id for changes in moved.values() for ann_id in changes]
+            changes[ann.id] = place(followed, ann.copy_link.get("source"), fingerprint, matrix)
+        return changes
