@@ -842,6 +842,12 @@ clam infer | error | no features | --model {clam} --features {feat_no_features}
 clam infer | clean | no coords | --model {clam} --features {feat_no_coords}
 clam infer | error | text as h5 | --model {clam} --features {feat_text}
 clam infer | error | missing file | --model {clam} --features {bad_missing_svs}
+embed | error | other encoder's features | {feat} --encoder titan --small --random-seed 0
+    --device cpu -o {out}/e.h5
+embed | error | pickle weights | {feat} --encoder titan --weights {evil_pt} --device cpu -o
+    {out}/e.h5
+embed | error | text as h5 | {feat_text} --encoder titan --small --random-seed 0 --device cpu
+    -o {out}/e.h5
 extract | ref_or_error | same stem, other slide | {he} -o {out}/f --random-weights 0 --device
     cpu | other_slide
 extract | clean | case_id ../../x | {cohort_id0} -o {out}/f --random-weights 0 --device cpu
@@ -922,7 +928,10 @@ HEADLESS = (
 )
 
 #: Verbs that read nothing (they print a table): they must simply work.
-NO_INPUT = (Probe("encoders list", "--json", "ok", "no input"),)
+NO_INPUT = (
+    Probe("encoders list", "--json", "ok", "no input"),
+    Probe("encoders list", "--slide --json", "ok", "slide encoders"),
+)
 
 #: Valid, cheap arguments per verb: the base that one abused numeric option is added to.
 BASES = {

@@ -23,6 +23,7 @@ VERB_MODULES = tuple(
         "tissue",
         "extract",
         "encoders",
+        "embed",
         "clam",
         "her2net",
         "ihc",

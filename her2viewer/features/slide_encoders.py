@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from her2viewer.features import hub
 from her2viewer.features.encoders import _seeded, file_sha256
 from her2viewer.features.registry import _check_checksum, load_checked
 from her2viewer.features.store import FeatureFile, read_features
+from her2viewer.outputs import atomic_output, hdf5_output_error
 
 #: The built-in slide encoders, as (module, attribute of its spec); imported when first needed.
 BUILTIN = (("her2viewer.features.titan", "TITAN_SPEC"),)
@@ -195,7 +197,9 @@ def load_slide_encoder(
     """
     spec = slide_spec_for(name)
     if small and random_seed is None:
-        raise ModelError(f"The small variant of {spec.name} exists only with random weights.")
+        raise ModelError(
+            f"The small variant of {spec.name} exists only with random weights (--random-seed)."
+        )
     provenance = {"encoder": spec.name, "variant": "small" if small else "full"}
     if random_seed is not None:
         module = _seeded(lambda: spec.build(small), random_seed)
@@ -306,3 +310,37 @@ def embed_slide(
         "tile_encoder": tile_encoder_of(feats) or "unrecorded",
     }
     return embedding.float().cpu().numpy(), record
+
+
+def write_embeddings(
+    path: str | Path,
+    spec: SlideEncoderSpec,
+    provenance: dict,
+    embeddings: list[tuple[np.ndarray, dict]],
+) -> Path:
+    """Write slide embeddings to one h5 file, atomically: a [dim] dataset per slide.
+
+    Each dataset is named by its slide and carries ``encoder``, ``provenance`` (JSON)
+    and the record :func:`embed_slide` returned; the file carries ``encoder``,
+    ``dim``, ``tile_encoder`` and ``provenance``.
+
+    Raises
+    ------
+    OutputError
+        One sentence when the file cannot be written (full disk, no permission).
+    """
+    path = Path(path)
+    made = json.dumps(provenance, sort_keys=True)
+    with atomic_output(path) as tmp:
+        try:
+            with h5py.File(tmp, "w") as h5:
+                h5.attrs.update(
+                    {"encoder": spec.name, "dim": spec.dim, "tile_encoder": spec.tile_encoder}
+                )
+                h5.attrs["provenance"] = made
+                for embedding, record in embeddings:
+                    data = h5.create_dataset(record["slide"], data=embedding.astype(np.float32))
+                    data.attrs.update({**record, "encoder": spec.name, "provenance": made})
+        except OSError as exc:
+            raise hdf5_output_error(path, exc) from exc
+    return path
