@@ -22,7 +22,7 @@ from her2viewer.stats import mrmc as stats_mrmc
 from her2viewer.stats.documents import Table
 from her2viewer.stats.figures import mrmc_figure, save_figure
 from her2viewer.stats.mrmc import MrmcError, Ratings
-from her2viewer.study.stats import MODEL, _model_score, reader_score
+from her2viewer.study.stats import MODEL, model_score, reader_score
 from her2viewer.study.store import StudyStore
 from her2viewer.tables import write_csv
 
@@ -106,7 +106,7 @@ def _add_model(store: StudyStore, table: dict, calls: dict, truth: dict) -> None
     with_prob = all(predictions[c][1] is not None for c in cases)
     for _, reader, case in list(table):
         label, prob = predictions[case]
-        table[(MODEL, reader, case)] = _model_score(question, label, prob if with_prob else None)
+        table[(MODEL, reader, case)] = model_score(question, label, prob if with_prob else None)
         calls[(MODEL, reader, case)] = question.is_positive(label)
 
 

@@ -46,7 +46,24 @@ def reader_score(question: Question, answer: str, confidence: float | None) -> f
     return confidence if question.is_positive(answer) else -confidence
 
 
-def _model_score(question: Question, label: str, probability: float | None) -> float:
+def model_score(question: Question, label: str, probability: float | None) -> float:
+    """The model's rating of how likely a case is positive (:func:`reader_score`'s counterpart).
+
+    Parameters
+    ----------
+    question : Question
+        The study's question.
+    label : str
+        The model's answer (one of ``question.labels``).
+    probability : float or None
+        The model's probability of a positive case, when it gives one.
+
+    Returns
+    -------
+    float
+        ``probability`` when given; otherwise the position of ``label`` on an ordinal
+        scale, or 1.0 for a positive and 0.0 for a negative label.
+    """
     if probability is not None:
         return probability
     return (
@@ -272,7 +289,7 @@ def analyse(store: StudyStore, n_boot: int = 2000, seed: int = 0) -> dict:
         [truth[c] for c in scored],
         [predictions[c][0] for c in scored],
         [
-            _model_score(question, predictions[c][0], predictions[c][1] if with_prob else None)
+            model_score(question, predictions[c][0], predictions[c][1] if with_prob else None)
             for c in scored
         ],
         n_boot,
