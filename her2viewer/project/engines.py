@@ -85,9 +85,34 @@ def _one_line(exc: BaseException) -> BaseException | str:
     return lines[0] if lines else type(exc).__name__
 
 
+class _TokenAuthDefaultNotice(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on for a new local cluster.
+
+    Ray (2.60 here) enables token authentication by default for the cluster ``ray.init``
+    starts, with a token in ``~/.ray/auth_token``, and warns that it did unless
+    ``RAY_AUTH_MODE`` is set. Token authentication is what a run wants (the cluster's ports
+    listen on every interface), but the variable cannot say so from here: Ray reads it once,
+    at import, and a value set later leaves this process without the token the cluster then
+    asks for. So only that record is dropped; Ray's other warnings, and the one it gives
+    when authentication is off, still show.
+    """
+
+    NOTICE = "Token authentication is enabled for this Ray cluster."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the default-token-authentication notice only."""
+        return not record.getMessage().startswith(self.NOTICE)
+
+
+_TOKEN_AUTH_NOTICE = _TokenAuthDefaultNotice()
+
+
 def _start_ray(ray, workers: int | None, address: str | None) -> None:
     """Start a local cluster (``address`` None) or join one; a one-sentence error if not."""
     env = {k: v for k, v in os.environ.items() if k.startswith("HER2VIEWER_")}
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        _TOKEN_AUTH_NOTICE
+    )
     try:
         ray.init(
             address=address,
