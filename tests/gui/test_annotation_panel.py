@@ -161,7 +161,7 @@ def test_measurements_export_escaped_csv(window, pane, tmp_path, qtbot):
     controller.stack.push(Add([Annotation(shapely.box(0, 0, 10, 10), name="=HYPERLINK(1)")]))
     table = window.annotation_panel.measurements
     window.annotation_panel.setCurrentWidget(table)
-    qtbot.waitUntil(lambda: table.table.rowCount() == 5)
+    qtbot.waitUntil(lambda: table.model.rowCount() == 5)
     out = tmp_path / "measurements.csv"
     table.export_csv(out)
     with out.open(newline="") as handle:

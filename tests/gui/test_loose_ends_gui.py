@@ -11,9 +11,12 @@ import shapely
 
 pytest.importorskip("PySide6")
 
-from her2viewer.annotations.commands import Add  # noqa: E402
-from her2viewer.annotations.model import Annotation  # noqa: E402
+from PySide6.QtCore import QObject, Signal  # noqa: E402
+
+from her2viewer.annotations.commands import Add, CommandStack, Rename, Replace  # noqa: E402
+from her2viewer.annotations.model import Annotation, AnnotationDocument  # noqa: E402
 from her2viewer.gui import grading_model  # noqa: E402
+from her2viewer.gui.annotations.panel import RELOAD_ABOVE, MeasurementTable  # noqa: E402
 from her2viewer.gui.grading_panel import attach_grading_panel  # noqa: E402
 from her2viewer.models.patch_cnn import default_grading_bundle  # noqa: E402
 
@@ -70,3 +73,82 @@ def test_grading_dock_loads_its_model_once_until_the_checkpoint_changes(
     os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))  # the checkpoint rewritten
     _grade(panel, qtbot, panel.run)
     assert counted_loads == [bundle, bundle]
+
+
+# -- the measurement table follows edits row by row ---------------------------------------
+
+
+class Pane(QObject):
+    """The part of an annotation controller the measurement table reads."""
+
+    selection_changed = Signal()
+
+    def __init__(self, document):
+        super().__init__()
+        self.document, self.stack, self.selected_ids = document, CommandStack(document), []
+
+
+@pytest.fixture()
+def measured(qtbot):
+    """A shown measurement table over three areas and a point set, and its model's signals."""
+    areas = [Annotation(shapely.box(x, 0, x + 100, 100), class_name="Tumor") for x in (0, 200, 400)]
+    points = Annotation(shapely.MultiPoint([(10, 10), (20, 20), (210, 10)]), kind="points")
+    pane = Pane(AnnotationDocument([*areas, points], mpp=0.5))
+    table = MeasurementTable()
+    qtbot.addWidget(table)
+    table.show()
+    table.set_controller(pane)
+    signals = {"reset": [], "changed": [], "inserted": [], "removed": []}
+    model = table.model
+    model.modelReset.connect(lambda: signals["reset"].append(1))
+    model.dataChanged.connect(lambda a, b: signals["changed"].append((a.row(), b.row())))
+    model.rowsInserted.connect(lambda _p, first, last: signals["inserted"].append((first, last)))
+    model.rowsRemoved.connect(lambda _p, first, last: signals["removed"].append((first, last)))
+    return pane, table, signals, areas, points
+
+
+def _by_id(table) -> dict:
+    header, rows = table.rows()
+    return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+
+
+def test_an_edit_updates_only_its_row(measured):
+    pane, table, signals, areas, points = measured
+    cell = table.model.index(1, 0)
+    pane.stack.push(Rename(areas[1].id, "T2"))
+    table.follower._flush()
+    assert signals == {"reset": [], "changed": [(1, 1)], "inserted": [], "removed": []}
+    assert table.model.data(cell) == "T2"
+    extra = Annotation(shapely.box(600, 0, 700, 100), kind="rectangle")
+    pane.stack.push(Add([extra]))
+    table.follower._flush()
+    assert signals["inserted"] == [(4, 4)] and not signals["reset"]
+    pane.stack.undo()
+    table.follower._flush()
+    assert signals["removed"] == [(4, 4)] and not signals["reset"]
+
+
+def test_a_moved_point_set_recounts_the_areas_it_left_and_entered(measured):
+    pane, table, signals, areas, points = measured
+    assert _by_id(table)[areas[0].id]["n_points Unclassified"] == 2
+    moved = points.replace(geometry=shapely.MultiPoint([(410, 10), (420, 20), (210, 10)]))
+    pane.stack.push(Replace({points.id: moved}))
+    table.follower._flush()
+    assert sorted(signals["changed"]) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert not signals["reset"]
+    incremental = _by_id(table)
+    table.refresh()  # everything measured again: the same figures
+    assert _by_id(table) == incremental
+    assert incremental[areas[0].id]["n_points Unclassified"] == 0
+    assert incremental[areas[2].id]["n_points Unclassified"] == 2
+
+
+def test_a_bulk_load_is_one_model_reset(measured):
+    pane, table, signals, _areas, _points = measured
+    many = [
+        Annotation(shapely.box(x, 500, x + 5, 505)) for x in range(0, 5 * (RELOAD_ABOVE + 1), 5)
+    ]
+    pane.stack.push(Add(many))
+    table.follower._flush()
+    assert signals["reset"] == [1] and not signals["inserted"]
+    assert table.model.rowCount() == 4 + len(many)

@@ -9,8 +9,10 @@ the active pane's :class:`~her2viewer.gui.annotations.controller.AnnotationContr
   a double click renames it.
 - :class:`ClassPanel`: the class list with colour swatch, count, total area and points;
   classes are added, renamed, recoloured and removed through undoable commands.
-- :class:`MeasurementTable`: every measurement of every annotation, exported to CSV
-  through :func:`her2viewer.tables.write_csv` (formula-escaped, atomic).
+- :class:`MeasurementTable`: every measurement of every annotation, a
+  :class:`MeasurementModel` updated row by row as annotations change (a bulk load is
+  one model reset), exported to CSV through :func:`her2viewer.tables.write_csv`
+  (formula-escaped, atomic).
 
 Each follows its document's changes in batches (:class:`DocumentFollower`); the tree
 updates only the rows a change touched unless the nesting changed.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import functools
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,6 +32,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QInputDialog,
     QPushButton,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -56,6 +59,9 @@ ID_ROLE = Qt.ItemDataRole.UserRole
 REFRESH_MS = 50
 #: Annotation fields before the measurements in the table and its CSV.
 ID_COLUMNS = ("id", "name", "class", "kind")
+#: A batch of changes touching more annotations than this reloads the measurement table
+#: in one model reset (a bulk load) instead of row by row.
+RELOAD_ABOVE = 500
 
 
 @functools.lru_cache(maxsize=256)
@@ -419,9 +425,189 @@ class ClassPanel(QWidget):
             self.remove_class(name)
 
 
+class MeasurementModel(QAbstractTableModel):
+    """The measurement table's rows: one per annotation of a document in drawing order,
+    its name, class and kind, then every measurement key (the id is kept for the CSV).
+
+    :meth:`reload` measures every annotation in one model reset; :meth:`apply` brings the
+    rows up to date with a batch of document changes row by row: rows inserted and removed,
+    ``dataChanged`` for the rows whose annotation changed (and for the areas around a
+    changed point set, whose point counts follow), columns as measurement keys come and go.
+    A reset, a new pixel size or a batch of more than :data:`RELOAD_ABOVE` annotations is
+    one reload.
+    """
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.document = None
+        self._mpp: float | None = None
+        self._ids: list[str] = []
+        self._anns: dict[str, object] = {}
+        self._measured: dict[str, dict] = {}
+        self._keys: list[str] = []
+        self._key_rows: dict[str, int] = {}  # how many rows have each measurement key
+
+    # -- the Qt model ------------------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802, B008 - Qt override
+        return 0 if parent.isValid() else len(self._ids)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802, B008 - Qt override
+        return 0 if parent.isValid() else len(ID_COLUMNS) - 1 + len(self._keys)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
+            return None
+        return number_text(self._value(self._ids[index.row()], index.column() + 1))
+
+    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if role != Qt.ItemDataRole.DisplayRole or orientation != Qt.Orientation.Horizontal:
+            return None
+        return self.header()[section + 1]
+
+    # -- the table as data -------------------------------------------------------------------
+    def header(self) -> list[str]:
+        """The column names: the annotation fields, then the measurement keys."""
+        return [*ID_COLUMNS, *self._keys]
+
+    def rows(self) -> list[list]:
+        """One row of values per annotation, in the order of :meth:`header`."""
+        columns = range(len(ID_COLUMNS) + len(self._keys))
+        return [[self._value(ann_id, c) for c in columns] for ann_id in self._ids]
+
+    def _value(self, ann_id: str, column: int):
+        """The value of a row's ``column`` (of :meth:`header`)."""
+        if column >= len(ID_COLUMNS):
+            return self._measured[ann_id].get(self._keys[column - len(ID_COLUMNS)])
+        ann = self._anns[ann_id]
+        return (ann.id, ann.name, ann.class_name or UNCLASSIFIED, ann.kind)[column]
+
+    # -- following the document ----------------------------------------------------------------
+    def reload(self, document) -> None:
+        """Measure every annotation of ``document`` (None: no rows) in one model reset."""
+        self.beginResetModel()
+        self.document = document
+        self._mpp = document.mpp if document is not None else None
+        self._ids, self._anns, self._measured = [], {}, {}
+        self._key_rows = {}
+        for ann in document if document is not None else ():
+            self._ids.append(ann.id)
+            self._keep(ann)
+        self._keys = list(self._key_rows)
+        self.endResetModel()
+
+    def apply(self, changes: list) -> None:
+        """Bring the rows up to date with a batch of changes of :attr:`document`."""
+        document = self.document
+        ids = {i for change in changes for i in change.ids}
+        if (
+            document is None
+            or document.mpp != self._mpp
+            or any(change.kind == "reset" for change in changes)
+            or len(ids) > RELOAD_ABOVE
+        ):
+            self.reload(document)
+            return
+        near_points = self._point_boxes(ids)
+        order = [ann.id for ann in document]
+        self._remove_rows([row for row, i in enumerate(self._ids) if i not in document])
+        self._insert_rows(order)
+        if self._ids != order:  # moved in the drawing order: not a case of its own
+            self.reload(document)
+            return
+        stale = {i for i in ids if i in self._anns and document.get(i) is not self._anns[i]}
+        self._remeasure(stale | self._areas_meeting(near_points))
+        self._sync_columns()
+
+    def _keep(self, ann) -> None:
+        """Measure ``ann`` and count its keys (its row is being added or refreshed)."""
+        self._anns[ann.id] = ann
+        measured = self._measured[ann.id] = self.document.measurements(ann)
+        for key in measured:
+            self._key_rows[key] = self._key_rows.get(key, 0) + 1
+
+    def _forget(self, ann_id: str) -> None:
+        """Drop a row's annotation and its keys' counts."""
+        del self._anns[ann_id]
+        for key in self._measured.pop(ann_id):
+            self._key_rows[key] -= 1
+
+    def _remove_rows(self, rows: list[int]) -> None:
+        for run in reversed(_runs(rows)):
+            self.beginRemoveRows(QModelIndex(), run[0], run[-1])
+            for row in reversed(run):
+                self._forget(self._ids.pop(row))
+            self.endRemoveRows()
+
+    def _insert_rows(self, order: list[str]) -> None:
+        """Insert the rows of the annotations of ``order`` that have none, at their places."""
+        for run in _runs([row for row, i in enumerate(order) if i not in self._anns]):
+            self.beginInsertRows(QModelIndex(), run[0], run[-1])
+            for row in run:
+                self._ids.insert(row, order[row])
+                self._keep(self.document.get(order[row]))
+            self.endInsertRows()
+
+    def _point_boxes(self, ids: set[str]) -> list[tuple[float, float, float, float]]:
+        """Bounds of the point sets among ``ids``, before and after the change."""
+        versions = [self._anns.get(i) for i in ids]
+        versions += [self.document.get(i) for i in ids if i in self.document]
+        return [a.geometry.bounds for a in versions if a is not None and a.kind == "points"]
+
+    def _areas_meeting(self, boxes: list) -> set[str]:
+        """The area annotations whose bounds meet any of ``boxes`` (their point counts)."""
+        if not boxes:
+            return set()
+        return {
+            i
+            for i, ann in self._anns.items()
+            if ann.is_area and any(_meet(ann.geometry.bounds, box) for box in boxes)
+        }
+
+    def _remeasure(self, ids: set[str]) -> None:
+        """Measure ``ids`` again and tell the view about their rows only."""
+        if not ids:
+            return
+        last = self.columnCount() - 1
+        for row in sorted(row for row, i in enumerate(self._ids) if i in ids):
+            self._forget(self._ids[row])
+            self._keep(self.document.get(self._ids[row]))
+            self.dataChanged.emit(self.index(row, 0), self.index(row, last))
+
+    def _sync_columns(self) -> None:
+        """Remove the columns of keys no row has any more; add those of new keys at the end."""
+        start = len(ID_COLUMNS) - 1
+        for column in reversed([c for c, k in enumerate(self._keys) if not self._key_rows[k]]):
+            self.beginRemoveColumns(QModelIndex(), start + column, start + column)
+            del self._key_rows[self._keys.pop(column)]
+            self.endRemoveColumns()
+        new = [k for k, rows in self._key_rows.items() if rows and k not in set(self._keys)]
+        if new:
+            first = self.columnCount()
+            self.beginInsertColumns(QModelIndex(), first, first + len(new) - 1)
+            self._keys += new
+            self.endInsertColumns()
+
+
+def _runs(rows: list[int]) -> list[list[int]]:
+    """Ascending ``rows`` cut into runs of consecutive numbers."""
+    runs: list[list[int]] = []
+    for row in rows:
+        if runs and runs[-1][-1] == row - 1:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
+
+
+def _meet(a: tuple, b: tuple) -> bool:
+    """Whether two ``(x0, y0, x1, y1)`` boxes overlap or touch."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
 class MeasurementTable(QWidget):
-    """Every measurement of every annotation (:meth:`AnnotationDocument.measurements`),
-    refreshed while shown, and exported to CSV.
+    """Every measurement of every annotation (:meth:`AnnotationDocument.measurements`) in a
+    :class:`MeasurementModel` kept up to date row by row while shown (measured again when
+    next shown otherwise), and exported to CSV.
 
     Signals
     -------
@@ -433,7 +619,9 @@ class MeasurementTable(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.table = QTableWidget(0, 0)
+        self.model = MeasurementModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         export = QPushButton("Export CSV…")
@@ -445,42 +633,33 @@ class MeasurementTable(QWidget):
         layout.addWidget(export)
         self._stale = True
         self.follower = DocumentFollower(self)
-        self.follower.changed.connect(lambda _changes: self._mark_stale())
+        self.follower.changed.connect(self._on_changes)
 
     def set_controller(self, controller) -> None:
         """Measure the annotations of ``controller``'s document (None: nothing)."""
         self.follower.follow(controller.document if controller else None)
-        self._mark_stale()
-
-    def rows(self) -> tuple[list[str], list[list]]:
-        """The header and one row per annotation: its fields, then every measurement."""
-        document = self.follower.document
-        anns = list(document) if document is not None else []
-        measured = [document.measurements(a) for a in anns]
-        keys = list(dict.fromkeys(k for m in measured for k in m))
-        rows = [
-            [a.id, a.name, a.class_name or UNCLASSIFIED, a.kind, *(m.get(k) for k in keys)]
-            for a, m in zip(anns, measured, strict=True)
-        ]
-        return [*ID_COLUMNS, *keys], rows
-
-    def refresh(self) -> None:
-        """Fill the table (names and measures; the id column is left to the CSV)."""
-        self._stale = False
-        header, rows = self.rows()
-        self.table.clear()
-        self.table.setColumnCount(len(header) - 1)
-        self.table.setHorizontalHeaderLabels(header[1:])
-        self.table.setRowCount(len(rows))
-        for row, values in enumerate(rows):
-            for column, value in enumerate(values[1:]):
-                self.table.setItem(row, column, QTableWidgetItem(number_text(value)))
-
-    def _mark_stale(self) -> None:
-        """Refresh now when shown, else when next shown (measuring costs)."""
         self._stale = True
         if self.isVisible():
             self.refresh()
+
+    def rows(self) -> tuple[list[str], list[list]]:
+        """The header and one row per annotation: its fields, then every measurement."""
+        if self._stale:
+            self.refresh()
+        return self.model.header(), self.model.rows()
+
+    def refresh(self) -> None:
+        """Measure every annotation again (names and measures; the id column is left to
+        the CSV)."""
+        self._stale = False
+        self.model.reload(self.follower.document)
+
+    def _on_changes(self, changes: list) -> None:
+        """Update the changed rows when shown; else measure everything when next shown."""
+        if self._stale or not self.isVisible():
+            self._stale = True
+        else:
+            self.model.apply(changes)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         if self._stale:
