@@ -454,20 +454,31 @@ class SlideView(QWidget):
         x0, y0, x1, y1 = self.visible_bounds()
         return x < x1 and y < y1 and x + w > x0 and y + h > y0
 
-    def request_slide_tiles(self, owner: int, level: int, tiles: list[tuple[int, int]]) -> None:
-        """Ask the loader, for ``owner`` (e.g. a magnifier), for the slide's own tiles of
-        ``level`` at ``(col, row)`` places, in order (cached ones are skipped)."""
+    def request_slide_tiles(
+        self, owner: int, level: int, tiles: list[tuple[int, int]], signature: tuple = ()
+    ) -> None:
+        """Ask the loader, for ``owner`` (e.g. a magnifier), for the tiles of ``level`` at
+        ``(col, row)`` places, in order (cached ones are skipped): the slide's own, or as
+        the pane draws them with ``signature`` (:meth:`overlay_signature`)."""
+        layers = {layer.uid: layer for layer in self.layers}
         self.loader.submit(
             owner,
             [
-                ((0, i), self._tile_key((), level, c, r), self._tile_producer((), level, c, r))
+                (
+                    (0, i),
+                    self._tile_key(signature, level, c, r),
+                    self._tile_producer(signature, level, c, r, layers),
+                )
                 for i, (c, r) in enumerate(tiles)
             ],
         )
 
-    def cached_slide_tile(self, level: int, col: int, row: int) -> CachedTile | None:
-        """The slide's own tile of a place (no layers) when it is cached; never reads."""
-        return self.cache.peek(self._tile_key((), level, col, row))
+    def cached_slide_tile(
+        self, level: int, col: int, row: int, signature: tuple = ()
+    ) -> CachedTile | None:
+        """The slide's own tile of a place (no layers), or the one drawn with ``signature``,
+        when it is cached; never reads."""
+        return self.cache.peek(self._tile_key(signature, level, col, row))
 
     def fully_loaded(self) -> bool:
         """Whether the overview and all visible target-level tiles (and layers) are cached."""

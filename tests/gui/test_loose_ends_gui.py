@@ -6,19 +6,24 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 import shapely
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QObject, Signal  # noqa: E402
+from PySide6.QtCore import QObject, QPoint, Signal  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
 
 from her2viewer.annotations.commands import Add, CommandStack, Rename, Replace  # noqa: E402
 from her2viewer.annotations.model import Annotation, AnnotationDocument  # noqa: E402
 from her2viewer.gui import grading_model  # noqa: E402
 from her2viewer.gui.annotations.panel import RELOAD_ABOVE, MeasurementTable  # noqa: E402
 from her2viewer.gui.grading_panel import attach_grading_panel  # noqa: E402
+from her2viewer.gui.magnifier import RADIUS, ZOOM, Magnifier  # noqa: E402
 from her2viewer.models.patch_cnn import default_grading_bundle  # noqa: E402
+from her2viewer.overlay.display import DisplaySettings, Levels, apply_display  # noqa: E402
+from her2viewer.overlay.layers import HeatmapLayer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +157,78 @@ def test_a_bulk_load_is_one_model_reset(measured):
     table.follower._flush()
     assert signals["reset"] == [1] and not signals["inserted"]
     assert table.model.rowCount() == 4 + len(many)
+
+
+# -- the magnifier shows what the pane shows ----------------------------------------------
+
+
+def _rgb(view) -> np.ndarray:
+    image = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    w, h = image.width(), image.height()
+    rows = np.frombuffer(image.constBits(), np.uint8).reshape(h, image.bytesPerLine())
+    return rows[:, : w * 3].reshape(h, w, 3).copy()
+
+
+@pytest.fixture()
+def lens_pane(panel_window, synthetic_case, qtbot):
+    """The H&E pane fully loaded, its lens and a function grabbing the lens's inner box."""
+    window = panel_window
+    assert window.open_in_pane(synthetic_case / "he.svs", 0).wait()
+    view = window.views[0]
+    qtbot.waitUntil(view.fully_loaded, timeout=20000)
+    lens = next(p for p in view.vector_painters if isinstance(p, Magnifier))
+    centre = QPoint(view.width() // 2, view.height() // 2)
+    inner = int(RADIUS * 0.6)
+
+    def grab() -> np.ndarray:
+        lens.show_at(centre)
+        qtbot.waitUntil(lambda: view.fully_loaded() and view.loader.pending(id(lens)) == 0)
+        qtbot.wait(50)
+        image = _rgb(view)
+        return image[
+            centre.y() - inner : centre.y() + inner, centre.x() - inner : centre.x() + inner
+        ].astype(np.float32)
+
+    return window, view, lens, grab
+
+
+def test_the_lens_applies_the_display_settings(lens_pane):
+    _window, view, _lens, grab = lens_pane
+    plain = grab()
+    display = DisplaySettings().with_levels(Levels(black=120.0, white=200.0, gamma=0.5))
+    view.set_display(display)
+    shown = grab()
+    expected = apply_display(plain.astype(np.uint8), display).astype(np.float32)
+    assert np.median(np.abs(shown - expected)) < 6  # the levels, as the pane draws them
+    assert np.median(np.abs(shown - plain)) > 20
+
+
+def test_the_lens_shows_visible_overlays_only(lens_pane, tmp_path):
+    window, view, lens, grab = lens_pane
+    plain = grab()
+    info = view.slide.info
+    heat = HeatmapLayer(
+        "score", values=np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8),
+        downsample=max(info.width, info.height) / 8, opacity=1.0,
+    )  # fmt: skip
+    view.add_layer(heat)
+    covered = grab()
+    assert np.median(np.abs(covered - plain)) > 30  # the heatmap, not the tissue
+    lens.show_at(lens.centre)
+    view.grab().save(str(tmp_path / "lens_over_heatmap.png"))
+    heat.visible = False
+    view.refresh()
+    assert np.array_equal(grab(), plain)  # a hidden layer is not in the lens
+    controller = window.annotations.active
+    x, y = view.screen_to_level0(lens.centre.x(), lens.centre.y())
+    reach = RADIUS * view.state.downsample / ZOOM
+    edge = x + reach / 2  # on screen: half a radius right of the lens centre, 4x
+    assert controller.push(
+        Add([Annotation(shapely.box(edge, y - reach, x + 2 * reach, y + reach))])
+    )
+    outlined = grab()
+    changed = np.abs(outlined - plain).max(axis=(0, 2))  # per lens column
+    middle = len(changed) // 2
+    at_edge = middle + int(RADIUS / 2)
+    assert changed[at_edge - 3 : at_edge + 4].max() > 60  # the outline, magnified
+    assert changed[: middle + int(RADIUS / 2) - 8].max() < 10  # nothing left of it
