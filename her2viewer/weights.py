@@ -4,7 +4,8 @@ The one place that loads a ``torch.save``-d file (a checkpoint, encoder weights 
 features tensor) for every room: :func:`load_tensors` reads it with
 ``weights_only=True``, keeps torch's warnings off the terminal, and turns any failure
 into :func:`refuse_pickle`'s sentence, which never repeats torch's advice to load the
-file with ``weights_only=False``.
+file with ``weights_only=False``. :func:`load_torchscript` is the one loader of the
+TorchScript files users bring (encoders, nucleus detectors).
 """
 
 from __future__ import annotations
@@ -58,3 +59,26 @@ def load_tensors(path: str | Path, what: str = "weights"):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable or unsafe: the user's file to fix
         raise refuse_pickle(path, exc, what) from exc
+
+
+#: torch's notice on every ``torch.jit.load`` (torch 2.14 here): TorchScript is deprecated.
+JIT_LOAD_NOTICE = r"`torch\.jit\.load` is deprecated"
+
+
+def load_torchscript(path: str | Path, map_location="cpu"):
+    """Load a TorchScript file (``torch.jit.save``) onto ``map_location``.
+
+    TorchScript stays the format users bring their own models in, and torch has no other
+    reader of it (``torch.export.load`` reads a different format), so torch's deprecation
+    notice of ``torch.jit.load`` says nothing the user can act on: exactly that warning is
+    ignored here, every other one still shows.
+
+    Raises
+    ------
+    Exception
+        Whatever ``torch.jit.load`` raises for a missing or damaged file (callers turn it
+        into their own sentence).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", JIT_LOAD_NOTICE, FutureWarning)
+        return torch.jit.load(str(path), map_location=map_location)

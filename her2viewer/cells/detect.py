@@ -19,7 +19,6 @@ Sci Rep 7:16878.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -312,14 +311,12 @@ class TorchScriptDetector(ModelDetector):
     name = "torchscript"
 
     def __init__(self, path: Path, model_mpp: float, profile: NucleusProfile, device="cpu"):
-        import torch
+        from her2viewer.weights import load_torchscript
 
         super().__init__(path, model_mpp, profile)
         self.device = device
         try:
-            with warnings.catch_warnings():  # torch deprecates TorchScript; users' exports are
-                warnings.simplefilter("ignore", FutureWarning)  # still TorchScript
-                self.model = torch.jit.load(str(path), map_location=device).eval()
+            self.model = load_torchscript(path, device).eval()
         except (RuntimeError, ValueError, OSError) as exc:
             raise DetectorError(
                 f"{path.name} is not a TorchScript model this torch can load ({exc})."
