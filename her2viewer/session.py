@@ -1,11 +1,15 @@
 """Sessions: what the viewer showed, saved when it closes and restored on the next start.
 
 A :class:`Session` holds the open slides (one per pane, left to right), each pane's view
-(centre, downsample, rotation, flip) and sync toggle, the GeoJSON files drawn on it, the
-layers' visibility and opacity by name, the registration linking pane 2 to pane 1, and
-the analyses whose results were shown (each saved to its own file beside the session,
-reloaded with its result class's ``load()``, never recomputed). It is plain data
-(Qt-free), checked by pydantic when read; a damaged file is one sentence.
+(centre, downsample, rotation, flip), display settings (levels per channel, stain view
+and its vectors, the slide's image type and a pixel size the user gave it) and sync
+toggle, the GeoJSON files drawn on it, the layers' visibility and opacity by name, the
+registration linking pane 2 to pane 1, and the analyses whose results were shown (each
+saved to its own file beside the session, reloaded with its result class's ``load()``,
+never recomputed). It is plain data (Qt-free), checked by pydantic when read; a damaged
+file is one sentence. Display settings that do not validate are dropped on reading, one
+sentence each in :attr:`Session.notices` (the pane then opens with the defaults), and
+version 1 files, which have none, still load.
 
 Where it lives: :func:`session_path` (``paths.data_dir()/sessions/last.json``; a project
 folder's ``session.json`` once projects exist).
@@ -20,15 +24,27 @@ import shutil
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from her2viewer.errors import Her2ViewerError
-from her2viewer.manifests import validated
+from her2viewer.manifests import validated, validation_sentence
 from her2viewer.outputs import write_text_atomic
+from her2viewer.overlay.display import STAINS, DisplaySettings, Levels
 from her2viewer.paths import data_dir
+from her2viewer.slide.settings import IMAGE_TYPES, MPP_RANGE
 
-#: Version of the session file written.
-SESSION_VERSION = 1
+#: Version of the session file written (2: panes' display settings).
+SESSION_VERSION = 2
+#: Smallest determinant of a stain matrix a stain view can invert.
+MIN_STAIN_DETERMINANT = 1e-6
 #: Suffix of the folder holding a session's analysis results, beside the session file.
 RESULTS_SUFFIX = "-results"
 
@@ -64,12 +80,95 @@ class LayerModel(BaseModel):
     opacity: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class LevelsModel(BaseModel):
+    """One channel's display range (:class:`~her2viewer.overlay.display.Levels`)."""
+
+    black: Finite = 0.0
+    white: Finite = 255.0
+    gamma: Finite = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> LevelsModel:
+        if self.white <= self.black:
+            raise ValueError("white must be above black")
+        return self
+
+
+class DisplayModel(BaseModel):
+    """How a pane drew its slide: levels (red, green, blue), the stain shown alone with the
+    stain matrix it was deconvolved with and grey, the slide's image type and the pixel
+    size the user gave a file that records none."""
+
+    levels: list[LevelsModel] = Field(
+        default_factory=lambda: [LevelsModel()] * 3, min_length=3, max_length=3
+    )
+    stain: str | None = None
+    matrix: list[list[Finite]] | None = None
+    grey: bool = False
+    image_type: str | None = None
+    mpp: float | None = Field(default=None, ge=MPP_RANGE[0], le=MPP_RANGE[1])
+
+    @field_validator("image_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in IMAGE_TYPES:
+            raise ValueError(f"must be one of {', '.join(IMAGE_TYPES)}")
+        return value
+
+    @field_validator("matrix")
+    @classmethod
+    def _invertible(cls, value):
+        if value is not None and (
+            len(value) != 3
+            or any(len(row) != 3 for row in value)
+            or abs(np.linalg.det(np.array(value))) < MIN_STAIN_DETERMINANT
+        ):
+            raise ValueError("must be an invertible 3x3 stain matrix")
+        return value
+
+    @model_validator(mode="after")
+    def _stain_of_type(self) -> DisplayModel:
+        if self.stain is None:
+            return self
+        if self.stain not in STAINS.get(self.image_type, {}):
+            raise ValueError(f"stain {self.stain!r} is not a stain of image type {self.image_type}")
+        if self.matrix is None:
+            raise ValueError(f"the {self.stain} view needs its stain matrix")
+        return self
+
+    @classmethod
+    def of(
+        cls, settings: DisplaySettings, image_type: str | None = None, mpp: float | None = None
+    ) -> DisplayModel:
+        """The model of a pane's ``settings``, its slide's ``image_type`` and user pixel size."""
+        return cls(
+            levels=[
+                LevelsModel(black=x.black, white=x.white, gamma=x.gamma) for x in settings.levels
+            ],
+            stain=settings.stain,
+            matrix=None if settings.matrix is None else [list(row) for row in settings.matrix],
+            grey=settings.grey,
+            image_type=image_type,
+            mpp=mpp,
+        )
+
+    def settings(self) -> DisplaySettings:
+        """The :class:`~her2viewer.overlay.display.DisplaySettings` a pane draws with."""
+        return DisplaySettings(
+            levels=tuple(Levels(x.black, x.white, x.gamma) for x in self.levels),
+            stain=self.stain,
+            matrix=None if self.matrix is None else tuple(tuple(row) for row in self.matrix),
+            grey=self.grey,
+        )
+
+
 class PaneModel(BaseModel):
-    """One pane: its slide, view, sync toggle, the GeoJSON files drawn on it as layers
-    (bottom to top) and layer settings."""
+    """One pane: its slide, view, display settings, sync toggle, the GeoJSON files drawn on
+    it as layers (bottom to top) and layer settings."""
 
     slide: str
     view: ViewModel | None = None
+    display: DisplayModel | None = None
     sync: bool = True
     geojson: list[str] = []
     layers: list[LayerModel] = []
@@ -98,6 +197,8 @@ class Session(BaseModel):
     panes: list[PaneModel] = []
     registration: list[list[float]] | None = None
     analyses: list[AnalysisModel] = []
+    #: What reading dropped (a pane's unusable display settings), one sentence each; not saved.
+    notices: list[str] = Field(default=[], exclude=True)
 
     @field_validator("registration")
     @classmethod
@@ -184,4 +285,25 @@ def load_session(path: str | Path) -> Session | None:
         raise SessionError(
             f"{path}: the saved session is not valid JSON (line {exc.lineno})."
         ) from None
-    return validated(Session, data, path, "the saved session", SessionError)
+    notices = _drop_bad_displays(data, path)
+    session = validated(Session, data, path, "the saved session", SessionError)
+    session.notices = notices
+    return session
+
+
+def _drop_bad_displays(data, path: Path) -> list[str]:
+    """Remove from the parsed ``data`` the panes' display settings that do not validate
+    (those panes open with the defaults); one sentence for each."""
+    panes = data.get("panes") if isinstance(data, dict) else None
+    notices = []
+    for index, pane in enumerate(panes if isinstance(panes, list) else []):
+        if not isinstance(pane, dict) or pane.get("display") is None:
+            continue
+        try:
+            DisplayModel.model_validate(pane["display"])
+        except ValidationError as exc:
+            what = f"pane {index + 1}'s display"
+            sentence = validation_sentence(path, what, exc).removesuffix(".")
+            notices.append(f"{sentence}; the defaults are used.")
+            del pane["display"]
+    return notices

@@ -5,7 +5,8 @@ Brightness, contrast and gamma (per channel for fluorescence), *Reset* and *Auto
 in its colour or grey, deconvolved with the slide's own stain vectors estimated on a
 worker), the slide's image type (guessed when its overview arrives, editable, stored)
 and a pixel size for files that record none (stored, applied at once). The pixels
-themselves are changed on the tile workers (:meth:`SlideView.set_display`).
+themselves are changed on the tile workers (:meth:`SlideView.set_display`). A saved
+session puts a pane's settings back through :meth:`DisplayPanel.restore`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ def overview_rgb(view) -> np.ndarray | None:
     """The pane's cached overview as RGB, ``None`` while it loads (never reads the slide)."""
     overview = view.overview
     return None if overview is None else cv2.cvtColor(overview.array, cv2.COLOR_BGRA2RGB)
+
+
+def mpp_settable(info) -> bool:
+    """Whether the user may give the slide of ``info`` a pixel size (its file records none)."""
+    return not info.mpp_x or info.mpp_set_by_user
 
 
 class StainEstimator(QObject):
@@ -358,10 +364,42 @@ class DisplayPanel(QWidget):
             slider.setValue(round(min(max(positions[name], SLIDER_RANGE[0]), SLIDER_RANGE[1])))
             slider.blockSignals(False)
 
+    # -- sessions ------------------------------------------------------------------------
+    def restore(self, view, display, image_type: str | None, mpp: float | None) -> None:
+        """Draw ``view``'s slide as a saved session left it.
+
+        Parameters
+        ----------
+        view : SlideView
+            A pane showing a slide.
+        display : DisplaySettings
+            Its levels and stain view (with the stain vectors it was shown with).
+        image_type : str or None
+            The slide's image type then; one stored with the slide since wins, and a stain
+            view that is not of the type that wins is not restored.
+        mpp : float or None
+            A pixel size the user gave the slide, for a file that records none.
+        """
+        fingerprint = view.slide.info.fingerprint
+        image_type = load_settings(fingerprint).image_type or image_type
+        if display.stain is not None and display.stain not in STAINS.get(image_type, {}):
+            display = display.with_stain(None)
+        if display.stain is not None:
+            self._matrices.setdefault((fingerprint, image_type), np.array(display.matrix))
+        if image_type is not None and self._types.get(fingerprint) != image_type:
+            self._set_type(view, image_type)
+        info = view.slide.info
+        if mpp is not None and mpp_settable(info) and info.mpp_x != mpp:
+            self.set_pixel_size(mpp, view)
+        view.set_display(display)
+        if view is self.view:
+            self.sync_controls()
+
     # -- pixel size ----------------------------------------------------------------------
-    def set_pixel_size(self, mpp: float | None) -> None:
-        """Give the active pane's slide (which records none) pixel size ``mpp``; None clears."""
-        view = self.view
+    def set_pixel_size(self, mpp: float | None, view=None) -> None:
+        """Give the slide of ``view`` (the active pane by default), which records none,
+        pixel size ``mpp``; None clears."""
+        view = view or self.view
         if view is None or view.slide is None or not self._store(view, mpp=mpp):
             return
         apply_pixel_size(view.slide, mpp)
@@ -415,7 +453,7 @@ class DisplayPanel(QWidget):
 
     def _sync_mpp(self, slide) -> None:
         info = None if slide is None else slide.info
-        settable = info is not None and (not info.mpp_x or info.mpp_set_by_user)
+        settable = info is not None and mpp_settable(info)
         self.mpp.setEnabled(settable)
         self.set_mpp.setEnabled(settable)
         self.clear_mpp.setEnabled(settable and info.mpp_set_by_user)

@@ -3,6 +3,9 @@
 What is kept is the Qt-free :class:`~her2viewer.session.Session`. Each analysis result
 shown is saved with its own ``save()`` beside the session and shown again from that file
 with its result class's ``load()`` (never recomputed), in the panel of the same title.
+Each pane's display settings come back through the Display dock
+(:meth:`~her2viewer.gui.display_panel.DisplayPanel.restore`); unusable ones are one
+sentence in the status bar, and that pane keeps the defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from her2viewer.gui.analysis_panel import AnalysisPanel
 from her2viewer.gui.job_panel import ANALYSIS_DOCK
 from her2viewer.session import (
     AnalysisModel,
+    DisplayModel,
     LayerModel,
     PaneModel,
     Session,
@@ -31,6 +35,9 @@ from her2viewer.session import (
     session_path,
 )
 from her2viewer.viewport import ViewState
+
+#: How long the status bar shows what a restore could not use.
+NOTICE_MS = 15000
 
 
 class SessionKeeper(QObject):
@@ -97,6 +104,7 @@ class SessionKeeper(QObject):
             PaneModel(
                 slide=str(Path(slide.info.path).resolve()),
                 view=ViewModel(**asdict(view.state)),
+                display=self._display_of(view),
                 sync=view.sync_enabled,
                 geojson=self._geojson_of(view),
                 layers=[
@@ -113,6 +121,14 @@ class SessionKeeper(QObject):
         matrix = window.sync.matrix(window.views[1], window.views[0]) if linked else None
         registration = matrix.tolist() if linked else None
         return Session(panes=panes, registration=registration, analyses=self._save_results())
+
+    def _display_of(self, view) -> DisplayModel:
+        """How ``view`` draws its slide, with the slide's image type and user pixel size."""
+        info = view.slide.info
+        image_type = self.window.display_panel.image_type_of(view)
+        return DisplayModel.of(
+            view.display, image_type, info.mpp_x if info.mpp_set_by_user else None
+        )
 
     def _save_results(self) -> list[AnalysisModel]:
         """Save every result shown to the results folder; what the session records of them."""
@@ -181,6 +197,8 @@ class SessionKeeper(QObject):
         with window.sync.paused():
             for index in shown:
                 self._apply_pane(window.views[index], session.panes[index])
+        if session.notices:  # unusable display settings: that pane keeps the defaults
+            window.statusBar().showMessage(" ".join(session.notices), NOTICE_MS)
         for index in shown[1:] if shown and shown[0] == 0 else []:
             view = window.views[index]
             if not window.sync.has_transform(view):
@@ -202,10 +220,14 @@ class SessionKeeper(QObject):
             panel.pane, panel.panes = analysis.panes[0], tuple(analysis.panes)
             panel.show_result(result)
 
-    @staticmethod
-    def _apply_pane(view, pane: PaneModel) -> None:
+    def _apply_pane(self, view, pane: PaneModel) -> None:
         if pane.view is not None:
             view.set_state(ViewState(**pane.view.model_dump()), clamp=False)
+        if pane.display is not None:
+            display = pane.display
+            self.window.display_panel.restore(
+                view, display.settings(), display.image_type, display.mpp
+            )
         settings = {layer.name: layer for layer in pane.layers}
         for layer in view.layers:
             if layer.name in settings:
