@@ -191,13 +191,21 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
+#: SHA-256 digests already computed in this run, by (resolved path, size, mtime in ns).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str | Path) -> str:
-    """Return the hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Return the hex SHA-256 of a file, read once per run (cached by path, size and mtime)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def torchvision_cache_file() -> Path:

@@ -3,12 +3,14 @@ variable per encoder, the Hugging Face cache, or (asked for) a download through
 ``huggingface_hub``.
 
 Nothing downloads unless the user passes ``--download``; then only the registry's
-weights file of that encoder is fetched, into the ordinary Hugging Face cache.
+weights file of that encoder is fetched, into the ordinary Hugging Face cache. A file
+of that cache is checked against the SHA-256 the hub publishes for it (:func:`hub_sha256`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,20 @@ def snapshot_of(root: Path) -> Path | None:
         return root / "snapshots" / ref.read_text().strip()
     snapshots = sorted((root / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
     return snapshots[-1] if snapshots else None
+
+
+def hub_sha256(path: Path) -> str | None:
+    """The SHA-256 the hub publishes for a file of an HF cache, else None.
+
+    In a Hugging Face cache ``snapshots/<revision>/<file>`` links to
+    ``blobs/<sha256>``: an LFS file's blob is named by the SHA-256 of its content (the
+    LFS pointer's oid, which the hub shows on the file's page). Small git files are
+    named by their 40-digit git hash and are not checked.
+    """
+    target = Path(path).resolve()
+    if target.parent.name == "blobs" and re.fullmatch("[0-9a-f]{64}", target.name):
+        return target.name
+    return None
 
 
 def weights_in(folder: Path, spec: EncoderSpec) -> Path | None:

@@ -13,6 +13,8 @@ and recorded in the provenance of features made with it.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from her2viewer.errors import ModelError
-from her2viewer.features import hub
+from her2viewer.features import conch, hub
 from her2viewer.features.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -38,6 +40,9 @@ HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
 LUNIT_MEAN = (0.70322989, 0.53606487, 0.66096631)
 LUNIT_STD = (0.21716536, 0.26081574, 0.20723464)
 HALF = (0.5, 0.5, 0.5)
+#: Hibou's SwiGLU MLP (HistAI's ``build_model``: ``ffn_layer="swiglufused"``): 4 x 1024 wide,
+#: 2/3 of it rounded up to 8 = 2736 per half, i.e. 5472 = 1024 x 5.34375 for timm's packed layer.
+HIBOU_MLP_RATIO = 5.34375
 #: The CI variant of every ViT: one block, same width (so the same feature size).
 SMALL = {"depth": 1}
 
@@ -84,11 +89,20 @@ class EncoderSpec:
     small : dict
         Constructor overrides of the CI variant (``{}``: the real one is small enough).
     sha256 : str
-        The published checksum of the weights file, where the card gives one.
+        A pinned SHA-256 of the weights file (checked when set; the variable
+        ``<env_var>_SHA256`` pins one too). Files from a Hugging Face cache are always
+        checked against the hub's digest, their blob's name.
     bf16 : bool
         The model was trained (and is run on CUDA) in bfloat16.
     note : str
         Caveats (e.g. a checkpoint format not mapped to the timm network).
+    head : callable, optional
+        Wraps the timm trunk into the model's own network (head and forward) where the
+        official checkpoint has one timm lacks (CONCH v1.5); None: :class:`PooledViT`,
+        and the checkpoint holds the trunk alone.
+    convert : callable, optional
+        Maps the official checkpoint's state dict to the network's (after the
+        training wrappers' prefixes are dropped).
     """
 
     name: str
@@ -112,6 +126,8 @@ class EncoderSpec:
     sha256: str = ""
     bf16: bool = False
     note: str = ""
+    head: Callable[[nn.Module], nn.Module] | None = None
+    convert: Callable[[dict], dict] | None = None
 
     @property
     def env_var(self) -> str:
@@ -256,19 +272,20 @@ def _specs() -> tuple[EncoderSpec, ...]:
         ),
         _vit(
             "conch_v1_5",
-            "ViT-L/16 at 448 px + attention-pool head -> 768",
+            "ViT-L/16 (224 px positions stretched to 448) + attention pool + LayerNorm -> 768",
             "vit_large_patch16_224",
-            {"img_size": 448, "init_values": 1e-5, "global_pool": "map", "num_classes": 768},
+            {"img_size": 224, "init_values": 1.0},
             input_size=448,
             dim=768,
             pooling="attention",
             licence=CC_BY_NC_ND,
-            card=f"huggingface.co/MahmoodLab/conchv1_5; {TRIDENT} (CONCHVisionTower)",
+            card=f"huggingface.co/MahmoodLab/conchv1_5; {TRIDENT} (Conchv15InferenceEncoder) and "
+            "model_zoo/conchv1_5/conchv1_5.py (CONCHVisionTower)",
             hf_repo="MahmoodLab/conchv1_5",
             weights_files=("pytorch_model_vision.bin",),
             trident_name="conch_v15",
-            note="the official CONCHVisionTower checkpoint's keys are not mapped to this timm "
-            "network: load a timm-format state dict",
+            head=conch.ConchVisionTower,
+            convert=conch.from_official,
         ),
         _vit(
             "virchow2",
@@ -333,20 +350,21 @@ def _specs() -> tuple[EncoderSpec, ...]:
         ),
         _vit(
             "hibou_l",
-            "ViT-L/14 (DINOv2, 4 registers)",
+            "ViT-L/14 (DINOv2, 4 registers, SwiGLU)",
             "vit_large_patch14_reg4_dinov2",
-            {"img_size": 224},
+            {"img_size": 224, "swiglu": True, "mlp_ratio": HIBOU_MLP_RATIO},
             dim=1024,
             interpolation="bicubic",
             mean=HIBOU_MEAN,
             std=HIBOU_STD,
             magnification="mixed (model card)",
             licence="Apache-2.0",
-            card=f"huggingface.co/histai/hibou-L; {TRIDENT}",
+            card=f"huggingface.co/histai/hibou-L; github.com/HistAI/hibou "
+            f"hibou/models/__init__.py at c453bbe (build_model); {TRIDENT}",
             hf_repo="histai/hibou-L",
             trident_name="hibou_l",
-            note="a transformers Dinov2WithRegisters checkpoint is renamed to timm's keys; "
-            "Hibou-L's own remote-code names are not checked against the real file",
+            note="the card's transformers checkpoint (Dinov2 with registers, remote code) is "
+            "renamed to timm's keys; TRIDENT's feature is its pooler output, the normed CLS token",
         ),
         _vit(
             "kaiko_vitb8",
@@ -427,21 +445,23 @@ class PooledViT(nn.Module):
         return torch.cat([tokens[:, 0], patches.mean(1)], dim=-1)
 
 
-def build_network(spec: EncoderSpec, small: bool = False) -> PooledViT:
+def build_network(spec: EncoderSpec, small: bool = False) -> nn.Module:
     """Build the (untrained) network of a ViT row, or its small variant."""
     import timm
 
     kwargs = {**spec.kwargs, **(spec.small if small else {})}
     if kwargs.pop("swiglu", False):
         kwargs |= _swiglu()
-    return PooledViT(timm.create_model(spec.constructor, pretrained=False, **kwargs), spec.pooling)
+    trunk = timm.create_model(spec.constructor, pretrained=False, **kwargs)
+    return spec.head(trunk) if spec.head else PooledViT(trunk, spec.pooling)
 
 
 def load_checked(module: nn.Module, path: Path, spec: EncoderSpec, convert=None) -> None:
     """Load a state dict into ``module`` after checking every key and shape.
 
-    ``convert`` renames an official checkpoint's keys to the module's (a slide
-    encoder's ``SlideEncoderSpec.convert``); ``spec`` needs ``name`` and ``architecture``.
+    ``convert`` renames an official checkpoint's keys to the module's (``spec.convert``
+    of a patch or slide encoder); without it, a transformers Dinov2 checkpoint is
+    renamed to timm's keys. ``spec`` needs ``name`` and ``architecture``.
 
     Raises
     ------
@@ -466,28 +486,40 @@ def load_checked(module: nn.Module, path: Path, spec: EncoderSpec, convert=None)
     module.load_state_dict(state, strict=True)
 
 
-#: transformers' Dinov2 layer names -> timm's (both the 4.x and the 5.x attention names).
+#: transformers' Dinov2 layer names -> timm's (both the 4.x and the 5.x names). The SwiGLU
+#: MLP (``use_swiglu_ffn``, Hibou's) is 4.x ``weights_in``/``weights_out``, whose halves
+#: are SiLU(first) * second as in timm's ``SwiGLUPacked``, or 5.x ``gate_proj``, ``up_proj``
+#: and ``down_proj``.
 DINOV2_LAYER = {
     "norm1": "norm1",
     "norm2": "norm2",
     "mlp.fc1": "mlp.fc1",
     "mlp.fc2": "mlp.fc2",
+    "mlp.weights_in": "mlp.fc1",
+    "mlp.weights_out": "mlp.fc2",
+    "mlp.down_proj": "mlp.fc2",
     "layer_scale1.lambda1": "ls1.gamma",
     "layer_scale2.lambda1": "ls2.gamma",
     "attention.output.dense": "attn.proj",
     "attention.o_proj": "attn.proj",
 }
-QKV_NAMES = (("attention.attention.query", "attention.attention.key", "attention.attention.value"),
-             ("attention.q_proj", "attention.k_proj", "attention.v_proj"))  # fmt: skip
+#: Layers that timm keeps stacked in one tensor: (transformers' names, timm's name).
+DINOV2_STACKED = (
+    (("attention.attention.query", "attention.attention.key", "attention.attention.value"),
+     "attn.qkv"),
+    (("attention.q_proj", "attention.k_proj", "attention.v_proj"), "attn.qkv"),
+    (("mlp.gate_proj", "mlp.up_proj"), "mlp.fc1"),
+)  # fmt: skip
 
 
 def dinov2_to_timm(state: dict, no_embed_class: bool) -> dict:
     """Rename a transformers ``Dinov2Model`` / ``Dinov2WithRegistersModel`` state dict
     (Phikon-v2's, Hibou's format) to timm's ViT names.
 
-    q, k and v are stacked into timm's ``qkv``. For a timm network whose position
-    embeddings cover the patches only (``no_embed_class``, the register models),
-    the CLS position is added to the CLS token, as transformers adds it there.
+    q, k and v are stacked into timm's ``qkv`` (and 5.x's SwiGLU gate and up projections
+    into ``fc1``; transformers' ``mask_token``, unused at inference, is dropped). For a
+    timm network whose position embeddings cover the patches only (``no_embed_class``,
+    the register models), the CLS position is added to the CLS token, as transformers adds it there.
     """
     out = {
         "cls_token": state["embeddings.cls_token"],
@@ -509,11 +541,11 @@ def dinov2_to_timm(state: dict, no_embed_class: bool) -> dict:
             for name, timm_name in DINOV2_LAYER.items():
                 if key == old + name or key.startswith(old + name + "."):
                     out[new + timm_name + key[len(old + name) :]] = value
-        for names in QKV_NAMES:
-            if f"{old}{names[0]}.weight" in state:
-                for part in ("weight", "bias"):
+        for names, timm_name in DINOV2_STACKED:
+            for part in ("weight", "bias"):
+                if f"{old}{names[0]}.{part}" in state:
                     stacked = [state[f"{old}{n}.{part}"] for n in names]
-                    out[f"{new}attn.qkv.{part}"] = torch.cat(stacked)
+                    out[f"{new}{timm_name}.{part}"] = torch.cat(stacked)
     return out
 
 
@@ -526,10 +558,32 @@ def _strip_prefixes(state: dict) -> dict:
 
 
 def _check_checksum(path: Path, digest: str, spec: EncoderSpec) -> None:
-    if spec.sha256 and digest != spec.sha256:
+    """Refuse a weights file whose SHA-256 differs from the hub's or from a pinned one.
+
+    The hub's is the name of the file's blob when it comes from a Hugging Face cache
+    (:func:`hub.hub_sha256`); a pinned one is the variable ``<env_var>_SHA256`` or, failing
+    that, the registry's ``sha256``.
+
+    Raises
+    ------
+    ModelError
+        One sentence naming the file and both digests.
+    """
+    published = hub.hub_sha256(path)
+    if published and digest != published:
         raise ModelError(
-            f"{path} is not the published {spec.name} weights: its SHA-256 is {digest[:12]}..., "
-            f"the model card gives {spec.sha256[:12]}...."
+            f"{path} is corrupt or truncated: its SHA-256 {digest} differs from the hub's "
+            f"{published} (the name of its blob in the Hugging Face cache); delete it and "
+            "download again."
+        )
+    variable = spec.env_var + "_SHA256"
+    pinned = os.environ.get(variable, "").strip().lower()
+    source = variable if pinned else "the model card"
+    pinned = pinned or spec.sha256
+    if pinned and digest != pinned:
+        raise ModelError(
+            f"{path} is not the published {spec.name} weights: its SHA-256 is {digest}, "
+            f"{source} gives {pinned}."
         )
 
 
@@ -570,7 +624,7 @@ def vit_encoder(
         digest = file_sha256(path)
         _check_checksum(path, digest, spec)
         module = build_network(spec)
-        load_checked(module.trunk, path, spec)
+        load_checked(module if spec.head else module.trunk, path, spec, spec.convert)
         provenance = {"weights": path.name, "sha256": digest}
     return Encoder(
         name=spec.name,

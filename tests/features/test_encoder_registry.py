@@ -31,13 +31,13 @@ VITS = [name for name, spec in SPECS.items() if spec.constructor]
 CARDS = {
     "uni": (1024, 224, IMAGENET_MEAN, IMAGENET_STD, 303),
     "uni2_h": (1536, 224, IMAGENET_MEAN, IMAGENET_STD, 681),
-    "conch_v1_5": (768, 448, IMAGENET_MEAN, IMAGENET_STD, 317),
+    "conch_v1_5": (768, 448, IMAGENET_MEAN, IMAGENET_STD, 306),
     "virchow2": (2560, 224, IMAGENET_MEAN, IMAGENET_STD, 631),
     "prov_gigapath": (1536, 224, IMAGENET_MEAN, IMAGENET_STD, 1135),
     "h_optimus_0": (1536, 224, *HOPTIMUS, 1135),
     "h_optimus_1": (1536, 224, *HOPTIMUS, 1135),
     "phikon_v2": (1024, 224, IMAGENET_MEAN, IMAGENET_STD, 303),
-    "hibou_l": (1024, 224, (0.7068, 0.5755, 0.722), (0.195, 0.2316, 0.1816), 303),
+    "hibou_l": (1024, 224, (0.7068, 0.5755, 0.722), (0.195, 0.2316, 0.1816), 304),
     "kaiko_vitb8": (768, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 86),
     "kaiko_vitl14": (1024, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 304),
     "lunit_vits8": (384, 224, (0.70322989, 0.53606487, 0.66096631),
@@ -167,7 +167,7 @@ def test_transformers_dinov2_checkpoints_load_into_timm(name, tmp_path):
     config = getattr(transformers, f"{kind}Config")(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
         image_size=224, patch_size=SPECS[name].kwargs.get("patch_size", 14 if registers else 16),
-        **({"num_register_tokens": 4} if registers else {}),
+        **({"num_register_tokens": 4, "use_swiglu_ffn": True} if registers else {}),
     )  # fmt: skip
     torch.manual_seed(0)
     reference = getattr(transformers, f"{kind}Model")(config).eval()
@@ -176,6 +176,7 @@ def test_transformers_dinov2_checkpoints_load_into_timm(name, tmp_path):
     state = {k: v.contiguous() for k, v in reference.state_dict().items()}
     save_file(state, tmp_path / "model.safetensors")
     small = {"depth": 2, "embed_dim": 64, "num_heads": 4}
+    small |= {"mlp_ratio": 2 * 176 / 64} if registers else {}  # SwiGLU's packed width at 64
     spec = dataclasses.replace(SPECS[name], kwargs={**SPECS[name].kwargs, **small})
     encoder = vit_encoder(spec, weights=tmp_path)
     x = torch.randn(2, 3, 224, 224)
