@@ -33,7 +33,10 @@ from her2viewer.features.store import FeatureFile, read_features
 from her2viewer.outputs import atomic_output, hdf5_output_error
 
 #: The built-in slide encoders, as (module, attribute of its spec); imported when first needed.
-BUILTIN = (("her2viewer.features.titan", "TITAN_SPEC"),)
+BUILTIN = (
+    ("her2viewer.features.titan", "TITAN_SPEC"),
+    ("her2viewer.features.gigapath_slide", "GIGAPATH_SLIDE_SPEC"),
+)
 
 
 @dataclass(frozen=True)
