@@ -120,3 +120,46 @@ def radiomics_model(tmp_path_factory) -> Path:
     data = read_feature_table(table)
     fitted, report = train_models(data, folds=3)
     return save_models(folder / "model.json", fitted, data, report)
+
+
+@pytest.fixture(scope="session")
+def write_dicom_series():
+    """``write_dicom_series(folder, volume, series_uid=None, shuffle=True)``: a CT series of
+    one DICOM file per slice of a radiomics Volume, slices in shuffled order (radiomics, gui)."""
+    return _write_dicom_series
+
+
+def _write_dicom_series(folder, volume, series_uid=None, shuffle=True) -> None:
+    """Write ``volume`` (a radiomics Volume, HU) as a CT series of one DICOM file per slice."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    dz, dy, dx = volume.spacing
+    order = (
+        np.random.default_rng(0).permutation(len(volume.array))
+        if shuffle
+        else range(len(volume.array))
+    )
+    for k in order:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID = series_uid
+        ds.Modality = "CT"
+        ds.Rows, ds.Columns = volume.array.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelSpacing = [dy, dx]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, 10.0 + k * dz]
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (volume.array[k].astype(np.int32) + 1024).astype("<u2").tobytes()
+        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+    (folder / "notes.txt").write_text("not dicom")

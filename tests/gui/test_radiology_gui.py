@@ -193,12 +193,10 @@ def test_view_cli_renders_the_volume(tmp_path, capsys, radiomics_model):
     assert "Volume file not found" in capsys.readouterr().err
 
 
-def test_a_dicom_slice_file_opens_its_series(tmp_path):
-    from test_radiomics_volume import _write_dicom_series  # tests/ is on sys.path (rootdir)
-
+def test_a_dicom_slice_file_opens_its_series(tmp_path, write_dicom_series):
     ct = np.full((3, 8, 8), -1000, np.int16)
     ct[:, 2:6, 2:6] = 60
-    _write_dicom_series(tmp_path, Volume(ct, (2.0, 0.5, 0.5)))
+    write_dicom_series(tmp_path, Volume(ct, (2.0, 0.5, 0.5)))
     case = read_case(sorted(tmp_path.glob("*.dcm"))[0])
     assert case.image_path == tmp_path and case.image.array.shape == (3, 8, 8)
     assert case.ct and case.preset == "soft tissue" and case.roi is None

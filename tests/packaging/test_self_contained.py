@@ -55,3 +55,14 @@ def test_tests_packaging_does_not_hide_the_packaging_library():
     from packaging.version import Version
 
     assert Version("1.10") > Version("1.9")
+
+
+def test_no_test_module_imports_another_so_each_file_runs_alone():
+    # a helper shared by two folders goes into a conftest.py as a fixture, not `from test_x import`
+    sibling = re.compile(r"^\s*(from|import)\s+test_\w+", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(TESTS))
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if sibling.search(path.read_text())
+    ]
+    assert offenders == []

@@ -76,53 +76,19 @@ def test_not_nifti(tmp_path):
         load_volume(tmp_path / "v.nii.gz")
 
 
-def _write_dicom_series(folder, volume, series_uid=None, shuffle=True):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    dz, dy, dx = volume.spacing
-    order = (
-        np.random.default_rng(0).permutation(len(volume.array))
-        if shuffle
-        else range(len(volume.array))
-    )
-    for k in order:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID = series_uid
-        ds.Modality = "CT"
-        ds.Rows, ds.Columns = volume.array.shape[1:]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelSpacing = [dy, dx]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0.0, 0.0, 10.0 + k * dz]
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = (volume.array[k].astype(np.int32) + 1024).astype("<u2").tobytes()
-        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
-    (folder / "notes.txt").write_text("not dicom")
-
-
-def test_dicom_series(tmp_path, volume):
-    _write_dicom_series(tmp_path / "ct", volume)
+def test_dicom_series(tmp_path, volume, write_dicom_series):
+    write_dicom_series(tmp_path / "ct", volume)
     back = load_volume(tmp_path / "ct")
     np.testing.assert_array_equal(back.array, volume.array)
     assert back.spacing == pytest.approx(volume.spacing)
 
 
-def test_dicom_errors(tmp_path, volume):
+def test_dicom_errors(tmp_path, volume, write_dicom_series):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RadiomicsError, match="No DICOM image"):
         load_volume(tmp_path / "empty")
-    _write_dicom_series(tmp_path / "two", volume)
-    _write_dicom_series(tmp_path / "other", Volume(volume.array[:2], volume.spacing))
+    write_dicom_series(tmp_path / "two", volume)
+    write_dicom_series(tmp_path / "other", Volume(volume.array[:2], volume.spacing))
     for item in (tmp_path / "other").glob("*.dcm"):
         item.rename(tmp_path / "two" / f"x_{item.name}")
     with pytest.raises(RadiomicsError, match="2 DICOM series"):
