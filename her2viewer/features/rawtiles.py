@@ -145,6 +145,110 @@ def _jfif(path: str, page: tifffile.TiffPage) -> bool:
     return head[2:4] == b"\xff\xe0" and head[6:11] == b"JFIF\x00"
 
 
+@dataclass(frozen=True)
+class CutPlan:
+    """Where each pixel of a batch of ``B`` patches of side ``P`` comes from (numpy arrays).
+
+    Every patch is cut from one strip of ``nx`` tiles per patch row: the stack of the
+    batch's decoded tiles, plus one white tile at its end, is indexed by ``slots`` and
+    ``rows`` (one gather of tile rows), and each patch's ``P`` columns start at its
+    ``shifts`` in its strip (a second gather). Rows and tile columns outside the level,
+    and tiles the file leaves empty, are the white tile.
+
+    Attributes
+    ----------
+    tiles : numpy.ndarray
+        ``(K,)`` indices (into the level's tiles) of the stored tiles to decode, ascending.
+    slots : numpy.ndarray
+        ``(B, P, nx)`` place in the stack of the tile under each patch row and strip column.
+    rows : numpy.ndarray
+        ``(B, P)`` row inside that tile.
+    shifts : numpy.ndarray
+        ``(B,)`` column of each patch's left edge in its strip.
+    edge : numpy.ndarray
+        Places in the stack of the tiles of the level's last column when it is partial:
+        their columns from ``edge_width`` on lie outside the level (white).
+    edge_width : int
+    """
+
+    tiles: np.ndarray
+    slots: np.ndarray
+    rows: np.ndarray
+    shifts: np.ndarray
+    edge: np.ndarray
+    edge_width: int
+
+
+def plan_cut(level: RawLevel, corners: np.ndarray, side: int) -> CutPlan:
+    """The :class:`CutPlan` of patches of ``side`` px at ``corners`` (level pixels, x, y)."""
+    th, tw, across = level.tile_height, level.tile_width, level.tiles_across
+    y = corners[:, 1, None] + np.arange(side)
+    tile_row, rows = np.divmod(y, th)
+    first_col, shifts = np.divmod(corners[:, 0], tw)
+    first_row = tile_row[:, 0]
+    cols = first_col[:, None] + np.arange(int((shifts + side - 1).max()) // tw + 1)
+    tile_rows = first_row[:, None] + np.arange(int((tile_row[:, -1] - first_row).max()) + 1)
+    inside = ((tile_rows >= 0) & (tile_rows * th < level.height))[:, :, None] & (
+        (cols >= 0) & (cols < across)
+    )[:, None, :]
+    index = np.where(inside, tile_rows[:, :, None] * across + cols[:, None, :], 0)
+    stored = inside & (level.counts[index] > 0)
+    tiles = np.unique(index[stored])
+    places = np.where(stored, np.searchsorted(tiles, index), len(tiles))
+    slots = places[np.arange(len(corners))[:, None], tile_row - first_row[:, None]]
+    slots[(y < 0) | (y >= level.height)] = len(tiles)
+    edge_width = level.width - (across - 1) * tw
+    edge = np.flatnonzero(tiles % across == across - 1) if edge_width < tw else tiles[:0]
+    return CutPlan(tiles, slots, rows, shifts, edge, edge_width)
+
+
+def decode_tiles(streams: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Decode JPEG ``streams`` to ``(h, w, 3)`` RGB tensors, on ``device`` where it can.
+
+    nvJPEG rejects some streams libjpeg-turbo reads (CMYK, some progressive or 12-bit
+    ones): a batch a CUDA device refuses is decoded on the CPU (the images stay there).
+    """
+    if device.type != "cuda":
+        images = decode_jpeg(streams, mode=ImageReadMode.RGB)
+    else:
+        try:
+            images = decode_jpeg(streams, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            images = decode_jpeg(streams, mode=ImageReadMode.RGB)
+    return [image.permute(1, 2, 0) for image in images]
+
+
+def _white(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """A white ``(height, width, 3)`` uint8 image on ``device``."""
+    return torch.full((height, width, 3), 255, dtype=torch.uint8, device=device)
+
+
+def _fit(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``image`` cropped or padded with white to ``(height, width, 3)``."""
+    if image.shape[:2] == (height, width):
+        return image
+    out = _white(height, width, image.device)
+    h, w = min(height, image.shape[0]), min(width, image.shape[1])
+    out[:h, :w] = image[:h, :w]
+    return out
+
+
+def cut_patches(stack, plan: CutPlan, take) -> object:
+    """Cut a batch's patches ``(B, P, P, 3)`` from its decoded ``stack`` ``(K + 1, th, tw, 3)``.
+
+    Two gathers whatever the batch size (a few kernels on a CUDA device), both copying
+    runs of contiguous bytes (tile rows, then patch rows). ``take`` turns a plan's
+    numpy array into ``stack``'s kind (a numpy array, or a tensor on its device).
+    """
+    batch, side, _ = plan.slots.shape
+    strips = stack[take(plan.slots), take(plan.rows[:, :, None])].reshape(batch, side, -1)
+    if isinstance(strips, np.ndarray):
+        windows = np.lib.stride_tricks.sliding_window_view(strips, 3 * side, axis=2)[:, :, ::3]
+    else:
+        windows = strips.unfold(2, 3 * side, 3)
+    return windows[take(np.arange(batch)), :, take(plan.shifts)].reshape(batch, side, side, 3)
+
+
 class RawPatchReader:
     """Reads batches of a grid's patches from raw JPEG tiles (see the module docstring).
 
@@ -166,17 +270,11 @@ class RawPatchReader:
 
     def __init__(self, slide: Slide, grid: PatchGrid, device: torch.device, prepare=None):
         self.level = raw_level(slide, grid.patch_level)
-        downsample = slide.info.levels[grid.patch_level].downsample
-        corners = grid.coords / downsample
-        if not np.allclose(corners, np.round(corners), rtol=0, atol=1e-6):
-            raise RawTilesUnavailable(
-                f"patch corners fall between pixels of level {grid.patch_level}"
-            )
-        self.corners = np.round(corners).astype(np.int64)
+        self.corners = level_corners(slide, grid)
         self.grid = grid
         self.device = device if device.type == "cuda" else torch.device("cpu")
         self.prepare = prepare
-        #: Cut patches with numpy (on the CPU: torch's copies thread themselves, badly here).
+        #: Gather with numpy on the CPU (torch's CPU indexing copies byte by byte, ~30x slower).
         self._numpy = self.device.type == "cpu"
         self._lock = threading.Lock()
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -201,15 +299,12 @@ class RawPatchReader:
 
     def _read(self, rows: range) -> torch.Tensor:
         """:meth:`read` on the current device and stream."""
-        tiles = self._decoded_tiles(rows)
-        shape = (len(rows), 3, self.grid.patch_size, self.grid.patch_size)
+        plan = plan_cut(self.level, self.corners[np.asarray(rows)], self.grid.patch_size)
+        stack = self._stack(plan)
         if self._numpy:
-            patches = np.full(shape, 255, np.uint8)
+            patches = torch.from_numpy(cut_patches(stack.numpy(), plan, np.asarray))
         else:
-            patches = torch.full(shape, 255, dtype=torch.uint8, device=self.device)
-        for patch, i in zip(patches, rows, strict=True):
-            self._paste(patch, self.corners[i], tiles)
-        patches = torch.as_tensor(patches).permute(0, 2, 3, 1)
+            patches = cut_patches(stack, plan, self._tensor)
         size = self.grid.target_size
         if patches.shape[1] != size:
             patches = self._resize(patches, size)
@@ -217,50 +312,24 @@ class RawPatchReader:
             patches = torch.from_numpy(np.stack([self.prepare(p) for p in patches.numpy()]))
         return patches
 
-    def _covered(self, corner: np.ndarray) -> list[tuple[int, int]]:
-        """Tile columns and rows (in the level) that a patch at ``corner`` overlaps."""
-        lv, side = self.level, self.grid.patch_size
-        x0, y0 = max(0, corner[0]), max(0, corner[1])
-        x1, y1 = min(lv.width, corner[0] + side), min(lv.height, corner[1] + side)
-        return [
-            (tx, ty)
-            for ty in range(y0 // lv.tile_height, -(-y1 // lv.tile_height))
-            for tx in range(x0 // lv.tile_width, -(-x1 // lv.tile_width))
-        ]
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A plan's index array on the reader's device."""
+        return torch.as_tensor(array, device=self.device)
 
-    def _decoded_tiles(self, rows: range) -> dict[tuple[int, int], object]:
-        """Each tile the patches cover, decoded (``(3, h, w)``; numpy on the CPU), or None
-        for an empty tile."""
+    def _stack(self, plan: CutPlan) -> torch.Tensor:
+        """The plan's tiles decoded and stacked ``(K + 1, th, tw, 3)`` on the reader's
+        device, the last one white, the columns outside the level white."""
         lv = self.level
-        wanted = sorted({tile for i in rows for tile in self._covered(self.corners[i])})
-        index = [ty * lv.tiles_across + tx for tx, ty in wanted]
-        present = [k for k, i in enumerate(index) if lv.counts[i] > 0]
-        decoded = dict.fromkeys(wanted)
-        if present:
-            images = decode_jpeg(
-                lv.streams([index[k] for k in present]),
-                mode=ImageReadMode.RGB,
-                device=self.device,
-            )
-            if self._numpy:
-                images = [image.numpy() for image in images]
-            decoded.update({wanted[k]: image for k, image in zip(present, images, strict=True)})
-        return decoded
-
-    def _paste(self, patch, corner: np.ndarray, tiles: dict) -> None:
-        """Paste the tiles under a patch at ``corner`` into ``patch`` ``(3, P, P)`` (white)."""
-        lv, side = self.level, self.grid.patch_size
-        for tx, ty in self._covered(corner):
-            image = tiles[(tx, ty)]
-            if image is None:
-                continue
-            left, top = tx * lv.tile_width, ty * lv.tile_height
-            x0, y0 = max(left, corner[0]), max(top, corner[1])
-            x1 = min(left + lv.tile_width, corner[0] + side, lv.width)
-            y1 = min(top + lv.tile_height, corner[1] + side, lv.height)
-            patch[:, y0 - corner[1] : y1 - corner[1], x0 - corner[0] : x1 - corner[0]] = image[
-                :, y0 - top : y1 - top, x0 - left : x1 - left
-            ]
+        images = []
+        if len(plan.tiles):
+            images = decode_tiles(lv.streams(list(plan.tiles)), self.device)
+            images = [_fit(image, lv.tile_height, lv.tile_width) for image in images]
+        white = _white(lv.tile_height, lv.tile_width, images[0].device if images else self.device)
+        stack = torch.stack([*images, white])
+        stack = stack.to(self.device)
+        if len(plan.edge):
+            stack[self._tensor(plan.edge), :, plan.edge_width :] = 255
+        return stack
 
     def _resize(self, patches: torch.Tensor, size: int) -> torch.Tensor:
         """Shrink ``(B, P, P, 3)`` patches to the grid's target size as the grid does
@@ -280,6 +349,20 @@ class RawPatchReader:
         return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
+def level_corners(slide: Slide, grid: PatchGrid) -> np.ndarray:
+    """The grid's patch corners in pixels of its patch level.
+
+    Raises
+    ------
+    RawTilesUnavailable
+        When a corner falls between two pixels of the level.
+    """
+    corners = grid.coords / slide.info.levels[grid.patch_level].downsample
+    if not np.allclose(corners, np.round(corners), rtol=0, atol=1e-6):
+        raise RawTilesUnavailable(f"patch corners fall between pixels of level {grid.patch_level}")
+    return np.round(corners).astype(np.int64)
+
+
 def patch_reader(
     slide: Slide, grid: PatchGrid, device: torch.device, decode: str, prepare=None
 ) -> tuple[RawPatchReader | None, str]:
@@ -295,30 +378,35 @@ def patch_reader(
     (RawPatchReader or None, str)
         The reader (None: OpenSlide per tile) and the path taken: ``"openslide"``,
         ``"raw-cpu"``, ``"raw-cuda"``, or ``"openslide (raw tiles unavailable: WHY)"``.
+        On a CUDA device whose decoder gives other pixels than the CPU's for the grid's
+        first tile (:func:`decodes_alike`), the tiles are decoded on the CPU.
     """
     if decode == "openslide":
         return None, "openslide"
     try:
-        reader = RawPatchReader(slide, grid, device, prepare)
+        level = raw_level(slide, grid.patch_level)
+        corners = level_corners(slide, grid)
     except RawTilesUnavailable as exc:
         return None, f"openslide (raw tiles unavailable: {exc})"
-    if reader.device.type == "cuda" and not _cuda_decodes_alike(reader):
-        reader = RawPatchReader(slide, grid, torch.device("cpu"), prepare)
+    first = plan_cut(level, corners[:1], grid.patch_size).tiles[:1]
+    if device.type == "cuda" and not decodes_alike(level, first, device):
+        device = torch.device("cpu")
+    reader = RawPatchReader(slide, grid, device, prepare)
     return reader, f"raw-{reader.device.type}"
 
 
-def _cuda_decodes_alike(reader: RawPatchReader) -> bool:
-    """True when the CUDA decoder gives the CPU's pixels for the grid's first tile
-    (within :data:`DECODER_TOLERANCE`); else the reader decodes on the CPU."""
-    tiles = reader._covered(reader.corners[0])[:1]
-    index = [ty * reader.level.tiles_across + tx for tx, ty in tiles]
-    if not index or reader.level.counts[index[0]] == 0:
+def decodes_alike(level: RawLevel, tiles: np.ndarray, device: torch.device) -> bool:
+    """True when ``device`` decodes ``tiles`` (none: True) without an error, to the CPU's
+    shape and within :data:`DECODER_TOLERANCE` of its pixels."""
+    if not len(tiles):
         return True
-    stream = reader.level.streams(index)
+    streams = level.streams(list(tiles))
     try:
-        on_device = decode_jpeg(stream, mode=ImageReadMode.RGB, device=reader.device)[0]
+        on_device = decode_jpeg(streams, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
         return False
-    on_cpu = decode_jpeg(stream[0], mode=ImageReadMode.RGB)
-    diff = (on_device.cpu().int() - on_cpu.int()).abs().max()
-    return on_device.shape == on_cpu.shape and int(diff) <= DECODER_TOLERANCE
+    on_cpu = decode_jpeg(streams, mode=ImageReadMode.RGB)
+    return all(
+        a.shape == b.shape and int((a.cpu().int() - b.int()).abs().max()) <= DECODER_TOLERANCE
+        for a, b in zip(on_device, on_cpu, strict=True)
+    )
