@@ -243,7 +243,7 @@ TITAN_SPEC = SlideEncoderSpec(
     "modeling_titan.py); github.com/mahmoodlab/TRIDENT trident/slide_encoder_models/load.py "
     "at a91fa84",
     hf_repo="MahmoodLab/TITAN",
-    weights_files=("model.safetensors",),
+    weights_files=("model.safetensors", "pytorch_model.bin"),
     build=build,
     embed=embed,
     convert=from_checkpoint,
