@@ -120,7 +120,8 @@ def run_status(args) -> int:
 
 
 def run_run(args) -> int:
-    """Run the analyses and say what was done."""
+    """Run the analyses and say what was done (exit 130 when Ctrl-C cancelled the run: the
+    cases in flight were finished and stored, the rest left for the next run)."""
     project = Project.open(args.project)
     with progress_reporter(args, "project run", "tasks") as progress:
         report = run_project(
@@ -135,6 +136,11 @@ def run_run(args) -> int:
         )
     if args.json:
         print(json.dumps(vars(report)))
+    elif report.cancelled:
+        print(
+            f"cancelled: {report.done} tasks done, {report.failed} failed, {report.not_run} not "
+            "run (the next 'project run' does them)"
+        )
     elif report.planned == 0:
         print("nothing to do: every case has these analyses for the same inputs")
     else:
@@ -142,7 +148,7 @@ def run_run(args) -> int:
             f"{report.done} tasks done, {report.failed} failed, in {report.seconds:.1f} s "
             f"({args.engine} engine); see 'project status'"
         )
-    return 0
+    return 130 if report.cancelled else 0
 
 
 def run_export(args) -> int:

@@ -9,7 +9,8 @@ pair linked by its registration, with its saved results (read back with each res
 open the next / previous case of the list (PgUp/PgDown alone step CT slices). *Run on
 selected cases…* hands the chosen analyses to the cohort engine
 (:func:`~her2viewer.project.run.run_project`) in a job: progress below the list, each case's
-figures as soon as its results are stored.
+figures as soon as its results are stored. Cancel starts no other case; the cases in flight
+finish and are stored (shown done), the rest are shown not run and left for the next run.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from PySide6.QtWidgets import (
 from her2viewer.annotations.store import store_path
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.job_panel import JobPanel
-from her2viewer.jobs.core import BACKGROUND_NICENESS, lower_thread_priority
+from her2viewer.jobs.core import BACKGROUND_NICENESS, Progress, lower_thread_priority
 from her2viewer.project.browse import (
     FIGURES,
     case_results,
@@ -286,15 +287,24 @@ def _add_cases(folder: str, source: str, context) -> list[Case]:
 
 
 def _run_cases(folder: str, analyses: list[str], cases: list[str], workers: int, context) -> str:
-    """The job of a run: the cohort engine on ``cases``; its one-line report."""
+    """The job of a run: the cohort engine on ``cases``; its one-line report.
+
+    Cancel stops the run without raising: no case starts any more, the cases in flight finish
+    and are stored, and the report says how many tasks are left for the next run.
+    """
     lower_thread_priority(BACKGROUND_NICENESS)  # the engine's processes inherit it
     report = run_project(
-        Project.open(folder), analyses, workers=workers, cases=cases, progress=context.report
-    )
-    return (
+        Project.open(folder), analyses, workers=workers, cases=cases,
+        progress=lambda done, total, case: context.publish(Progress(done, total, case)),
+        cancelled=lambda: context.token.cancelled,
+    )  # fmt: skip
+    figures = (
         f"{report.done} done, {report.failed} failed of {report.planned} tasks "
         f"in {report.seconds:.0f} s."
     )
+    if report.cancelled:
+        return f"Cancelled: {figures} {report.not_run} not run (the next run does them)."
+    return figures
 
 
 def _pixmap(rgb: np.ndarray) -> QPixmap:
@@ -606,6 +616,12 @@ class ProjectPanel(JobPanel):
             lambda progress: progress.message and finished.append(progress.message)
         )
 
+    def cancel(self) -> None:
+        """Stop the job; a run first finishes and stores its cases in flight (said below)."""
+        if self.job is not None and self.job.name == "project run":
+            self.status.setText("Cancelling: the cases in flight finish and are stored…")
+        super().cancel()
+
     def on_tick(self) -> None:
         """Read the results again whenever the run stored more (and once it ended)."""
         ended = self.job.state not in ("pending", "running")
@@ -649,7 +665,7 @@ class ProjectPanel(JobPanel):
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
         if watched is self.window and event.type() == QEvent.Type.Close:
-            self.cancel()  # a run ends after the cases in flight; the next run does the rest
+            self.cancel()  # a run stores the cases in flight and ends; the next run does the rest
             self._tokens["project"] += 1  # queued thumbnails and results are dropped
             self._tokens["open"] += 1
             for worker in self._workers:

@@ -6,7 +6,8 @@ in flight (back-pressure), and give a case a second attempt when its worker dies
 something unexpected; a case that fails twice comes back as failed outcomes with a one-line
 error, and the run goes on. With ``actors`` (or GPUs per task) the Ray engine runs the model
 analyses of each case on Ray actors, processes that each hold a GPU share and keep their models
-loaded for the whole run.
+loaded for the whole run. Once ``stop()`` is true no case starts, and the cases in flight finish
+and are handed on like any other (a cancelled run loses no finished work).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -28,19 +30,41 @@ ATTEMPTS = 2
 IN_FLIGHT_PER_WORKER = 2
 
 OnOutcomes = Callable[[list[Outcome]], None]
+#: Whether the run is to stop starting cases.
+Stop = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def _halt(pending: deque, stop: Stop) -> None:
+    """Once ``stop()`` is true, no pending case starts (the cases in flight finish)."""
+    if stop():
+        pending.clear()
 
 
 def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, _first_interrupt)
 
 
-def run_local(cases: list[list[Task]], on_outcomes: OnOutcomes, workers: int) -> None:
+def _first_interrupt(signum, frame) -> None:
+    """A worker's first Ctrl-C (the terminal's reaches the whole pool) lets its case finish,
+    as the driver stops starting cases; a second one interrupts it (KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_local(
+    cases: list[list[Task]], on_outcomes: OnOutcomes, workers: int, stop: Stop = _never
+) -> None:
     """Run ``cases`` on a pool of ``workers`` spawned processes on this machine.
 
     A worker that dies breaks the pool: the cases in flight are resubmitted to a new pool
-    (counted as an attempt each, since the pool cannot tell which one killed it).
+    (counted as an attempt each, since the pool cannot tell which one killed it). Once
+    ``stop()`` is true, no case (nor a second attempt) starts; those in flight finish.
     """
     pending = deque((case, 1) for case in cases)
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -52,10 +76,11 @@ def run_local(cases: list[list[Task]], on_outcomes: OnOutcomes, workers: int) ->
             on_outcomes(failed(case, exc, attempt))
 
     context = multiprocessing.get_context("spawn")
-    while pending:
+    while pending and not stop():
         with ProcessPoolExecutor(workers, context, _start_worker, (threads,)) as pool:
             futures: dict = {}
             while pending or futures:
+                _halt(pending, stop)
                 while pending and len(futures) < workers * IN_FLIGHT_PER_WORKER:
                     case, attempt = pending.popleft()
                     futures[pool.submit(run_case, case)] = (case, attempt)
@@ -231,9 +256,17 @@ def _actor_count(ray, actors: int, gpus_per_task: float) -> int:
     return actors or max(1, int(gpus / gpus_per_task))
 
 
-def _drive(ray, lanes: list, on_outcomes: OnOutcomes) -> None:
-    """Submit and collect the cases of every lane until all are done (``ray.wait``)."""
-    while any(lane.pending or lane.flight for lane in lanes):
+def _active(lanes: list, stop: Stop) -> bool:
+    """Whether a lane has cases pending or in flight (none pending once ``stop()`` is true)."""
+    for lane in lanes:
+        _halt(lane.pending, stop)
+    return any(lane.pending or lane.flight for lane in lanes)
+
+
+def _drive(ray, lanes: list, on_outcomes: OnOutcomes, stop: Stop) -> None:
+    """Submit and collect the cases of every lane until all are done (``ray.wait``), or,
+    once ``stop()`` is true, until the cases in flight are."""
+    while _active(lanes, stop):
         for lane in lanes:
             lane.submit()
         ready, _ = ray.wait([ref for lane in lanes for ref in lane.flight], num_returns=1)
@@ -247,6 +280,7 @@ def run_ray(
     address: str | None,
     gpus_per_task: float,
     actors: int = 0,
+    stop: Stop = _never,
 ) -> None:
     """Run ``cases`` as Ray tasks (one per case) on a cluster or a local one.
 
@@ -256,7 +290,8 @@ def run_ray(
     ``IN_FLIGHT_PER_WORKER`` x CPUs cases in flight. With ``actors`` > 0 or ``gpus_per_task``
     > 0, the model analyses of each case run on that many Ray actors (one per
     ``gpus_per_task`` GPUs of the cluster by default), each holding ``gpus_per_task`` GPUs and
-    its models for the whole run, and the other analyses as CPU-only tasks.
+    its models for the whole run, and the other analyses as CPU-only tasks. Once ``stop()``
+    is true, no case starts; those in flight finish.
     """
     try:
         import ray
@@ -274,7 +309,7 @@ def run_ray(
             lanes = [_Tasks(ray, rest, capacity, 0), _Actors(ray, models, count, gpus_per_task)]
         else:
             lanes = [_Tasks(ray, cases, capacity, 0)]
-        _drive(ray, lanes, on_outcomes)
+        _drive(ray, lanes, on_outcomes, stop)
     finally:
         for lane in lanes:
             lane.close()

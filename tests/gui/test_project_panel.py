@@ -210,22 +210,3 @@ def test_a_new_project_is_filled_from_a_folder_of_slides_or_a_cohort_csv(
     assert panel.status.text() == "Added 4 cases."
     assert panel.shown_cases() == ["case000", "case001", "case002", "case003"]
     assert all(case.he and case.ihc for case in panel.model.cases)  # paired
-
-
-@pytest.mark.slow
-def test_a_cancelled_run_keeps_what_it_stored_and_the_list_says_so(
-    panel_window, synthetic_cohort, tmp_path, qtbot
-):
-    panel = panel_window.projects
-    project = Project.create(tmp_path / "proj")
-    import_csv(project, synthetic_cohort)
-    assert panel.open_project(project.folder)
-    panel.run_cases(["case001", "case002", "case003"], ["segment"])
-    qtbot.waitUntil(lambda: bool(panel._finished), timeout=120000)  # the first case stored
-    panel.cancel_button.click()
-    qtbot.waitUntil(lambda: panel.job is None, timeout=120000)
-    assert panel.status.text() == "Cancelled."
-    stored = [r.case_id for r in project.results()]
-    assert "case001" in stored and len(stored) < 3  # the cases after the cancel never ran
-    assert "queued" not in _texts(panel, "Status")
-    assert _texts(panel, "segment")[1] == "✓"
