@@ -12,6 +12,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QSettings  # noqa: E402
 
+from her2viewer.gui.app import settle  # noqa: E402
 from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
 from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 from her2viewer.overlay.display import DisplaySettings  # noqa: E402
@@ -50,6 +51,9 @@ def _typed(window, qtbot) -> None:
 
 
 def _close(window) -> None:
+    """Close ``window`` saving its session, once no tile request is on its way (the loader
+    is shared with the next window, which would hear of reads of the closed slides)."""
+    assert settle(window, 30)
     window.sessions.autosave = True
     window.close()
 
