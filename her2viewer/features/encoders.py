@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -27,7 +26,7 @@ from safetensors.torch import load_file as load_safetensors_file
 from torch import nn
 
 from her2viewer.errors import ModelError
-from her2viewer.weights import load_tensors
+from her2viewer.weights import load_tensors, load_torchscript
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -294,9 +293,7 @@ def torchscript_encoder(
     if not path.is_file():
         raise ModelError(f"TorchScript encoder not found: {path}.")
     try:
-        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still loads
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = load_torchscript(path).eval()
     except Exception as exc:  # torch raises several types for a bad archive
         raise ModelError(f"{path.name} is not a TorchScript file ({exc}).") from exc
     side = input_size or 224
