@@ -3,13 +3,13 @@
 Tiles are decoded by a thread pool, a few patches per job, into a ring of (pinned)
 uint8 batch buffers, several batches ahead; one device worker (the calling thread)
 copies each batch non-blocking to the device, normalises it there and runs the
-encoder (channels-last + autocast on CUDA). On the CPU the decoding threads also
-resize tiles to the encoder's input (PIL bilinear, as CLAM); on CUDA the GPU does it
-(antialiased bilinear on the whole batch), because PIL's conversions hold Python's
-GIL and capped 16 decoding threads at ~1500 tiles/s against the H100's ~10000
-patches/s. Results go batch by batch into
-``<out>.partial`` with a check per row and a ``n_done`` counter that counts a batch
-only once it is flushed to the disk; a killed run (or one that met a full disk)
+encoder (channels-last + autocast on CUDA, in :func:`autocast_dtype`). On the CPU
+the decoding threads also resize tiles to the encoder's input (PIL bilinear, as
+CLAM); on CUDA the GPU does it (antialiased bilinear on the whole batch), because
+PIL's conversions hold Python's GIL and capped 16 decoding threads at ~1500 tiles/s
+against the H100's ~10000 patches/s. Results go batch by batch into ``<out>.partial``
+with a check per row and a ``n_done`` counter that counts a batch only once it is
+flushed to the disk; a killed run (or one that met a full disk)
 resumes after the rows that read back intact, and the finished file is renamed into
 place. Cancelling removes the partial.
 """
@@ -37,6 +37,7 @@ from her2viewer.devices import choose_device
 from her2viewer.errors import ModelError
 from her2viewer.features.encoders import Encoder
 from her2viewer.features.rawtiles import patch_reader
+from her2viewer.features.registry import SPECS
 from her2viewer.features.store import save_pt_atomic
 from her2viewer.jobs import Cancelled, CancelToken
 from her2viewer.outputs import fsync_path, hdf5_output_error, output_error, prepare_output_dir
@@ -88,11 +89,11 @@ class DeviceRunner:
 
     def __post_init__(self) -> None:
         self.cuda = self.device.type == "cuda"
+        self.dtype = autocast_dtype(self.encoder, self.device)
         module = self.encoder.module.to(self.device).eval()
         if self.cuda:
             module = module.to(memory_format=torch.channels_last)
-            bf16 = torch.cuda.is_bf16_supported()
-            self.dtype = torch.bfloat16 if bf16 else torch.float16
+            torch.backends.cudnn.benchmark = True  # fixed batch shapes: tune the convolutions
         self.module = module
 
     @property
@@ -105,16 +106,42 @@ class DeviceRunner:
         """Encode a uint8 (B, S, S, 3) batch; returns float32 (B, D) on the CPU.
 
         ``S`` is the encoder's input size, or any tile size when
-        :attr:`resizes_on_device`.
+        :attr:`resizes_on_device`. A batch float16 overflows (non-finite features) is
+        computed again in float32, and so are the following ones.
         """
         x = self.encoder.normalise(batch.to(self.device, non_blocking=True))
-        if not self.cuda:
-            return self.module(x.contiguous()).float().cpu().numpy()
-        x = x.contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if self.cuda else torch.contiguous_format
+        x = x.contiguous(memory_format=layout)
         if self.resizes_on_device:
             x = self.encoder.resize_batch(x)
-        with torch.autocast("cuda", dtype=self.dtype):
+        out = self._forward(x)
+        if self.dtype == torch.float16 and not np.isfinite(out).all():
+            self.dtype = torch.float32
+            out = self._forward(x)
+        return out
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        """The encoder on a normalised batch, under autocast to :attr:`dtype`."""
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
             return self.module(x).float().cpu().numpy()
+
+
+def autocast_dtype(encoder: Encoder, device: torch.device) -> torch.dtype:
+    """The dtype ``encoder`` computes in on ``device``.
+
+    On CUDA: bfloat16 for a model trained in it (the registry's ``bf16``: UNI2-h, which
+    TRIDENT runs in bfloat16), or float32 on a GPU without bfloat16 (float16's range
+    is too small for it); float16 for the others (TRIDENT's precision for UNI,
+    Virchow2, Prov-GigaPath and H-optimus; more mantissa than bfloat16, so closer to
+    the CPU's float32), falling back to float32 where it overflows
+    (:meth:`DeviceRunner.__call__`). float32 on other devices.
+    """
+    if device.type != "cuda":
+        return torch.float32
+    spec = SPECS.get(encoder.name)
+    if spec is not None and spec.bf16:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.float16
 
 
 def extract_features(
@@ -461,7 +488,8 @@ def _run_batches(
             while pending:
                 b, n, jobs = pending.popleft()
                 parts = [job.result() for job in jobs]
-                out = runner(torch.cat(parts) if raw else buffers[b % n_buffers][:n])
+                batch = buffers[b % n_buffers][:n]
+                out = runner(_joined(parts, batch) if raw else batch)
                 start = starts[b]
                 if not np.isfinite(out).all():
                     raise NonFiniteFeatures(
@@ -481,6 +509,14 @@ def _run_batches(
             for _, _, jobs in pending:
                 for job in jobs:
                     job.cancel()
+
+
+def _joined(parts: list[torch.Tensor], buffer: torch.Tensor) -> torch.Tensor:
+    """A raw batch's parts in one tensor: in ``buffer`` (pinned memory on a CUDA run, so
+    the copy to the device is asynchronous) when they are on the CPU."""
+    if parts[0].device != buffer.device:
+        return torch.cat(parts)
+    return torch.cat(parts, out=buffer)
 
 
 def _decode_into(slide, grid, encoder, resize: bool, rows: range, out: np.ndarray) -> None:

@@ -185,12 +185,15 @@ def plan_cut(level: RawLevel, corners: np.ndarray, side: int) -> CutPlan:
     y = corners[:, 1, None] + np.arange(side)
     tile_row, rows = np.divmod(y, th)
     first_col, shifts = np.divmod(corners[:, 0], tw)
-    first_row = tile_row[:, 0]
-    cols = first_col[:, None] + np.arange(int((shifts + side - 1).max()) // tw + 1)
-    tile_rows = first_row[:, None] + np.arange(int((tile_row[:, -1] - first_row).max()) + 1)
-    inside = ((tile_rows >= 0) & (tile_rows * th < level.height))[:, :, None] & (
-        (cols >= 0) & (cols < across)
-    )[:, None, :]
+    first_row, n_rows = tile_row[:, 0], tile_row[:, -1] - tile_row[:, 0] + 1
+    n_cols = (shifts + side - 1) // tw + 1
+    cols = first_col[:, None] + np.arange(n_cols.max())
+    tile_rows = first_row[:, None] + np.arange(n_rows.max())
+    # tiles a patch overlaps (a batch's blocks are as large as its largest) and the level has
+    row_ok = (tile_rows >= 0) & (tile_rows * th < level.height)
+    row_ok &= tile_rows < (first_row + n_rows)[:, None]
+    col_ok = (cols >= 0) & (cols < across) & (cols < (first_col + n_cols)[:, None])
+    inside = row_ok[:, :, None] & col_ok[:, None, :]
     index = np.where(inside, tile_rows[:, :, None] * across + cols[:, None, :], 0)
     stored = inside & (level.counts[index] > 0)
     tiles = np.unique(index[stored])
@@ -237,10 +240,13 @@ def cut_patches(stack, plan: CutPlan, take) -> object:
     """Cut a batch's patches ``(B, P, P, 3)`` from its decoded ``stack`` ``(K + 1, th, tw, 3)``.
 
     Two gathers whatever the batch size (a few kernels on a CUDA device), both copying
-    runs of contiguous bytes (tile rows, then patch rows). ``take`` turns a plan's
-    numpy array into ``stack``'s kind (a numpy array, or a tensor on its device).
+    runs of contiguous bytes (tile rows, then patch rows), after whitening the stack's
+    columns outside the level. ``take`` turns a plan's numpy array into ``stack``'s
+    kind (a numpy array, or a tensor on its device).
     """
     batch, side, _ = plan.slots.shape
+    if len(plan.edge):
+        stack[take(plan.edge), :, plan.edge_width :] = 255
     strips = stack[take(plan.slots), take(plan.rows[:, :, None])].reshape(batch, side, -1)
     if isinstance(strips, np.ndarray):
         windows = np.lib.stride_tricks.sliding_window_view(strips, 3 * side, axis=2)[:, :, ::3]
@@ -318,18 +324,14 @@ class RawPatchReader:
 
     def _stack(self, plan: CutPlan) -> torch.Tensor:
         """The plan's tiles decoded and stacked ``(K + 1, th, tw, 3)`` on the reader's
-        device, the last one white, the columns outside the level white."""
+        device, the last one white."""
         lv = self.level
         images = []
         if len(plan.tiles):
             images = decode_tiles(lv.streams(list(plan.tiles)), self.device)
             images = [_fit(image, lv.tile_height, lv.tile_width) for image in images]
         white = _white(lv.tile_height, lv.tile_width, images[0].device if images else self.device)
-        stack = torch.stack([*images, white])
-        stack = stack.to(self.device)
-        if len(plan.edge):
-            stack[self._tensor(plan.edge), :, plan.edge_width :] = 255
-        return stack
+        return torch.stack([*images, white]).to(self.device)
 
     def _resize(self, patches: torch.Tensor, size: int) -> torch.Tensor:
         """Shrink ``(B, P, P, 3)`` patches to the grid's target size as the grid does
