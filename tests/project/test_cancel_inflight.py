@@ -41,11 +41,14 @@ def _check_stored(project: Project, ran: set[str]) -> None:
     assert files == kept and leftovers(project.folder) == []
 
 
-def test_a_cancelled_run_stores_the_cases_in_flight_and_starts_no_other(tmp_path, synthetic_cohort):
+@pytest.mark.parametrize("engine", ["local", "ray"])  # one CPU of Ray: two cases in flight too
+def test_a_cancelled_run_stores_the_cases_in_flight_and_starts_no_other(
+    engine, tmp_path, synthetic_cohort
+):
     project = _project(tmp_path / "proj", synthetic_cohort)
     stored = []
     report = run_project(
-        project, ["segment"], workers=1,
+        project, ["segment"], engine=engine, workers=1,
         progress=lambda done, total, case: case and stored.append(case),
         cancelled=lambda: bool(stored),  # Cancel pressed as the first case is stored
     )  # fmt: skip
