@@ -43,8 +43,6 @@ from her2viewer.slide.settings import IMAGE_TYPES, MPP_RANGE
 
 #: Version of the session file written (2: panes' display settings).
 SESSION_VERSION = 2
-#: Smallest determinant of a stain matrix a stain view can invert.
-MIN_STAIN_DETERMINANT = 1e-6
 #: Suffix of the folder holding a session's analysis results, beside the session file.
 RESULTS_SUFFIX = "-results"
 
@@ -78,6 +76,17 @@ class LayerModel(BaseModel):
     name: str
     visible: bool = True
     opacity: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+def _invertible_3x3(rows: list[list[float]]) -> bool:
+    """Whether ``rows`` is a 3x3 matrix a stain view can invert."""
+    if len(rows) != 3 or any(len(row) != 3 for row in rows):
+        return False
+    try:
+        np.linalg.inv(np.array(rows))
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 class LevelsModel(BaseModel):
@@ -118,11 +127,7 @@ class DisplayModel(BaseModel):
     @field_validator("matrix")
     @classmethod
     def _invertible(cls, value):
-        if value is not None and (
-            len(value) != 3
-            or any(len(row) != 3 for row in value)
-            or abs(np.linalg.det(np.array(value))) < MIN_STAIN_DETERMINANT
-        ):
+        if value is not None and not _invertible_3x3(value):
             raise ValueError("must be an invertible 3x3 stain matrix")
         return value
 

@@ -15,8 +15,15 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from her2viewer.gui.app import settle  # noqa: E402
 from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
 from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
-from her2viewer.overlay.display import DisplaySettings  # noqa: E402
-from her2viewer.session import session_path  # noqa: E402
+from her2viewer.overlay.display import REFERENCE_MATRICES, DisplaySettings  # noqa: E402
+from her2viewer.session import (  # noqa: E402
+    DisplayModel,
+    PaneModel,
+    Session,
+    load_session,
+    save_session,
+    session_path,
+)
 from her2viewer.slide.settings import load_settings, settings_path  # noqa: E402
 
 
@@ -170,3 +177,32 @@ def test_bad_display_values_are_one_sentence_and_nothing_else_is_lost(
     assert message.count(".") >= 1 and "\n" not in message and again.errors == []
     assert again.views[0].display == shown and again.views[1].display == DisplaySettings()
     assert again.views[1].state.downsample == pytest.approx(state.downsample)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"matrix": [[1, 0, 0], [1, 0, 0], [0, 0, 1]]}, "invertible 3x3 stain matrix"),
+        ({"stain": "eosin"}, "not a stain of image type brightfield-hdab"),
+        ({"image_type": "xray"}, "must be one of"),
+        ({"mpp": 0.0}, "field 'mpp'"),
+        ({"levels": [{"gamma": -1.0}] * 3}, "field 'levels.0.gamma'"),
+    ],
+)
+def test_each_unusable_display_value_is_one_sentence_naming_the_file(change, fragment):
+    """Qt-free: the reader drops only that pane's display settings and says why."""
+    display = DisplayModel.of(
+        DisplaySettings().with_stain("dab", REFERENCE_MATRICES["brightfield-hdab"]),
+        "brightfield-hdab",
+    )
+    session = Session(panes=[PaneModel(slide="/s/he.svs"), PaneModel(slide="/s/ihc.svs")])
+    path = save_session(session, session_path())
+    saved = json.loads(path.read_text())
+    saved["panes"][1]["display"] = {**display.model_dump(), **change}
+    saved["panes"][1]["sync"] = False
+    path.write_text(json.dumps(saved))
+    loaded = load_session(path)
+    (notice,) = loaded.notices
+    assert notice.startswith(f"{path}: pane 2's display") and fragment in notice
+    assert notice.endswith("the defaults are used.") and "\n" not in notice
+    assert loaded.panes[1].display is None and loaded.panes[1].sync is False
