@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import shapely
+import shapely.affinity
 
 pytest.importorskip("PySide6")
 
@@ -15,6 +16,7 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from her2viewer.annotations.commands import Add  # noqa: E402
 from her2viewer.annotations.model import Annotation  # noqa: E402
 from her2viewer.geometry.shapes import apply_matrix  # noqa: E402
+from her2viewer.gui.annotations.pair import place, placed_matrix  # noqa: E402
 from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
 from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 
@@ -108,3 +110,19 @@ def test_a_case_reopened_without_a_session_keeps_its_copies_linked(make_window, 
     he = again.annotations.controllers[again.views[0]]
     want = apply_matrix(stroma.geometry, NUDGE @ ihc_to_he)
     assert shapely.equals_exact(he.document.get(copy.id).geometry, want, tolerance=0.01)
+
+
+def test_only_an_unedited_unlocked_copy_with_a_sound_link_follows():
+    """Qt-free part: what the link in a copy's file says, read back defensively."""
+    matrix = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 7.0], [0.0, 0.0, 1.0]])
+    copy = place(Annotation(shapely.Point(100.00004, 50.0).buffer(20)), "src-id", "fp", matrix)
+    assert copy.geometry.bounds[0] == pytest.approx(80.0, abs=1e-3)  # on the files' grid
+    assert copy.copy_link["source"] == "src-id"
+    assert np.array_equal(placed_matrix(copy, "fp"), matrix)
+    assert placed_matrix(copy, "another slide") is None
+    assert placed_matrix(copy.replace(locked=True), "fp") is None
+    moved = copy.replace(geometry=shapely.affinity.translate(copy.geometry, 0.01))
+    assert placed_matrix(moved, "fp") is None  # edited
+    for damaged in ([[1.0, 2.0]], "eye", [[float("nan")] * 3] * 3, None):
+        link = {**copy.copy_link, "matrix": damaged}
+        assert placed_matrix(copy.replace(copy_link=link), "fp") is None
