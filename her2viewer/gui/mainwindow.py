@@ -655,7 +655,7 @@ class MainWindow(QMainWindow):
         for opener in self._openers:
             opener.shutdown()
         for view in self.views:
-            self.loader.cancel(id(view))
+            view.stop_loading()
         if self.loader.wait_idle(2.0):  # the window is going away; a short wait is fine
             self._retire_timer.stop()
             for slide in [*self.slides, *self._retired]:

@@ -166,6 +166,7 @@ class SlideView(QWidget):
         self._zoom_anchor = QPointF()
         self._animator = QTimer(self, interval=16, timeout=self._animate)
         self._schedule_pending = False
+        self._stopped = False  # the window is closing: no more tile requests
         self._last_composed: dict[tuple[int, int, int], TileKey] = {}
         self._moving = False
         self._settled = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_settled)
@@ -434,7 +435,14 @@ class SlideView(QWidget):
 
     def _submit_requests(self) -> None:
         self._schedule_pending = False
-        self.loader.submit(self._owner, self.request_list())
+        if not self._stopped:
+            self.loader.submit(self._owner, self.request_list())
+
+    def stop_loading(self) -> None:
+        """Ask for no more tiles, and drop those asked for (the window is closing, its
+        slides about to close): a submit still queued on the timer is not sent."""
+        self._stopped = True
+        self.loader.cancel(self._owner)
 
     def _on_tile_ready(self, owner: int, key: TileKey) -> None:
         if owner != self._owner or self.slide is None:
@@ -460,6 +468,8 @@ class SlideView(QWidget):
         """Ask the loader, for ``owner`` (e.g. a magnifier), for the tiles of ``level`` at
         ``(col, row)`` places, in order (cached ones are skipped): the slide's own, or as
         the pane draws them with ``signature`` (:meth:`overlay_signature`)."""
+        if self._stopped:
+            return
         layers = {layer.uid: layer for layer in self.layers}
         self.loader.submit(
             owner,
