@@ -181,8 +181,9 @@ def transfer_features(features: Iterable[Feature], matrix, *, source: str) -> li
 
     The file-level twin of :func:`transfer`: every object is carried (detections and cells
     too, nuclei included), ids kept, measurements dropped (they belong to the other slide),
-    and each is marked with the ``transferred_from`` field her2viewer keeps in a feature's
-    properties, which :class:`~her2viewer.annotations.model.Annotation` reads back.
+    the link of an app pane copy to its source (``copy_link``) dropped too, and each is
+    marked with the ``transferred_from`` field her2viewer keeps in a feature's properties,
+    which :class:`~her2viewer.annotations.model.Annotation` reads back.
 
     Raises
     ------
@@ -194,10 +195,9 @@ def transfer_features(features: Iterable[Feature], matrix, *, source: str) -> li
     for feature in features:
         properties = dict(feature.properties)
         extra = properties.get(PROPERTY_KEY)
-        properties[PROPERTY_KEY] = {
-            **(extra if isinstance(extra, dict) else {}),
-            "transferred_from": source,
-        }
+        kept = dict(extra) if isinstance(extra, dict) else {}
+        kept.pop("copy_link", None)  # a pane copy's link to its source holds on one slide only
+        properties[PROPERTY_KEY] = {**kept, "transferred_from": source}
         copies.append(
             Feature(
                 geometry=apply_matrix(feature.geometry, matrix),

@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import shapely
 
-from her2viewer.annotations.model import Annotation
+from her2viewer.annotations.model import PROPERTY_KEY, Annotation
 from her2viewer.annotations.transfer import (
     fit_landmarks,
     landmark_registration,
     remap,
     transfer,
+    transfer_features,
 )
 from her2viewer.errors import RegistrationError
+from her2viewer.geometry.geojson import Feature
 from her2viewer.registration import Registration
 
 
@@ -129,3 +131,14 @@ def test_a_landmark_registration_saves_and_reloads(ihc_to_he, tmp_path):
     np.testing.assert_allclose(loaded.matrix, ihc_to_he, atol=1e-6)
     assert loaded.quality["landmarks"] == 4 and len(loaded.quality["residuals_px"]) == 4
     assert loaded.error_px == pytest.approx(fit.rms_px)
+
+
+def test_a_file_transfer_drops_the_pane_copy_link():
+    link = {"source": "abc", "matrix": [[1, 0, 0], [0, 1, 0]]}
+    feature = Feature(
+        geometry=shapely.box(0, 0, 10, 10),
+        properties={PROPERTY_KEY: {"copy_link": link, "parent_id": "p1"}},
+    )
+    (copy,) = transfer_features([feature], np.eye(3), source="he.svs")
+    assert copy.properties[PROPERTY_KEY] == {"parent_id": "p1", "transferred_from": "he.svs"}
+    assert feature.properties[PROPERTY_KEY]["copy_link"] == link  # the input is left alone
