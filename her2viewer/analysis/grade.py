@@ -292,6 +292,7 @@ def gradcam_slide(
     tumor: str = "auto",
     rect: tuple[float, float, float, float] | None = None,
     mpp: float | None = None,
+    model: tuple[nn.Module, dict] | None = None,
 ) -> GradCamMap:
     """Grad-CAM of a grade (each patch's predicted one by default) over a slide's patches.
 
@@ -304,6 +305,9 @@ def gradcam_slide(
         Patch rule (``"none"``: every tissue patch).
     mpp : float, optional
         Pixel size (um/px) for a slide that records none.
+    model : tuple, optional
+        ``(network, metadata)`` already loaded from ``model_path`` (as in
+        :func:`analyse_grade`); loaded from ``model_path`` when omitted.
 
     Returns a level-0-aligned :class:`~her2viewer.analysis.gradcam.GradCamMap`.
 
@@ -312,7 +316,7 @@ def gradcam_slide(
     ModelError
         When ``grade`` is not one of the model's classes, or the region is too large.
     """
-    model, meta = _model(model_path, arch)
+    model, meta = model or _model(model_path, arch)
     classes = list(meta["classes"])
     if grade is not None and grade not in classes:
         raise ModelError(f"Grade '{grade}' is not one of the model's {', '.join(classes)}.")

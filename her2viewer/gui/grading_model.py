@@ -5,7 +5,9 @@ lives as long as the app. :func:`grade_kept` is the contract function the dock r
 there: it keeps the last patch CNN it loaded, keyed by the checkpoint's path, its
 modification time and the device, so a second run (another region, the slide again)
 does not load it again, while a checkpoint rewritten since, another checkpoint or
-another device loads afresh. One model is kept. Qt-free, so the worker never imports Qt.
+another device loads afresh. One model is kept per process: the dock's Grad-CAM, which
+runs on a thread of the app, asks :func:`kept_model` too. Qt-free, so the worker never
+imports Qt.
 """
 
 from __future__ import annotations

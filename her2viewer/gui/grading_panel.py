@@ -26,7 +26,7 @@ from her2viewer.gui.analysis_panel import (
     bundle_notice,
     dock_analysis,
 )
-from her2viewer.gui.grading_model import grade_kept
+from her2viewer.gui.grading_model import grade_kept, kept_model
 from her2viewer.gui.region_chooser import area_figures
 from her2viewer.models.checks import with_notice
 from her2viewer.models.patch_cnn import default_grading_bundle
@@ -97,7 +97,7 @@ class GradingWidget(ResultWidget):
         def work(context):
             cam = gradcam_slide(
                 path, bundle, downsample=CAM_DOWNSAMPLE, progress=context.report,
-                tumor="none", rect=rect,
+                tumor="none", rect=rect, model=kept_model(bundle, None, "auto"),
             )  # fmt: skip
             return cam, bundle_notice(bundle)
 

@@ -15,6 +15,7 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import QObject, QPoint, Signal  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
+from her2viewer.analysis import grade  # noqa: E402
 from her2viewer.annotations.commands import Add, CommandStack, Rename, Replace  # noqa: E402
 from her2viewer.annotations.model import Annotation, AnnotationDocument  # noqa: E402
 from her2viewer.gui import grading_model  # noqa: E402
@@ -46,6 +47,7 @@ def counted_loads(monkeypatch):
         return load(path, *args, **kwargs)
 
     monkeypatch.setattr(grading_model, "load_patch_cnn", counting)
+    monkeypatch.setattr(grade, "load_patch_cnn", counting)  # a load the dock did not keep
     monkeypatch.setattr(grading_model, "_kept", {})
     return loads
 
@@ -57,7 +59,7 @@ def _grade(panel, qtbot, start) -> None:
     assert panel.result is not None, panel.status.text()
 
 
-def test_grading_dock_loads_its_model_once_until_the_checkpoint_changes(
+def test_grading_dock_and_gradcam_load_the_model_once_until_the_checkpoint_changes(
     panel_window, synthetic_case, qtbot, tmp_path, counted_loads
 ):
     window = panel_window
@@ -78,6 +80,9 @@ def test_grading_dock_loads_its_model_once_until_the_checkpoint_changes(
     os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))  # the checkpoint rewritten
     _grade(panel, qtbot, panel.run)
     assert counted_loads == [bundle, bundle]
+    window.views[0].zoom_at(8.0)  # a view small enough for Grad-CAM
+    _grade(panel, qtbot, panel.widget.run_gradcam)  # Grad-CAM uses the model kept too
+    assert counted_loads == [bundle, bundle] and panel.widget.cam is not None
 
 
 # -- the measurement table follows edits row by row ---------------------------------------
