@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/bench_extract.py [--device auto] [--batch-size N]
        [--patches 96] [--workers N] [--encoder resnet50_trunc] [--slide-size 20000x16000]
        [--small]  (the encoder's reduced-depth CI variant: `her2viewer encoders list`)
-       [--decode openslide|raw]
+       [--decode openslide|raw] [--slide-cache DIR] [--no-clam]
 
 A synthetic Aperio slide is written into a temporary folder; its tissue is
 segmented and patched at 20x / 256 px (1361 patches on the default 20000x16000 slide,
@@ -19,9 +19,11 @@ device (``features/rawtiles.py``; ``decode`` says which path ran);
 ``decode_only_patches_per_s`` is reading and decoding the patches alone, on the same
 threads, without the encoder's resize or the encoder.
 The encoder has seeded random weights (speed does not depend on their values).
-Also times CLAM inference (CLAM_SB small, gated) on 50000 patches' 1024-d features, and
-the same three matrix products alone (``clam_matmul_floor_50000_ms``, with their GFLOP):
-inference is bound by those products.
+``--slide-cache DIR`` keeps the synthetic slide in DIR for later runs
+(``benchmarks/gpu_session.sh``). Unless ``--no-clam``, also times CLAM inference
+(CLAM_SB small, gated) on 50000 patches' 1024-d features, and the same three matrix
+products alone (``clam_matmul_floor_50000_ms``, with their GFLOP): inference is bound
+by those products.
 Prints one JSON object.
 """
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from large_slide import write_large_slide
+from large_slide import cached_large_slide
 
 from her2viewer.devices import choose_device
 from her2viewer.features.encoders import build_encoder
@@ -117,6 +119,16 @@ def clam_matmul_floor_ms(n: int = 50000, repeats: int = 5) -> tuple[float, float
     return 1000 * float(np.median(times[1:])), gflop
 
 
+def clam_timings() -> dict:
+    """CLAM inference on 50000 patches, and the floor its matrix products set (CPU)."""
+    floor_ms, gflop = clam_matmul_floor_ms()
+    return {
+        "clam_infer_50000_patches_ms": round(clam_inference_ms(), 1),
+        "clam_matmul_floor_50000_ms": round(floor_ms, 1),
+        "clam_gflop_50000": round(gflop, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
@@ -127,6 +139,8 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="the encoder's reduced-depth variant")
     parser.add_argument("--slide-size", default="20000x16000", help="WIDTHxHEIGHT, level 0")
     parser.add_argument("--decode", choices=DECODE_CHOICES, default="openslide")
+    parser.add_argument("--slide-cache", help="folder keeping the synthetic slide between runs")
+    parser.add_argument("--no-clam", action="store_true", help="skip the CLAM inference timings")
     args = parser.parse_args()
     width, height = (int(side) for side in args.slide_size.split("x"))
     encoder = build_encoder(args.encoder, random_seed=0, **({"small": True} if args.small else {}))
@@ -134,8 +148,7 @@ def main() -> None:
     args.batch_size = args.batch_size or batch_size
     args.workers = args.workers or workers
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.svs"
-        write_large_slide(path, width, height)
+        path = cached_large_slide(args.slide_cache or tmp, width, height)
         with open_slide(path) as slide:
             grid = make_patch_grid(slide, segment_tissue(slide), magnification=20, patch_size=256)
             grid = dataclasses.replace(grid, coords=grid.coords[: args.patches])
@@ -172,7 +185,6 @@ def main() -> None:
             )
             compute_after = compute_only(runner, batches)
     compute = (compute_before + compute_after) / 2
-    floor_ms, gflop = clam_matmul_floor_ms()
     pipeline = result.patches_per_s
     print(
         json.dumps(
@@ -191,9 +203,7 @@ def main() -> None:
                 "compute_only_patches_per_s": round(compute, 2),
                 "compute_only_before_after": [round(compute_before, 2), round(compute_after, 2)],
                 "pipeline_over_compute": round(pipeline / compute, 3),
-                "clam_infer_50000_patches_ms": round(clam_inference_ms(), 1),
-                "clam_matmul_floor_50000_ms": round(floor_ms, 1),
-                "clam_gflop_50000": round(gflop, 1),
+                **({} if args.no_clam else clam_timings()),
                 "load_average_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             },
             indent=2,

@@ -1,7 +1,7 @@
 """Checks of the CUDA path against the CPU path, for a machine with an NVIDIA GPU.
 
 Usage: python benchmarks/check_cuda.py [--patches 256] [--batch-size 64] [--device cuda]
-       [--decode openslide|raw]
+       [--decode openslide|raw] [--slide-cache DIR] [--slide-size 20000x16000]
 
 ``--device cpu`` runs the same checks CPU against CPU (a smoke test of this script).
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from large_slide import write_large_slide
+from large_slide import cached_large_slide
 from scipy.stats import spearmanr
 
 from her2viewer.features.encoders import build_encoder
@@ -125,7 +125,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--decode", choices=DECODE_CHOICES, default="openslide")
+    parser.add_argument("--slide-cache", help="folder keeping the synthetic slide between runs")
+    parser.add_argument("--slide-size", default="20000x16000", help="WIDTHxHEIGHT, level 0")
     args = parser.parse_args()
+    width, height = (int(side) for side in args.slide_size.split("x"))
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("No CUDA GPU is available; this script checks the CUDA path.")
@@ -133,8 +136,8 @@ def main() -> None:
     batch = args.batch_size
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        write_large_slide(tmp / "check.svs", 20000, 16000)
-        with open_slide(tmp / "check.svs") as slide:
+        path = cached_large_slide(args.slide_cache or tmp, width, height)
+        with open_slide(path) as slide:
             grid = make_patch_grid(slide, segment_tissue(slide), magnification=20, patch_size=256)
             grid = dataclasses.replace(grid, coords=grid.coords[: args.patches])
             cpu = _features(slide, grid, encoder, tmp / "cpu.h5", "cpu", batch)

@@ -8,6 +8,7 @@ Reading any level gives consistent tissue geometry, at tile granularity above th
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -94,3 +95,17 @@ def write_large_slide(path: Path, width: int, height: int, magnification: int = 
             description="level",
             metadata=None,
         )
+
+
+def cached_large_slide(folder: Path, width: int, height: int) -> Path:
+    """The slide :func:`write_large_slide` writes, kept in ``folder`` for later runs.
+
+    Written under a temporary name and renamed, so a run killed while writing it leaves
+    no half slide for the next one.
+    """
+    path = Path(folder) / f"large-{width}x{height}.svs"
+    if not path.exists():
+        partial = path.with_name(f"partial-{os.getpid()}-{path.name}")
+        write_large_slide(partial, width, height)
+        os.replace(partial, path)
+    return path
