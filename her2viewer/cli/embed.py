@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from her2viewer.argtypes import bounded
@@ -78,6 +79,8 @@ def run_embed(args) -> int:
         return 0
     for record in records:
         print(f"{record['slide']}: {record['tiles']} tiles -> {spec.dim}-d")
+        if "warning" in record:
+            print(f"warning: {record['warning']}", file=sys.stderr)
     print(f"wrote {out} ({len(records)} slides, {spec.name}, weights {provenance['weights']})")
     return 0
 

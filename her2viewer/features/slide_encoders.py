@@ -15,6 +15,7 @@ registered lazily (:data:`BUILTIN`), the first time a slide encoder is asked for
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
@@ -269,6 +270,27 @@ def patch_size_level0(feats: FeatureFile, source: Path) -> int:
     return size
 
 
+def scale_warning(spec: SlideEncoderSpec, attrs: dict, source: Path) -> str | None:
+    """One sentence when a file's tiles are not of the size and magnification ``spec`` was
+    trained on (its embedding is then outside the training scale), else None.
+
+    Ours record ``target_patch_size`` and ``magnification``, TRIDENT's ``patch_size`` and
+    ``target_magnification``; a file recording neither (CLAM's) is not judged.
+    """
+    size = attrs.get("target_patch_size", attrs.get("patch_size"))
+    mag = attrs.get("magnification", attrs.get("target_magnification"))
+    if size is None or mag is None or not np.isfinite(float(mag)):
+        return None
+    trained = float(re.match(r"[\d.]+", spec.magnification).group())  # "20x (0.5 um/px)"
+    if int(size) == spec.patch_size and abs(float(mag) - trained) < 0.01 * trained:
+        return None
+    return (
+        f"{source.name} holds features of {int(size)} px tiles at {float(mag):g}x, but "
+        f"{spec.name} was trained on {spec.patch_size} px tiles at {trained:g}x: "
+        "its embedding is outside the scale the model knows."
+    )
+
+
 def embed_slide(
     spec: SlideEncoderSpec,
     model: nn.Module,
@@ -290,7 +312,8 @@ def embed_slide(
     -------
     tuple of (np.ndarray, dict)
         The float32 [dim] embedding, and what it was made from (``slide``, ``features``,
-        ``tiles``, ``patch_size_level0``, ``tile_encoder``).
+        ``tiles``, ``patch_size_level0``, ``tile_encoder``, and ``warning`` when the tiles
+        are not of the size or magnification the encoder was trained on).
 
     Raises
     ------
@@ -312,6 +335,8 @@ def embed_slide(
         "patch_size_level0": size,
         "tile_encoder": tile_encoder_of(feats) or "unrecorded",
     }
+    if warning := scale_warning(spec, feats.attrs, path):
+        record["warning"] = warning
     return embedding.float().cpu().numpy(), record
 
 

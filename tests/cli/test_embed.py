@@ -107,3 +107,18 @@ def test_encoders_list_slide(capsys):
     assert (titan["dim"], titan["tile_encoder"], titan["tile_dim"]) == (768, "conch_v1_5", 768)
     assert main(["encoders", "list", "--slide"]) == 0
     assert "takes conch_v1_5 (768-d) features of 512 px tiles" in capsys.readouterr().out
+
+
+def test_tiles_of_another_scale_are_embedded_with_a_warning(conch_features, tmp_path, capsys):
+    other = tmp_path / "in" / "small_tiles.h5"
+    other.parent.mkdir()
+    shutil.copy(conch_features / "h5_files" / "he.h5", other)
+    with h5py.File(other, "r+") as h5:
+        h5["coords"].attrs["target_patch_size"] = 256  # as if cut at 256 px
+    capsys.readouterr()
+    assert main(["embed", str(other), *TITAN_SMALL, "-o", str(tmp_path / "e.h5")]) == 0
+    captured = capsys.readouterr()
+    assert "small_tiles: " in captured.out
+    assert captured.err.startswith("warning: small_tiles.h5 holds features of 256 px tiles at 20x")
+    with h5py.File(tmp_path / "e.h5") as h5:
+        assert "256 px tiles" in h5["small_tiles"].attrs["warning"]

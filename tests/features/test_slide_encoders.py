@@ -4,6 +4,7 @@ checked against the tile encoder a slide encoder takes, embeddings written atomi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -118,6 +119,40 @@ def test_features_of_another_tile_encoder_are_refused(tmp_path, kwargs, fragment
     spec = slides.slide_spec_for("titan")
     with pytest.raises(ModelError, match=fragment):
         slides.embed_slide(spec, torch.nn.Identity(), path)
+
+
+@pytest.mark.parametrize(
+    "attrs, warned",
+    [
+        ({"target_patch_size": 512, "magnification": 20.0}, False),  # ours, as trained
+        ({"patch_size": 512, "target_magnification": 20.0}, False),  # TRIDENT's, as trained
+        ({"patch_size": 1024, "downsample": [1.0, 1.0]}, False),  # CLAM's: no magnification
+        ({"target_patch_size": 256, "magnification": 20.0}, True),
+        ({"patch_size": 512, "target_magnification": 10.0}, True),
+        ({"target_patch_size": 512, "magnification": float("nan")}, False),
+    ],
+)
+def test_tiles_of_another_size_or_magnification_are_warned_of(attrs, warned):
+    warning = slides.scale_warning(slides.slide_spec_for("titan"), attrs, Path("s.h5"))
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith("s.h5 holds features of ") and "512 px tiles at 20x" in warning
+
+
+def test_a_magnification_with_its_pixel_size_is_read():
+    spec = slides.slide_spec_for("gigapath_slide")  # trained at "20x (0.5 um/px)"
+    assert slides.scale_warning(spec, {"patch_size": 256, "target_magnification": 20}, "s") is None
+    warning = slides.scale_warning(spec, {"patch_size": 256, "target_magnification": 5}, Path("s"))
+    assert "256 px tiles at 5x, but gigapath_slide was trained on 256 px tiles at 20x" in warning
+
+
+def test_the_warning_goes_with_the_embedding(tmp_path, monkeypatch):
+    monkeypatch.setitem(slides.SLIDE_SPECS, "toy_mean", mean_spec())
+    model, _ = slides.load_slide_encoder("toy_mean", random_seed=0)
+    attrs = {"patch_size_level0": 256, "target_patch_size": 256, "magnification": 20.0}
+    path = write_features(tmp_path / "s1.h5", **attrs)
+    _, record = slides.embed_slide(slides.slide_spec_for("toy_mean"), model, path)
+    assert "256 px tiles at 20x, but toy_mean was trained on 512 px" in record["warning"]
 
 
 def test_clam_coords_give_the_level0_tile_size():
