@@ -923,8 +923,14 @@ HEADLESS = (
     ),
     Probe("study results", "{out}/report", "clean", "no display", "study", env=NO_DISPLAY),
     # without a display `view` renders to ./view.png, its documented output (as make run does)
-    Probe("view", "{he} --size 640x400", "clean", "no display, no screenshot", env=NO_DISPLAY,
-          outputs=("{cwd}/view.png",)),
+    Probe(
+        "view",
+        "{he} --size 640x400",
+        "clean",
+        "no display, no screenshot",
+        env=NO_DISPLAY,
+        outputs=("{cwd}/view.png",),
+    ),
 )
 
 #: Verbs that read nothing (they print a table): they must simply work.
