@@ -15,18 +15,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QDockWidget
 
 from her2viewer.errors import Her2ViewerError
 from her2viewer.gui.analysis_panel import AnalysisPanel
 from her2viewer.gui.job_panel import ANALYSIS_DOCK
+from her2viewer.manifests import validation_sentence
+from her2viewer.outputs import output_error
 from her2viewer.session import (
     AnalysisModel,
     DisplayModel,
     LayerModel,
     PaneModel,
     Session,
+    SessionError,
     ViewModel,
     load_session,
     result_name,
@@ -150,9 +154,16 @@ class SessionKeeper(QObject):
         Raises
         ------
         Her2ViewerError
-            One sentence naming the file when it cannot be written.
+            One sentence naming the file when it, or a result saved beside it, cannot be
+            written (a full or read-only disk), or when the window's state is not a valid
+            session.
         """
-        return save_session(self.capture(), self.path)
+        try:
+            return save_session(self.capture(), self.path)
+        except ValidationError as exc:
+            raise SessionError(validation_sentence(self.path, "this session", exc)) from exc
+        except OSError as exc:  # a result saved beside the session, or its folder
+            raise output_error(exc.filename or self.path, exc) from exc
 
     def window_closing(self) -> None:
         """Save on close when :attr:`autosave`; a failure is one line on stderr (the window

@@ -19,7 +19,8 @@ from her2viewer.gui.analysis_panel import ResultWidget, dock_analysis  # noqa: E
 from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
 from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 from her2viewer.overlay import MaskLayer  # noqa: E402
-from her2viewer.session import session_path  # noqa: E402
+from her2viewer.session import results_dir, session_path  # noqa: E402
+from tests.reliability.conftest import fill_disk, tiny_disk  # noqa: E402, F401
 
 TO_FIRST = np.array([[1.0, 0.0, 12.0], [0.0, 1.0, -7.0], [0.0, 0.0, 1.0]])
 RUNS = []
@@ -203,3 +204,47 @@ def test_several_slides_dropped_open_side_by_side(make_window, synthetic_cohort,
     window.dropEvent(event)
     qtbot.waitUntil(lambda: all(window.slides) and len(window.slides) == 3, timeout=30000)
     assert [s.info.path for s in window.slides] == [str(p) for p in paths]
+
+
+def test_a_full_disk_at_close_loses_neither_the_window_nor_the_last_session(
+    make_window,
+    synthetic_case,
+    monkeypatch,
+    capsys,
+    tiny_disk,  # noqa: F811
+):
+    data = tiny_disk(512)
+    monkeypatch.setenv("HER2VIEWER_DATA", str(data))
+    window, panel = make_window()
+    assert window.open_in_pane(synthetic_case / "he.svs", 0).wait()
+    window.sessions.save()
+    before = session_path().read_text()
+    fill_disk(data, leave_bytes=0)
+    panel.pane, panel.panes = 0, (0,)
+    noise = np.random.default_rng(0).integers(0, 2, (400, 400), dtype=np.uint8)
+    panel.show_result(ToyResult(noise))  # its file must be written beside the session
+    window.views[0].zoom_at(2.0)
+    window.sessions.autosave = True
+    window.close()
+    assert not window.isVisible()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("her2viewer: the session was not saved: cannot write ")
+    assert line.endswith("the disk is full.")
+    assert session_path().read_text() == before
+
+
+def test_a_results_folder_that_cannot_be_made_is_one_line_at_close(
+    make_window, synthetic_case, capsys
+):
+    window, panel = make_window()
+    assert window.open_in_pane(synthetic_case / "he.svs", 0).wait()
+    blocked = results_dir(session_path())
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where the results folder goes")
+    panel.pane, panel.panes = 0, (0,)
+    panel.show_result(ToyResult(np.ones((4, 4), np.uint8)))
+    window.sessions.autosave = True
+    window.close()
+    assert not window.isVisible()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"her2viewer: the session was not saved: cannot write {blocked}")
