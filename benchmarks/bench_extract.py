@@ -17,7 +17,8 @@ Batch size and decoding threads default to the engine's for the device.
 ``--decode raw`` reads the slide's raw JPEG tiles and decodes them in batches on the
 device (``features/rawtiles.py``; ``decode`` says which path ran);
 ``decode_only_patches_per_s`` is reading and decoding the patches alone, on the same
-threads, without the encoder's resize or the encoder.
+threads, without the encoder's resize or the encoder; ``decoder_probe`` is how far
+the GPU's decoding is from the CPU's on the tiles the engine compares them on.
 The encoder has seeded random weights (speed does not depend on their values).
 ``--slide-cache DIR`` keeps the synthetic slide in DIR for later runs
 (``benchmarks/gpu_session.sh``). Unless ``--no-clam``, also times CLAM inference
@@ -45,7 +46,14 @@ from large_slide import cached_large_slide
 from her2viewer.devices import choose_device
 from her2viewer.features.encoders import build_encoder
 from her2viewer.features.engine import DeviceRunner, default_batching, extract_features
-from her2viewer.features.rawtiles import DECODE_CHOICES, patch_reader
+from her2viewer.features.rawtiles import (
+    DECODE_CHOICES,
+    decoder_difference,
+    level_corners,
+    patch_reader,
+    probe_tiles,
+    raw_level,
+)
 from her2viewer.models.clam import CLAM, ClamConfig, predict
 from her2viewer.slide import open_slide
 from her2viewer.tissue import make_patch_grid, segment_tissue
@@ -83,6 +91,16 @@ def decode_only(slide, grid, device: torch.device, args) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return len(grid) / (time.perf_counter() - start)
+
+
+def decoder_probe(slide, grid, device: torch.device) -> dict | None:
+    """How far a CUDA device's JPEG decoder is from the CPU's on the tiles the engine
+    compares them on before a run (None on other devices)."""
+    if device.type != "cuda":
+        return None
+    level = raw_level(slide, grid.patch_level)
+    tiles = probe_tiles(level, level_corners(slide, grid), grid.patch_size)
+    return decoder_difference(level, tiles, device)
 
 
 def clam_inference_ms(n: int = 50000, repeats: int = 5) -> float:
@@ -164,6 +182,7 @@ def main() -> None:
             )
             runner = DeviceRunner(encoder, torch.device(warm.device))
             decode_rate = decode_only(slide, grid, runner.device, args)
+            probe = decoder_probe(slide, grid, runner.device) if args.decode == "raw" else None
             tiles = np.stack(
                 [encoder.prepare_tile(grid.read_patch(slide, i)) for i in range(len(grid))]
             )
@@ -198,6 +217,7 @@ def main() -> None:
                 "torch_threads": torch.get_num_threads(),
                 "patches": len(grid),
                 "decode": result.decode,
+                "decoder_probe": probe,
                 "decode_only_patches_per_s": round(decode_rate, 2),
                 "patches_per_s": round(pipeline, 2),
                 "compute_only_patches_per_s": round(compute, 2),

@@ -82,6 +82,7 @@ summary = {
     "goal_5000_and_60pct": bool(raw)
     and raw["patches_per_s"] >= 5000
     and raw["pipeline_over_compute"] >= 0.6,
+    "decoder_probe": raw.get("decoder_probe"),
     "check_cuda_passed": steps.get("check_cuda_raw", {}).get("passed"),
 }
 for name, result in steps.items():

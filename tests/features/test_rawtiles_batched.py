@@ -24,6 +24,7 @@ from her2viewer.features.rawtiles import (
     RawPatchReader,
     cut_patches,
     decode_tiles,
+    decoder_difference,
     decodes_alike,
     patch_reader,
     plan_cut,
@@ -164,16 +165,30 @@ def test_a_batch_nvjpeg_refuses_is_decoded_on_the_cpu(monkeypatch, synthetic_cas
     assert all(torch.equal(a, b) for a, b in zip(images, expected, strict=True))
 
 
+def _edges_off(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Images with a black first column: far off at a few pixels, as another chroma
+    upsampling can be at sharp edges."""
+    out = [image.clone() for image in images]
+    for image in out:
+        image[:, :, 0] = 0
+    return out
+
+
+def _shifted(images: list[torch.Tensor], by: int) -> list[torch.Tensor]:
+    return [(image.int() + by).clamp(0, 255).to(torch.uint8) for image in images]
+
+
 @pytest.mark.parametrize(
     ("device_decoder", "alike"),
     [
         (lambda images: images, True),
-        (lambda images: [(i.int() + 2).clamp(0, 255).to(torch.uint8) for i in images], True),
-        (lambda images: [(i.int() + 3).clamp(0, 255).to(torch.uint8) for i in images], False),
+        (lambda images: _shifted(images, 2), True),
+        (_edges_off, True),
+        (lambda images: _shifted(images, 3), False),
         (lambda images: [i[:, :-8] for i in images], False),
         (lambda images: (_ for _ in ()).throw(RuntimeError("nvJPEG: progressive")), False),
     ],
-    ids=["same", "within-tolerance", "off-by-3", "other-shape", "refused"],
+    ids=["same", "mean-2", "a-black-column", "mean-3", "other-shape", "refused"],
 )
 def test_the_device_probe_compares_with_the_cpus_decoding(
     monkeypatch, synthetic_case, device_decoder, alike
@@ -186,6 +201,17 @@ def test_the_device_probe_compares_with_the_cpus_decoding(
     monkeypatch.setattr(rawtiles, "decode_jpeg", decoder)
     assert decodes_alike(level, np.array([0, 1]), CUDA) is alike
     assert decodes_alike(level, np.array([], np.int64), CUDA)
+
+
+def test_the_decoder_difference_is_reported(monkeypatch, synthetic_case):
+    def decoder(streams, mode, device="cpu"):
+        images = real_decode(streams, mode=mode)
+        return _edges_off(images) if torch.device(device).type == "cuda" else images
+
+    level, _ = _streams(synthetic_case)
+    monkeypatch.setattr(rawtiles, "decode_jpeg", decoder)
+    difference = decoder_difference(level, np.array([0, 1]), CUDA)
+    assert difference["tiles"] == 2 and 0 < difference["mean"] < 1 and difference["max"] > 100
 
 
 def test_a_gpu_whose_decoder_differs_reads_raw_tiles_on_the_cpu(monkeypatch, synthetic_case):
