@@ -9,9 +9,9 @@ CLAM); on CUDA the GPU does it (antialiased bilinear on the whole batch), becaus
 PIL's conversions hold Python's GIL and capped 16 decoding threads at ~1500 tiles/s
 against the H100's ~10000 patches/s. Results go batch by batch into ``<out>.partial``
 with a check per row and a ``n_done`` counter that counts a batch only once it is
-flushed to the disk; a killed run (or one that met a full disk)
-resumes after the rows that read back intact, and the finished file is renamed into
-place. Cancelling removes the partial.
+flushed to the disk; a killed run (or one that met a full disk) resumes after the rows
+that read back intact, and the finished file is renamed into place. Cancelling
+removes the partial.
 """
 
 from __future__ import annotations
