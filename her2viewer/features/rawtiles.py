@@ -412,6 +412,8 @@ def probe_tiles(level: RawLevel, corners: np.ndarray, side: int) -> np.ndarray:
 def decoder_difference(level: RawLevel, tiles: np.ndarray, device: torch.device) -> dict | None:
     """How far ``device``'s decoding of ``tiles`` is from the CPU's: ``{"tiles", "mean",
     "max"}`` (grey levels), or None when the device refuses them or gives other shapes."""
+    if not len(tiles):
+        return {"tiles": 0, "mean": 0.0, "max": 0}
     streams = level.streams(list(tiles))
     try:
         on_device = decode_jpeg(streams, mode=ImageReadMode.RGB, device=device)
@@ -428,7 +430,5 @@ def decoder_difference(level: RawLevel, tiles: np.ndarray, device: torch.device)
 def decodes_alike(level: RawLevel, tiles: np.ndarray, device: torch.device) -> bool:
     """True when ``device`` decodes ``tiles`` (none: True) to the CPU's shapes, within
     :data:`DEVICE_DECODER_MEAN` of its pixels on average (:func:`decoder_difference`)."""
-    if not len(tiles):
-        return True
     difference = decoder_difference(level, tiles, device)
     return difference is not None and difference["mean"] <= DEVICE_DECODER_MEAN
