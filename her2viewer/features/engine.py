@@ -126,22 +126,27 @@ class DeviceRunner:
             return self.module(x).float().cpu().numpy()
 
 
+#: The registry's ``precision`` names as torch dtypes.
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def autocast_dtype(encoder: Encoder, device: torch.device) -> torch.dtype:
     """The dtype ``encoder`` computes in on ``device``.
 
-    On CUDA: bfloat16 for a model trained in it (the registry's ``bf16``: UNI2-h, which
-    TRIDENT runs in bfloat16), or float32 on a GPU without bfloat16 (float16's range
-    is too small for it); float16 for the others (TRIDENT's precision for UNI,
-    Virchow2, Prov-GigaPath and H-optimus; more mantissa than bfloat16, so closer to
-    the CPU's float32), falling back to float32 where it overflows
+    On CUDA, the registry's ``precision`` of the model, which is TRIDENT's (float16 for
+    UNI, CONCH v1.5, Virchow2, Prov-GigaPath, H-optimus; bfloat16 for UNI2-h, or
+    float32 on a GPU without bfloat16, whose range float16 lacks; float32 for
+    Phikon-v2, Hibou-L, Kaiko and Lunit), float16 for an encoder outside the registry;
+    a float16 batch that overflows is computed again in float32
     (:meth:`DeviceRunner.__call__`). float32 on other devices.
     """
     if device.type != "cuda":
         return torch.float32
     spec = SPECS.get(encoder.name)
-    if spec is not None and spec.bf16:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.float16
+    precision = spec.precision if spec is not None else "fp16"
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return torch.float32
+    return PRECISIONS[precision]
 
 
 def extract_features(

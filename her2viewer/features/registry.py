@@ -92,8 +92,10 @@ class EncoderSpec:
         A pinned SHA-256 of the weights file (checked when set; the variable
         ``<env_var>_SHA256`` pins one too). Files from a Hugging Face cache are always
         checked against the hub's digest, their blob's name.
-    bf16 : bool
-        The model was trained (and is run on CUDA) in bfloat16.
+    precision : str
+        What it computes in on CUDA (``"fp16"``, ``"bf16"`` or ``"fp32"``): TRIDENT's
+        ``precision`` of the model (load.py), so that features match TRIDENT's; on
+        the CPU everything runs in float32.
     note : str
         Caveats (e.g. a checkpoint format not mapped to the timm network).
     head : callable, optional
@@ -124,7 +126,7 @@ class EncoderSpec:
     trident_name: str = ""
     small: dict = field(default_factory=lambda: dict(SMALL))
     sha256: str = ""
-    bf16: bool = False
+    precision: str = "fp16"
     note: str = ""
     head: Callable[[nn.Module], nn.Module] | None = None
     convert: Callable[[dict], dict] | None = None
@@ -155,7 +157,7 @@ class EncoderSpec:
             "env_var": self.env_var,
             "trident_name": self.trident_name,
             "small_variant": {k: _plain(v) for k, v in self.small.items()},
-            "bf16": self.bf16,
+            "precision": self.precision,
             "note": self.note,
         }
 
@@ -244,6 +246,8 @@ def _specs() -> tuple[EncoderSpec, ...]:
             small={},
             weights_files=("resnet50-0676ba61.pth",),
             trident_name="resnet50",
+            note="On CUDA it autocasts to float16 for throughput where TRIDENT keeps float32; "
+            "benchmarks/check_cuda.py holds its features to the CPU's within tolerance.",
         ),
         _vit(
             "uni",
@@ -264,7 +268,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             UNI2_KWARGS,
             dim=1536,
             licence=CC_BY_NC_ND,
-            bf16=True,
+            precision="bf16",
             card=f"huggingface.co/MahmoodLab/UNI2-h; {TRIDENT}",
             hf_repo="MahmoodLab/UNI2-h",
             weights_files=("pytorch_model.bin",),
@@ -345,6 +349,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             licence="Owkin non-commercial licence (model card)",
             card=f"huggingface.co/owkin/phikon-v2; {TRIDENT}",
             hf_repo="owkin/phikon-v2",
+            precision="fp32",
             trident_name="phikon_v2",
             note="the card's transformers Dinov2Model checkpoint is renamed to timm's keys",
         ),
@@ -362,6 +367,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             card=f"huggingface.co/histai/hibou-L; github.com/HistAI/hibou "
             f"hibou/models/__init__.py at c453bbe (build_model); {TRIDENT}",
             hf_repo="histai/hibou-L",
+            precision="fp32",
             trident_name="hibou_l",
             note="the card's transformers checkpoint (Dinov2 with registers, remote code) is "
             "renamed to timm's keys; TRIDENT's feature is its pooler output, the normed CLS token",
@@ -378,6 +384,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             licence="see the model card",
             card=f"huggingface.co/1aurent/vit_base_patch8_224.{KAIKO}; {TRIDENT}",
             hf_repo=f"1aurent/vit_base_patch8_224.{KAIKO}",
+            precision="fp32",
             trident_name="kaiko-vitb8",
         ),
         _vit(
@@ -392,6 +399,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             licence="see the model card",
             card=f"huggingface.co/1aurent/vit_large_patch14_reg4_dinov2.{KAIKO}; {TRIDENT}",
             hf_repo=f"1aurent/vit_large_patch14_reg4_dinov2.{KAIKO}",
+            precision="fp32",
             trident_name="kaiko-vitl14",
         ),
         _vit(
@@ -407,6 +415,7 @@ def _specs() -> tuple[EncoderSpec, ...]:
             card="huggingface.co/1aurent/vit_small_patch8_224.lunit_dino; "
             f"github.com/lunit-io/benchmark-ssl-pathology; {TRIDENT}",
             hf_repo="1aurent/vit_small_patch8_224.lunit_dino",
+            precision="fp32",
             trident_name="lunit-vits8",
         ),
     )

@@ -226,7 +226,7 @@ def _encoder(name: str, module: nn.Module | None = None) -> Encoder:
 
 
 @pytest.mark.parametrize("bf16", [True, False])
-def test_the_autocast_dtype_follows_the_models_training(monkeypatch, bf16):
+def test_the_autocast_dtype_is_tridents_precision_of_the_model(monkeypatch, bf16):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     trained_bf16 = torch.bfloat16 if bf16 else torch.float32
     expected = {
@@ -234,6 +234,9 @@ def test_the_autocast_dtype_follows_the_models_training(monkeypatch, bf16):
         "uni": torch.float16,
         "virchow2": torch.float16,
         "resnet50_trunc": torch.float16,
+        "phikon_v2": torch.float32,
+        "hibou_l": torch.float32,
+        "lunit_vits8": torch.float32,
         "torchscript:net.pt": torch.float16,
     }
     for name, dtype in expected.items():
