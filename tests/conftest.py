@@ -72,21 +72,37 @@ def ihc_cohort(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def panel_window(qtbot, tmp_path):
-    """A main window with a small private tile cache, for the analysis-panel tests."""
+def window_factory(qtbot, tmp_path):
+    """Make main windows one after the other, as the app's starts are: one small tile
+    loader and one settings file (the same user data) for all; ``make((w, h))`` shows
+    one. They are closed, and the loader shut down, at the end of the test."""
     from PySide6.QtCore import QSettings
 
     from her2viewer.gui.mainwindow import MainWindow
     from her2viewer.gui.tiles import TileCache, TileLoader
 
     loader = TileLoader(TileCache(64), workers=1)
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(loader, settings)
-    qtbot.addWidget(win)
-    win.resize(900, 600)
-    win.show()
-    yield win
+    windows = []
+
+    def make(size: tuple[int, int] = (900, 600)):
+        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(loader, settings)
+        qtbot.addWidget(window)
+        window.resize(*size)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
     loader.shutdown()
+
+
+@pytest.fixture()
+def panel_window(window_factory):
+    """A main window with a small private tile cache, for the analysis-panel tests."""
+    return window_factory()
 
 
 #: Features of the small radiomics model: original, and one that needs the wavelet filter.

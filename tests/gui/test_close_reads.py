@@ -6,20 +6,12 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
-
-from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
 from her2viewer.gui.slideview import SUBMIT_MS  # noqa: E402
-from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 
 
-def test_a_submit_queued_at_close_is_not_sent(qtbot, tmp_path, synthetic_case):
-    loader = TileLoader(TileCache(64), workers=1)
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(loader, settings)
-    qtbot.addWidget(window)
-    window.resize(900, 600)
-    window.show()
+def test_a_submit_queued_at_close_is_not_sent(window_factory, qtbot, synthetic_case):
+    window = window_factory()
+    loader = window.loader
     assert window.open_slides([synthetic_case / "he.svs", synthetic_case / "ihc.svs"]).wait()
     sent_after_close = []
     submit = loader.submit
@@ -32,6 +24,5 @@ def test_a_submit_queued_at_close_is_not_sent(qtbot, tmp_path, synthetic_case):
     failures = []
     loader.failed.connect(lambda owner, message: failures.append(message))
     qtbot.wait(200)
-    loader.shutdown()
     assert [owner for owner in sent_after_close if owner == id(window.views[0])] == []
     assert failures == []

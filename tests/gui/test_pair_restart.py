@@ -11,51 +11,27 @@ import shapely.affinity
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from her2viewer.annotations.commands import Add  # noqa: E402
 from her2viewer.annotations.model import Annotation  # noqa: E402
 from her2viewer.geometry.shapes import apply_matrix  # noqa: E402
 from her2viewer.gui.annotations.pair import place, placed_matrix  # noqa: E402
-from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
-from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 
 NUDGE = np.array([[1.0, 0.0, 60.0], [0.0, 1.0, -40.0], [0.0, 0.0, 1.0]])
 
 
-@pytest.fixture()
-def make_window(qtbot, tmp_path):
-    """Windows made one after the other, as the app's starts are (same user data)."""
-    loader = TileLoader(TileCache(64), workers=1)
-    windows = []
-
-    def make():
-        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(loader, settings)
-        qtbot.addWidget(window)
-        window.resize(900, 600)
-        window.show()
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-    loader.shutdown()
-
-
-def _restart(window, make_window):
+def _restart(window, window_factory):
     """Close ``window`` saving its session; a new window restored from it."""
     window.sessions.autosave = True
     window.close()
-    again = make_window()
+    again = window_factory()
     opening = again.sessions.restore()
     assert opening is not None and opening.wait()
     return again
 
 
-def test_copies_follow_the_registration_after_a_restart(make_window, synthetic_case):
-    window = make_window()
+def test_copies_follow_the_registration_after_a_restart(window_factory, synthetic_case):
+    window = window_factory()
     ihc_to_he = np.array(
         json.loads((synthetic_case / "truth.json").read_text())["transform_ihc_to_he"]
     )
@@ -72,7 +48,7 @@ def test_copies_follow_the_registration_after_a_restart(make_window, synthetic_c
     ihc.translate_selected(-30, 15)
     by_hand = ihc.document.get(moved.id).geometry
 
-    again = _restart(window, make_window)
+    again = _restart(window, window_factory)
     ihc = again.annotations.controllers[again.views[1]]
     assert ihc.document.get(follows.id).copy_link["source"] == kept.id
     again.set_pane_transform(1, NUDGE @ ihc_to_he)
@@ -81,7 +57,7 @@ def test_copies_follow_the_registration_after_a_restart(make_window, synthetic_c
     assert shapely.equals_exact(ihc.document.get(moved.id).geometry, by_hand, tolerance=0.01)
 
     # and once more: the followed copy is still linked after a second restart
-    third = _restart(again, make_window)
+    third = _restart(again, window_factory)
     third.set_pane_transform(1, ihc_to_he)
     ihc = third.annotations.controllers[third.views[1]]
     want = apply_matrix(kept.geometry, np.linalg.inv(ihc_to_he))
@@ -89,9 +65,9 @@ def test_copies_follow_the_registration_after_a_restart(make_window, synthetic_c
     assert shapely.equals_exact(ihc.document.get(moved.id).geometry, by_hand, tolerance=0.01)
 
 
-def test_a_case_reopened_without_a_session_keeps_its_copies_linked(make_window, synthetic_case):
+def test_a_case_reopened_without_a_session_keeps_its_copies_linked(window_factory, synthetic_case):
     """A project case reopens its pair and registration without the session file."""
-    window = make_window()
+    window = window_factory()
     ihc_to_he = np.array(
         json.loads((synthetic_case / "truth.json").read_text())["transform_ihc_to_he"]
     )
@@ -104,7 +80,7 @@ def test_a_case_reopened_without_a_session_keeps_its_copies_linked(make_window, 
     (copy,) = window.pair_annotations.copy_selected(window.views[1])  # IHC -> H&E
     window.close()  # no session saved
 
-    again = make_window()
+    again = window_factory()
     assert again.open_slides(paths, ihc_to_he).wait()
     again.set_pane_transform(1, NUDGE @ ihc_to_he)
     he = again.annotations.controllers[again.views[0]]

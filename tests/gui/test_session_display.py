@@ -10,11 +10,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from her2viewer.gui.app import settle  # noqa: E402
-from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
-from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 from her2viewer.overlay.display import REFERENCE_MATRICES, DisplaySettings  # noqa: E402
 from her2viewer.session import (  # noqa: E402
     DisplayModel,
@@ -25,27 +22,6 @@ from her2viewer.session import (  # noqa: E402
     session_path,
 )
 from her2viewer.slide.settings import load_settings, settings_path  # noqa: E402
-
-
-@pytest.fixture()
-def make_window(qtbot, tmp_path):
-    """Windows made one after the other, as the app's starts are (same user data)."""
-    loader = TileLoader(TileCache(64), workers=1)
-    windows = []
-
-    def make():
-        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(loader, settings)
-        qtbot.addWidget(window)
-        window.resize(1000, 600)
-        window.show()
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-    loader.shutdown()
 
 
 def _typed(window, qtbot) -> None:
@@ -65,8 +41,8 @@ def _close(window) -> None:
     window.close()
 
 
-def _restored(make_window, qtbot):
-    again = make_window()
+def _restored(window_factory, qtbot):
+    again = window_factory()
     opening = again.sessions.restore()
     assert opening is not None and opening.wait()
     _typed(again, qtbot)
@@ -84,8 +60,8 @@ def _sliders(panel) -> dict[str, int]:
     return {name: slider.value() for name, slider in panel.sliders.items()}
 
 
-def test_levels_and_stain_views_come_back_after_a_restart(make_window, synthetic_case, qtbot):
-    window = make_window()
+def test_levels_and_stain_views_come_back_after_a_restart(window_factory, synthetic_case, qtbot):
+    window = window_factory()
     assert window.open_slides([synthetic_case / "he.svs", synthetic_case / "ihc.svs"]).wait()
     _typed(window, qtbot)
     panel = window.display_panel
@@ -105,7 +81,7 @@ def test_levels_and_stain_views_come_back_after_a_restart(make_window, synthetic
     saved = json.loads(session_path().read_text())
     assert saved["version"] == 2 and saved["panes"][1]["display"]["stain"] == "dab"
 
-    again = _restored(make_window, qtbot)
+    again = _restored(window_factory, qtbot)
     assert [view.display for view in again.views[:2]] == shown
     panel = again.display_panel
     again.set_active(again.views[1])  # the Display dock shows them
@@ -115,13 +91,13 @@ def test_levels_and_stain_views_come_back_after_a_restart(make_window, synthetic
     assert panel.stain.currentData() is None and panel.sliders["Brightness"].value() == 30
 
 
-def test_image_type_and_pixel_size_come_back_with_the_session(make_window, qtbot, tmp_path):
+def test_image_type_and_pixel_size_come_back_with_the_session(window_factory, qtbot, tmp_path):
     """Even where the slide's own settings are gone (a project's session on another machine)."""
     image = np.full((1500, 2000, 3), 30, np.uint8)
     image[400:1100, 500:1500] = np.random.default_rng(0).integers(60, 200, (700, 1000, 3))
     path = tmp_path / "no_mpp.png"
     cv2.imwrite(str(path), image)
-    window = make_window()
+    window = window_factory()
     assert window.open_slides([path]).wait()
     _typed(window, qtbot)
     panel, view = window.display_panel, window.views[0]
@@ -133,7 +109,7 @@ def test_image_type_and_pixel_size_come_back_with_the_session(make_window, qtbot
     _close(window)
     settings_path(fingerprint).unlink()
 
-    again = _restored(make_window, qtbot)
+    again = _restored(window_factory, qtbot)
     view, panel = again.views[0], again.display_panel
     assert panel.image_type_of(view) == "brightfield-he" and view.display == shown
     assert view.slide.info.mpp_x == 0.5 and view.slide.info.mpp_set_by_user
@@ -142,7 +118,7 @@ def test_image_type_and_pixel_size_come_back_with_the_session(make_window, qtbot
     assert "set by user" in panel.mpp_note.text()
 
 
-def test_a_session_saved_before_display_settings_still_loads(make_window, synthetic_case, qtbot):
+def test_a_session_saved_before_display_settings_still_loads(window_factory, synthetic_case, qtbot):
     he = str((synthetic_case / "he.svs").resolve())
     version_1 = {
         "version": 1,
@@ -150,16 +126,16 @@ def test_a_session_saved_before_display_settings_still_loads(make_window, synthe
     }
     session_path().parent.mkdir(parents=True)
     session_path().write_text(json.dumps(version_1))
-    again = _restored(make_window, qtbot)
+    again = _restored(window_factory, qtbot)
     view = again.views[0]
     assert (view.state.cx, view.state.cy, view.state.downsample) == pytest.approx((1200, 900, 4))
     assert view.display == DisplaySettings() and again.errors == []
 
 
 def test_bad_display_values_are_one_sentence_and_nothing_else_is_lost(
-    make_window, synthetic_case, qtbot
+    window_factory, synthetic_case, qtbot
 ):
-    window = make_window()
+    window = window_factory()
     assert window.open_slides([synthetic_case / "he.svs", synthetic_case / "ihc.svs"]).wait()
     _typed(window, qtbot)
     window.set_active(window.views[0])
@@ -171,7 +147,7 @@ def test_bad_display_values_are_one_sentence_and_nothing_else_is_lost(
     saved["panes"][1]["display"]["levels"][0] = {"black": 200.0, "white": 100.0, "gamma": 1.0}
     session_path().write_text(json.dumps(saved))
 
-    again = _restored(make_window, qtbot)
+    again = _restored(window_factory, qtbot)
     message = again.statusBar().currentMessage()
     assert "pane 2's display" in message and "the defaults are used" in message
     assert message.count(".") >= 1 and "\n" not in message and again.errors == []

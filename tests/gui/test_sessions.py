@@ -10,14 +10,12 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 
 from her2viewer.analysis.contract import load_npz, save_npz  # noqa: E402
 from her2viewer.cli import main as cli_main  # noqa: E402
 from her2viewer.gui.analysis_panel import ResultWidget, dock_analysis  # noqa: E402
-from her2viewer.gui.mainwindow import MainWindow  # noqa: E402
-from her2viewer.gui.tiles import TileCache, TileLoader  # noqa: E402
 from her2viewer.overlay import MaskLayer  # noqa: E402
 from her2viewer.session import results_dir, session_path  # noqa: E402
 from tests.reliability.conftest import fill_disk, tiny_disk  # noqa: E402, F401
@@ -61,24 +59,14 @@ class ToyWidget(ResultWidget):
 
 
 @pytest.fixture()
-def make_window(qtbot, tmp_path):
-    loader = TileLoader(TileCache(64), workers=1)
-    windows = []
+def make_window(window_factory):
+    """Windows made one after the other (same user data), each with the toy analysis."""
 
     def make():
-        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(loader, settings)
-        qtbot.addWidget(window)
-        window.resize(1000, 600)
-        window.show()
-        panel = dock_analysis(window, ToyWidget(), "Toy analysis")
-        windows.append(window)
-        return window, panel
+        window = window_factory((1000, 600))
+        return window, dock_analysis(window, ToyWidget(), "Toy analysis")
 
-    yield make
-    for window in windows:
-        window.close()
-    loader.shutdown()
+    return make
 
 
 def test_a_session_comes_back_as_it_was_left(make_window, synthetic_case, tmp_path):
