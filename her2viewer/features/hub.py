@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from her2viewer.features.registry import EncoderSpec
 
 
+def weights_env_var(name: str) -> str:
+    """The environment variable naming encoder ``name``'s weights file or folder
+    (``HER2VIEWER_WEIGHTS_`` and the name in capitals, other characters as ``_``)."""
+    return "HER2VIEWER_WEIGHTS_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
 def hf_cache_dir() -> Path:
     """The Hugging Face hub cache (``HF_HUB_CACHE``, ``HF_HOME/hub`` or ``~/.cache``)."""
     if os.environ.get("HF_HUB_CACHE"):

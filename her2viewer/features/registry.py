@@ -134,7 +134,7 @@ class EncoderSpec:
     @property
     def env_var(self) -> str:
         """The environment variable naming this encoder's weights file or folder."""
-        return "HER2VIEWER_WEIGHTS_" + "".join(c if c.isalnum() else "_" for c in self.name).upper()
+        return hub.weights_env_var(self.name)
 
     def row(self) -> dict:
         """JSON-ready row for ``encoders list --json``."""
