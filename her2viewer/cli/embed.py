@@ -6,8 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from her2viewer.argtypes import bounded
-from her2viewer.cli.options import add_device_option, add_json_option, add_output_option
+from her2viewer.cli.options import (
+    add_device_option,
+    add_json_option,
+    add_output_option,
+    add_weights_options,
+)
 from her2viewer.errors import ModelError
 from her2viewer.outputs import check_output_file
 
@@ -28,29 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--encoder", required=True, help="slide encoder (`her2viewer encoders list --slide`)"
     )
-    parser.add_argument(
-        "--weights",
-        help="weights file or folder (an HF snapshot too); default: "
-        "$HER2VIEWER_WEIGHTS_<NAME>, then the Hugging Face cache",
-    )
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        help="download the weights with huggingface_hub when none are found locally",
-    )
-    parser.add_argument(
-        "--random-seed",
-        "--random-weights",
-        dest="random_seed",
-        type=bounded(int, 0, 2**32 - 1),
-        metavar="SEED",
-        help="seeded random weights (tests, demos, benchmarks)",
-    )
-    parser.add_argument(
-        "--small",
-        action="store_true",
-        help="the encoder's reduced-depth variant, with --random-seed (tests, benchmarks)",
-    )
+    add_weights_options(parser)
     add_device_option(parser)
     add_output_option(parser, "the embeddings .h5 (one dataset per slide)", required=True)
     add_json_option(parser, "the slides embedded and the encoder's provenance")
@@ -67,7 +49,7 @@ def run_embed(args) -> int:
     out = check_output_file(args.out)
     device = choose_device(args.device)
     model, provenance = slides.load_slide_encoder(
-        spec.name, args.weights, args.small, args.random_seed, args.download
+        spec.name, args.weights, args.small, args.random_weights, args.download
     )
     model.to(device)
     embeddings = [slides.embed_slide(spec, model, path, device) for path in files]

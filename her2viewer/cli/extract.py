@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from her2viewer.argtypes import bounded
 from her2viewer.cli.options import (
     add_batching_options,
     add_device_option,
@@ -18,6 +17,7 @@ from her2viewer.cli.options import (
     add_output_option,
     add_patch_grid_options,
     add_progress_options,
+    add_weights_options,
 )
 from her2viewer.cli.progress import Reporter, progress_reporter
 from her2viewer.errors import ModelError, OutputError
@@ -42,29 +42,7 @@ def add_encoder_options(parser) -> None:
         help="encoder name (`her2viewer encoders list`) or torchscript:FILE "
         "(default resnet50_trunc)",
     )
-    parser.add_argument(
-        "--weights",
-        "--encoder-weights",
-        dest="encoder_weights",
-        help="weights file (.safetensors, .bin, .pth) or folder (an HF snapshot too); "
-        "default: $HER2VIEWER_WEIGHTS_<NAME>, then the Hugging Face cache",
-    )
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        help="download the weights with huggingface_hub when none are found locally",
-    )
-    parser.add_argument(
-        "--random-weights",
-        type=bounded(int, 0, 2**32 - 1),
-        metavar="SEED",
-        help="seeded random encoder weights (tests and demos only)",
-    )
-    parser.add_argument(
-        "--small",
-        action="store_true",
-        help="the encoder's reduced-depth variant, with --random-weights (tests, benchmarks)",
-    )
+    add_weights_options(parser, "--encoder-weights", dest="encoder_weights")
     parser.add_argument(
         "--legacy-256", action="store_true", help="CLAM's older preprocessing: no resize to 224"
     )

@@ -53,6 +53,39 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
 
 
+def add_weights_options(
+    parser: argparse.ArgumentParser, *aliases: str, dest: str = "weights"
+) -> None:
+    """Add where a registered model's weights come from, as every verb that builds one
+    says it: ``--weights`` (and ``aliases``, stored in ``dest``), ``--download``,
+    ``--random-weights SEED`` (``--random-seed``) and ``--small``."""
+    parser.add_argument(
+        "--weights",
+        *aliases,
+        dest=dest,
+        help="weights file (.safetensors, .bin, .pth) or folder (an HF snapshot too); "
+        "default: $HER2VIEWER_WEIGHTS_<NAME>, then the Hugging Face cache",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the weights with huggingface_hub when none are found locally",
+    )
+    parser.add_argument(
+        "--random-weights",
+        "--random-seed",
+        dest="random_weights",
+        type=bounded(int, 0, 2**32 - 1),
+        metavar="SEED",
+        help="seeded random weights (tests, demos and benchmarks only)",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="the model's reduced-depth variant, with --random-weights (tests, benchmarks)",
+    )
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--threads`` (torch's CPU threads), which :func:`apply_threads` sets."""
     parser.add_argument(
