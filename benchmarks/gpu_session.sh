@@ -14,10 +14,20 @@
 # --decode raw (features against the CPU's within its tolerances).
 # Each line: {"step", "rc", "seconds", "result"} (the step's JSON) or "error" (its
 # stderr's tail); rc 124 means the time box ran out.
+# On the GPU machine (no .venv there) its python3 holds torch; the wheels it lacks come in .whl
+# (benchmarks/gpu_wheels.sh, carried) and her2viewer is read from this checkout.
 set -u
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-[ -x "$PY" ] || PY=python
+if [ ! -x "$PY" ]; then
+    PY=$(command -v python3 || command -v python)
+    if [ -d .whl ]; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl || exit 1
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 LINES="$WORK/lines.jsonl"
