@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 NEEDED=(pydantic pydantic_core annotated_types typing_inspection shapely openslide-python
-        openslide-bin imagecodecs)
+        openslide-bin imagecodecs platformdirs)
 exclude=$(git rev-parse --git-path info/exclude)
 grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >>"$exclude"
 pins=()
