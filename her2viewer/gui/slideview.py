@@ -491,9 +491,13 @@ class SlideView(QWidget):
         return self.cache.peek(self._tile_key(signature, level, col, row))
 
     def fully_loaded(self) -> bool:
-        """Whether the overview and all visible target-level tiles (and layers) are cached."""
+        """Whether the pane shows its final picture: the view at rest (drawn with smooth
+        scaling, not the fast scaling of a move) and the overview and all visible
+        target-level tiles (and layers) cached."""
         if self.slide is None:
             return True
+        if self._moving:
+            return False
         level = self.target_level()
         tiles = self.viewport.tiles_in(level, self.visible_bounds())
         signature = self.overlay_signature()
