@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -442,6 +443,15 @@ XVFB_SCRIPT = textwrap.dedent(
 )
 
 
+def _wait_for_x_socket(server: subprocess.Popen, display: str, seconds: float = 30.0) -> None:
+    """Wait until the X server listens on its socket (a loaded machine starts it slowly)."""
+    socket = Path(f"/tmp/.X11-unix/X{display.lstrip(':')}")
+    end = time.monotonic() + seconds
+    while not socket.exists() and server.poll() is None and time.monotonic() < end:
+        time.sleep(0.05)
+    assert server.poll() is None and socket.exists(), "Xvfb did not start"
+
+
 @pytest.mark.xvfb
 @pytest.mark.skipif(
     not shutil.which("Xvfb") and not os.environ.get("CI"),
@@ -457,8 +467,7 @@ def test_real_window_under_xvfb(case, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(1.0)
-        assert server.poll() is None, "Xvfb did not start"
+        _wait_for_x_socket(server, display)
         script = tmp_path / "drive.py"
         mask = f"import cv2\nMASK = cv2.imread(r'{case_dir / 'tissue_mask.png'}', 0) > 0\n"
         script.write_text(XVFB_SCRIPT.replace("app = make_app()", mask + "app = make_app()"))
