@@ -187,7 +187,9 @@ def lens_pane(panel_window, synthetic_case, qtbot):
 
     def grab() -> np.ndarray:
         lens.show_at(centre)
-        qtbot.waitUntil(lambda: view.fully_loaded() and view.loader.pending(id(lens)) == 0)
+        qtbot.waitUntil(
+            lambda: view.fully_loaded() and view.loader.pending(id(lens)) == 0, timeout=20000
+        )
         qtbot.wait(50)
         image = _rgb(view)
         return image[
