@@ -111,7 +111,7 @@ class Annotation:
 
 @dataclass(frozen=True)
 class DocumentChange:
-    """What changed in a document: ``kind`` is added, removed, changed, classes or reset."""
+    """What changed in a document: ``kind`` is added, removed, changed, classes, mpp or reset."""
 
     kind: str
     ids: tuple[str, ...] = ()
@@ -157,6 +157,12 @@ def annotation_from_feature(feature: Feature) -> Annotation:
     )
 
 
+def _known_mpp(value: float | None) -> float | None:
+    """Return ``value`` as a pixel size in µm, or None for zero, NaN, infinity or None."""
+    known = value is not None and math.isfinite(value) and value > 0
+    return float(value) if known else None
+
+
 class AnnotationDocument:
     """The annotations of one slide, in drawing order, with the class list.
 
@@ -164,6 +170,9 @@ class AnnotationDocument:
     (the ``_insert``/``_remove``/``_put``/``_set_classes`` methods), each of which
     notifies every subscriber with one :class:`DocumentChange` while holding
     :attr:`lock`, so a subscriber sees the document exactly as the change left it.
+    Setting :attr:`mpp` notifies the same way (kind ``"mpp"``) but is no command:
+    the pixel size is the slide's (the Display dock sets it), not an annotation edit
+    to undo, and an annotation store does not save it.
 
     Parameters
     ----------
@@ -182,7 +191,7 @@ class AnnotationDocument:
         mpp: float | None = None,
     ) -> None:
         self.classes: list[PathClass] = list(classes)
-        self.mpp = mpp
+        self._mpp = _known_mpp(mpp)
         self.lock = threading.RLock()
         self._by_id: dict[str, Annotation] = {}
         self._order: list[str] = []
@@ -202,8 +211,12 @@ class AnnotationDocument:
 
     @mpp.setter
     def mpp(self, value: float | None) -> None:
-        known = value is not None and math.isfinite(value) and value > 0
-        self._mpp = float(value) if known else None  # zero or NaN is as good as none
+        """Set the pixel size (zero, NaN or None: unknown); a new one notifies subscribers."""
+        with self.lock:
+            value = _known_mpp(value)
+            if value != self._mpp:
+                self._mpp = value
+                self._notify("mpp", ())
 
     # reading ----------------------------------------------------------------------------------
 

@@ -372,6 +372,8 @@ class AnnotationStore:
 
     def _on_change(self, change: DocumentChange) -> None:
         """Journal ``change`` now and arm the snapshot timer (called under the document's lock)."""
+        if change.kind == "mpp":  # the slide's pixel size: not saved with the annotations
+            return
         with self._cond:
             self._seq += 1
             if self._journal_ok:

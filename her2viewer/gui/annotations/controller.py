@@ -428,6 +428,7 @@ class AnnotationTools(QObject):
         self.store_path = store_path
         self._menus()
         self.save_failed.connect(window.show_error)  # queued: stores save on a thread
+        window.display_panel.pixel_size_changed.connect(self.pixel_size_changed)
 
     @property
     def active(self) -> AnnotationController | None:
@@ -534,6 +535,17 @@ class AnnotationTools(QObject):
         """Save and close every pane's annotations (the window closes)."""
         for view in list(self.controllers):
             self.pane_closed(view)
+
+    def pixel_size_changed(self, view) -> None:
+        """Measure the annotations of ``view`` with its slide's new pixel size; the brush
+        keeps its size in the unit that comes with it (µm or px)."""
+        controller = self.controllers.get(view)
+        if controller is None:
+            return
+        controller.document.mpp = view.slide.info.mpp_x
+        brush = controller.tools["brush"]
+        brush.size = self.brush_sizes[brush.unit]
+        self._show_brush_size()
 
     def pane_activated(self, view) -> None:
         """Show the active pane's classes and undo state."""

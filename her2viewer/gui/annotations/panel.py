@@ -230,7 +230,7 @@ class AnnotationTree(QTreeWidget):
         of the annotations that stay is unchanged, else by a rebuild."""
         kinds = {c.kind for c in changes}
         document = self.document
-        if "reset" in kinds or document is None:
+        if kinds & {"reset", "mpp"} or document is None:  # mpp: every area in new units
             self.rebuild()
             return
         ids = {i for c in changes for i in c.ids}
