@@ -155,7 +155,7 @@ class Magnifier(QObject):
         if signature != self._signature:  # the display or the layers changed meanwhile
             self._request_tiles()
         info = view.slide.info
-        overview = view.overview
+        overview = view.displayed_overview
         if overview is not None:
             painter.drawImage(QRectF(0, 0, info.width, info.height), overview.image)
         bounds = self.l0_bounds()

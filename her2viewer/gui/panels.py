@@ -46,7 +46,9 @@ KEYED_LAYERS = 9
 
 
 class MiniMap(QWidget):
-    """The whole slide small, with the viewport outline; click or drag to move there."""
+    """The whole slide small, as the pane draws it (display settings, shown layers: its
+    :attr:`~SlideView.displayed_overview`), with the viewport outline; click or drag to
+    move there."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -57,11 +59,11 @@ class MiniMap(QWidget):
         """Follow ``view`` (the active pane)."""
         if self.view is not None:
             self.view.view_changed.disconnect(self.update)
-            self.view.overview_ready.disconnect(self.update)
+            self.view.overview_changed.disconnect(self.update)
         self.view = view
         if view is not None:
             view.view_changed.connect(self.update)
-            view.overview_ready.connect(self.update)
+            view.overview_changed.connect(self.update)
         self.update()
 
     def _image_rect(self) -> QRectF | None:
@@ -78,7 +80,7 @@ class MiniMap(QWidget):
         rect = self._image_rect()
         if rect is None:
             return
-        overview = self.view.overview
+        overview = self.view.displayed_overview  # as the pane draws the slide
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         painter.fillRect(rect, Qt.GlobalColor.white)
         if overview is not None:

@@ -7,7 +7,8 @@ come only from the shared :class:`TileCache` (slide tiles, or slide tiles with t
 shown layers blended in on a worker); missing tiles are requested from the
 :class:`TileLoader` (centre outward, stale requests replaced) and drawn meanwhile
 from the finest cached coarser or finer tiles, over an always-present overview
-image, so the view is never blank.
+image, so the view is never blank. The overview is drawn as the tiles are (display
+settings, shown layers), made on a worker from the raw one, which stands in meanwhile.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from her2viewer.viewport import (
     TILE_SIZE,
     Viewport,
     ViewState,
-    tile_pixels,
     tile_region,
 )
 
@@ -84,11 +84,12 @@ def produce_tile(
     """Make the tile drawn at a place, on a worker thread: read the slide tile (unless
     cached) and blend each shown layer's tile over it, rendering and caching layer tiles
     as needed. Without shown layers the slide tile itself is returned. A signature that
-    starts with the pane's :class:`DisplaySettings` applies them to the slide tile first."""
+    starts with the pane's :class:`DisplaySettings` applies them to the slide tile first.
+    The place of level :data:`OVERVIEW_LEVEL` is the whole slide's overview."""
     slide_key = TileKey("slide", source, 0, level, col, row)
     base = cache.peek(slide_key)
     if base is None:
-        base = rgb_to_image(read_virtual_tile(slide, level, col, row))
+        base = rgb_to_image(_read_place(slide, level, col, row))
         if signature:
             cache.put(slide_key, base)
     if not signature:
@@ -98,9 +99,8 @@ def produce_tile(
         signature = signature[1:]
         if not signature:
             return base
-    info = slide.info
-    region = tile_region(level, col, row, info.width, info.height)
-    size = tile_pixels(level, region)
+    region = _place_region(slide.info, level, col, row)
+    size = base.array.shape[1::-1]  # the layers' pixels match the slide's
     parts = []
     for uid, version, opacity in signature:
         key = TileKey("layer", uid, version, level, col, row)
@@ -110,6 +110,20 @@ def produce_tile(
             cache.put(key, tile)
         parts.append((tile, opacity))
     return compose_tile(base, parts)
+
+
+def _read_place(slide, level: int, col: int, row: int) -> np.ndarray:
+    """The slide's RGB pixels of a place: a virtual tile, or the overview (thumbnail)."""
+    if level == OVERVIEW_LEVEL:
+        return slide.thumbnail(OVERVIEW_SIZE)
+    return read_virtual_tile(slide, level, col, row)
+
+
+def _place_region(info, level: int, col: int, row: int) -> tuple[int, int, int, int]:
+    """Level-0 ``(x, y, w, h)`` of a place: a tile's, or the whole slide for the overview."""
+    if level == OVERVIEW_LEVEL:
+        return 0, 0, info.width, info.height
+    return tile_region(level, col, row, info.width, info.height)
 
 
 class SlideView(QWidget):
@@ -122,7 +136,10 @@ class SlideView(QWidget):
     cursor_moved(x, y)
         The level-0 point under the mouse (NaN when the mouse left the view).
     overview_ready()
-        The overview image (used by the minimap) has been loaded.
+        The slide's raw overview image has been loaded.
+    overview_changed()
+        What :attr:`displayed_overview` shows may have changed: an overview arrived, or
+        the display settings or layers changed.
     activated()
         The user clicked into the view.
     """
@@ -130,6 +147,7 @@ class SlideView(QWidget):
     view_changed = Signal()
     cursor_moved = Signal(float, float)
     overview_ready = Signal()
+    overview_changed = Signal()
     activated = Signal()
     layers_changed = Signal()
 
@@ -168,6 +186,7 @@ class SlideView(QWidget):
         self._schedule_pending = False
         self._stopped = False  # the window is closing: no more tile requests
         self._last_composed: dict[tuple[int, int, int], TileKey] = {}
+        self._overview_drawn: TileKey | None = None  # the displayed overview drawn last
         self._moving = False
         self._settled = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_settled)
         self._repaint_timer = QTimer(
@@ -190,6 +209,7 @@ class SlideView(QWidget):
         self.crosshair = None
         self._source = next(_sources)
         self._last_composed.clear()
+        self._overview_drawn = None
         self._viewport.set_slide_size(slide.info.width, slide.info.height)
         if title is not None:
             self.title = title
@@ -231,6 +251,7 @@ class SlideView(QWidget):
         """Re-request tiles (e.g. after a layer's colours changed) and repaint."""
         self._schedule()
         self.update()
+        self.overview_changed.emit()
 
     @property
     def overview(self):
@@ -238,6 +259,21 @@ class SlideView(QWidget):
         if self.slide is None:
             return None
         return self.cache.peek(TileKey("slide", self._source, 0, OVERVIEW_LEVEL, 0, 0))
+
+    @property
+    def displayed_overview(self):
+        """The overview as the tiles are drawn (display settings, shown layers) when it is
+        cached; until then the one drawn last, else the raw :attr:`overview` (``None`` while
+        that loads). Never reads: it is made by the tile workers."""
+        if self.slide is None:
+            return None
+        key = self._tile_key(self.overlay_signature(), OVERVIEW_LEVEL, 0, 0)
+        tile = self.cache.get(key, count=False)  # kept as recently used while it is drawn
+        if tile is not None:
+            self._overview_drawn = key
+            return tile
+        last = self.cache.peek(self._overview_drawn) if self._overview_drawn else None
+        return last if last is not None else self.overview
 
     # -- the model ----------------------------------------------------------------
     @property
@@ -411,16 +447,18 @@ class SlideView(QWidget):
         """Every tile wanted now: visible, placeholder, ring and next-level, best first."""
         if self.slide is None or self.width() <= 0:
             return []
-        slide = self.slide
-        requests = [
-            (
-                (-1, 0.0),
-                TileKey("slide", self._source, 0, OVERVIEW_LEVEL, 0, 0),
-                lambda: rgb_to_image(slide.thumbnail(OVERVIEW_SIZE)),
-            )
-        ]
         signature = self.overlay_signature()
         layers = {layer.uid: layer for layer in self.layers}
+        # the overview first; as the tiles are drawn once it is cached (made from it)
+        overviews = [(), signature] if signature and self.overview is not None else [()]
+        requests = [
+            (
+                (-1, float(rank)),
+                self._tile_key(wanted, OVERVIEW_LEVEL, 0, 0),
+                self._tile_producer(wanted, OVERVIEW_LEVEL, 0, 0, layers),
+            )
+            for rank, wanted in enumerate(overviews)
+        ]
         for tile in self.viewport.tile_plan():
             wanted = () if tile.rank == FINER else signature  # the finer prefetch: slide only
             place = (tile.level, tile.col, tile.row)
@@ -448,8 +486,12 @@ class SlideView(QWidget):
         if owner != self._owner or self.slide is None:
             return
         if key.level == OVERVIEW_LEVEL:
+            if key.kind == "slide":
+                if self.overlay_signature():
+                    self._schedule()  # the overview as drawn can be made from it now
+                self.overview_ready.emit()
             self.update()
-            self.overview_ready.emit()
+            self.overview_changed.emit()
         elif self._shows(key) and not self._repaint_timer.isActive():
             self._repaint_timer.start()  # tiles arriving together share one repaint
 
@@ -493,16 +535,16 @@ class SlideView(QWidget):
     def fully_loaded(self) -> bool:
         """Whether the pane shows its final picture: the view at rest (drawn with smooth
         scaling, not the fast scaling of a move) and the overview and all visible
-        target-level tiles (and layers) cached."""
+        target-level tiles cached as the pane draws them (display settings, layers)."""
         if self.slide is None:
             return True
         if self._moving:
             return False
         level = self.target_level()
-        tiles = self.viewport.tiles_in(level, self.visible_bounds())
+        places = [(OVERVIEW_LEVEL, 0, 0)]
+        places += [(level, c, r) for c, r in self.viewport.tiles_in(level, self.visible_bounds())]
         signature = self.overlay_signature()
-        keys = [self._tile_key(signature, level, c, r) for c, r in tiles]
-        return self.overview is not None and all(self.cache.peek(k) is not None for k in keys)
+        return all(self.cache.peek(self._tile_key(signature, *p)) is not None for p in places)
 
     # -- painting ------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
@@ -576,7 +618,8 @@ class SlideView(QWidget):
     def _paint_placeholders(self, painter, signature, level, missing) -> None:
         """Fill each place whose tile is still loading with one draw of the best cached
         stand-in: a coarser tile with the layers, the bare slide tile, a coarser slide
-        tile, the finer tiles (zooming out), else the overview (white until it loads)."""
+        tile, the finer tiles (zooming out), else the displayed overview (white until the
+        overview loads)."""
         info = self.slide.info
         kinds = [("composed", hash(signature)), ("slide", 0)] if signature else [("slide", 0)]
         for col, row in missing:
@@ -627,7 +670,7 @@ class SlideView(QWidget):
         return False
 
     def _draw_from_overview(self, painter, dest, region) -> None:
-        overview = self.overview
+        overview = self.displayed_overview
         if overview is None:
             painter.fillRect(dest, Qt.GlobalColor.white)
             return
