@@ -236,7 +236,7 @@ def test_tiles_around_the_view_are_ready_before_a_pan(view, qtbot):
     painter = AnnotationPainter(AnnotationDocument([Annotation(b) for b in boxes]))
     view.set_state(ViewState(1500, 1000, 2.0))
     painted(view, painter)
-    qtbot.waitUntil(lambda: not painter._ring, timeout=20000)  # rendered between frames
+    qtbot.waitUntil(lambda: not painter.prefetching, timeout=20000)  # rendered between frames
     view.pan_by(-200, -150)  # a tile (256 level-0 px) further right and down
     view.repaint()
     assert painter.stats.rendered == 0 and painter.stats.tiles > 0

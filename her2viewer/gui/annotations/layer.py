@@ -22,7 +22,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -85,6 +85,16 @@ class PainterStats:
     rendered: int = 0
     drawn: int = 0
     pending: int = 0
+
+
+@dataclass
+class _Seen:
+    """What a painter remembers of one view between its frames (a pane and a magnifier's
+    lens paint through the same painter at two zooms, each keeping its own)."""
+
+    bounds: tuple | None = None  # the view's level-0 bounds last frame
+    bucket: int | None = None  # the zoom bucket last shown complete
+    ring: list[TileKey] = field(default_factory=list)  # tiles around the view to render
 
 
 def bucket_of(downsample: float) -> int:
@@ -199,12 +209,9 @@ class AnnotationPainter:
         self.visible = True
         self.show_names = True
         self.stats = PainterStats()
-        self._views: weakref.WeakSet = weakref.WeakSet()
+        self._seen: weakref.WeakKeyDictionary[object, _Seen] = weakref.WeakKeyDictionary()
         self._tiles: OrderedDict[TileKey, Tile] = OrderedDict()
         self._paths: OrderedDict[int, dict[str, QPainterPath]] = OrderedDict()
-        self._shown_bucket: int | None = None
-        self._ring: list[TileKey] = []  # tiles around the view still to render
-        self._last_bounds: tuple | None = None  # the view's level-0 bounds last frame
         self._index: _Snapshot | None = None
         self._bounds_of: dict[str, tuple[float, float, float, float]] = {}
         self._coords: dict[str, np.ndarray] = {}
@@ -219,7 +226,7 @@ class AnnotationPainter:
         self._coords.clear()
         self._point_indexes.clear()
         self._index = None
-        self._ring = []
+        self._seen.clear()
 
     # -- the document --------------------------------------------------------------
     def _on_change(self, change) -> None:
@@ -230,7 +237,7 @@ class AnnotationPainter:
             self._tiles.clear()
             self._paths.clear()
         self._index = None
-        for view in list(self._views):
+        for view in list(self._seen):
             view.update()
 
     def _invalidate(self, ids: Collection[str]) -> None:
@@ -304,7 +311,7 @@ class AnnotationPainter:
     # -- painting ----------------------------------------------------------------------
     def paint(self, painter: QPainter, view) -> None:
         """Draw the annotations into ``view`` (a SlideView) with ``painter``."""
-        self._views.add(view)
+        seen = self._seen.setdefault(view, _Seen())
         self.stats = PainterStats()
         if not self.visible or len(self.document) == 0:
             return
@@ -316,10 +323,10 @@ class AnnotationPainter:
         missing = self._render(keys)
         if missing:
             QTimer.singleShot(0, view, view.update)  # the rest of the tiles in the next frames
-            keys = self._stand_in(bucket, bounds, keys)
+            keys = self._stand_in(seen, bucket, bounds, keys)
         else:
-            self._shown_bucket = bucket
-            self._want_ring(bucket, bounds)
+            seen.bucket = bucket
+            self._want_ring(seen, bucket, bounds)
         self._draw_tiles(painter, matrix, keys)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         self._draw_selection(painter, matrix, bucket, (view.width(), view.height()))
@@ -341,12 +348,17 @@ class AnnotationPainter:
                 self._tiles.popitem(last=False)
         return 0
 
-    def _want_ring(self, bucket: int, bounds) -> None:
-        """Ask for the tiles one tile beyond the view (rendered by :meth:`_prefetch`), on
-        the sides the view moves to since the last frame (all sides when it rests)."""
+    @property
+    def prefetching(self) -> bool:
+        """Whether tiles around a view are still to render between frames."""
+        return any(seen.ring for seen in self._seen.values())
+
+    def _want_ring(self, seen: _Seen, bucket: int, bounds) -> None:
+        """Ask for the tiles one tile beyond a view (rendered by :meth:`_prefetch`), on
+        the sides it moves to since its last frame (all sides when it rests)."""
         grow = TILE * bucket_downsample(bucket)
-        moved = np.subtract(bounds, self._last_bounds) if self._last_bounds else np.zeros(4)
-        self._last_bounds = bounds
+        moved = np.subtract(bounds, seen.bounds) if seen.bounds else np.zeros(4)
+        seen.bounds = bounds
         ahead = np.sign(moved[:2] + moved[2:])  # -1: towards smaller x (y), 1: larger
         x0, y0, x1, y1 = bounds
         around = _tiles_in(
@@ -358,33 +370,35 @@ class AnnotationPainter:
                 y1 + grow * (ahead[1] >= 0),
             ),
         )
-        was_empty = not self._ring
-        self._ring = [k for k in around if k not in self._tiles]
-        if self._ring and was_empty:
+        idle = not self.prefetching
+        seen.ring = [k for k in around if k not in self._tiles]
+        if seen.ring and idle:
             QTimer.singleShot(0, self._prefetch)
 
     def _prefetch(self) -> None:
         """Render ring tiles for :data:`PREFETCH_MS`, then let the event loop run for
         :data:`PREFETCH_PAUSE_MS`."""
         deadline = time.perf_counter() + PREFETCH_MS / 1000
-        if self._ring:
+        rings = [seen.ring for seen in self._seen.values() if seen.ring]
+        if rings:
             self._ensure_index()
-        while self._ring and time.perf_counter() < deadline:
-            key = self._ring.pop(0)
-            if key not in self._tiles:
-                self._tiles[key] = self._render_tile(key)
+        for ring in rings:
+            while ring and time.perf_counter() < deadline:
+                key = ring.pop(0)
+                if key not in self._tiles:
+                    self._tiles[key] = self._render_tile(key)
         while len(self._tiles) > MAX_TILES:
             self._tiles.popitem(last=False)
-        if self._ring:
+        if self.prefetching:
             QTimer.singleShot(PREFETCH_PAUSE_MS, self._prefetch)
 
-    def _stand_in(self, bucket: int, bounds, keys: list[TileKey]) -> list[TileKey]:
-        """The tiles to show while ``keys`` are incomplete: the last complete bucket's
-        when all of them are cached (zooming in they are, so the annotations never blink),
-        else ``keys``."""
-        if self._shown_bucket is None or self._shown_bucket == bucket:
+    def _stand_in(self, seen: _Seen, bucket: int, bounds, keys: list[TileKey]) -> list[TileKey]:
+        """The tiles to show while ``keys`` are incomplete: the view's last complete
+        bucket's when all of them are cached (zooming in they are, so the annotations never
+        blink), else ``keys``."""
+        if seen.bucket is None or seen.bucket == bucket:
             return keys
-        previous = _tiles_in(self._shown_bucket, bounds)
+        previous = _tiles_in(seen.bucket, bounds)
         return previous if all(k in self._tiles for k in previous) else keys
 
     def _draw_tiles(self, painter: QPainter, matrix: np.ndarray, keys: list[TileKey]) -> None:
