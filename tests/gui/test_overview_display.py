@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF  # noqa: E402
 
 from her2viewer.gui import slideview  # noqa: E402
 from her2viewer.gui.magnifier import RADIUS, Magnifier  # noqa: E402
+from her2viewer.overlay import HeatmapLayer  # noqa: E402
 from her2viewer.overlay.display import DisplaySettings, Levels, apply_display  # noqa: E402
 from her2viewer.slide.base import Slide  # noqa: E402
 from her2viewer.stain.deconvolution import HDAB  # noqa: E402
@@ -88,10 +89,15 @@ def _open_ihc(window, case, qtbot):
     return view
 
 
-def _shown(window, view, qtbot, display: DisplaySettings):
+def _drawn(view, qtbot):
+    """Wait until the pane, its overview included, is drawn as it is set now."""
+    qtbot.waitUntil(lambda: view.fully_loaded() and view.loader.pending() == 0, timeout=20000)
+
+
+def _shown(view, qtbot, display: DisplaySettings):
     """Set ``display`` and wait until the pane, its overview included, is drawn with it."""
     view.set_display(display)
-    qtbot.waitUntil(lambda: view.fully_loaded() and view.loader.pending() == 0, timeout=20000)
+    _drawn(view, qtbot)
 
 
 def test_the_minimap_follows_the_stain_view_and_levels(
@@ -108,7 +114,7 @@ def test_the_minimap_follows_the_stain_view_and_levels(
     assert view.displayed_overview is raw_overview
     assert np.array_equal(_minimap_slide(window), raw)
     qtbot.waitUntil(lambda: view.displayed_overview is not raw_overview, timeout=20000)
-    _shown(window, view, qtbot, DAB)
+    _shown(view, qtbot, DAB)
     dab = _minimap_slide(window)
     assert np.abs(dab.mean(axis=0) - _expected_mean(view, DAB)).max() < MEAN_TOLERANCE
     assert np.abs(raw.mean(axis=0) - _expected_mean(view, DAB)).max() > 3 * MEAN_TOLERANCE
@@ -117,12 +123,12 @@ def test_the_minimap_follows_the_stain_view_and_levels(
 
     view.set_display(DARKER)  # the DAB overview stands in for the darker one meanwhile
     assert view.displayed_overview is dab_overview
-    _shown(window, view, qtbot, DARKER)
+    _shown(view, qtbot, DARKER)
     darker = _minimap_slide(window)
     assert np.abs(darker.mean(axis=0) - _expected_mean(view, DARKER)).max() < MEAN_TOLERANCE
     assert darker.mean() < dab.mean() - 4 * MEAN_TOLERANCE
 
-    _shown(window, view, qtbot, DisplaySettings())  # neutral: exactly the raw overview
+    _shown(view, qtbot, DisplaySettings())  # neutral: exactly the raw overview
     assert view.displayed_overview is view.overview
     assert np.array_equal(_minimap_slide(window), raw)
     assert gui_thread_reads and not any(gui_thread_reads)  # every read on a worker
@@ -158,3 +164,25 @@ def test_the_pane_and_lens_draw_the_displayed_overview_while_tiles_load(
     lens.hide()
     assert _dab_aligned(inside) > 0.97  # the lens's backdrop: the DAB overview too
     assert gui_thread_reads and not any(gui_thread_reads)
+
+
+def test_the_minimap_shows_the_layers_the_tiles_blend_in(panel_window, synthetic_case, qtbot):
+    window = panel_window
+    view = _open_ihc(window, synthetic_case, qtbot)
+    qtbot.waitUntil(view.fully_loaded, timeout=20000)
+    raw = _minimap_slide(window)
+    info = view.slide.info
+    layer = HeatmapLayer("score", values=np.ones((8, 10), np.float32), downsample=375)
+    view.add_layer(layer)
+    _drawn(view, qtbot)
+    rgba = layer.render((0, 0, info.width, info.height), view.overview.array.shape[1::-1])
+    weight = rgba[..., 3:].astype(np.float64) / 255 * layer.opacity
+    blended = _raw_overview(view) * (1 - weight) + rgba[..., :3] * weight
+    expected = blended.reshape(-1, 3).mean(axis=0)
+    assert np.abs(_minimap_slide(window).mean(axis=0) - expected).max() < MEAN_TOLERANCE
+    assert np.abs(raw.mean(axis=0) - expected).max() > 3 * MEAN_TOLERANCE
+
+    view.overlays_shown = False  # O: every layer hidden, the minimap's too
+    view.refresh()
+    assert view.displayed_overview is view.overview
+    assert np.array_equal(_minimap_slide(window), raw)
