@@ -301,8 +301,10 @@ def test_first_demo_start_shows_a_progress_dialog_and_keeps_drawing(window, qtbo
 
     seen, ticks = [], []
 
-    def slow_generation():
-        time.sleep(1.0)
+    def slow_generation():  # returns once the GUI thread has ticked 10 times (or 60 s)
+        end = time.monotonic() + 60
+        while len(ticks) < 10 and time.monotonic() < end:
+            time.sleep(0.01)
         return "the case folder"
 
     def look():
