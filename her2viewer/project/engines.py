@@ -7,17 +7,21 @@ something unexpected; a case that fails twice comes back as failed outcomes with
 error, and the run goes on. With ``actors`` (or GPUs per task) the Ray engine runs the model
 analyses of each case on Ray actors, processes that each hold a GPU share and keep their models
 loaded for the whole run. Once ``stop()`` is true no case starts, and the cases in flight finish
-and are handed on like any other (a cancelled run loses no finished work).
+and are handed on like any other (a cancelled run loses no finished work). A run stopped at once
+(a second Ctrl-C) ends its Ray tasks and actors, and the local cluster it started, before it
+returns. A local Ray cluster listens on the loopback interface only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -115,8 +119,9 @@ class _TokenAuthDefaultNotice(logging.Filter):
 
     Ray (2.60 here) enables token authentication by default for the cluster ``ray.init``
     starts, with a token in ``~/.ray/auth_token``, and warns that it did unless
-    ``RAY_AUTH_MODE`` is set. Token authentication is what a run wants (the cluster's ports
-    listen on every interface), but the variable cannot say so from here: Ray reads it once,
+    ``RAY_AUTH_MODE`` is set. Token authentication is what a run wants (the cluster's ports,
+    on the loopback interface, are open to every user of the machine, and a joined cluster's to
+    its network), but the variable cannot say so from here: Ray reads it once,
     at import, and a value set later leaves this process without the token the cluster then
     asks for. So only that record is dropped; Ray's other warnings, and the one it gives
     when authentication is off, still show.
@@ -132,24 +137,63 @@ class _TokenAuthDefaultNotice(logging.Filter):
 _TOKEN_AUTH_NOTICE = _TokenAuthDefaultNotice()
 
 
+@contextlib.contextmanager
+def _single_machine(local: bool) -> Iterator[None]:
+    """While a ``local`` cluster starts, Ray's single-machine mode: the node's address is the
+    loopback one, and Ray binds every server of the node to it.
+
+    Ray picks the loopback address for a node only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    is off (its default on macOS and Windows); on Linux it takes the address of the network
+    interface, rewrites a loopback ``_node_ip_address`` to it, and its GCS, raylet, object
+    manager, workers and agents then listen on every interface. Ray reads the variable once,
+    at import, into ``ray_constants.ENABLE_RAY_CLUSTER``, so the start sets that.
+    """
+    if not local:
+        yield
+        return
+    from ray._private import ray_constants
+
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+
+
+def _check_loopback(ray) -> None:
+    """A :class:`ProjectError` unless the local node Ray started is on the loopback interface."""
+    node = ray.util.get_node_ip_address()
+    if not ipaddress.ip_address(node).is_loopback:
+        raise ProjectError(
+            f"Ray {ray.__version__} put its local cluster on {node}, not on the loopback "
+            "interface; start a cluster yourself and join it with --address."
+        )
+
+
 def _start_ray(ray, workers: int | None, address: str | None) -> None:
-    """Start a local cluster (``address`` None) or join one; a one-sentence error if not."""
+    """Start a local cluster on the loopback interface (no ``address`` nor ``RAY_ADDRESS``)
+    or join one as it is configured; a one-sentence error if not."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
     env = {k: v for k, v in os.environ.items() if k.startswith("HER2VIEWER_")}
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
         _TOKEN_AUTH_NOTICE
     )
     try:
-        ray.init(
-            address=address,
-            num_cpus=workers if address is None else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            runtime_env={"env_vars": env},
-        )
+        with _single_machine(address is None):
+            ray.init(
+                address=address,
+                num_cpus=workers if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": env},
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
         raise ProjectError(f"Cannot {where}: {_one_line(exc)}") from exc
+    if address is None:
+        _check_loopback(ray)
 
 
 class _ModelWorker:
@@ -191,7 +235,10 @@ class _Tasks:
             on_outcomes(failed(case, _one_line(exc), ATTEMPTS))
 
     def close(self) -> None:
-        """Nothing to release: task workers belong to Ray."""
+        """End the tasks still in flight (a run stopped at once): their workers exit."""
+        for ref in self.flight:
+            self.ray.cancel(ref, force=True)
+        self.flight = {}
 
 
 class _Actors:
@@ -284,24 +331,27 @@ def run_ray(
 ) -> None:
     """Run ``cases`` as Ray tasks (one per case) on a cluster or a local one.
 
-    ``address`` None starts a local cluster with ``workers`` CPUs (all of them when None) and
-    stops it at the end; a given address joins that cluster. Ray retries a task once
+    ``address`` None (and no ``RAY_ADDRESS``) starts a local cluster with ``workers`` CPUs
+    (all of them when None), listening on the loopback interface only, and stops it at the
+    end; a given address joins that cluster. Ray retries a task once
     (``max_retries``, ``retry_exceptions``); ``ray.wait`` keeps at most
     ``IN_FLIGHT_PER_WORKER`` x CPUs cases in flight. With ``actors`` > 0 or ``gpus_per_task``
     > 0, the model analyses of each case run on that many Ray actors (one per
     ``gpus_per_task`` GPUs of the cluster by default), each holding ``gpus_per_task`` GPUs and
     its models for the whole run, and the other analyses as CPU-only tasks. Once ``stop()``
-    is true, no case starts; those in flight finish.
+    is true, no case starts; those in flight finish. A run left by an exception (a second
+    Ctrl-C's KeyboardInterrupt) cancels its tasks in flight (``force``: their workers exit)
+    and kills its actors, then stops the local cluster, so no worker of it outlives the run.
     """
     try:
         import ray
     except ImportError as exc:
         raise ProjectError("--engine ray needs Ray: pip install 'ray>=2.9'.") from exc
     started_here = not ray.is_initialized()
-    if started_here:
-        _start_ray(ray, workers, address)
     lanes: list = []
     try:
+        if started_here:
+            _start_ray(ray, workers, address)
         capacity = int(ray.cluster_resources().get("CPU", 1)) * IN_FLIGHT_PER_WORKER
         if actors or gpus_per_task:
             count = _actor_count(ray, actors, gpus_per_task)

@@ -41,7 +41,9 @@ from her2viewer.tissue import segment_tissue
 
 #: Fault injection for tests, comma-separated: ``kill:CASE:ANALYSIS:MARKER`` ends the worker
 #: process (like an out-of-memory kill) the first time that task starts (``MARKER`` is a file it
-#: creates), and ``fail:CASE:ANALYSIS`` raises an unexpected error every time.
+#: creates), ``fail:CASE:ANALYSIS`` raises an unexpected error every time, and
+#: ``hang:CASE:ANALYSIS:MARKER`` writes its worker's process id to ``MARKER`` and sleeps a day
+#: (a case still in flight).
 FAULT_ENV = "HER2VIEWER_PROJECT_FAULT"
 
 
@@ -265,6 +267,9 @@ def _inject_fault(task: Task) -> None:
         if mode == "kill" and marker and not os.path.exists(marker[0]):
             Path(marker[0]).touch()
             os._exit(137)
+        if mode == "hang" and marker:
+            Path(marker[0]).write_text(str(os.getpid()))
+            time.sleep(86400)
 
 
 def run_task(task: Task) -> Outcome:
