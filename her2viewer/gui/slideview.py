@@ -619,9 +619,12 @@ class SlideView(QWidget):
         """Fill each place whose tile is still loading with one draw of the best cached
         stand-in: a coarser tile with the layers, the bare slide tile, a coarser slide
         tile, the finer tiles (zooming out), else the displayed overview (white until the
-        overview loads)."""
+        overview loads). Bare slide tiles stand in only while the display is neutral: with
+        levels or a stain view their colours would be wrong, and the overview's are right."""
         info = self.slide.info
-        kinds = [("composed", hash(signature)), ("slide", 0)] if signature else [("slide", 0)]
+        kinds = [("composed", hash(signature))] if signature else []
+        if self.display.neutral:
+            kinds.append(("slide", 0))
         for col, row in missing:
             region = tile_region(level, col, row, info.width, info.height)
             dest = self._place(*region)

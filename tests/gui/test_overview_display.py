@@ -186,3 +186,24 @@ def test_the_minimap_shows_the_layers_the_tiles_blend_in(panel_window, synthetic
     view.refresh()
     assert view.displayed_overview is view.overview
     assert np.array_equal(_minimap_slide(window), raw)
+
+
+def test_raw_slide_tiles_never_stand_in_for_a_stain_view(
+    panel_window, synthetic_case, qtbot, monkeypatch
+):
+    window = panel_window
+    view = _open_ihc(window, synthetic_case, qtbot)
+    qtbot.waitUntil(view.fully_loaded, timeout=20000)  # the raw tiles of the view are cached
+    original = slideview.display_tile
+
+    def overview_only(base, display):
+        if base is not view.overview:
+            raise OSError("tile held back by the test")
+        return original(base, display)
+
+    monkeypatch.setattr(slideview, "display_tile", overview_only)
+    raw_overview = view.overview
+    view.set_display(DAB)
+    qtbot.waitUntil(lambda: view.displayed_overview is not raw_overview, timeout=20000)
+    assert not view.fully_loaded()  # no DAB tile came: every place is a stand-in
+    assert _dab_aligned(_pane_slide(view)) > 0.97  # the DAB overview, not raw slide tiles
