@@ -138,8 +138,8 @@ _TOKEN_AUTH_NOTICE = _TokenAuthDefaultNotice()
 
 
 @contextlib.contextmanager
-def _single_machine(local: bool) -> Iterator[None]:
-    """While a ``local`` cluster starts, Ray's single-machine mode: the node's address is the
+def _single_machine() -> Iterator[None]:
+    """Ray's single-machine mode while a local cluster starts: the node's address is the
     loopback one, and Ray binds every server of the node to it.
 
     Ray picks the loopback address for a node only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
@@ -148,9 +148,6 @@ def _single_machine(local: bool) -> Iterator[None]:
     manager, workers and agents then listen on every interface. Ray reads the variable once,
     at import, into ``ray_constants.ENABLE_RAY_CLUSTER``, so the start sets that.
     """
-    if not local:
-        yield
-        return
     from ray._private import ray_constants
 
     cluster = ray_constants.ENABLE_RAY_CLUSTER
@@ -180,7 +177,7 @@ def _start_ray(ray, workers: int | None, address: str | None) -> None:
         _TOKEN_AUTH_NOTICE
     )
     try:
-        with _single_machine(address is None):
+        with _single_machine() if address is None else contextlib.nullcontext():
             ray.init(
                 address=address,
                 num_cpus=workers if address is None else None,

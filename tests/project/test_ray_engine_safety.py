@@ -17,18 +17,18 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from her2viewer.cli.main import main
 from her2viewer.project.cohort import import_csv
-from her2viewer.project.engines import run_ray
+from her2viewer.project.engines import _check_loopback, run_ray
 from her2viewer.project.store import Project, ProjectError
 from her2viewer.project.tasks import FAULT_ENV, Task
 from tests.reliability.conftest import leftovers
 
-pytestmark = pytest.mark.slow
 RAN = {"case000", "case001"}
 #: Long enough for Ray processes to exit after a run; waited on as a condition.
 EXIT_WAIT_S = 120
@@ -70,6 +70,7 @@ def _none_survives(processes: list[psutil.Process]) -> None:
     assert not alive, [(p.pid, p.name()) for p in alive]
 
 
+@pytest.mark.slow  # a local Ray cluster
 def test_a_local_cluster_listens_on_loopback_and_a_first_ctrl_c_stores_the_cases_in_flight(
     tmp_path, synthetic_cohort, monkeypatch, capfd
 ):
@@ -113,6 +114,7 @@ def _interrupt_when_hung(marker: Path, seen: dict, children: set[int]) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow  # a local Ray cluster
 def test_a_second_ctrl_c_ends_a_case_in_flight_and_leaves_no_ray_process(
     tmp_path, synthetic_cohort, monkeypatch, capfd
 ):
@@ -227,3 +229,13 @@ def test_ray_address_joins_that_cluster_rather_than_starting_a_local_one(monkeyp
         "Cannot join the Ray cluster at head:6379: no Ray cluster answers there"
     )
     assert ray.calls == [("init", "head:6379", None), ("shutdown",)]
+
+
+def test_a_local_cluster_that_ray_put_on_the_network_is_refused():
+    ray = SimpleNamespace(
+        __version__="9.0", util=SimpleNamespace(get_node_ip_address=lambda: "192.0.2.2")
+    )
+    with pytest.raises(ProjectError, match=r"^Ray 9\.0 put its local cluster on 192\.0\.2\.2, not"):
+        _check_loopback(ray)
+    ray.util.get_node_ip_address = lambda: "::1"
+    _check_loopback(ray)  # on loopback: nothing to say
