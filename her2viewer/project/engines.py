@@ -146,10 +146,14 @@ def _single_machine() -> Iterator[None]:
     is off (its default on macOS and Windows); on Linux it takes the address of the network
     interface, rewrites a loopback ``_node_ip_address`` to it, and its GCS, raylet, object
     manager, workers and agents then listen on every interface. Ray reads the variable once,
-    at import, into ``ray_constants.ENABLE_RAY_CLUSTER``, so the start sets that.
+    at import, into ``ray_constants.ENABLE_RAY_CLUSTER``, so the start sets that (a Ray
+    without it is left as it is: :func:`_check_loopback` then judges where the node went).
     """
     from ray._private import ray_constants
 
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
     cluster = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
