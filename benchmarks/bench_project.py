@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from her2viewer.project.cohort import import_csv
+from her2viewer.project.engines import start_ray
 from her2viewer.project.run import run_project
 from her2viewer.project.store import Project
 from her2viewer.slide.synthetic import write_cohort
@@ -65,7 +66,7 @@ def ray_overhead(workers: int, tasks: int = 200) -> dict:
     """Seconds per empty Ray task (submit, schedule, run, fetch) on a local cluster."""
     import ray
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    start_ray(ray, workers, None)  # as the Ray engine starts it: on the loopback interface
     try:
         remote = ray.remote(_noop).options(num_cpus=1)
         ray.get([remote.remote(i) for i in range(workers * 2)])  # workers started

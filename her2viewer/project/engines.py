@@ -172,7 +172,7 @@ def _check_loopback(ray) -> None:
         )
 
 
-def _start_ray(ray, workers: int | None, address: str | None) -> None:
+def start_ray(ray, workers: int | None, address: str | None) -> None:
     """Start a local cluster on the loopback interface (no ``address`` nor ``RAY_ADDRESS``)
     or join one as it is configured; a one-sentence error if not."""
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -352,7 +352,7 @@ def run_ray(
     lanes: list = []
     try:
         if started_here:
-            _start_ray(ray, workers, address)
+            start_ray(ray, workers, address)
         capacity = int(ray.cluster_resources().get("CPU", 1)) * IN_FLIGHT_PER_WORKER
         if actors or gpus_per_task:
             count = _actor_count(ray, actors, gpus_per_task)
