@@ -45,7 +45,12 @@ from large_slide import cached_large_slide
 
 from her2viewer.devices import choose_device
 from her2viewer.features.encoders import build_encoder
-from her2viewer.features.engine import DeviceRunner, default_batching, extract_features
+from her2viewer.features.engine import (
+    DeviceRunner,
+    default_batching,
+    extract_features,
+    patches_per_job,
+)
 from her2viewer.features.rawtiles import (
     DECODE_CHOICES,
     decoder_difference,
@@ -75,7 +80,7 @@ def decode_only(slide, grid, device: torch.device, args) -> float:
     engine's jobs (a batch per job for raw tiles on CUDA, else a few patches) on its threads."""
     reader, _ = patch_reader(slide, grid, device, args.decode)
     cuda_batches = reader is not None and reader.device.type == "cuda"
-    step = args.batch_size if cuda_batches else max(1, args.batch_size // (2 * args.workers))
+    step = args.batch_size if cuda_batches else patches_per_job(args.batch_size, args.workers)
     chunks = [range(i, min(i + step, len(grid))) for i in range(0, len(grid), step)]
 
     def job(rows: range) -> None:
