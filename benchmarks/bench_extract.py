@@ -59,6 +59,7 @@ from her2viewer.features.rawtiles import (
     probe_tiles,
     raw_level,
 )
+from her2viewer.features.registry import SPECS
 from her2viewer.models.clam import CLAM, ClamConfig, predict
 from her2viewer.slide import open_slide
 from her2viewer.tissue import make_patch_grid, segment_tissue
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--slide-cache", help="folder keeping the synthetic slide between runs")
     parser.add_argument("--no-clam", action="store_true", help="skip the CLAM inference timings")
     args = parser.parse_args()
+    if args.small and not (args.encoder in SPECS and SPECS[args.encoder].small):
+        parser.error(f"--small: {args.encoder} has no reduced-depth variant (see encoders list)")
     width, height = (int(side) for side in args.slide_size.split("x"))
     encoder = build_encoder(args.encoder, random_seed=0, **({"small": True} if args.small else {}))
     batch_size, workers = default_batching(choose_device(args.device))
