@@ -111,7 +111,7 @@ class Annotation:
 
 @dataclass(frozen=True)
 class DocumentChange:
-    """What changed in a document: ``kind`` is added, removed, changed, classes, mpp or reset."""
+    """What changed in a document: ``kind`` is added, removed, changed, classes or mpp."""
 
     kind: str
     ids: tuple[str, ...] = ()

@@ -578,7 +578,7 @@ class AnnotationTools(QObject):
             self._on_class_changed(controller.current_class or "")
 
     def _on_document_changed(self, change) -> None:
-        if change.kind in ("classes", "reset"):
+        if change.kind == "classes":
             self._fill_classes()
         self._update_undo()
 

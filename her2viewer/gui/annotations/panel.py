@@ -230,7 +230,7 @@ class AnnotationTree(QTreeWidget):
         of the annotations that stay is unchanged, else by a rebuild."""
         kinds = {c.kind for c in changes}
         document = self.document
-        if kinds & {"reset", "mpp"} or document is None:  # mpp: every area in new units
+        if "mpp" in kinds or document is None:  # mpp: every area in new units
             self.rebuild()
             return
         ids = {i for c in changes for i in c.ids}
@@ -433,8 +433,8 @@ class MeasurementModel(QAbstractTableModel):
     rows up to date with a batch of document changes row by row: rows inserted and removed,
     ``dataChanged`` for the rows whose annotation changed (and for the areas around a
     changed point set, whose point counts follow), columns as measurement keys come and go.
-    A reset, a new pixel size or a batch of more than :data:`RELOAD_ABOVE` annotations is
-    one reload.
+    A new pixel size or a batch of more than :data:`RELOAD_ABOVE` annotations is one
+    reload.
     """
 
     def __init__(self, parent: QObject | None = None):
@@ -499,12 +499,7 @@ class MeasurementModel(QAbstractTableModel):
         """Bring the rows up to date with a batch of changes of :attr:`document`."""
         document = self.document
         ids = {i for change in changes for i in change.ids}
-        if (
-            document is None
-            or document.mpp != self._mpp
-            or any(change.kind == "reset" for change in changes)
-            or len(ids) > RELOAD_ABOVE
-        ):
+        if document is None or document.mpp != self._mpp or len(ids) > RELOAD_ABOVE:
             self.reload(document)
             return
         near_points = self._point_boxes(ids)
