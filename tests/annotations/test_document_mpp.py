@@ -31,29 +31,10 @@ def test_a_new_pixel_size_notifies_subscribers_and_is_not_saved(tmp_path):
     assert store.path.stat().st_ino == saved and journal_path(store.path).read_bytes() == b""
 
 
-@pytest.fixture()
-def window(qtbot, tmp_path, monkeypatch):
-    pytest.importorskip("PySide6")
-    from PySide6.QtCore import QSettings
-
-    from her2viewer.gui.mainwindow import MainWindow
-    from her2viewer.gui.tiles import TileCache, TileLoader
-
-    monkeypatch.setenv("HER2VIEWER_DATA", str(tmp_path / "data"))  # fresh stores and settings
-    loader = TileLoader(TileCache(64), workers=1)
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(loader, settings)
-    qtbot.addWidget(win)
-    win.resize(1000, 650)
-    win.show()
-    yield win
-    win.annotations.close_all()
-    loader.shutdown()
-
-
-def test_pixel_size_override_measures_the_annotations_again(window, qtbot, tmp_path):
+def test_pixel_size_override_measures_the_annotations_again(window_factory, qtbot, tmp_path):
     from her2viewer.gui.app import settle
 
+    window = window_factory((1000, 650))
     path = tmp_path / "no_mpp.png"
     Image.fromarray(np.full((1500, 2000, 3), 230, np.uint8)).save(path)
     assert window.open_in_pane(path).wait()
