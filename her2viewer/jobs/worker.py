@@ -73,6 +73,8 @@ def _run_child(fn: Callable[[core.JobContext], Any]) -> Any:
 def _pool() -> dict[str, Any]:
     """The worker process and its channels, started on first use."""
     with _lock:
+        if _worker.get("closed"):
+            raise core.Cancelled("The app is closing: no background process starts now.")
         if "pool" not in _worker:
             spawn = mp.get_context("spawn")
             channels = {"progress": spawn.Queue(), "cancel": spawn.Event(), "idle": spawn.Event()}
@@ -139,7 +141,12 @@ def _relay(worker: dict[str, Any], context: core.JobContext) -> bool:
 
 @atexit.register
 def _stop() -> None:
-    """Ask a running job to stop and let the worker process end with the app."""
+    """Ask a running job to stop, let the worker process end with the app, and start none
+    after: a job still pending (on a daemon thread) would otherwise spawn one once
+    multiprocessing's exit clean-up has run, and its semaphores would leak (the resource
+    tracker's "leaked semaphore objects" warning at exit)."""
+    with _lock:
+        _worker["closed"] = True
     if "pool" in _worker:
         _worker["cancel"].set()
         _worker["pool"].shutdown(wait=True, cancel_futures=True)
